@@ -1,0 +1,34 @@
+# samsa — build and test targets. `make test` is the README's test command.
+GO        ?= go
+PKGS      := ./...
+STACK     := $(GO) run ./integration/cmd/stack
+TIMEOUT   ?= 25m
+
+.PHONY: test test-short vet stack kafka-jars jaeger quickstart bench
+
+## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
+## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
+## OTEL_EXPORTER_OTLP_ENDPOINT + JAEGER_QUERY_URL).
+test: vet
+	$(STACK) run -- $(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+
+## test-short: unit tests only, no broker (integration tests skip and say why).
+test-short:
+	$(GO) test -short -race -count=1 $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+## stack: start Kafka, Redis and Jaeger on loopback and print the environment to export.
+stack:
+	$(STACK) up
+
+## kafka-jars / jaeger: fetch or build the test components ahead of time (cached).
+kafka-jars:
+	$(GO) test -count=1 -run TestKafkaJarsCached ./integration/stack/
+
+jaeger:
+	$(GO) test -count=1 -run TestJaegerBinaryCached ./integration/stack/
+
+quickstart:
+	$(GO) run ./examples/quickstart

@@ -1,0 +1,131 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/integration/stack"
+)
+
+func TestMain(m *testing.M) { os.Exit(stack.RunTests(m)) }
+
+// requireReal skips a real-stack test in -short mode, saying why; otherwise the test runs
+// (and fails if the stack cannot start): CI never skips these.
+func requireReal(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("short mode: this test runs against a real Kafka (started from the Maven Central jars, or $KAFKA_BROKERS)")
+	}
+}
+
+func newAdmin(t *testing.T, brokers string) *kafka.AdminClient {
+	t.Helper()
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	require.NoError(t, err)
+	t.Cleanup(ac.Close)
+	return ac
+}
+
+// createTopic creates a topic with the given partitions and replication factor and waits
+// until every partition has a leader.
+func createTopic(t *testing.T, brokers, name string, partitions, rf int) {
+	t.Helper()
+	ac := newAdmin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: rf}})
+	require.NoError(t, err)
+	require.Equal(t, kafka.ErrNoError, res[0].Error.Code(), "create topic %s: %v", name, res[0].Error)
+	require.Eventually(t, func() bool {
+		md, err := ac.GetMetadata(&name, false, 2000)
+		if err != nil {
+			return false
+		}
+		tm, ok := md.Topics[name]
+		if !ok || len(tm.Partitions) != partitions {
+			return false
+		}
+		for _, p := range tm.Partitions {
+			if p.Leader < 0 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 100*time.Millisecond, "topic %s never got leaders for all partitions", name)
+}
+
+// endOffsets returns the high watermark of each partition of topic.
+func endOffsets(t *testing.T, brokers, topic string, partitions int) map[int32]int64 {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": stack.UniqueName("probe"), "log_level": 3})
+	require.NoError(t, err)
+	defer c.Close()
+	ends := make(map[int32]int64, partitions)
+	for p := range int32(partitions) {
+		// Retried: right after a broker restart the leader may still be moving.
+		var err error
+		require.Eventually(t, func() bool {
+			var high int64
+			_, high, err = c.QueryWatermarkOffsets(topic, p, 5000)
+			ends[p] = high
+			return err == nil
+		}, 30*time.Second, 200*time.Millisecond, "end offset of %s[%d]: %v", topic, p, err)
+	}
+	return ends
+}
+
+// committedOffsets returns the group's committed offset for each partition of topic
+// (kafka.OffsetInvalid, -1001, where nothing is committed).
+func committedOffsets(t *testing.T, brokers, group, topic string, partitions int) map[int32]int64 {
+	t.Helper()
+	ac := newAdmin(t, brokers)
+	tps := make([]kafka.TopicPartition, partitions)
+	for p := range partitions {
+		tps[p] = kafka.TopicPartition{Topic: &topic, Partition: int32(p)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := ac.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
+	require.NoError(t, err)
+	require.Len(t, res.ConsumerGroupsTopicPartitions, 1)
+	out := make(map[int32]int64, partitions)
+	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+		require.NoError(t, tp.Error, "committed offset of %s[%d]", topic, tp.Partition)
+		out[tp.Partition] = int64(tp.Offset)
+	}
+	return out
+}
+
+// drainDeliveries waits for n delivery reports on ch and returns the keys acknowledged
+// and the number of failures.
+func drainDeliveries(t *testing.T, ch <-chan kafka.Event, n int, timeout time.Duration) (acked map[string]bool, failed int) {
+	t.Helper()
+	acked = make(map[string]bool, n)
+	deadline := time.After(timeout)
+	for i := 0; i < n; i++ {
+		select {
+		case ev := <-ch:
+			m, ok := ev.(*kafka.Message)
+			if !ok {
+				i--
+				continue
+			}
+			if m.TopicPartition.Error != nil {
+				failed++
+				continue
+			}
+			acked[string(m.Key)] = true
+		case <-deadline:
+			t.Fatalf("only %d of %d delivery reports after %s", i, n, timeout)
+		}
+	}
+	return acked, failed
+}
+
+func key(i int) string { return fmt.Sprintf("k%06d", i) }

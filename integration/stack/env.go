@@ -1,0 +1,149 @@
+// Package stack starts the real components the integration tests run against: Apache
+// Kafka in KRaft mode (1 or 3 nodes) from the release jars on Maven Central, Debian's
+// redis-server, and Jaeger all-in-one built from the Go module proxy. Everything listens
+// on 127.0.0.1 on free ports, runs as a child process stopped by PID, and dies with the
+// test binary.
+//
+// # The environment contract
+//
+// Tests and examples read the same variables:
+//
+//	KAFKA_BROKERS                 bootstrap servers of a running Kafka
+//	REDIS_ADDR                    host:port of a running Redis
+//	OTEL_EXPORTER_OTLP_ENDPOINT   OTLP/HTTP endpoint (http://host:4318) of a running collector
+//	JAEGER_QUERY_URL              Jaeger's query API (http://host:16686)
+//
+// When a variable is unset, the helpers here start the real component once per test
+// binary and stop it when the tests end ([RunTests]). `go run ./integration/cmd/stack run
+// -- CMD` starts all of them once, exports the variables and runs CMD, which is how `make
+// test` shares one stack between all test packages.
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Environment variable names of the contract.
+const (
+	EnvKafkaBrokers = "KAFKA_BROKERS"
+	EnvRedisAddr    = "REDIS_ADDR"
+	EnvOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvJaegerQuery  = "JAEGER_QUERY_URL"
+)
+
+var shared struct {
+	mu     sync.Mutex
+	kafka  *Kafka
+	redis  *Redis
+	jaeger *Jaeger
+}
+
+// RunTests runs m and then stops whatever the shared helpers started. Use it from TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(stack.RunTests(m)) }
+func RunTests(m *testing.M) int {
+	code := m.Run()
+	CloseShared()
+	return code
+}
+
+// CloseShared stops the components started by KafkaBrokers, RedisAddr and JaegerEndpoints.
+func CloseShared() {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.kafka != nil {
+		shared.kafka.Close()
+		shared.kafka = nil
+	}
+	if shared.redis != nil {
+		shared.redis.Close()
+		shared.redis = nil
+	}
+	if shared.jaeger != nil {
+		shared.jaeger.Close()
+		shared.jaeger = nil
+	}
+}
+
+// KafkaBrokers returns $KAFKA_BROKERS, or starts a single-node real Kafka shared by the
+// tests of this binary. It fails tb when the broker cannot be started. Tests that kill
+// brokers must start their own cluster with StartKafka instead.
+func KafkaBrokers(tb testing.TB) string {
+	tb.Helper()
+	if v := os.Getenv(EnvKafkaBrokers); v != "" {
+		return v
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.kafka == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		k, err := StartKafka(ctx, KafkaOptions{})
+		if err != nil {
+			tb.Fatalf("start the test Kafka broker (or set %s): %v", EnvKafkaBrokers, err)
+		}
+		shared.kafka = k
+	}
+	return shared.kafka.Bootstrap()
+}
+
+// RedisAddr returns $REDIS_ADDR, or starts a redis-server shared by this test binary.
+func RedisAddr(tb testing.TB) string {
+	tb.Helper()
+	if v := os.Getenv(EnvRedisAddr); v != "" {
+		return v
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.redis == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := StartRedis(ctx, RedisOptions{})
+		if err != nil {
+			tb.Fatalf("start the test Redis (or set %s): %v", EnvRedisAddr, err)
+		}
+		shared.redis = r
+	}
+	return shared.redis.Addr()
+}
+
+// JaegerEndpoints returns the OTLP/HTTP endpoint (host:port, for otlptracehttp.WithEndpoint)
+// and the query URL of a running Jaeger: from $OTEL_EXPORTER_OTLP_ENDPOINT and
+// $JAEGER_QUERY_URL when both are set, else a Jaeger shared by this test binary.
+func JaegerEndpoints(tb testing.TB) (otlpHostPort, queryURL string) {
+	tb.Helper()
+	otlp, query := os.Getenv(EnvOTLPEndpoint), os.Getenv(EnvJaegerQuery)
+	if otlp != "" && query != "" {
+		return stripScheme(otlp), query
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.jaeger == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		j, err := StartJaeger(ctx, JaegerOptions{})
+		if err != nil {
+			tb.Fatalf("start the test Jaeger (or set %s and %s): %v", EnvOTLPEndpoint, EnvJaegerQuery, err)
+		}
+		shared.jaeger = j
+	}
+	return shared.jaeger.OTLPHTTPEndpoint(), shared.jaeger.QueryURL()
+}
+
+func stripScheme(endpoint string) string {
+	endpoint = strings.TrimPrefix(endpoint, "http://")
+	endpoint = strings.TrimPrefix(endpoint, "https://")
+	return strings.TrimSuffix(endpoint, "/")
+}
+
+// UniqueName returns prefix-<random suffix>, for topics and groups that must not collide
+// between tests sharing a broker.
+func UniqueName(prefix string) string {
+	return fmt.Sprintf("%s-%s", prefix, newClusterID()[:10])
+}

@@ -1,0 +1,104 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRedisLauncher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs redis-server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	r, err := StartRedis(ctx, RedisOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, r.Close()) })
+	addr := r.Addr()
+	redisRoundTrip(ctx, t, addr)
+
+	oldPID := r.PID()
+	require.NoError(t, r.Kill())
+	assertGone(t, oldPID)
+	require.NoError(t, r.Restart(ctx))
+	require.Equal(t, addr, r.Addr(), "Restart must keep the address")
+	require.NotEqual(t, oldPID, r.PID())
+	redisRoundTrip(ctx, t, addr)
+
+	// Stop (SIGTERM) then Restart, as fault tests do.
+	require.NoError(t, r.Stop())
+	require.NoError(t, r.Restart(ctx))
+	redisRoundTrip(ctx, t, addr)
+
+	pid := r.PID()
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close(), "Close must be idempotent")
+	assertGone(t, pid)
+	require.Error(t, r.Restart(ctx), "Restart after Close")
+}
+
+// TestRedisEnv checks the env contract: REDIS_ADDR, when set, points at a running Redis.
+func TestRedisEnv(t *testing.T) {
+	addr := os.Getenv("REDIS_ADDR")
+	if addr == "" {
+		t.Skip("REDIS_ADDR not set: no external Redis to check")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	redisRoundTrip(ctx, t, addr)
+}
+
+func redisRoundTrip(ctx context.Context, t *testing.T, addr string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	key := "samsa-stack-test:" + t.Name()
+	val := time.Now().Format(time.RFC3339Nano)
+	require.NoError(t, c.Set(ctx, key, val, time.Minute).Err(), "SET on %s", addr)
+	got, err := c.Get(ctx, key).Result()
+	require.NoError(t, err, "GET on %s", addr)
+	require.Equal(t, val, got)
+	require.NoError(t, c.Del(ctx, key).Err())
+}
+
+// assertGone checks that pid no longer exists (it was reaped, so not even a zombie).
+func assertGone(t *testing.T, pid int) {
+	t.Helper()
+	require.NotZero(t, pid)
+	err := syscall.Kill(pid, 0)
+	assert.True(t, errors.Is(err, syscall.ESRCH), "pid %d still exists (kill -0: %v)", pid, err)
+}
+
+// TestRedisPortTaken checks that a lost port race is recognised, which is what makes
+// StartRedis retry on a new port instead of failing.
+func TestRedisPortTaken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs redis-server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err, "redis-server not found: install it (apt-get install redis-server)")
+	dir := t.TempDir()
+	r := &Redis{bin: bin, dir: dir, port: l.Addr().(*net.TCPAddr).Port,
+		proc: &process{name: "redis-server", logPath: filepath.Join(dir, "redis-server.log")}}
+	t.Cleanup(func() { assert.NoError(t, r.Close()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = r.start(ctx)
+	require.ErrorIs(t, err, errRedisPortInUse)
+}
