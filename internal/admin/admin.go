@@ -1,0 +1,131 @@
+// Package admin holds the few cluster operations the framework needs at start: partition
+// counts of its topics (co-partitioning checks) and creating a topic that must exist.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/internal/kconf"
+)
+
+// Client is a short-lived admin connection.
+type Client struct {
+	ac *kafka.AdminClient
+}
+
+// ErrUnknownTopic is wrapped by PartitionCounts for a topic the cluster does not have.
+var ErrUnknownTopic = errors.New("topic does not exist")
+
+// Dial connects an admin client with the user's connection overrides (TLS, SASL).
+func Dial(brokers string, overrides kconf.Map) (*Client, error) {
+	cm := kconf.Build(kconf.Map{"log_level": 3}, overrides, kconf.Map{"bootstrap.servers": brokers})
+	// Consumer-only and producer-only properties would make the admin client fail; keep
+	// only what concerns the connection.
+	for k := range *cm {
+		if !connectionKey(k) {
+			delete(*cm, k)
+		}
+	}
+	ac, err := kafka.NewAdminClient(cm)
+	if err != nil {
+		return nil, fmt.Errorf("admin: connect: %w", err)
+	}
+	return &Client{ac: ac}, nil
+}
+
+func connectionKey(k string) bool {
+	switch k {
+	case "bootstrap.servers", "log_level", "client.id", "client.rack", "socket.timeout.ms",
+		"security.protocol", "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
+		"broker.address.family", "metadata.max.age.ms", "debug":
+		return true
+	}
+	return len(k) > 4 && (k[:4] == "ssl." || k[:5] == "sasl.")
+}
+
+// Close releases the client.
+func (c *Client) Close() { c.ac.Close() }
+
+// PartitionCounts returns the partition count of every topic, failing with every missing
+// topic named (wrapping ErrUnknownTopic).
+func (c *Client) PartitionCounts(ctx context.Context, topics []string) (map[string]int, error) {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	counts := make(map[string]int, len(topics))
+	var errs []error
+	for _, t := range topics {
+		md, err := c.ac.GetMetadata(&t, false, int(timeout.Milliseconds()))
+		if err != nil {
+			return nil, fmt.Errorf("admin: metadata of %q: %w", t, err)
+		}
+		tm, ok := md.Topics[t]
+		if !ok || tm.Error.Code() == kafka.ErrUnknownTopicOrPart || tm.Error.Code() == kafka.ErrUnknownTopic || len(tm.Partitions) == 0 {
+			errs = append(errs, fmt.Errorf("admin: %w: %q", ErrUnknownTopic, t))
+			continue
+		}
+		if tm.Error.Code() != kafka.ErrNoError {
+			errs = append(errs, fmt.Errorf("admin: metadata of %q: %w", t, tm.Error))
+			continue
+		}
+		counts[t] = len(tm.Partitions)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return counts, nil
+}
+
+// EnsureTopic creates topic with partitions and replication factor rf (-1: the broker's
+// default) unless it exists, and returns its partition count.
+func (c *Client) EnsureTopic(ctx context.Context, topic string, partitions, rf int) (int, error) {
+	counts, err := c.PartitionCounts(ctx, []string{topic})
+	if err == nil {
+		return counts[topic], nil
+	}
+	if !errors.Is(err, ErrUnknownTopic) {
+		return 0, err
+	}
+	res, err := c.ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: partitions, ReplicationFactor: rf}})
+	if err != nil {
+		return 0, fmt.Errorf("admin: create topic %q: %w", topic, err)
+	}
+	if code := res[0].Error.Code(); code != kafka.ErrNoError && code != kafka.ErrTopicAlreadyExists {
+		return 0, fmt.Errorf("admin: create topic %q: %w", topic, res[0].Error)
+	}
+	// Metadata lags creation by a moment.
+	for {
+		counts, err := c.PartitionCounts(ctx, []string{topic})
+		if err == nil {
+			return counts[topic], nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("admin: topic %q created but not visible: %w", topic, errors.Join(err, ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// CheckCoPartitioned returns an error naming every topic and its count when counts differ.
+func CheckCoPartitioned(counts map[string]int, order []string) error {
+	if len(slices.Compact(slices.Sorted(maps.Values(counts)))) <= 1 {
+		return nil
+	}
+	msg := ""
+	for i, t := range order {
+		if i > 0 {
+			msg += ", "
+		}
+		msg += fmt.Sprintf("%q (%d partitions)", t, counts[t])
+	}
+	return fmt.Errorf("input topics %s are not co-partitioned: partition p of every input goes to one handler, so they need the same partition count", msg)
+}

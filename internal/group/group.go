@@ -1,0 +1,508 @@
+// Package group is the one consumer-group engine that processor and distributed stand on.
+// It turns librdkafka's rebalance callback into a per-slot lifecycle: a slot is partition
+// number p of every subscribed topic (one topic for most users; several co-partitioned
+// topics for partition-wise joins), owned by one worker for one assignment.
+//
+// # Goroutines and locks
+//
+//   - The poll goroutine (the caller of Run) owns the *kafka.Consumer. It alone calls Poll,
+//     Assign/Unassign, IncrementalAssign/IncrementalUnassign, Pause/Resume, CommitOffsets
+//     and Close. The rebalance callback runs on it, inside Poll or Close. It never runs user
+//     code and never blocks except inside the rebalance callback, where it waits (bounded by
+//     Config.RevokeTimeout) for revoked workers to return.
+//   - One worker goroutine per owned slot runs the WorkerFunc. It is started on assign and
+//     waited for on revoke, on failure of another worker and on shutdown.
+//   - One goroutine forwards librdkafka's log channel to the slog.Logger; it ends when the
+//     consumer is closed.
+//   - Engine.mu guards the slot table and every slot's ownership state. Slot.Store takes it,
+//     so an offset is never stored after the slot's ownership ended: revoke marks the slot
+//     closed under the same lock once its worker returned (or at once, when lost).
+//   - A slot's record queue has its own mutex: the poll goroutine appends, the worker takes.
+//     A queue over Config.QueueRecords pauses the slot's partitions; the worker asks for a
+//     resume through Engine.resumes once it has drained below half, and the poll goroutine
+//     resumes them if the slot is still owned.
+package group
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// Protocol selects the group protocol and assignment strategy.
+type Protocol int
+
+const (
+	// Cooperative is the classic protocol with the cooperative-sticky assignor: rebalances
+	// move only the partitions that change owner; the others keep running.
+	Cooperative Protocol = iota
+	// Eager is the classic protocol with the range assignor: every rebalance revokes every
+	// partition. Range gives partition p of co-partitioned topics to one member.
+	Eager
+	// Consumer is the KIP-848 protocol (group.protocol=consumer, brokers 4.0+): the broker
+	// assigns, incrementally. Session timeout and heartbeat are broker-side settings.
+	Consumer
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case Cooperative:
+		return "cooperative"
+	case Eager:
+		return "eager"
+	case Consumer:
+		return "consumer"
+	}
+	return fmt.Sprintf("Protocol(%d)", int(p))
+}
+
+// Config configures an Engine. The caller (processor, distributed) applies its defaults
+// and validation; the engine checks only what it must.
+type Config struct {
+	Brokers        string
+	GroupID        string
+	Topics         []string
+	Protocol       Protocol
+	RemoteAssignor string // Consumer protocol only: "uniform" or "range"; empty for the broker's default
+	InstanceID     string // static membership (group.instance.id); empty for dynamic
+
+	SessionTimeout    time.Duration // classic protocols only
+	HeartbeatInterval time.Duration // classic protocols only
+	MaxPollInterval   time.Duration
+	CommitInterval    time.Duration // how often stored offsets are committed asynchronously
+	QueueRecords      int           // per slot: above this the slot's partitions are paused
+	RevokeTimeout     time.Duration // how long revoke waits for a worker to return
+	ReadCommitted     bool          // isolation.level=read_committed (else read_uncommitted)
+	StartFromLatest   bool          // auto.offset.reset=latest for partitions without a commit
+
+	Defaults  kconf.Map // tuning defaults, below Overrides
+	Overrides kconf.Map // the user's librdkafka properties (already checked against OwnedKeys)
+	Logger    *slog.Logger
+	Hooks     Hooks
+}
+
+// Hooks are optional observers, called on the poll goroutine; they must not block.
+type Hooks struct {
+	Assigned func(slots []int32)
+	Revoked  func(slots []int32, lost bool)
+}
+
+// OwnedKeys are the consumer properties the engine sets itself; users may not override them.
+var OwnedKeys = kconf.Owned{
+	"bootstrap.servers":               "set the brokers in the config",
+	"group.id":                        "set the group in the config",
+	"group.instance.id":               "set InstanceID in the config",
+	"group.protocol":                  "set Protocol in the config",
+	"partition.assignment.strategy":   "set Protocol in the config",
+	"group.remote.assignor":           "set Protocol in the config",
+	"enable.auto.commit":              "offsets are committed only after outputs are acknowledged",
+	"enable.auto.offset.store":        "offsets are stored only after outputs are acknowledged",
+	"auto.commit.interval.ms":         "set CommitInterval in the config",
+	"session.timeout.ms":              "set SessionTimeout in the config",
+	"heartbeat.interval.ms":           "set HeartbeatInterval in the config",
+	"max.poll.interval.ms":            "set MaxPollInterval in the config",
+	"go.events.channel.enable":        "the engine polls; the events channel is deprecated and can deliver stale records after a rebalance",
+	"go.application.rebalance.enable": "the engine handles rebalances",
+	"go.logs.channel.enable":          "librdkafka logs are forwarded to the injected slog.Logger",
+}
+
+// ErrRevokeTimeout is returned by Run when a worker did not return within RevokeTimeout
+// after its slot was revoked. The engine leaves the group rather than let another member
+// start the slot while the stuck worker may still act.
+var ErrRevokeTimeout = errors.New("group: worker did not stop within the revoke timeout")
+
+// WorkerFunc runs one slot for one ownership, on its own goroutine. It must return soon
+// after s.Context() is done, having stored the offsets of the work it finished. A non-nil
+// error stops the engine: Run stops every other worker, commits, leaves, and returns it.
+type WorkerFunc func(s *Slot) error
+
+// Engine is one group member. Create it with New and call Run once.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	worker WorkerFunc
+
+	mu      sync.Mutex
+	slots   map[int32]*Slot
+	epoch   uint64
+	failure error // first worker error or revoke timeout; stops Run
+
+	resumes chan *Slot
+	running atomic.Bool
+	c       *kafka.Consumer
+}
+
+// New validates cfg and returns an engine that will run worker for every owned slot.
+func New(cfg Config, worker WorkerFunc) (*Engine, error) {
+	if cfg.Brokers == "" || cfg.GroupID == "" || len(cfg.Topics) == 0 {
+		return nil, errors.New("group: Brokers, GroupID and Topics are required")
+	}
+	if len(cfg.Topics) > 1 && cfg.Protocol == Cooperative {
+		return nil, fmt.Errorf("group: %d co-partitioned topics need an assignor that gives partition p of every topic to one member: use the Eager (range) or Consumer protocol, not Cooperative", len(cfg.Topics))
+	}
+	if cfg.QueueRecords <= 0 || cfg.RevokeTimeout <= 0 || cfg.CommitInterval <= 0 {
+		return nil, errors.New("group: QueueRecords, RevokeTimeout and CommitInterval must be positive")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{
+		cfg:     cfg,
+		log:     log,
+		worker:  worker,
+		slots:   make(map[int32]*Slot),
+		resumes: make(chan *Slot, 1024),
+	}, nil
+}
+
+func (e *Engine) consumerConfig() *kafka.ConfigMap {
+	owned := kconf.Map{
+		"bootstrap.servers":        e.cfg.Brokers,
+		"group.id":                 e.cfg.GroupID,
+		"enable.auto.commit":       true,
+		"enable.auto.offset.store": false,
+		"auto.commit.interval.ms":  int(e.cfg.CommitInterval.Milliseconds()),
+		"max.poll.interval.ms":     int(e.cfg.MaxPollInterval.Milliseconds()),
+		"go.logs.channel.enable":   true,
+	}
+	switch e.cfg.Protocol {
+	case Consumer:
+		owned["group.protocol"] = "consumer"
+		if e.cfg.RemoteAssignor != "" {
+			owned["group.remote.assignor"] = e.cfg.RemoteAssignor
+		}
+	default:
+		owned["group.protocol"] = "classic"
+		owned["session.timeout.ms"] = int(e.cfg.SessionTimeout.Milliseconds())
+		owned["heartbeat.interval.ms"] = int(e.cfg.HeartbeatInterval.Milliseconds())
+		if e.cfg.Protocol == Eager {
+			owned["partition.assignment.strategy"] = "range"
+		} else {
+			owned["partition.assignment.strategy"] = "cooperative-sticky"
+		}
+	}
+	if e.cfg.InstanceID != "" {
+		owned["group.instance.id"] = e.cfg.InstanceID
+	}
+	defaults := kconf.Map{
+		"auto.offset.reset": "earliest",
+		"isolation.level":   "read_uncommitted",
+		"log_level":         6,
+	}
+	if e.cfg.StartFromLatest {
+		defaults["auto.offset.reset"] = "latest"
+	}
+	if e.cfg.ReadCommitted {
+		owned["isolation.level"] = "read_committed"
+	}
+	for k, v := range e.cfg.Defaults {
+		defaults[k] = v
+	}
+	return kconf.Build(defaults, e.cfg.Overrides, owned)
+}
+
+// Run joins the group and polls until ctx is done or a worker fails. On the way out it
+// stops every worker (each finishes what it has in flight, bounded by RevokeTimeout),
+// commits the stored offsets and leaves the group. It returns nil after a clean stop.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return errors.New("group: Run called twice")
+	}
+	c, err := kafka.NewConsumer(e.consumerConfig())
+	if err != nil {
+		return fmt.Errorf("group: create consumer: %w", err)
+	}
+	e.c = c
+	logsDone := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		kconf.ForwardLogs(e.log, c.Logs())
+	}()
+	if err := c.SubscribeTopics(e.cfg.Topics, e.rebalance); err != nil {
+		c.Close()
+		<-logsDone
+		return fmt.Errorf("group: subscribe to %v: %w", e.cfg.Topics, err)
+	}
+	e.log.Info("group: joined", "group", e.cfg.GroupID, "topics", e.cfg.Topics, "protocol", e.cfg.Protocol.String())
+
+	for ctx.Err() == nil && e.failed() == nil {
+		e.serveResumes()
+		switch ev := c.Poll(100).(type) {
+		case *kafka.Message:
+			e.dispatch(ev)
+		case kafka.Error:
+			e.onError(ev)
+		case kafka.OffsetsCommitted:
+			if ev.Error != nil {
+				e.log.Warn("group: offset commit failed", "group", e.cfg.GroupID, "err", ev.Error)
+			}
+		}
+	}
+
+	// Stop every worker first so they drain in parallel, then Close: it serves the final
+	// revoke (waiting for the workers, committing) and leaves the group.
+	e.mu.Lock()
+	for _, s := range e.slots {
+		s.cancel()
+	}
+	e.mu.Unlock()
+	closeErr := c.Close()
+	<-logsDone
+	// A worker can outlive Close only if it was stuck past RevokeTimeout; wait no more.
+	e.mu.Lock()
+	failure := e.failure
+	e.mu.Unlock()
+	if failure != nil {
+		return failure
+	}
+	if closeErr != nil {
+		return fmt.Errorf("group: close consumer: %w", closeErr)
+	}
+	return nil
+}
+
+func (e *Engine) failed() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.failure
+}
+
+func (e *Engine) fail(err error) {
+	e.mu.Lock()
+	if e.failure == nil {
+		e.failure = err
+	}
+	e.mu.Unlock()
+}
+
+func (e *Engine) onError(err kafka.Error) {
+	if err.IsFatal() {
+		e.fail(fmt.Errorf("group: fatal consumer error: %w", err))
+		return
+	}
+	switch err.Code() {
+	case kafka.ErrAllBrokersDown, kafka.ErrTransport:
+		e.log.Warn("group: broker connection", "group", e.cfg.GroupID, "err", err)
+	case kafka.ErrMaxPollExceeded:
+		e.log.Error("group: max.poll.interval.ms exceeded; the member left the group and rejoins", "group", e.cfg.GroupID)
+	default:
+		e.log.Warn("group: consumer error", "group", e.cfg.GroupID, "err", err)
+	}
+}
+
+// dispatch hands one message to its slot's queue, pausing the slot when the queue is full.
+func (e *Engine) dispatch(m *kafka.Message) {
+	if m.TopicPartition.Error != nil {
+		e.log.Warn("group: fetch error", "topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "err", m.TopicPartition.Error)
+		return
+	}
+	e.mu.Lock()
+	s := e.slots[m.TopicPartition.Partition]
+	e.mu.Unlock()
+	if s == nil || s.closed.Load() {
+		return // revoked: the next owner reads it from the committed offset
+	}
+	msg := record.Message{
+		Topic:     *m.TopicPartition.Topic,
+		Partition: m.TopicPartition.Partition,
+		Offset:    int64(m.TopicPartition.Offset),
+		Key:       m.Key,
+		Value:     m.Value,
+		Timestamp: m.Timestamp,
+	}
+	if len(m.Headers) > 0 {
+		msg.Headers = make([]record.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			msg.Headers[i] = record.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	if s.push(msg, e.cfg.QueueRecords) {
+		if err := e.c.Pause(s.tps()); err != nil {
+			e.log.Warn("group: pause", "slot", s.ID, "err", err)
+		}
+	}
+}
+
+// serveResumes resumes slots whose workers drained their queue.
+func (e *Engine) serveResumes() {
+	for {
+		select {
+		case s := <-e.resumes:
+			if s.closed.Load() {
+				continue
+			}
+			if err := e.c.Resume(s.tps()); err != nil {
+				e.log.Warn("group: resume", "slot", s.ID, "err", err)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// rebalance is the librdkafka rebalance callback; it runs on the poll goroutine.
+func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	incremental := c.GetRebalanceProtocol() == "COOPERATIVE"
+	switch ev := ev.(type) {
+	case kafka.AssignedPartitions:
+		e.assign(ev.Partitions)
+		var err error
+		if incremental {
+			err = c.IncrementalAssign(ev.Partitions)
+		} else {
+			err = c.Assign(ev.Partitions)
+		}
+		if err != nil {
+			e.fail(fmt.Errorf("group: assign %v: %w", ev.Partitions, err))
+		}
+	case kafka.RevokedPartitions:
+		lost := c.AssignmentLost()
+		e.revoke(c, ev.Partitions, lost)
+		var err error
+		if incremental {
+			err = c.IncrementalUnassign(ev.Partitions)
+		} else {
+			err = c.Unassign()
+		}
+		if err != nil && !c.IsClosed() {
+			e.log.Warn("group: unassign", "err", err)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) assign(tps []kafka.TopicPartition) {
+	byID := make(map[int32][]record.TopicPartition)
+	for _, tp := range tps {
+		byID[tp.Partition] = append(byID[tp.Partition], record.TopicPartition{Topic: *tp.Topic, Partition: tp.Partition})
+	}
+	var started []int32
+	for id, parts := range byID {
+		e.mu.Lock()
+		if old := e.slots[id]; old != nil {
+			// Incremental assign of a co-partitioned sibling topic: grow the slot. With the
+			// range assignor all topics of p arrive together, so this is rare.
+			old.addTopics(parts)
+			e.mu.Unlock()
+			continue
+		}
+		e.epoch++
+		s := newSlot(e, id, e.epoch, parts)
+		e.slots[id] = s
+		e.mu.Unlock()
+		started = append(started, id)
+		go s.run(e.worker)
+	}
+	slices.Sort(started)
+	if len(started) > 0 {
+		e.log.Info("group: assigned", "group", e.cfg.GroupID, "slots", started)
+		if e.cfg.Hooks.Assigned != nil {
+			e.cfg.Hooks.Assigned(started)
+		}
+	}
+}
+
+// revoke stops the workers of every slot touched by tps and waits for them (bounded),
+// then commits what they stored unless the assignment was lost.
+func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool) {
+	e.mu.Lock()
+	var slots []*Slot
+	for _, tp := range tps {
+		if s := e.slots[tp.Partition]; s != nil && !slices.Contains(slots, s) {
+			slots = append(slots, s)
+			delete(e.slots, tp.Partition)
+		}
+	}
+	if lost {
+		// Another member may own these already: nothing they do from now on counts.
+		for _, s := range slots {
+			s.closed.Store(true)
+		}
+	}
+	e.mu.Unlock()
+	if len(slots) == 0 {
+		return
+	}
+	for _, s := range slots {
+		s.cancel()
+	}
+	deadline := time.NewTimer(e.cfg.RevokeTimeout)
+	defer deadline.Stop()
+	var stuck []string
+	for _, s := range slots {
+		select {
+		case <-s.done:
+		case <-deadline.C:
+		}
+		select {
+		case <-s.done:
+		default:
+			stuck = append(stuck, fmt.Sprint(s.ID))
+		}
+		e.mu.Lock()
+		s.closed.Store(true)
+		e.mu.Unlock()
+	}
+	ids := make([]int32, len(slots))
+	for i, s := range slots {
+		ids[i] = s.ID
+	}
+	if len(stuck) > 0 {
+		e.fail(fmt.Errorf("%w (%s, group %q, slots %s)", ErrRevokeTimeout, e.cfg.RevokeTimeout, e.cfg.GroupID, strings.Join(stuck, ",")))
+	}
+	if !lost {
+		var commit []kafka.TopicPartition
+		for _, s := range slots {
+			commit = append(commit, s.storedOffsets()...)
+		}
+		if len(commit) > 0 {
+			if _, err := c.CommitOffsets(commit); err != nil {
+				e.log.Warn("group: commit on revoke", "group", e.cfg.GroupID, "slots", ids, "err", err)
+			}
+		}
+	}
+	e.log.Info("group: revoked", "group", e.cfg.GroupID, "slots", ids, "lost", lost)
+	if e.cfg.Hooks.Revoked != nil {
+		e.cfg.Hooks.Revoked(ids, lost)
+	}
+}
+
+// store records offsets for s unless its ownership has ended.
+func (e *Engine) store(s *Slot, offsets []record.Offset) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.closed.Load() {
+		return ErrNotOwned
+	}
+	tps := make([]kafka.TopicPartition, len(offsets))
+	for i := range offsets {
+		tps[i] = kafka.TopicPartition{Topic: &offsets[i].Topic, Partition: offsets[i].Partition, Offset: kafka.Offset(offsets[i].Offset)}
+	}
+	if _, err := e.c.StoreOffsets(tps); err != nil {
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.Code() == kafka.ErrState {
+			return ErrNotOwned // librdkafka no longer has the partition assigned
+		}
+		return fmt.Errorf("group: store offsets: %w", err)
+	}
+	for _, o := range offsets {
+		s.stored[o.Topic] = o.Offset
+	}
+	return nil
+}
+
+// ErrNotOwned is returned by Slot.Store after the slot's ownership ended: the offsets
+// belong to the next owner now and are dropped.
+var ErrNotOwned = errors.New("group: slot no longer owned")

@@ -1,0 +1,186 @@
+// Package produce wraps an idempotent librdkafka producer (acks=all) whose delivery
+// reports are routed to a per-message Ack. One goroutine drains the producer's event
+// channel, as confluent-kafka-go requires; it ends when the producer is closed.
+package produce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// OwnedKeys are producer properties the framework sets itself.
+var OwnedKeys = kconf.Owned{
+	"bootstrap.servers":                     "set the brokers in the config",
+	"enable.idempotence":                    "outputs are produced idempotently so broker retries create no duplicates",
+	"acks":                                  "outputs are acknowledged by all in-sync replicas before inputs are committed",
+	"max.in.flight.requests.per.connection": "bounded by idempotence",
+	"go.delivery.reports":                   "delivery reports decide when inputs are committed",
+	"go.delivery.report.fields":             "the framework trims delivery reports",
+	"go.events.channel.enable":              "the framework drains producer events",
+	"go.logs.channel.enable":                "librdkafka logs are forwarded to the injected slog.Logger",
+	"transactional.id":                      "set the exactly-once mode in the config",
+}
+
+// Config configures a Producer.
+type Config struct {
+	Brokers   string
+	Defaults  kconf.Map
+	Overrides kconf.Map
+	Logger    *slog.Logger
+}
+
+// Ack receives the outcome of one produced message, on the delivery goroutine. It must
+// not block.
+type Ack interface {
+	Delivered(m *record.Message, err error)
+}
+
+// Producer produces records idempotently and reports each delivery to its Ack.
+type Producer struct {
+	p    *kafka.Producer
+	log  *slog.Logger
+	done chan struct{} // deliveries returned
+	logs chan struct{} // log forwarding returned
+
+	mu    sync.Mutex
+	fatal error
+
+	closeOnce sync.Once
+}
+
+// New creates the producer and starts its delivery goroutine.
+func New(cfg Config) (*Producer, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	defaults := kconf.Map{
+		"linger.ms": 5,
+		"log_level": 6,
+	}
+	for k, v := range cfg.Defaults {
+		defaults[k] = v
+	}
+	owned := kconf.Map{
+		"bootstrap.servers":                     cfg.Brokers,
+		"enable.idempotence":                    true,
+		"acks":                                  "all",
+		"max.in.flight.requests.per.connection": 5,
+		"go.delivery.reports":                   true,
+		"go.delivery.report.fields":             "none",
+		"go.logs.channel.enable":                true,
+	}
+	p, err := kafka.NewProducer(kconf.Build(defaults, cfg.Overrides, owned))
+	if err != nil {
+		return nil, fmt.Errorf("produce: create producer: %w", err)
+	}
+	pr := &Producer{p: p, log: log, done: make(chan struct{}), logs: make(chan struct{})}
+	go pr.deliveries()
+	go func() {
+		defer close(pr.logs)
+		kconf.ForwardLogs(log, p.Logs())
+	}()
+	return pr, nil
+}
+
+func (p *Producer) deliveries() {
+	defer close(p.done)
+	for ev := range p.p.Events() {
+		switch ev := ev.(type) {
+		case *kafka.Message:
+			m, _ := ev.Opaque.(*delivery)
+			if m == nil {
+				continue
+			}
+			err := ev.TopicPartition.Error
+			if err == nil {
+				m.msg.Partition = ev.TopicPartition.Partition
+				m.msg.Offset = int64(ev.TopicPartition.Offset)
+			}
+			m.ack.Delivered(m.msg, err)
+		case kafka.Error:
+			if ev.IsFatal() {
+				p.mu.Lock()
+				if p.fatal == nil {
+					p.fatal = ev
+				}
+				p.mu.Unlock()
+				p.log.Error("produce: fatal producer error; every later produce fails", "err", ev)
+			} else {
+				p.log.Warn("produce: producer error", "err", ev)
+			}
+		}
+	}
+}
+
+type delivery struct {
+	msg *record.Message
+	ack Ack
+}
+
+// ErrFatal wraps the fatal error that made the producer unusable (for example a fenced
+// idempotent producer); the owner must stop.
+var ErrFatal = errors.New("produce: producer failed fatally")
+
+// Produce enqueues m; ack is called with the delivery outcome. When librdkafka's queue is
+// full it waits (bounded by ctx) instead of failing. m must not be modified until acked.
+func (p *Producer) Produce(ctx context.Context, m *record.Message, ack Ack) error {
+	p.mu.Lock()
+	fatal := p.fatal
+	p.mu.Unlock()
+	if fatal != nil {
+		return fmt.Errorf("%w: %w", ErrFatal, fatal)
+	}
+	km := &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &m.Topic, Partition: m.Partition},
+		Key:            m.Key,
+		Value:          m.Value,
+		Timestamp:      m.Timestamp,
+		Opaque:         &delivery{msg: m, ack: ack},
+	}
+	if len(m.Headers) > 0 {
+		km.Headers = make([]kafka.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			km.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	for {
+		err := p.p.Produce(km, nil)
+		if err == nil {
+			return nil
+		}
+		var kerr kafka.Error
+		if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
+			return fmt.Errorf("produce: to %s: %w", m.Topic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("produce: to %s: local queue full until %w", m.Topic, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// AnyPartition lets the producer's partitioner choose (the hash of the key).
+const AnyPartition = kafka.PartitionAny
+
+// Close waits up to timeout for outstanding deliveries, then closes the producer. Acks of
+// messages still outstanding are not called. It is idempotent.
+func (p *Producer) Close(timeout time.Duration) (unflushed int) {
+	p.closeOnce.Do(func() {
+		unflushed = p.p.Flush(int(timeout.Milliseconds()))
+		p.p.Close()
+		<-p.done
+		<-p.logs
+	})
+	return unflushed
+}

@@ -1,0 +1,226 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/produce"
+)
+
+// Protocol selects how the group assigns partitions.
+type Protocol string
+
+const (
+	// Cooperative: classic group protocol, cooperative-sticky assignor. Rebalances move only
+	// the partitions that change owner. Default for a single input topic.
+	Cooperative Protocol = "cooperative"
+	// Eager: classic protocol, range assignor; every rebalance stops every partition.
+	// Default for several (co-partitioned) inputs, because range gives partition p of every
+	// input to the same member.
+	Eager Protocol = "eager"
+	// Consumer: the KIP-848 protocol (group.protocol=consumer; Kafka 4.0+ brokers). The
+	// broker assigns, incrementally; session timeout and heartbeat are broker settings.
+	// With several inputs the broker's range assignor is requested.
+	Consumer Protocol = "consumer"
+)
+
+// Config tunes a processor. The zero value of each field means its default. Brokers and
+// Group are required.
+type Config struct {
+	// Brokers is the bootstrap server list, "host:port,host:port".
+	Brokers string
+	// Group is the consumer group id; instances with the same Group share the partitions.
+	Group string
+
+	// BatchSize is the most records handed to one Handle call. Default: 1000.
+	BatchSize int
+	// BatchWait is how long a partition waits, after its first buffered record, for the
+	// batch to fill before handling what it has. Default: 50ms.
+	BatchWait time.Duration
+	// MaxInFlightBatches is how many batches of one partition may be waiting for their
+	// outputs' acknowledgements while later batches are handled. 1 handles strictly one
+	// batch at a time. Default: 8.
+	MaxInFlightBatches int
+	// QueueRecords is how many fetched records a partition may buffer before it is paused.
+	// Default: 4 × BatchSize, at least 10000.
+	QueueRecords int
+
+	// Protocol is the group protocol. Default: Cooperative for one input, Eager for several.
+	Protocol Protocol
+	// InstanceID enables static membership (group.instance.id): a restart within the
+	// session timeout gets its partitions back without a rebalance. Default: dynamic.
+	InstanceID string
+	// SessionTimeout: a member not heard from for this long is removed (classic protocols).
+	// Default: 45s.
+	SessionTimeout time.Duration
+	// HeartbeatInterval (classic protocols). Default: 3s.
+	HeartbeatInterval time.Duration
+	// MaxPollInterval bounds a rebalance: a member that does not complete its revoke within
+	// it is removed. Default: 5m.
+	MaxPollInterval time.Duration
+	// CommitInterval is how often acknowledged offsets are committed. Offsets are also
+	// committed synchronously on revoke and shutdown. Default: 1s.
+	CommitInterval time.Duration
+	// DrainTimeout bounds how long a revoked partition (or a shutdown) waits for in-flight
+	// batches to be acknowledged; what is not done by then is not committed and will be
+	// processed again by the next owner. Must be below MaxPollInterval. Default: 30s.
+	DrainTimeout time.Duration
+	// StartFromLatest starts partitions with no committed offset at the end instead of the
+	// beginning. Default: false (earliest).
+	StartFromLatest bool
+
+	// ErrorPolicy decides what happens to failing records. Default: Stop().
+	ErrorPolicy Policy
+
+	// Overrides are librdkafka properties for every client the processor creates
+	// (consumer, producer, admin): TLS, SASL, client.id. Keys the framework owns are
+	// rejected by Validate.
+	Overrides map[string]any
+	// ConsumerOverrides and ProducerOverrides apply to one client only (tuning).
+	ConsumerOverrides map[string]any
+	ProducerOverrides map[string]any
+}
+
+// Consumer tuning defaults, chosen by measurement (see the benchmark in integration/):
+// librdkafka's defaults wait up to 500 ms per fetch and prefetch little, which costs
+// throughput and latency in a batch processor.
+var consumerDefaults = kconf.Map{
+	"fetch.wait.max.ms":   10,
+	"fetch.min.bytes":     1,
+	"queued.min.messages": 100000,
+}
+
+var producerDefaults = kconf.Map{
+	"partitioner": "murmur2_random",
+	"linger.ms":   5,
+}
+
+func (c Config) withDefaults(inputs int) Config {
+	if c.BatchSize == 0 {
+		c.BatchSize = 1000
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = 50 * time.Millisecond
+	}
+	if c.MaxInFlightBatches == 0 {
+		c.MaxInFlightBatches = 8
+	}
+	if c.QueueRecords == 0 {
+		c.QueueRecords = max(4*c.BatchSize, 10000)
+	}
+	if c.Protocol == "" {
+		c.Protocol = Cooperative
+		if inputs > 1 {
+			c.Protocol = Eager
+		}
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 45 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 3 * time.Second
+	}
+	if c.MaxPollInterval == 0 {
+		c.MaxPollInterval = 5 * time.Minute
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	return c
+}
+
+// Validate reports every problem with c at once. Zero fields are valid (defaults).
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Brokers) == "" {
+		errs = append(errs, errors.New("Brokers is required (host:port[,host:port...])"))
+	}
+	if strings.TrimSpace(c.Group) == "" {
+		errs = append(errs, errors.New("Group is required"))
+	}
+	for name, v := range map[string]int{"BatchSize": c.BatchSize, "MaxInFlightBatches": c.MaxInFlightBatches, "QueueRecords": c.QueueRecords} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s = %d, must not be negative", name, v))
+		}
+	}
+	for name, v := range map[string]time.Duration{"BatchWait": c.BatchWait, "SessionTimeout": c.SessionTimeout,
+		"HeartbeatInterval": c.HeartbeatInterval, "MaxPollInterval": c.MaxPollInterval,
+		"CommitInterval": c.CommitInterval, "DrainTimeout": c.DrainTimeout} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, v))
+		}
+	}
+	d := c.withDefaults(1)
+	if d.DrainTimeout >= d.MaxPollInterval {
+		errs = append(errs, fmt.Errorf("DrainTimeout (%s) must be below MaxPollInterval (%s): a revoke that outlasts it gets the member removed from the group", d.DrainTimeout, d.MaxPollInterval))
+	}
+	if d.Protocol != Consumer && d.HeartbeatInterval >= d.SessionTimeout {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval (%s) must be below SessionTimeout (%s)", d.HeartbeatInterval, d.SessionTimeout))
+	}
+	switch c.Protocol {
+	case "", Cooperative, Eager, Consumer:
+	default:
+		errs = append(errs, fmt.Errorf("Protocol %q: want %q, %q or %q", c.Protocol, Cooperative, Eager, Consumer))
+	}
+	if err := c.ErrorPolicy.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	clientOwned := kconf.Owned{"bootstrap.servers": "set Brokers in the config"}
+	errs = append(errs, kconf.CheckOverrides(c.Overrides, merge(group.OwnedKeys, produce.OwnedKeys, clientOwned), "Overrides")...)
+	errs = append(errs, kconf.CheckOverrides(c.ConsumerOverrides, group.OwnedKeys, "ConsumerOverrides")...)
+	errs = append(errs, kconf.CheckOverrides(c.ProducerOverrides, produce.OwnedKeys, "ProducerOverrides")...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return &ConfigError{Errs: errs}
+}
+
+// ConfigError lists every problem Validate found.
+type ConfigError struct{ Errs []error }
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("processor: invalid config:")
+	for _, err := range e.Errs {
+		b.WriteString("\n\t")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() []error { return e.Errs }
+
+func merge(ms ...kconf.Owned) kconf.Owned {
+	out := kconf.Owned{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func toMap(m map[string]any) kconf.Map {
+	out := make(kconf.Map, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (p Protocol) engine() group.Protocol {
+	switch p {
+	case Eager:
+		return group.Eager
+	case Consumer:
+		return group.Consumer
+	}
+	return group.Cooperative
+}

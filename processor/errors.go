@@ -1,0 +1,47 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Stage names where processing failed.
+type Stage string
+
+// Stages of a batch, in order.
+const (
+	StageDecode     Stage = "decode"      // a key or value decoder failed
+	StageHandle     Stage = "handle"      // the handler returned an error or panicked
+	StageEncode     Stage = "encode"      // an output encoder failed (returned by Send)
+	StageProduce    Stage = "produce"     // an output was not acknowledged by the broker
+	StageDeadLetter Stage = "dead-letter" // writing to the dead-letter topic failed
+	StageCommit     Stage = "commit"      // storing or committing offsets failed
+)
+
+// Error is a processing failure of one record (or of the batch starting at Offset),
+// as Run returns it under the Stop policy. The cause is reachable with errors.As and
+// errors.Is, including the client's kafka.Error for produce failures.
+type Error struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Stage     Stage
+	Err       error
+}
+
+func (e *Error) Error() string {
+	if e.Partition < 0 {
+		return fmt.Sprintf("processor: %s to %q: %v", e.Stage, e.Topic, e.Err)
+	}
+	return fmt.Sprintf("processor: %s failed at %s[%d]@%d: %v", e.Stage, e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrClosed is returned by Run after Close, or when Run is called a second time.
+var ErrClosed = errors.New("processor: closed")
+
+// ErrHandlerPanic wraps a recovered handler panic.
+var ErrHandlerPanic = errors.New("handler panicked")
+
+var errNoEncoder = errors.New("output declared without a value encoder")

@@ -1,0 +1,252 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/admin"
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/produce"
+)
+
+// Handler handles one partition's batches, one call at a time (never concurrently for
+// one partition; different partitions' handlers run in parallel). It sends outputs
+// through b (Output.Send) and returns nil when the batch is done. A returned error or a
+// panic is a failure handled by Config.ErrorPolicy; the batch may then be handled again,
+// so side effects must tolerate repetition (at-least-once).
+type Handler[K, V any] interface {
+	Handle(ctx context.Context, b *Batch[K, V]) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc[K, V any] func(ctx context.Context, b *Batch[K, V]) error
+
+// Handle calls f(ctx, b).
+func (f HandlerFunc[K, V]) Handle(ctx context.Context, b *Batch[K, V]) error { return f(ctx, b) }
+
+// Factory makes the handler of one partition when this instance is assigned it, so a
+// handler may keep per-partition state (a partition-wise join's table). If the handler
+// has a Close() error method it is called when the partition is revoked, after its last
+// batch.
+type Factory[K, V any] func(partition int32) Handler[K, V]
+
+// Option configures collaborators of a processor.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+}
+
+// WithLogger sets the logger for the processor and librdkafka's logs. Default: discard.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Processor consumes its inputs in a consumer group, hands each partition's batches to
+// its handler, produces what the handler sent and commits the inputs once every output is
+// acknowledged. Create it with New or NewPartitioned; Run it once.
+type Processor[K, V any] struct {
+	cfg     Config
+	inputs  []Input[K, V]
+	factory Factory[K, V]
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	ran      bool
+	closed   bool
+	cancel   context.CancelFunc
+	finished chan struct{}
+}
+
+// New returns a processor that hands every partition's batches to h. h is shared by all
+// partitions and called concurrently for different partitions.
+func New[K, V any](cfg Config, inputs []Input[K, V], h Handler[K, V], opts ...Option) (*Processor[K, V], error) {
+	if h == nil {
+		return nil, errors.New("processor: nil handler")
+	}
+	return NewPartitioned(cfg, inputs, func(int32) Handler[K, V] { return h }, opts...)
+}
+
+// NewPartitioned returns a processor that makes one handler per assigned partition.
+func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V], opts ...Option) (*Processor[K, V], error) {
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err.(*ConfigError).Errs...)
+	}
+	if len(inputs) == 0 {
+		errs = append(errs, errors.New("at least one Input is required"))
+	}
+	seen := map[string]bool{}
+	for i, in := range inputs {
+		if in.Topic == "" {
+			errs = append(errs, fmt.Errorf("inputs[%d]: Topic is required", i))
+		}
+		if seen[in.Topic] {
+			errs = append(errs, fmt.Errorf("inputs[%d]: topic %q is listed twice", i, in.Topic))
+		}
+		seen[in.Topic] = true
+		if in.Key == nil || in.Value == nil {
+			errs = append(errs, fmt.Errorf("inputs[%d] (%q): Key and Value decoders are required", i, in.Topic))
+		}
+	}
+	if cfg.ErrorPolicy.final().kind == kindDeadLetter && seen[cfg.ErrorPolicy.final().topic] {
+		errs = append(errs, fmt.Errorf("ErrorPolicy: dead-letter topic %q is also an input", cfg.ErrorPolicy.final().topic))
+	}
+	if len(inputs) > 1 && cfg.Protocol == Cooperative {
+		errs = append(errs, fmt.Errorf("Protocol %q cannot keep %d co-partitioned inputs together (the cooperative-sticky assignor may give partition p of each topic to different members): use %q or %q", Cooperative, len(inputs), Eager, Consumer))
+	}
+	if f == nil {
+		errs = append(errs, errors.New("nil handler factory"))
+	}
+	if len(errs) > 0 {
+		return nil, &ConfigError{Errs: errs}
+	}
+	o := options{logger: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Processor[K, V]{
+		cfg:      cfg.withDefaults(len(inputs)),
+		inputs:   append([]Input[K, V](nil), inputs...),
+		factory:  f,
+		log:      o.logger,
+		finished: make(chan struct{}),
+	}, nil
+}
+
+// Run processes until ctx is cancelled, Close is called, or a failure under the Stop
+// policy. It checks at start that the inputs exist and are co-partitioned (and the
+// dead-letter topic exists). On the way out it finishes in-flight batches (bounded by
+// DrainTimeout), commits their offsets and leaves the group; no goroutine it started
+// outlives it. It returns nil after a clean stop, and is single-use.
+func (p *Processor[K, V]) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.ran || p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.ran = true
+	ctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	p.mu.Unlock()
+	defer close(p.finished)
+	defer cancel()
+
+	topics := make([]string, len(p.inputs))
+	for i, in := range p.inputs {
+		topics[i] = in.Topic
+	}
+	if err := p.checkTopics(ctx, topics); err != nil {
+		return err
+	}
+
+	prod, err := produce.New(produce.Config{
+		Brokers:   p.cfg.Brokers,
+		Defaults:  producerDefaults,
+		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
+		Logger:    p.log,
+	})
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	defer prod.Close(p.cfg.DrainTimeout)
+
+	eng, err := group.New(group.Config{
+		Brokers:           p.cfg.Brokers,
+		GroupID:           p.cfg.Group,
+		Topics:            topics,
+		Protocol:          p.cfg.Protocol.engine(),
+		RemoteAssignor:    remoteAssignor(p.cfg.Protocol, len(topics)),
+		InstanceID:        p.cfg.InstanceID,
+		SessionTimeout:    p.cfg.SessionTimeout,
+		HeartbeatInterval: p.cfg.HeartbeatInterval,
+		MaxPollInterval:   p.cfg.MaxPollInterval,
+		CommitInterval:    p.cfg.CommitInterval,
+		QueueRecords:      p.cfg.QueueRecords,
+		// The engine's own bound sits above the workers' drain, so a worker that honours
+		// DrainTimeout is never reported stuck.
+		RevokeTimeout:   p.cfg.DrainTimeout + 5*time.Second,
+		StartFromLatest: p.cfg.StartFromLatest,
+		Defaults:        consumerDefaults,
+		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
+		Logger:          p.log,
+	}, func(s *group.Slot) error {
+		return newWorker(p, s, prod).run()
+	})
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	p.log.Info("processor: starting", "group", p.cfg.Group, "inputs", topics, "policy", p.cfg.ErrorPolicy.String(),
+		"consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
+	return eng.Run(ctx)
+}
+
+func remoteAssignor(p Protocol, inputs int) string {
+	if p == Consumer && inputs > 1 {
+		return "range"
+	}
+	return ""
+}
+
+func (p *Processor[K, V]) checkTopics(ctx context.Context, topics []string) error {
+	ac, err := admin.Dial(p.cfg.Brokers, toMap(p.cfg.Overrides))
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	defer ac.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	check := topics
+	if pol := p.cfg.ErrorPolicy.final(); pol.kind == kindDeadLetter {
+		check = append(append([]string(nil), topics...), pol.topic)
+	}
+	counts, err := ac.PartitionCounts(cctx, check)
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	inputCounts := make(map[string]int, len(topics))
+	for _, t := range topics {
+		inputCounts[t] = counts[t]
+	}
+	if err := admin.CheckCoPartitioned(inputCounts, topics); err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	return nil
+}
+
+// Close stops a running processor as cancelling Run's context would, and waits for Run
+// to return (bounded by DrainTimeout plus a margin). It is idempotent; after Close, Run
+// returns ErrClosed.
+func (p *Processor[K, V]) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	ran, cancel := p.ran, p.cancel
+	p.mu.Unlock()
+	if !ran {
+		return nil
+	}
+	cancel()
+	select {
+	case <-p.finished:
+		return nil
+	case <-time.After(p.cfg.DrainTimeout + 15*time.Second):
+		return errors.New("processor: Close timed out waiting for Run to return")
+	}
+}
+
+func mergeMaps(ms ...map[string]any) kconf.Map {
+	out := kconf.Map{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
