@@ -1,0 +1,112 @@
+// Quickstart: numbers in, doubled numbers out, batches printed.
+//
+//	go run ./examples/quickstart
+//
+// With nothing configured it runs on an in-process broker; set KAFKA_BROKERS to run it
+// against a real cluster (docker compose up). It produces 1..1000 to "numbers", runs a
+// processor that doubles each number into "doubled", reads the results back and exits.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/examples/internal/exkafka"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/codec"
+)
+
+const count = 1000
+
+// doubled is the typed output topic: int64 keys and values (8 bytes big-endian, the
+// encoding of Kafka's Java LongSerializer).
+var doubled = processor.NewOutput("doubled", codec.Int64(), codec.Int64())
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context) error {
+	brokers, release, err := exkafka.Setup(ctx, exkafka.Topic{Name: "numbers", Partitions: 4}, exkafka.Topic{Name: "doubled", Partitions: 4})
+	if err != nil {
+		return err
+	}
+	defer release()
+	fmt.Printf("brokers: %s\n", brokers)
+
+	// The outside world: 1..1000 into "numbers".
+	prod, err := exkafka.NewProducer(brokers)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	for i := int64(1); i <= count; i++ {
+		b := binary.BigEndian.AppendUint64(nil, uint64(i))
+		if err := prod.Send("numbers", b, b); err != nil {
+			return err
+		}
+	}
+	if err := prod.Wait(ctx); err != nil {
+		return err
+	}
+
+	// The processor: each partition's batches, in order; outputs are produced and
+	// acknowledged before the input offsets are committed.
+	var printMu sync.Mutex
+	p, err := processor.New(
+		processor.Config{Brokers: brokers, Group: "quickstart", BatchSize: 100, BatchWait: 20 * time.Millisecond},
+		[]processor.Input[int64, int64]{{Topic: "numbers", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			printMu.Lock()
+			fmt.Printf("partition %d: batch of %3d records, offsets %d..%d\n",
+				b.Partition, len(b.Records), b.Records[0].Offset, b.Records[len(b.Records)-1].Offset)
+			printMu.Unlock()
+			for _, r := range b.Records {
+				if err := doubled.Send(b, r.Key, 2*r.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(runCtx) }()
+
+	// Read the results back until every number has its double.
+	readCtx, cancelRead := context.WithTimeout(ctx, time.Minute)
+	defer cancelRead()
+	seen := map[int64]bool{}
+	var sum int64
+	err = exkafka.Read(readCtx, brokers, "doubled", func(r exkafka.Record) bool {
+		n := int64(binary.BigEndian.Uint64(r.Key))
+		if !seen[n] {
+			seen[n] = true
+			sum += int64(binary.BigEndian.Uint64(r.Value))
+		}
+		return len(seen) < count
+	})
+	cancel()
+	if rerr := <-runErr; rerr != nil {
+		return rerr
+	}
+	if err != nil {
+		return fmt.Errorf("reading results: %w (got %d of %d)", err, len(seen), count)
+	}
+	fmt.Printf("done: %d numbers doubled, sum %d (want %d)\n", len(seen), sum, count*(count+1))
+	return nil
+}

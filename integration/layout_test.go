@@ -1,0 +1,59 @@
+package integration
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestLayout keeps the data flow one way (DESIGN.md "Layout"): confluent-kafka-go only
+// under internal/ (plus the tests, examples and launchers that play outside clients), no
+// public package importing another it must not, nothing importing integration/.
+func TestLayout(t *testing.T) {
+	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "github.com/samsa-go/samsa/...")
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	const mod = "github.com/samsa-go/samsa/"
+	type pkg struct {
+		ImportPath string
+		Imports    []string
+	}
+	forbidden := map[string][]string{
+		"processor":   {mod + "distributed", mod + "state", mod + "metrics", mod + "examples"},
+		"distributed": {mod + "processor", mod + "state", mod + "examples"},
+		"state":       {mod + "processor", mod + "distributed", mod + "examples"},
+		"metrics":     {mod + "processor", mod + "distributed", mod + "state", mod + "examples"},
+		"internal":    {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "examples"},
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	n := 0
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else {
+			require.NoError(t, err)
+		}
+		n++
+		rel := strings.TrimPrefix(p.ImportPath, mod)
+		top := strings.SplitN(rel, "/", 2)[0]
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, "github.com/confluentinc/confluent-kafka-go") {
+				assert.Contains(t, []string{"internal", "integration", "examples"}, top,
+					"%s imports confluent-kafka-go: public packages expose samsa's own types", p.ImportPath)
+			}
+			if top != "integration" {
+				assert.False(t, strings.HasPrefix(imp, mod+"integration"), "%s imports %s", p.ImportPath, imp)
+			}
+			for _, f := range forbidden[top] {
+				assert.False(t, strings.HasPrefix(imp, f), "%s must not import %s (DESIGN.md: arrows point down only)", p.ImportPath, imp)
+			}
+		}
+	}
+	require.Greater(t, n, 5, "go list found too few packages")
+}

@@ -1,0 +1,81 @@
+// Package processor runs typed, batched, per-partition processors over Kafka topics, in
+// the style of Kasper and Apache Samza.
+//
+// A processor consumes one or more input topics in a consumer group. Every partition
+// assigned to the instance gets a handler (shared, or one per partition from a Factory)
+// that receives batches of that partition's records, decoded with the input's codecs. The
+// handler sends typed outputs through the batch:
+//
+//	var doubled = processor.NewOutput("doubled", codec.Int64(), codec.Int64())
+//
+//	p, err := processor.New(processor.Config{Brokers: brokers, Group: "doubler"},
+//		[]processor.Input[int64, int64]{{Topic: "numbers", Key: codec.Int64(), Value: codec.Int64()}},
+//		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+//			for _, r := range b.Records {
+//				if err := doubled.Send(b, r.Key, 2*r.Value); err != nil {
+//					return err
+//				}
+//			}
+//			return nil
+//		}))
+//	...
+//	err = p.Run(ctx)
+//
+// # Delivery
+//
+// At-least-once. For each partition, in order: collect up to BatchSize records (or what
+// arrived within BatchWait of the first), decode, call the handler, produce everything it
+// sent with an idempotent producer (acks=all), wait for every delivery report, and only
+// then store the offset after the batch's last record. Offsets are stored in batch order:
+// never past a batch whose outputs are not all acknowledged, even when later batches of
+// the partition finished first (up to MaxInFlightBatches are in flight). Stored offsets
+// are committed every CommitInterval, and synchronously when a partition is revoked and
+// on shutdown. A crash anywhere before the store replays the batch: outputs may repeat,
+// inputs are never lost. An output that is not acknowledged never leads to a commit.
+//
+// A partition whose assignment was lost (the member was timed out of the group) commits
+// nothing more: another member may own it already.
+//
+// Failures go through Config.ErrorPolicy (see Policy): decode failures per record;
+// handler errors and panics per batch, retried under Retry, then narrowed to the failing
+// records; unacknowledged outputs per batch. Stop (the default) makes Run return an
+// *Error naming topic, partition, offset and stage, with nothing of the failed batch
+// committed. DeadLetter writes the original record with headers describing the failure
+// (HeaderError and friends) and commits the input only once that write is acknowledged.
+//
+// Several inputs must be co-partitioned (same partition count, checked when Run starts):
+// partition p of every input goes to the same handler, which makes partition-wise joins
+// possible. Keeping them together needs the range assignor, so several inputs default
+// to the Eager protocol (or use Consumer, KIP-848, where the broker's range assignor is
+// requested); Cooperative is refused.
+//
+// Outputs are partitioned by the murmur2 hash of their key, as Kafka's Java clients do.
+//
+// # Lifecycle
+//
+// New validates the configuration (every problem at once, as a *ConfigError) and
+// connects nothing. Run checks the topics, joins the group and processes until its
+// context is cancelled, Close is called, or a failure stops it. On the way out each
+// partition finishes the batches it has in flight (bounded by DrainTimeout), commits,
+// and the member leaves the group; Run then returns nil (or the failure). Run is
+// single-use; Close is idempotent and waits for Run to return.
+//
+// # Concurrency
+//
+// One goroutine polls the consumer and never runs user code; each assigned partition has
+// its own worker goroutine, so handlers of different partitions run in parallel while
+// one partition's batches are handled one at a time, in order. A shared Handler must be
+// safe for concurrent use; a Factory's handlers need not be. A handler's context is
+// cancelled DrainTimeout after its partition is revoked, or at once when the assignment
+// is lost; a handler stuck beyond that makes Run fail rather than let the partition run
+// twice. No goroutine started by Run outlives it.
+//
+// # Tuning
+//
+// The consumer's prefetch defaults (fetch.wait.max.ms, fetch.min.bytes,
+// queued.min.messages) differ from librdkafka's, which wait up to 500 ms per fetch; they
+// were chosen with the benchmark in integration/bench. Any librdkafka property the
+// framework does not own can be set through Overrides, ConsumerOverrides and
+// ProducerOverrides (TLS, SASL, compression, linger); owned ones are rejected with the
+// reason.
+package processor

@@ -1,0 +1,45 @@
+package processor_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/codec"
+)
+
+func ExampleNew() {
+	b, _ := embedded.Start(embedded.Topic{Name: "words", Partitions: 1}, embedded.Topic{Name: "lengths", Partitions: 1})
+	defer b.Close()
+	produceExample(b.Bootstrap(), "words", "kafka", "samsa", "go")
+
+	lengths := processor.NewOutput("lengths", codec.String(), codec.Int64())
+	ctx, cancel := context.WithCancel(context.Background())
+	var once sync.Once
+	p, err := processor.New(
+		processor.Config{Brokers: b.Bootstrap(), Group: "example", BatchWait: 10 * time.Millisecond},
+		[]processor.Input[string, string]{{Topic: "words", Key: codec.String(), Value: codec.String()}},
+		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
+			for _, r := range b.Records {
+				fmt.Printf("%s@%d -> %d\n", r.Value, r.Offset, len(r.Value))
+				if err := lengths.Send(b, r.Value, int64(len(r.Value))); err != nil {
+					return err
+				}
+			}
+			once.Do(cancel) // stop after the first batch; it is still produced and committed
+			return nil
+		}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("run:", p.Run(ctx))
+	// Output:
+	// kafka@0 -> 5
+	// samsa@1 -> 5
+	// go@2 -> 2
+	// run: <nil>
+}
