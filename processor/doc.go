@@ -47,7 +47,10 @@
 // partition p of every input goes to the same handler, which makes partition-wise joins
 // possible. Keeping them together needs the range assignor, so several inputs default
 // to the Eager protocol (or use Consumer, KIP-848, where the broker's range assignor is
-// requested); Cooperative is refused.
+// requested); Cooperative is refused. Within a batch, records of the different inputs are
+// merged by timestamp, each topic keeping its own offset order, so a join sees a table
+// update before a later event of the other topic that arrived in the same batch; across
+// batches, arrival order holds.
 //
 // Outputs are partitioned by the murmur2 hash of their key, as Kafka's Java clients do.
 //

@@ -209,6 +209,9 @@ func (w *worker[K, V]) processNext() error {
 		w.batchStart = time.Now() // the rest waits for its own batch
 	}
 
+	if len(w.p.inputs) > 1 {
+		inputs = mergeByTimestamp(inputs)
+	}
 	outs, err := w.handleBatch(inputs)
 	if err != nil {
 		// Let earlier batches finish and commit, so a restart resumes at the failure.
@@ -523,6 +526,41 @@ func nextOffsets(inputs []record.Message) []record.Offset {
 		if !found {
 			out = append(out, record.Offset{TopicPartition: record.TopicPartition{Topic: m.Topic, Partition: m.Partition}, Offset: m.Offset + 1})
 		}
+	}
+	return out
+}
+
+// mergeByTimestamp orders a batch of several co-partitioned topics by record timestamp,
+// keeping each topic's own (offset) order: a k-way merge that always takes the head with
+// the earliest timestamp. A join then sees a table update before a later event of the
+// other topic when both arrived in one batch, as Kafka Streams picks the earliest
+// timestamp across a task's partitions.
+func mergeByTimestamp(in []record.Message) []record.Message {
+	var topics []string
+	byTopic := map[string][]record.Message{}
+	for _, m := range in {
+		if _, ok := byTopic[m.Topic]; !ok {
+			topics = append(topics, m.Topic)
+		}
+		byTopic[m.Topic] = append(byTopic[m.Topic], m)
+	}
+	if len(topics) < 2 {
+		return in
+	}
+	out := in[:0]
+	for len(out) < len(in) {
+		best := ""
+		for _, t := range topics {
+			q := byTopic[t]
+			if len(q) == 0 {
+				continue
+			}
+			if best == "" || q[0].Timestamp.Before(byTopic[best][0].Timestamp) {
+				best = t
+			}
+		}
+		out = append(out, byTopic[best][0])
+		byTopic[best] = byTopic[best][1:]
 	}
 	return out
 }
