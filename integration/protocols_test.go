@@ -61,7 +61,7 @@ func runProtocolCase(t *testing.T, brokers string, protocol processor.Protocol, 
 	out := processor.NewOutput(outTopic, codec.Int64(), codec.Int64())
 
 	var mu sync.Mutex
-	handled := map[string]bool{}                      // topic/offset/partition
+	handled := map[string]bool{}                         // topic/offset/partition
 	topicsSeen := map[string]map[int32]map[string]bool{} // instance -> partition -> topics
 	var misplaced []string
 	factory := func(instance string) processor.Factory[int64, int64] {
