@@ -85,6 +85,14 @@ type Config struct {
 	RevokeTimeout     time.Duration // how long revoke waits for a worker to return
 	ReadCommitted     bool          // isolation.level=read_committed (else read_uncommitted)
 	StartFromLatest   bool          // auto.offset.reset=latest for partitions without a commit
+	// PauseFetch pauses every assigned partition at once: the group is used for ownership
+	// only, and no records are fetched (distributed's technical topic).
+	PauseFetch bool
+	// HoldStuck keeps the rebalance callback waiting for a stuck worker after
+	// RevokeTimeout (Hooks.Stuck tells the owner, who should exit the process) instead of
+	// letting the rebalance complete, which would let another member start the slot while
+	// the stuck worker still runs. librdkafka gives up after MaxPollInterval.
+	HoldStuck bool
 
 	Defaults  kconf.Map // tuning defaults, below Overrides
 	Overrides kconf.Map // the user's librdkafka properties (already checked against OwnedKeys)
@@ -96,6 +104,9 @@ type Config struct {
 type Hooks struct {
 	Assigned func(slots []int32)
 	Revoked  func(slots []int32, lost bool)
+	// Stuck is called when workers did not return within RevokeTimeout, with the error
+	// Run will return.
+	Stuck func(slots []int32, err error)
 }
 
 // OwnedKeys are the consumer properties the engine sets itself; users may not override them.
@@ -366,6 +377,10 @@ func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		}
 		if err != nil {
 			e.fail(fmt.Errorf("group: assign %v: %w", ev.Partitions, err))
+		} else if e.cfg.PauseFetch && len(ev.Partitions) > 0 {
+			if err := c.Pause(ev.Partitions); err != nil {
+				e.log.Warn("group: pause", "err", err)
+			}
 		}
 	case kafka.RevokedPartitions:
 		lost := c.AssignmentLost()
@@ -460,7 +475,17 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 		ids[i] = s.ID
 	}
 	if len(stuck) > 0 {
-		e.fail(fmt.Errorf("%w (%s, group %q, slots %s)", ErrRevokeTimeout, e.cfg.RevokeTimeout, e.cfg.GroupID, strings.Join(stuck, ",")))
+		err := fmt.Errorf("%w (%s, group %q, slots %s)", ErrRevokeTimeout, e.cfg.RevokeTimeout, e.cfg.GroupID, strings.Join(stuck, ","))
+		e.fail(err)
+		e.log.Error("group: workers stuck after revoke", "group", e.cfg.GroupID, "slots", stuck, "hold", e.cfg.HoldStuck)
+		if e.cfg.Hooks.Stuck != nil {
+			e.cfg.Hooks.Stuck(ids, err)
+		}
+		if e.cfg.HoldStuck {
+			for _, s := range slots {
+				<-s.done
+			}
+		}
 	}
 	if !lost {
 		var commit []kafka.TopicPartition

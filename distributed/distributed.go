@@ -1,0 +1,296 @@
+package distributed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/admin"
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/produce"
+)
+
+// Process is one long-lived background process. It runs until ctx is cancelled (its slice
+// moved to another node, or the node stops) and must then return promptly. Returning nil
+// means done: it is not restarted (until its slice moves). Returning an error fails Start,
+// unless the process is wrapped with Supervise.
+type Process func(ctx context.Context) error
+
+// Protocol selects how the group assigns slices to nodes.
+type Protocol string
+
+const (
+	// Cooperative (default): classic protocol, cooperative-sticky assignor. A rebalance
+	// stops only the slices that move; the others keep running.
+	Cooperative Protocol = "cooperative"
+	// Eager: classic protocol, range assignor; every rebalance stops every slice.
+	Eager Protocol = "eager"
+	// Consumer: the KIP-848 protocol (Kafka 4.0+ brokers), incremental.
+	Consumer Protocol = "consumer"
+)
+
+// Config configures a Node. Zero values mean the defaults; Brokers is required.
+type Config struct {
+	// Brokers is the bootstrap server list.
+	Brokers string
+	// TopicPrefix names the technical topic of each Start: TopicPrefix + name. Default:
+	// "samsa.distributed.".
+	TopicPrefix string
+	// Partitions is the slice count of a technical topic the node creates. An existing
+	// topic keeps its partition count. Default: 8.
+	Partitions int
+	// ReplicationFactor of a created technical topic. Default: the broker's default.
+	ReplicationFactor int
+	// NodeID names this node in logs, claim records and process info. Default: host-pid.
+	NodeID string
+
+	// StopTimeout is how long a revoke waits for a slice's processes to return after their
+	// context is cancelled. A process still running then makes Start return an error
+	// naming it, and the node keeps its slices until it exits (or MaxPollInterval passes),
+	// so no other node starts a second instance meanwhile. Default: 30s.
+	StopTimeout time.Duration
+
+	// Protocol is the group protocol. Default: Cooperative.
+	Protocol Protocol
+	// InstanceID enables static membership: a node restarted within SessionTimeout keeps
+	// its slices without a rebalance. Default: dynamic.
+	InstanceID string
+	// SessionTimeout: a node not heard from for this long loses its slices (classic
+	// protocols). Default: 10s.
+	SessionTimeout time.Duration
+	// HeartbeatInterval (classic protocols). Default: 1s.
+	HeartbeatInterval time.Duration
+	// MaxPollInterval bounds how long a stuck revoke holds the slices. Default: 5m.
+	MaxPollInterval time.Duration
+
+	// Overrides are librdkafka properties for every client (TLS, SASL, client.id).
+	Overrides map[string]any
+}
+
+func (c Config) withDefaults() Config {
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = "samsa.distributed."
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 8
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = -1
+	}
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 30 * time.Second
+	}
+	if c.Protocol == "" {
+		c.Protocol = Cooperative
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.MaxPollInterval == 0 {
+		c.MaxPollInterval = 5 * time.Minute
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Brokers) == "" {
+		errs = append(errs, errors.New("Brokers is required"))
+	}
+	if c.Partitions < 0 {
+		errs = append(errs, fmt.Errorf("Partitions = %d, must not be negative", c.Partitions))
+	}
+	for name, d := range map[string]time.Duration{"StopTimeout": c.StopTimeout, "SessionTimeout": c.SessionTimeout,
+		"HeartbeatInterval": c.HeartbeatInterval, "MaxPollInterval": c.MaxPollInterval} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, d))
+		}
+	}
+	d := c.withDefaults()
+	if d.StopTimeout >= d.MaxPollInterval {
+		errs = append(errs, fmt.Errorf("StopTimeout (%s) must be below MaxPollInterval (%s)", d.StopTimeout, d.MaxPollInterval))
+	}
+	if d.Protocol != Consumer && d.HeartbeatInterval >= d.SessionTimeout {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval (%s) must be below SessionTimeout (%s)", d.HeartbeatInterval, d.SessionTimeout))
+	}
+	switch c.Protocol {
+	case "", Cooperative, Eager, Consumer:
+	default:
+		errs = append(errs, fmt.Errorf("Protocol %q: want %q, %q or %q", c.Protocol, Cooperative, Eager, Consumer))
+	}
+	owned := kconf.Owned{}
+	for k, v := range group.OwnedKeys {
+		owned[k] = v
+	}
+	for k, v := range produce.OwnedKeys {
+		owned[k] = v
+	}
+	errs = append(errs, kconf.CheckOverrides(c.Overrides, owned, "Overrides")...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("distributed: invalid config: %w", errors.Join(errs...))
+}
+
+// Option configures a Node's collaborators.
+type Option func(*Node)
+
+// WithLogger sets the node's logger (and librdkafka's). Default: discard.
+func WithLogger(l *slog.Logger) Option { return func(n *Node) { n.log = l } }
+
+// Node is one member of the clusters of process lists it Starts. It is safe for
+// concurrent use: Start may be called from several goroutines with different names.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]bool
+}
+
+// New validates cfg and returns a node. It connects nothing until Start.
+func New(cfg Config, opts ...Option) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg.withDefaults(), log: slog.New(slog.DiscardHandler), running: map[string]bool{}}
+	for _, o := range opts {
+		o(n)
+	}
+	return n, nil
+}
+
+// ErrStuck is wrapped by the error Start returns when a process did not return within
+// StopTimeout after its context was cancelled. The node still holds the process's slice
+// so that no other node starts a second instance: the program should exit.
+var ErrStuck = errors.New("distributed: process did not stop within the stop timeout")
+
+// Start runs processes as a cluster named name: it joins consumer group name on the
+// technical topic TopicPrefix+name (created with Config.Partitions partitions if
+// missing), and runs process i on the node that owns partition i mod N. It returns nil
+// after ctx is cancelled and every process has returned; an error when a process fails
+// (after stopping the others), when a process is stuck (ErrStuck), or when the group
+// fails.
+func (n *Node) Start(ctx context.Context, name string, processes []Process) error {
+	if name == "" {
+		return errors.New("distributed: Start needs a name")
+	}
+	if len(processes) == 0 {
+		return fmt.Errorf("distributed: Start(%q) with no processes", name)
+	}
+	for i, p := range processes {
+		if p == nil {
+			return fmt.Errorf("distributed: Start(%q): process %d is nil", name, i)
+		}
+	}
+	n.mu.Lock()
+	if n.running[name] {
+		n.mu.Unlock()
+		return fmt.Errorf("distributed: %q is already started on this node", name)
+	}
+	n.running[name] = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.running, name)
+		n.mu.Unlock()
+	}()
+
+	topic := n.cfg.TopicPrefix + name
+	partitions, err := n.ensureTopic(ctx, topic)
+	if err != nil {
+		return err
+	}
+	prod, err := produce.New(produce.Config{Brokers: n.cfg.Brokers, Overrides: toMap(n.cfg.Overrides), Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("distributed: %w", err)
+	}
+	defer prod.Close(5 * time.Second)
+
+	c := &cluster{node: n, name: name, topic: topic, partitions: partitions, processes: processes, prod: prod}
+	stuck := make(chan error, 1)
+	eng, err := group.New(group.Config{
+		Brokers:           n.cfg.Brokers,
+		GroupID:           name,
+		Topics:            []string{topic},
+		Protocol:          protocol(n.cfg.Protocol),
+		InstanceID:        n.cfg.InstanceID,
+		SessionTimeout:    n.cfg.SessionTimeout,
+		HeartbeatInterval: n.cfg.HeartbeatInterval,
+		MaxPollInterval:   n.cfg.MaxPollInterval,
+		CommitInterval:    5 * time.Second,
+		QueueRecords:      1000,
+		RevokeTimeout:     n.cfg.StopTimeout,
+		PauseFetch:        true,
+		HoldStuck:         true,
+		Overrides:         toMap(n.cfg.Overrides),
+		Logger:            n.log,
+		Hooks: group.Hooks{
+			Stuck: func(slots []int32, err error) {
+				select {
+				case stuck <- c.stuckError(slots, err):
+				default:
+				}
+			},
+		},
+	}, c.runSlice)
+	if err != nil {
+		return fmt.Errorf("distributed: %w", err)
+	}
+	n.log.Info("distributed: starting", "name", name, "topic", topic, "slices", partitions, "processes", len(processes), "node", n.cfg.NodeID)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case err := <-stuck:
+		// The engine stays inside the rebalance, holding the stuck slice, until the
+		// process returns or the program exits; Start returns now so the caller can exit.
+		return err
+	}
+}
+
+func (n *Node) ensureTopic(ctx context.Context, topic string) (int, error) {
+	ac, err := admin.Dial(n.cfg.Brokers, toMap(n.cfg.Overrides))
+	if err != nil {
+		return 0, fmt.Errorf("distributed: %w", err)
+	}
+	defer ac.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	count, err := ac.EnsureTopic(cctx, topic, n.cfg.Partitions, n.cfg.ReplicationFactor)
+	if err != nil {
+		return 0, fmt.Errorf("distributed: technical topic: %w", err)
+	}
+	return count, nil
+}
+
+func protocol(p Protocol) group.Protocol {
+	switch p {
+	case Eager:
+		return group.Eager
+	case Consumer:
+		return group.Consumer
+	}
+	return group.Cooperative
+}
+
+func toMap(m map[string]any) kconf.Map {
+	out := make(kconf.Map, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,253 @@
+package distributed_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/internal/embedded"
+)
+
+// Fast tests on the embedded broker; the multi-process fault tests run on real Kafka in
+// integration/.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func broker(t *testing.T) string {
+	t.Helper()
+	b, err := embedded.Start()
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b.Bootstrap()
+}
+
+func node(t *testing.T, brokers, id string) *distributed.Node {
+	t.Helper()
+	n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: id, Partitions: 4,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, StopTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	return n
+}
+
+// tracker is the judge: it records which instances of each process are alive.
+type tracker struct {
+	mu      sync.Mutex
+	alive   map[int]map[string]bool // process -> node set
+	overlap []string
+	starts  map[int]int
+	tokens  map[int][]int64
+}
+
+func newTracker() *tracker {
+	return &tracker{alive: map[int]map[string]bool{}, starts: map[int]int{}, tokens: map[int][]int64{}}
+}
+
+func (tr *tracker) process(i int) distributed.Process {
+	return func(ctx context.Context) error {
+		info, ok := distributed.InfoFrom(ctx)
+		if !ok || info.Index != i {
+			return fmt.Errorf("bad info %+v", info)
+		}
+		tr.mu.Lock()
+		if tr.alive[i] == nil {
+			tr.alive[i] = map[string]bool{}
+		}
+		if len(tr.alive[i]) > 0 {
+			tr.overlap = append(tr.overlap, fmt.Sprintf("process %d on %s while alive on %v", i, info.Node, tr.alive[i]))
+		}
+		tr.alive[i][info.Node] = true
+		tr.starts[i]++
+		tr.tokens[i] = append(tr.tokens[i], info.Token)
+		tr.mu.Unlock()
+		<-ctx.Done()
+		tr.mu.Lock()
+		delete(tr.alive[i], info.Node)
+		tr.mu.Unlock()
+		return nil
+	}
+}
+
+func (tr *tracker) where() map[int][]string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	out := map[int][]string{}
+	for i, nodes := range tr.alive {
+		for n := range nodes {
+			out[i] = append(out[i], n)
+		}
+	}
+	return out
+}
+
+func start(t *testing.T, n *distributed.Node, name string, procs []distributed.Process) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- n.Start(ctx, name, procs) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-errc:
+			case <-time.After(30 * time.Second):
+				err = errors.New("Start did not return within 30s of cancel")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func TestSlicesMoveStopBeforeStart(t *testing.T) {
+	brokers := broker(t)
+	tr := newTracker()
+	procs := make([]distributed.Process, 10) // more processes than the 4 slices
+	for i := range procs {
+		procs[i] = tr.process(i)
+	}
+	stopA := start(t, node(t, brokers, "a"), "printers", procs)
+	require.Eventually(t, func() bool { return len(tr.where()) == 10 }, 30*time.Second, 20*time.Millisecond, "all 10 running on a")
+
+	stopB := start(t, node(t, brokers, "b"), "printers", procs)
+	require.Eventually(t, func() bool {
+		nodes := map[string]bool{}
+		for _, w := range tr.where() {
+			for _, n := range w {
+				nodes[n] = true
+			}
+		}
+		return len(tr.where()) == 10 && nodes["a"] && nodes["b"]
+	}, 30*time.Second, 20*time.Millisecond, "slices spread over a and b")
+
+	require.NoError(t, stopA())
+	require.Eventually(t, func() bool {
+		w := tr.where()
+		if len(w) != 10 {
+			return false
+		}
+		for _, nodes := range w {
+			if len(nodes) != 1 || nodes[0] != "b" {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond, "all 10 running on b after a stopped")
+	require.NoError(t, stopB())
+
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	assert.Empty(t, tr.overlap, "two instances of one process alive at once")
+	for i, toks := range tr.tokens {
+		for j := 1; j < len(toks); j++ {
+			assert.Greater(t, toks[j], toks[j-1], "process %d: a later owner's token must be higher (%v)", i, toks)
+		}
+	}
+}
+
+func TestProcessErrorFailsStartAfterStoppingTheRest(t *testing.T) {
+	brokers := broker(t)
+	tr := newTracker()
+	boom := errors.New("boom")
+	procs := []distributed.Process{tr.process(0), tr.process(1), func(ctx context.Context) error {
+		time.Sleep(200 * time.Millisecond)
+		return boom
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := node(t, brokers, "a").Start(ctx, "failing", procs)
+	var perr *distributed.ProcessError
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, 2, perr.Index)
+	assert.EqualValues(t, 2, perr.Slice)
+	assert.ErrorIs(t, err, boom)
+	assert.Empty(t, tr.where(), "the other processes were stopped before Start returned")
+}
+
+func TestDoneProcessIsNotRestarted(t *testing.T) {
+	brokers := broker(t)
+	var mu sync.Mutex
+	runs := 0
+	procs := []distributed.Process{func(ctx context.Context) error {
+		mu.Lock()
+		runs++
+		mu.Unlock()
+		return nil
+	}}
+	stop := start(t, node(t, brokers, "a"), "once", procs)
+	time.Sleep(time.Second)
+	require.NoError(t, stop())
+	assert.Equal(t, 1, runs)
+}
+
+func TestSuperviseRestartsWithBackoffThenGivesUp(t *testing.T) {
+	brokers := broker(t)
+	var mu sync.Mutex
+	runs := 0
+	restarts := 0
+	flaky := distributed.Supervise(func(ctx context.Context) error {
+		mu.Lock()
+		runs++
+		mu.Unlock()
+		return errors.New("flaky")
+	}, distributed.SuperviseOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxRestarts: 3,
+		OnRestart: func(int, error) { mu.Lock(); restarts++; mu.Unlock() }})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := node(t, brokers, "a").Start(ctx, "supervised", []distributed.Process{flaky})
+	require.ErrorContains(t, err, "gave up after 3 restarts: flaky")
+	assert.Equal(t, 4, runs)
+	assert.Equal(t, 3, restarts)
+}
+
+func TestStuckProcessFailsStartWithItsName(t *testing.T) {
+	brokers := broker(t)
+	n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: "a", Partitions: 2, StopTimeout: 500 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
+	require.NoError(t, err)
+	release := make(chan struct{})
+	defer close(release) // lets the stuck goroutine end so the leak check passes
+	procs := []distributed.Process{
+		func(ctx context.Context) error { <-ctx.Done(); return nil },
+		func(ctx context.Context) error { <-ctx.Done(); <-release; return nil }, // ignores cancellation
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- n.Start(ctx, "stuck", procs) }()
+	time.Sleep(2 * time.Second)
+	cancel()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, distributed.ErrStuck)
+		assert.Contains(t, err.Error(), "process 1 (slice 1)")
+	case <-time.After(20 * time.Second):
+		t.Fatal("Start did not return after the stop timeout")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	_, err := distributed.New(distributed.Config{Partitions: -1, StopTimeout: 10 * time.Minute, Protocol: "x",
+		Overrides: map[string]any{"enable.auto.commit": true}})
+	require.Error(t, err)
+	for _, want := range []string{"Brokers is required", "Partitions = -1", "StopTimeout (10m0s) must be below MaxPollInterval", `Protocol "x"`, `Overrides["enable.auto.commit"]`} {
+		assert.Contains(t, err.Error(), want)
+	}
+	n, err := distributed.New(distributed.Config{Brokers: "127.0.0.1:1"})
+	require.NoError(t, err)
+	assert.ErrorContains(t, n.Start(context.Background(), "x", nil), "no processes")
+}
+
+func TestSliceOf(t *testing.T) {
+	for _, tc := range []struct{ i, n, want int }{{0, 8, 0}, {7, 8, 7}, {8, 8, 0}, {19, 8, 3}, {2, 3, 2}} {
+		assert.EqualValues(t, tc.want, distributed.SliceOf(tc.i, tc.n))
+	}
+}

@@ -1,0 +1,263 @@
+package distributed
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// Headers of the claim and release records written to a slice's partition.
+const (
+	HeaderKind    = "samsa.kind"    // "claim" or "release"
+	HeaderNode    = "samsa.node"    // the node's NodeID
+	HeaderCluster = "samsa.cluster" // the Start name
+)
+
+// Info describes one running process instance; processes get it from their context.
+type Info struct {
+	// Name is the cluster (Start) name.
+	Name string
+	// Index is the process's position in the list given to Start.
+	Index int
+	// Slice is the technical topic partition the process belongs to: Index mod N.
+	Slice int32
+	// Token is the fencing token of this ownership of the slice: the offset of the claim
+	// record the node wrote when it was assigned the slice. Every change of owner writes a
+	// new claim, so a later owner always holds a higher token. Pass it with side effects
+	// to a store that rejects lower tokens (state's fenced writes) to make a paused or
+	// partitioned former owner harmless.
+	Token int64
+	// Node is the NodeID of the node running the instance.
+	Node string
+}
+
+type infoKey struct{}
+
+// InfoFrom returns the process info carried by ctx.
+func InfoFrom(ctx context.Context) (Info, bool) {
+	i, ok := ctx.Value(infoKey{}).(Info)
+	return i, ok
+}
+
+// TokenFrom returns the fencing token carried by ctx (see Info.Token).
+func TokenFrom(ctx context.Context) (int64, bool) {
+	i, ok := InfoFrom(ctx)
+	return i.Token, ok
+}
+
+// ProcessError is returned by Start when a process failed.
+type ProcessError struct {
+	Name  string
+	Index int
+	Slice int32
+	Err   error
+}
+
+func (e *ProcessError) Error() string {
+	return fmt.Sprintf("distributed: %s process %d (slice %d) failed: %v", e.Name, e.Index, e.Slice, e.Err)
+}
+
+func (e *ProcessError) Unwrap() error { return e.Err }
+
+// SliceOf is the slicing rule: process index i of a list runs in slice i mod partitions.
+func SliceOf(index, partitions int) int32 { return int32(index % partitions) }
+
+// cluster is one Start: a named process list over one technical topic.
+type cluster struct {
+	node       *Node
+	name       string
+	topic      string
+	partitions int
+	processes  []Process
+	prod       *produce.Producer
+
+	mu      sync.Mutex
+	running map[int]bool // process indexes with a live instance on this node
+}
+
+func (c *cluster) indexes(slice int32) []int {
+	var idx []int
+	for i := range c.processes {
+		if SliceOf(i, c.partitions) == slice {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+type result struct {
+	index int
+	err   error
+}
+
+// runSlice is the engine's worker for one slice: claim it, run its processes, and on
+// revoke cancel them and wait until all have returned before the rebalance goes on.
+func (c *cluster) runSlice(s *group.Slot) error {
+	log := c.node.log.With("name", c.name, "slice", s.ID, "node", c.node.cfg.NodeID)
+	idx := c.indexes(s.ID)
+	if len(idx) == 0 {
+		<-s.Context().Done()
+		return nil
+	}
+	token, err := c.write(s.Context(), s.ID, "claim")
+	if err != nil {
+		if s.Context().Err() != nil {
+			return nil // revoked before the claim landed: nothing started
+		}
+		return fmt.Errorf("distributed: %s slice %d: claim: %w", c.name, s.ID, err)
+	}
+	log.Info("distributed: slice starting", "token", token, "processes", idx)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := make(chan result, len(idx))
+	for _, i := range idx {
+		info := Info{Name: c.name, Index: i, Slice: s.ID, Token: token, Node: c.node.cfg.NodeID}
+		pctx := context.WithValue(ctx, infoKey{}, info)
+		c.setRunning(i, true)
+		go func() {
+			err := runProcess(pctx, c.processes[i])
+			c.setRunning(i, false)
+			results <- result{i, err}
+		}()
+	}
+	remaining := len(idx)
+	var failure error
+	for remaining > 0 && failure == nil {
+		select {
+		case <-s.Context().Done():
+			cancel()
+		case r := <-results:
+			remaining--
+			switch {
+			case r.err != nil && ctx.Err() == nil:
+				failure = &ProcessError{Name: c.name, Index: r.index, Slice: s.ID, Err: r.err}
+				log.Error("distributed: process failed; stopping", "index", r.index, "err", r.err)
+			case r.err != nil:
+				log.Debug("distributed: process returned an error after cancellation", "index", r.index, "err", r.err)
+			default:
+				log.Info("distributed: process done", "index", r.index)
+			}
+		}
+		if ctx.Err() != nil || failure != nil {
+			cancel()
+			for ; remaining > 0; remaining-- {
+				<-results
+			}
+		}
+	}
+	if failure == nil && ctx.Err() == nil {
+		<-s.Context().Done() // every process finished: keep the slice until it moves
+	}
+	log.Info("distributed: slice stopped")
+	if !s.Lost() {
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if _, err := c.write(rctx, s.ID, "release"); err != nil {
+			log.Warn("distributed: release record", "err", err)
+		}
+		rcancel()
+	}
+	return failure
+}
+
+func (c *cluster) setRunning(i int, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running == nil {
+		c.running = map[int]bool{}
+	}
+	if on {
+		c.running[i] = true
+	} else {
+		delete(c.running, i)
+	}
+}
+
+// stuckError names the processes of slots still running after the stop timeout.
+func (c *cluster) stuckError(slots []int32, cause error) error {
+	c.mu.Lock()
+	var names []string
+	for i := range c.running {
+		if slices.Contains(slots, SliceOf(i, c.partitions)) {
+			names = append(names, fmt.Sprintf("process %d (slice %d)", i, SliceOf(i, c.partitions)))
+		}
+	}
+	c.mu.Unlock()
+	slices.Sort(names)
+	return fmt.Errorf("%w: %s of %q ignored cancellation for %s; this node keeps the slice until it exits: %w",
+		ErrStuck, strings.Join(names, ", "), c.name, c.node.cfg.StopTimeout, cause)
+}
+
+// runProcess runs p, turning a panic into an error.
+func runProcess(ctx context.Context, p Process) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return p(ctx)
+}
+
+// write produces a claim or release record to the slice's partition and returns its
+// offset once acknowledged, retrying until ctx ends.
+func (c *cluster) write(ctx context.Context, slice int32, kind string) (int64, error) {
+	var last error
+	for attempt := 0; ; attempt++ {
+		m := &record.Message{
+			Topic:     c.topic,
+			Partition: slice,
+			Key:       []byte(c.name),
+			Value:     []byte(kind + " " + c.node.cfg.NodeID),
+			Headers: []record.Header{
+				{Key: HeaderKind, Value: []byte(kind)},
+				{Key: HeaderNode, Value: []byte(c.node.cfg.NodeID)},
+				{Key: HeaderCluster, Value: []byte(c.name)},
+			},
+			Timestamp: time.Now(),
+		}
+		ack := make(ackChan, 1)
+		if err := c.prod.Produce(ctx, m, ack); err != nil {
+			last = err
+		} else {
+			select {
+			case err := <-ack:
+				if err == nil {
+					return m.Offset, nil
+				}
+				last = err
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+		c.node.log.Warn("distributed: "+kind+" record not written, retrying", "name", c.name, "slice", slice, "err", last)
+		wait := time.Duration(rand.Int64N(int64(min(100*time.Millisecond<<min(attempt, 6), 5*time.Second))))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+		}
+	}
+}
+
+type ackChan chan error
+
+func (a ackChan) Delivered(_ *record.Message, err error) { a <- err }
+
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "node"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}

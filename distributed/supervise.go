@@ -1,0 +1,66 @@
+package distributed
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// SuperviseOptions configures Supervise. The zero value restarts forever with a backoff
+// from 100ms up to 30s.
+type SuperviseOptions struct {
+	// Initial is the upper bound of the first wait before a restart. Default: 100ms.
+	Initial time.Duration
+	// Max caps the wait. Default: 30s.
+	Max time.Duration
+	// MaxRestarts gives up (returning the last error, which fails Start) after this many
+	// restarts. 0 restarts forever.
+	MaxRestarts int
+	// ResetAfter: a run that lasted this long resets the backoff to Initial. Default: 1m.
+	ResetAfter time.Duration
+	// OnRestart, if set, is called before each restart with the attempt number (1-based)
+	// and the error that ended the previous run.
+	OnRestart func(attempt int, err error)
+}
+
+// Supervise wraps p so that an error (or panic) restarts it after an exponential backoff
+// with full jitter, instead of failing Start. A nil return still means done, and a
+// cancelled context ends supervision.
+func Supervise(p Process, o SuperviseOptions) Process {
+	if o.Initial <= 0 {
+		o.Initial = 100 * time.Millisecond
+	}
+	if o.Max <= 0 {
+		o.Max = 30 * time.Second
+	}
+	if o.ResetAfter <= 0 {
+		o.ResetAfter = time.Minute
+	}
+	return func(ctx context.Context) error {
+		backoff := o.Initial
+		for restarts := 0; ; restarts++ {
+			started := time.Now()
+			err := runProcess(ctx, p)
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			if o.MaxRestarts > 0 && restarts >= o.MaxRestarts {
+				return fmt.Errorf("gave up after %d restarts: %w", restarts, err)
+			}
+			if time.Since(started) >= o.ResetAfter {
+				backoff = o.Initial
+			}
+			if o.OnRestart != nil {
+				o.OnRestart(restarts+1, err)
+			}
+			wait := time.Duration(rand.Int64N(int64(backoff) + 1))
+			backoff = min(2*backoff, o.Max)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}

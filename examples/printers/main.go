@@ -1,0 +1,75 @@
+// Printers: twenty long-lived processes spread over however many nodes are running.
+//
+//	go run ./examples/printers            # one node on an in-process broker
+//	KAFKA_BROKERS=localhost:9092 go run ./examples/printers   # in two or three terminals
+//
+// Each printer prints its number every second. Start a second and a third node against
+// the same Kafka and watch the slices move; stop one (Ctrl-C) and watch its printers stop
+// there before they start elsewhere. -for limits the run (the tests use it).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/examples/internal/exkafka"
+)
+
+func main() {
+	runFor := flag.Duration("for", 0, "stop after this long (0: until interrupted)")
+	printers := flag.Int("printers", 20, "number of printers")
+	every := flag.Duration("every", time.Second, "how often each printer prints")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *runFor > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *runFor)
+		defer cancel()
+	}
+	if err := run(ctx, *printers, *every); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, n int, every time.Duration) error {
+	brokers, release, err := exkafka.Setup(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	node, err := distributed.New(distributed.Config{Brokers: brokers, Partitions: 8, SessionTimeout: 10 * time.Second},
+		distributed.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		return err
+	}
+	procs := make([]distributed.Process, n)
+	for i := range procs {
+		procs[i] = func(ctx context.Context) error {
+			info, _ := distributed.InfoFrom(ctx)
+			fmt.Printf("printer %2d started on %s (slice %d, token %d)\n", i, info.Node, info.Slice, info.Token)
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					fmt.Printf("printer %2d stopped\n", i)
+					return nil
+				case <-t.C:
+					fmt.Printf("printer %2d\n", i)
+				}
+			}
+		}
+	}
+	return node.Start(ctx, "printers", procs)
+}
