@@ -39,8 +39,24 @@ type Factory[K, V any] func(partition int32) Handler[K, V]
 type Option func(*options)
 
 type options struct {
-	logger *slog.Logger
+	logger     *slog.Logger
+	checkpoint Checkpoint
 }
+
+// Checkpoint is where a handler's effects record the input offsets they include, written
+// atomically with the effects themselves (state.Table does this in Redis). With one, a
+// partition's worker asks on every assignment which offsets are applied and skips those
+// records: a batch replayed after a crash or a hand-off does not apply its effects twice.
+type Checkpoint interface {
+	// Applied returns the offset after the last applied record of topic's partition (0
+	// when nothing is applied). It may be called concurrently for different partitions.
+	Applied(ctx context.Context, topic string, partition int32) (next int64, err error)
+}
+
+// WithCheckpoint makes the processor skip records that c reports as applied, for
+// exactly-once effects on a store: the handler writes its effects together with
+// Batch.NextOffsets through the same store (see state.Table.Apply).
+func WithCheckpoint(c Checkpoint) Option { return func(o *options) { o.checkpoint = c } }
 
 // WithLogger sets the logger for the processor and librdkafka's logs. Default: discard.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -53,6 +69,7 @@ type Processor[K, V any] struct {
 	inputs  []Input[K, V]
 	factory Factory[K, V]
 	log     *slog.Logger
+	cp      Checkpoint
 
 	mu       sync.Mutex
 	ran      bool
@@ -113,6 +130,7 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 		inputs:   append([]Input[K, V](nil), inputs...),
 		factory:  f,
 		log:      o.logger,
+		cp:       o.checkpoint,
 		finished: make(chan struct{}),
 	}, nil
 }

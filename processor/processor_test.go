@@ -330,3 +330,35 @@ func produceExample(brokers, topic string, values ...string) {
 		}
 	}
 }
+
+type fixedCheckpoint map[int32]int64
+
+func (c fixedCheckpoint) Applied(_ context.Context, _ string, p int32) (int64, error) { return c[p], nil }
+
+func TestCheckpointSkipsAppliedRecords(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
+	produceInts(t, brokers, "in", 2, 20) // 10 per partition
+	var mu sync.Mutex
+	var seen []int64
+	var next []map[string]int64
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 100, BatchWait: 20 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range b.Records {
+				seen = append(seen, int64(r.Partition)*100+r.Offset)
+			}
+			next = append(next, b.NextOffsets())
+			return nil
+		}), processor.WithCheckpoint(fixedCheckpoint{0: 6, 1: 10}))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool {
+		c := committed(t, brokers, "g", "in", 2)
+		return c[0] == 10 && c[1] == 10
+	}))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.ElementsMatch(t, []int64{6, 7, 8, 9}, seen, "only partition 0's offsets 6-9 are unapplied")
+	assert.Contains(t, next, map[string]int64{"in": 10})
+}

@@ -118,3 +118,16 @@ type Batch[K, V any] struct {
 }
 
 func (b *Batch[K, V]) enqueue(m record.Message) { *b.outs = append(*b.outs, m) }
+
+// NextOffsets returns, per input topic in the batch, the offset after its last record:
+// what a checkpointed store records as applied together with the batch's effects.
+func (b *Batch[K, V]) NextOffsets() map[string]int64 {
+	next := make(map[string]int64, 1)
+	for i := range b.Records {
+		r := &b.Records[i]
+		if r.Offset+1 > next[r.Topic] {
+			next[r.Topic] = r.Offset + 1
+		}
+	}
+	return next
+}

@@ -51,6 +51,9 @@ type worker[K, V any] struct {
 
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
+
+	applied map[string]int64 // with a checkpoint: per topic, records below are applied
+	skipped int
 }
 
 // flight is one batch's outputs on their way to the broker.
@@ -128,7 +131,15 @@ func (w *worker[K, V]) run() (err error) {
 		}
 	}()
 
+	if w.p.cp != nil {
+		if err := w.loadApplied(); err != nil {
+			return nil // revoked while the store was unreachable
+		}
+	}
 	err = w.loop()
+	if w.skipped > 0 {
+		w.p.log.Info("processor: skipped records already applied", "partition", w.s.ID, "records", w.skipped)
+	}
 	if errors.Is(err, errAbandoned) || errors.Is(err, group.ErrNotOwned) {
 		return nil
 	}
@@ -233,6 +244,10 @@ func (w *worker[K, V]) handleBatch(inputs []record.Message) ([]record.Message, e
 	batch := &Batch[K, V]{Partition: w.s.ID, Records: make([]Record[K, V], 0, len(inputs)), outs: &outs}
 	var source []*record.Message // source[i] is the input of batch.Records[i]
 	for i := range inputs {
+		if w.applied != nil && inputs[i].Offset < w.applied[inputs[i].Topic] {
+			w.skipped++ // its effects are in the store already; only its offset is committed
+			continue
+		}
 		r, err := w.decode(&inputs[i])
 		if err != nil {
 			if err := w.fail(&inputs[i], StageDecode, err, &outs); err != nil {
@@ -295,6 +310,26 @@ func (w *worker[K, V]) handleBatch(inputs []record.Message) ([]record.Message, e
 		}
 	}
 	return outs, nil
+}
+
+// loadApplied asks the checkpoint which records of the slot are applied, retrying while
+// the store is unreachable (nothing of the slot runs meanwhile).
+func (w *worker[K, V]) loadApplied() error {
+	w.applied = map[string]int64{}
+	for _, tp := range w.s.Partitions() {
+		for attempt := 0; ; attempt++ {
+			next, err := w.p.cp.Applied(w.handlerCtx, tp.Topic, tp.Partition)
+			if err == nil {
+				w.applied[tp.Topic] = next
+				break
+			}
+			w.p.log.Warn("processor: checkpoint unavailable, retrying", "topic", tp.Topic, "partition", tp.Partition, "attempt", attempt+1, "err", err)
+			if !w.sleep(Backoff{}.wait(attempt)) {
+				return errAbandoned
+			}
+		}
+	}
+	return nil
 }
 
 // handle calls the handler, turning a panic into an error.
