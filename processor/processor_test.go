@@ -333,7 +333,9 @@ func produceExample(brokers, topic string, values ...string) {
 
 type fixedCheckpoint map[int32]int64
 
-func (c fixedCheckpoint) Applied(_ context.Context, _ string, p int32) (int64, error) { return c[p], nil }
+func (c fixedCheckpoint) Applied(_ context.Context, _ string, p int32) (int64, error) {
+	return c[p], nil
+}
 
 func TestCheckpointSkipsAppliedRecords(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
