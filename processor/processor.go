@@ -5,13 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/kconf"
 	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/telemetry"
 )
 
 // Handler handles one partition's batches, one call at a time (never concurrently for
@@ -41,7 +49,25 @@ type Option func(*options)
 type options struct {
 	logger     *slog.Logger
 	checkpoint Checkpoint
+	tp         trace.TracerProvider
+	mp         metric.MeterProvider
+	prop       propagation.TextMapPropagator
+	recordKeys bool
 }
+
+// WithTracerProvider sets where spans go. Default: the OTel global provider.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
+// WithMeterProvider sets where metrics go. Default: the OTel global provider.
+func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.mp = mp } }
+
+// WithPropagator sets how trace context is read from and written to record headers.
+// Default: W3C trace context (traceparent, tracestate).
+func WithPropagator(p propagation.TextMapPropagator) Option { return func(o *options) { o.prop = p } }
+
+// WithTracedKeys records the message key (as a string) on the spans of single-record
+// batches. Off by default: keys can be personal data.
+func WithTracedKeys() Option { return func(o *options) { o.recordKeys = true } }
 
 // Checkpoint is where a handler's effects record the input offsets they include, written
 // atomically with the effects themselves (state.Table does this in Redis). With one, a
@@ -70,6 +96,7 @@ type Processor[K, V any] struct {
 	factory Factory[K, V]
 	log     *slog.Logger
 	cp      Checkpoint
+	tel     *telemetry.Telemetry
 
 	mu       sync.Mutex
 	ran      bool
@@ -125,12 +152,15 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	for _, opt := range opts {
 		opt(&o)
 	}
+	tel := telemetry.New(o.tp, o.mp, o.prop)
+	tel.RecordKeys = o.recordKeys
 	return &Processor[K, V]{
 		cfg:      cfg.withDefaults(len(inputs)),
 		inputs:   append([]Input[K, V](nil), inputs...),
 		factory:  f,
 		log:      o.logger,
 		cp:       o.checkpoint,
+		tel:      tel,
 		finished: make(chan struct{}),
 	}, nil
 }
@@ -191,15 +221,48 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Defaults:        consumerDefaults,
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
 		Logger:          p.log,
+		Hooks:           p.rebalanceHooks(),
 	}, func(s *group.Slot) error {
 		return newWorker(p, s, prod).run()
 	})
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
+	// Lag is observed at collection time from the engine's cached watermarks, only while
+	// this Run is active.
+	if lag, err := p.tel.Meter().Int64ObservableGauge("samsa.consumer.lag",
+		metric.WithDescription("Records after the next offset to process, per owned partition."), metric.WithUnit("{record}")); err == nil {
+		reg, err := p.tel.Meter().RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			for _, l := range eng.Lag() {
+				o.ObserveInt64(lag, l.Lag, metric.WithAttributes(semconv.MessagingConsumerGroupName(p.cfg.Group),
+					semconv.MessagingDestinationName(l.Topic), semconv.MessagingDestinationPartitionID(strconv.Itoa(int(l.Partition)))))
+			}
+			return nil
+		}, lag)
+		if err == nil {
+			defer reg.Unregister()
+		}
+	}
 	p.log.Info("processor: starting", "group", p.cfg.Group, "inputs", topics, "policy", p.cfg.ErrorPolicy.String(),
 		"consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
 	return eng.Run(ctx)
+}
+
+func (p *Processor[K, V]) rebalanceHooks() group.Hooks {
+	count := func(event string, n int) {
+		p.tel.Rebalances.Add(context.Background(), int64(n), metric.WithAttributes(
+			semconv.MessagingConsumerGroupName(p.cfg.Group), attribute.String("samsa.rebalance.event", event)))
+	}
+	return group.Hooks{
+		Assigned: func(slots []int32) { count("assigned", len(slots)) },
+		Revoked: func(slots []int32, lost bool) {
+			if lost {
+				count("lost", len(slots))
+			} else {
+				count("revoked", len(slots))
+			}
+		},
+	}
 }
 
 func remoteAssignor(p Protocol, inputs int) string {

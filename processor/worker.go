@@ -10,9 +10,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/telemetry"
 )
 
 // Headers a dead-lettered record carries besides its own.
@@ -54,6 +61,8 @@ type worker[K, V any] struct {
 
 	applied map[string]int64 // with a checkpoint: per topic, records below are applied
 	skipped int
+
+	metricAttrs attribute.Set // group and partition
 }
 
 // flight is one batch's outputs on their way to the broker.
@@ -62,6 +71,12 @@ type flight struct {
 	outs   []record.Message
 	next   []record.Offset
 	doneCh chan<- *flight
+
+	ctx        context.Context // the batch span's context
+	span       trace.Span      // the send span; nil without outputs
+	arrivedAt  time.Time       // when the batch's first record was taken
+	producedAt time.Time
+
 	// Worker goroutine only:
 	arrived      bool // the current produce round completed
 	retries      int  // produce rounds retried
@@ -95,6 +110,8 @@ func newWorker[K, V any](p *Processor[K, V], s *group.Slot, prod *produce.Produc
 		prod: prod,
 		cfg:  p.cfg,
 		done: make(chan *flight, p.cfg.MaxInFlightBatches+1),
+		metricAttrs: attribute.NewSet(semconv.MessagingConsumerGroupName(p.cfg.Group),
+			semconv.MessagingDestinationPartitionID(strconv.Itoa(int(s.ID)))),
 	}
 }
 
@@ -210,6 +227,7 @@ func (w *worker[K, V]) take() {
 // processNext handles the next batch and puts its outputs in flight.
 func (w *worker[K, V]) processNext() error {
 	n := min(len(w.pending)-w.head, w.cfg.BatchSize)
+	arrived := w.batchStart
 	inputs := make([]record.Message, n)
 	copy(inputs, w.pending[w.head:w.head+n])
 	clear(w.pending[w.head : w.head+n])
@@ -223,15 +241,51 @@ func (w *worker[K, V]) processNext() error {
 	if len(w.p.inputs) > 1 {
 		inputs = mergeByTimestamp(inputs)
 	}
-	outs, err := w.handleBatch(inputs)
+	tel := w.p.tel
+	ctx, links := tel.BatchParent(w.handlerCtx, inputs)
+	topic := inputs[0].Topic
+	attrs := telemetry.KafkaAttrs(topic, w.s.ID, w.cfg.Group)
+	ctx, span := tel.Tracer.Start(ctx, "process "+topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
+		trace.WithAttributes(attrs...), trace.WithAttributes(
+			semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process"),
+			semconv.MessagingBatchMessageCount(n),
+			attribute.Int64("samsa.batch.first_offset", inputs[0].Offset),
+			attribute.Int64("samsa.batch.last_offset", inputs[n-1].Offset)))
+	if tel.RecordKeys && n == 1 && inputs[0].Key != nil {
+		span.SetAttributes(semconv.MessagingKafkaMessageKey(string(inputs[0].Key)))
+	}
+	started := time.Now()
+	outs, err := w.handleBatch(ctx, inputs)
+	mattrs := metric.WithAttributeSet(w.metricAttrs)
+	tel.BatchSize.Record(ctx, int64(n), mattrs)
+	tel.HandleDuration.Record(ctx, time.Since(started).Seconds(), mattrs)
+	tel.RecordsConsumed.Add(ctx, int64(n), mattrs)
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "batch failed")
+		span.End()
 		// Let earlier batches finish and commit, so a restart resumes at the failure.
 		if derr := w.drain(); derr != nil {
 			return derr
 		}
 		return err
 	}
-	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: w.done}
+	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: w.done, ctx: ctx, arrivedAt: arrived, producedAt: time.Now()}
+	if len(outs) > 0 {
+		var pspan trace.Span
+		_, pspan = tel.Tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
+				semconv.MessagingBatchMessageCount(len(outs))))
+		if pspan.SpanContext().IsValid() {
+			// Every output carries the send span as its creation context (W3C traceparent).
+			pctx := trace.ContextWithSpan(ctx, pspan)
+			for i := range outs {
+				tel.Inject(pctx, &outs[i].Headers)
+			}
+		}
+		f.span = pspan
+	}
+	span.End()
 	w.inflight = append(w.inflight, f)
 	w.produce(f, f.outs)
 	return nil
@@ -239,7 +293,7 @@ func (w *worker[K, V]) processNext() error {
 
 // handleBatch decodes inputs and runs the handler under the error policy. It returns the
 // outputs to produce, dead-letter records included.
-func (w *worker[K, V]) handleBatch(inputs []record.Message) ([]record.Message, error) {
+func (w *worker[K, V]) handleBatch(ctx context.Context, inputs []record.Message) ([]record.Message, error) {
 	var outs []record.Message
 	batch := &Batch[K, V]{Partition: w.s.ID, Records: make([]Record[K, V], 0, len(inputs)), outs: &outs}
 	var source []*record.Message // source[i] is the input of batch.Records[i]
@@ -266,7 +320,7 @@ func (w *worker[K, V]) handleBatch(inputs []record.Message) ([]record.Message, e
 	pol := w.cfg.ErrorPolicy
 	for attempt := 0; ; attempt++ {
 		outs = outs[:kept]
-		err := w.handle(batch)
+		err := w.handle(ctx, batch)
 		if err == nil {
 			return outs, nil
 		}
@@ -297,7 +351,7 @@ func (w *worker[K, V]) handleBatch(inputs []record.Message) ([]record.Message, e
 	for i := range all {
 		mark := len(outs)
 		batch.Records = all[i : i+1]
-		err := w.handle(batch)
+		err := w.handle(ctx, batch)
 		if err == nil {
 			continue
 		}
@@ -333,14 +387,14 @@ func (w *worker[K, V]) loadApplied() error {
 }
 
 // handle calls the handler, turning a panic into an error.
-func (w *worker[K, V]) handle(b *Batch[K, V]) (err error) {
+func (w *worker[K, V]) handle(ctx context.Context, b *Batch[K, V]) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			w.p.log.Error("processor: handler panicked", "partition", w.s.ID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: %v", ErrHandlerPanic, r)
 		}
 	}()
-	return w.h.Handle(w.handlerCtx, b)
+	return w.h.Handle(ctx, b)
 }
 
 func (w *worker[K, V]) decode(m *record.Message) (Record[K, V], error) {
@@ -382,9 +436,11 @@ func (w *worker[K, V]) fail(m *record.Message, stage Stage, cause error, outs *[
 	pol := w.cfg.ErrorPolicy.final()
 	switch pol.kind {
 	case kindSkip:
+		w.p.tel.RecordsSkipped.Add(context.Background(), 1, metric.WithAttributeSet(w.metricAttrs))
 		w.p.log.Warn("processor: skipping record", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "stage", string(stage), "err", cause)
 		return nil
 	case kindDeadLetter:
+		w.p.tel.DeadLettered.Add(context.Background(), 1, metric.WithAttributeSet(w.metricAttrs))
 		w.p.log.Warn("processor: dead-lettering record", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "stage", string(stage), "to", pol.topic, "err", cause)
 		*outs = append(*outs, w.deadLetter(pol.topic, m, stage, cause))
 		return nil
@@ -462,11 +518,35 @@ func (w *worker[K, V]) completeHead() error {
 		}
 		w.inflight[0] = nil
 		w.inflight = w.inflight[1:]
-		if err := w.s.Store(f.next...); err != nil {
+		if err := w.commit(f); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// commit stores a completed batch's offsets, with its span and metrics.
+func (w *worker[K, V]) commit(f *flight) error {
+	tel := w.p.tel
+	mattrs := metric.WithAttributeSet(w.metricAttrs)
+	if f.span != nil {
+		f.span.End()
+		tel.ProduceDuration.Record(f.ctx, time.Since(f.producedAt).Seconds(), mattrs)
+		tel.RecordsProduced.Add(f.ctx, int64(len(f.outs)), mattrs)
+	}
+	_, span := tel.Tracer.Start(f.ctx, "commit "+f.next[0].Topic, trace.WithAttributes(
+		semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSettle, semconv.MessagingOperationName("commit"),
+		attribute.Int64("samsa.commit.offset", f.next[0].Offset)))
+	err := w.s.Store(f.next...)
+	if err != nil && !errors.Is(err, group.ErrNotOwned) {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "store offsets")
+	}
+	span.End()
+	if err == nil {
+		tel.CommitLatency.Record(f.ctx, time.Since(f.arrivedAt).Seconds(), mattrs)
+	}
+	return err
 }
 
 // produceFailed handles a batch some of whose outputs were not acknowledged: Retry

@@ -152,6 +152,36 @@ type Engine struct {
 	resumes chan *Slot
 	running atomic.Bool
 	c       *kafka.Consumer
+	closing bool // under mu: the consumer is being closed; Lag must not touch it
+}
+
+// PartitionLag is one owned partition's lag: records after the last stored offset.
+type PartitionLag struct {
+	Topic     string
+	Partition int32
+	Lag       int64
+}
+
+// Lag reports the lag of every owned partition from librdkafka's cached high watermarks
+// (no broker round trip): high watermark minus the next offset to process (the last
+// stored offset, else the fetch position). It is safe to call from any goroutine.
+func (e *Engine) Lag() []PartitionLag {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.c == nil || e.closing {
+		return nil
+	}
+	var out []PartitionLag
+	for _, s := range e.slots {
+		for _, tp := range s.storedOrPosition(e.c) {
+			_, high, err := e.c.GetWatermarkOffsets(*tp.Topic, tp.Partition)
+			if err != nil || high < 0 || tp.Offset < 0 {
+				continue
+			}
+			out = append(out, PartitionLag{Topic: *tp.Topic, Partition: tp.Partition, Lag: max(high-int64(tp.Offset), 0)})
+		}
+	}
+	return out
 }
 
 // New validates cfg and returns an engine that will run worker for every owned slot.
@@ -268,6 +298,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, s := range e.slots {
 		s.cancel()
 	}
+	e.closing = true
 	e.mu.Unlock()
 	closeErr := c.Close()
 	<-logsDone

@@ -126,6 +126,35 @@ func (s *Slot) storedOffsets() []kafka.TopicPartition {
 	return tps
 }
 
+// storedOrPosition returns, per topic of the slot, the last stored offset, or the
+// consumer's fetch position when nothing was stored yet in this ownership.
+func (s *Slot) storedOrPosition(c *kafka.Consumer) []kafka.TopicPartition {
+	tps := s.tps()
+	var missing []kafka.TopicPartition
+	s.mu.Lock()
+	for i := range tps {
+		if off, ok := s.stored[*tps[i].Topic]; ok {
+			tps[i].Offset = kafka.Offset(off)
+		} else {
+			tps[i].Offset = kafka.OffsetInvalid
+			missing = append(missing, tps[i])
+		}
+	}
+	s.mu.Unlock()
+	if len(missing) > 0 {
+		if pos, err := c.Position(missing); err == nil {
+			for _, p := range pos {
+				for i := range tps {
+					if *tps[i].Topic == *p.Topic && tps[i].Partition == p.Partition {
+						tps[i].Offset = p.Offset
+					}
+				}
+			}
+		}
+	}
+	return tps
+}
+
 func (s *Slot) tps() []kafka.TopicPartition {
 	s.mu.Lock()
 	defer s.mu.Unlock()
