@@ -1,0 +1,101 @@
+package metrics_test
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/metrics"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/codec"
+)
+
+// TestPrometheusScrape runs a processor with the Prometheus provider and scrapes
+// /metrics during the run: the instruments are there with sensible values, and the lag
+// reaches 0 once everything is processed.
+func TestPrometheusScrape(t *testing.T) {
+	b, err := embedded.Start(embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
+	require.NoError(t, err)
+	defer b.Close()
+	const n = 1000
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": b.Bootstrap(), "log_level": 3})
+	require.NoError(t, err)
+	topic := "in"
+	dr := make(chan kafka.Event, n)
+	for i := range n {
+		v := binary.BigEndian.AppendUint64(nil, uint64(i))
+		require.NoError(t, p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % 2)}, Key: v, Value: v}, dr))
+	}
+	for range n {
+		require.NoError(t, (<-dr).(*kafka.Message).TopicPartition.Error)
+	}
+	p.Close()
+
+	prom, err := metrics.NewPrometheus("scrape-test")
+	require.NoError(t, err)
+	defer prom.Shutdown(context.Background())
+	srv := httptest.NewServer(prom.Handler())
+	defer srv.Close()
+
+	out := processor.NewOutput("out", codec.Int64(), codec.Int64())
+	proc, err := processor.New(processor.Config{Brokers: b.Bootstrap(), Group: "scraped", BatchSize: 100, BatchWait: 5 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			for _, r := range b.Records {
+				if err := out.Send(b, r.Key, r.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}), processor.WithMeterProvider(prom.Provider))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- proc.Run(ctx) }()
+
+	scrape := func() string {
+		resp, err := srv.Client().Get(srv.URL)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return string(body)
+	}
+	var text string
+	require.Eventually(t, func() bool {
+		text = scrape()
+		return metricSum(text, "samsa_records_produced_total") == n && metricSum(text, "samsa_consumer_lag") == 0 &&
+			regexp.MustCompile(`samsa_consumer_lag\{`).MatchString(text)
+	}, 30*time.Second, 100*time.Millisecond, "last scrape:\n%s", text)
+	assert.EqualValues(t, n, metricSum(text, "samsa_records_consumed_total"))
+	assert.Greater(t, metricSum(text, "samsa_batch_size_count"), 0.0, "%s", text)
+	assert.Greater(t, metricSum(text, "samsa_batch_commit_latency_seconds_count"), 0.0)
+	assert.Greater(t, metricSum(text, "samsa_rebalances_total"), 0.0)
+	assert.Contains(t, text, `messaging_consumer_group_name="scraped"`)
+	assert.Contains(t, text, `messaging_destination_partition_id="1"`)
+	cancel()
+	require.NoError(t, <-errc)
+}
+
+// metricSum adds the values of every sample of a metric family in Prometheus text.
+func metricSum(text, name string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? ([0-9.eE+-]+)$`)
+	var sum float64
+	for _, m := range re.FindAllStringSubmatch(text, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		sum += v
+	}
+	return sum
+}
