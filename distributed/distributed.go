@@ -9,10 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/kconf"
 	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/telemetry"
 )
 
 // Process is one long-lived background process. It runs until ctx is cancelled (its slice
@@ -150,11 +154,20 @@ type Option func(*Node)
 // WithLogger sets the node's logger (and librdkafka's). Default: discard.
 func WithLogger(l *slog.Logger) Option { return func(n *Node) { n.log = l } }
 
+// WithTracerProvider sets where hand-off spans go. Default: the OTel global provider.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(n *Node) { n.tp = tp } }
+
+// WithMeterProvider sets where metrics go. Default: the OTel global provider.
+func WithMeterProvider(mp metric.MeterProvider) Option { return func(n *Node) { n.mp = mp } }
+
 // Node is one member of the clusters of process lists it Starts. It is safe for
 // concurrent use: Start may be called from several goroutines with different names.
 type Node struct {
 	cfg Config
 	log *slog.Logger
+	tp  trace.TracerProvider
+	mp  metric.MeterProvider
+	tel *telemetry.Telemetry
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -169,6 +182,7 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	for _, o := range opts {
 		o(n)
 	}
+	n.tel = telemetry.New(n.tp, n.mp, nil)
 	return n, nil
 }
 

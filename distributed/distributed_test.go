@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
 	"github.com/samsa-go/samsa/distributed"
@@ -250,4 +252,50 @@ func TestSliceOf(t *testing.T) {
 	for _, tc := range []struct{ i, n, want int }{{0, 8, 0}, {7, 8, 7}, {8, 8, 0}, {19, 8, 3}, {2, 3, 2}} {
 		assert.EqualValues(t, tc.want, distributed.SliceOf(tc.i, tc.n))
 	}
+}
+
+// TestHandoffIsOneTrace: a slice moving from node a to node b shows as a stop span on a
+// and a start span on b that is its child (and links to it), through the release record.
+func TestHandoffIsOneTrace(t *testing.T) {
+	brokers := broker(t)
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.Background())
+	mk := func(id string) *distributed.Node {
+		n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: id, Partitions: 1,
+			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, distributed.WithTracerProvider(tp))
+		require.NoError(t, err)
+		return n
+	}
+	tr := newTracker()
+	procs := []distributed.Process{tr.process(0)}
+	stopA := start(t, mk("a"), "traced", procs)
+	require.Eventually(t, func() bool { return len(tr.where()[0]) == 1 }, 30*time.Second, 20*time.Millisecond)
+	stopB := start(t, mk("b"), "traced", procs)
+	time.Sleep(500 * time.Millisecond) // b joins; the single slice stays on a
+	require.NoError(t, stopA())
+	require.Eventually(t, func() bool { w := tr.where()[0]; return len(w) == 1 && w[0] == "b" }, 30*time.Second, 20*time.Millisecond)
+	var stop, startB sdktrace.ReadOnlySpan
+	require.Eventually(t, func() bool {
+		for _, s := range spans.Ended() {
+			node := ""
+			for _, a := range s.Attributes() {
+				if a.Key == "samsa.distributed.node" {
+					node = a.Value.AsString()
+				}
+			}
+			switch {
+			case s.Name() == "slice stop traced" && node == "a":
+				stop = s
+			case s.Name() == "slice start traced" && node == "b":
+				startB = s
+			}
+		}
+		return stop != nil && startB != nil
+	}, 10*time.Second, 50*time.Millisecond)
+	assert.Equal(t, stop.SpanContext().TraceID(), startB.SpanContext().TraceID(), "one trace")
+	assert.Equal(t, stop.SpanContext().SpanID(), startB.Parent().SpanID())
+	require.Len(t, startB.Links(), 1)
+	assert.Equal(t, stop.SpanContext().SpanID(), startB.Links()[0].SpanContext.SpanID())
+	require.NoError(t, stopB())
 }

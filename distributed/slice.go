@@ -12,6 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
@@ -43,6 +49,9 @@ type Info struct {
 }
 
 type infoKey struct{}
+
+// restartKey carries the node's restart counter to Supervise.
+type restartKey struct{}
 
 // InfoFrom returns the process info carried by ctx.
 func InfoFrom(ctx context.Context) (Info, bool) {
@@ -110,7 +119,8 @@ func (c *cluster) runSlice(s *group.Slot) error {
 		<-s.Context().Done()
 		return nil
 	}
-	token, err := c.write(s.Context(), s.ID, "claim")
+	assigned := time.Now()
+	token, err := c.write(context.Background(), s.Context(), s.ID, "claim")
 	if err != nil {
 		if s.Context().Err() != nil {
 			return nil // revoked before the claim landed: nothing started
@@ -118,6 +128,8 @@ func (c *cluster) runSlice(s *group.Slot) error {
 		return fmt.Errorf("distributed: %s slice %d: claim: %w", c.name, s.ID, err)
 	}
 	log.Info("distributed: slice starting", "token", token, "processes", idx)
+	tel := c.node.tel
+	sliceAttrs := c.attrs(s.ID)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -125,6 +137,9 @@ func (c *cluster) runSlice(s *group.Slot) error {
 	for _, i := range idx {
 		info := Info{Name: c.name, Index: i, Slice: s.ID, Token: token, Node: c.node.cfg.NodeID}
 		pctx := context.WithValue(ctx, infoKey{}, info)
+		pctx = context.WithValue(pctx, restartKey{}, func() {
+			tel.Restarts.Add(context.Background(), 1, metric.WithAttributes(sliceAttrs...))
+		})
 		c.setRunning(i, true)
 		go func() {
 			err := runProcess(pctx, c.processes[i])
@@ -132,11 +147,22 @@ func (c *cluster) runSlice(s *group.Slot) error {
 			results <- result{i, err}
 		}()
 	}
+	started := time.Now()
+	tel.ProcsRunning.Add(context.Background(), int64(len(idx)), metric.WithAttributes(sliceAttrs...))
+	tel.HandoffDuration.Record(context.Background(), started.Sub(assigned).Seconds(), metric.WithAttributes(append(sliceAttrs, attribute.String("phase", "start"))...))
+	tracingDone := make(chan struct{})
+	go func() { // the start span links to the previous owner's release; reading it must not delay the start
+		defer close(tracingDone)
+		c.traceStart(s.ID, token, len(idx), assigned, started)
+	}()
+	defer func() { <-tracingDone }()
 	remaining := len(idx)
 	var failure error
+	var stopping time.Time
 	for remaining > 0 && failure == nil {
 		select {
 		case <-s.Context().Done():
+			stopping = time.Now()
 			cancel()
 		case r := <-results:
 			remaining--
@@ -159,16 +185,64 @@ func (c *cluster) runSlice(s *group.Slot) error {
 	}
 	if failure == nil && ctx.Err() == nil {
 		<-s.Context().Done() // every process finished: keep the slice until it moves
+		stopping = time.Now()
 	}
-	log.Info("distributed: slice stopped")
+	if stopping.IsZero() {
+		stopping = time.Now()
+	}
+	stopped := time.Now()
+	tel.ProcsRunning.Add(context.Background(), -int64(len(idx)), metric.WithAttributes(sliceAttrs...))
+	tel.HandoffDuration.Record(context.Background(), stopped.Sub(stopping).Seconds(), metric.WithAttributes(append(sliceAttrs, attribute.String("phase", "stop"))...))
+	log.Info("distributed: slice stopped", "stop", stopped.Sub(stopping))
+	// The stop span's context travels in the release record to the next owner.
+	spanCtx, span := tel.Tracer.Start(context.Background(), "slice stop "+c.name, trace.WithTimestamp(stopping),
+		trace.WithAttributes(sliceAttrs...), trace.WithAttributes(attribute.Int64("samsa.distributed.token", token),
+			attribute.Int("samsa.distributed.processes", len(idx)), attribute.Bool("samsa.distributed.lost", s.Lost())))
+	if failure != nil {
+		span.RecordError(failure)
+		span.SetStatus(codes.Error, "process failed")
+	}
+	span.End(trace.WithTimestamp(stopped))
 	if !s.Lost() {
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if _, err := c.write(rctx, s.ID, "release"); err != nil {
+		if _, err := c.write(spanCtx, rctx, s.ID, "release"); err != nil {
 			log.Warn("distributed: release record", "err", err)
 		}
 		rcancel()
 	}
 	return failure
+}
+
+func (c *cluster) attrs(slice int32) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("samsa.distributed.name", c.name),
+		attribute.Int("samsa.distributed.slice", int(slice)),
+		attribute.String("samsa.distributed.node", c.node.cfg.NodeID),
+	}
+}
+
+// traceStart records the slice's start span (assign → processes started) after the fact,
+// as a child of the previous owner's stop span when the record before this claim is that
+// owner's release, so one trace shows the slice moving between nodes.
+func (c *cluster) traceStart(slice int32, token int64, processes int, assigned, started time.Time) {
+	tel := c.node.tel
+	parent := context.Background()
+	var links []trace.Link
+	if token > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		prev, err := admin.ReadOne(ctx, c.node.cfg.Brokers, toMap(c.node.cfg.Overrides), c.topic, slice, token-1)
+		cancel()
+		if err == nil {
+			if sc := tel.Extract(prev.Headers); sc.IsValid() {
+				parent = trace.ContextWithRemoteSpanContext(parent, sc)
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+	}
+	_, span := tel.Tracer.Start(parent, "slice start "+c.name, trace.WithTimestamp(assigned), trace.WithLinks(links...),
+		trace.WithAttributes(c.attrs(slice)...), trace.WithAttributes(attribute.Int64("samsa.distributed.token", token),
+			attribute.Int("samsa.distributed.processes", processes)))
+	span.End(trace.WithTimestamp(started))
 }
 
 func (c *cluster) setRunning(i int, on bool) {
@@ -211,7 +285,7 @@ func runProcess(ctx context.Context, p Process) (err error) {
 
 // write produces a claim or release record to the slice's partition and returns its
 // offset once acknowledged, retrying until ctx ends.
-func (c *cluster) write(ctx context.Context, slice int32, kind string) (int64, error) {
+func (c *cluster) write(spanCtx, ctx context.Context, slice int32, kind string) (int64, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
 		m := &record.Message{
@@ -226,6 +300,7 @@ func (c *cluster) write(ctx context.Context, slice int32, kind string) (int64, e
 			},
 			Timestamp: time.Now(),
 		}
+		c.node.tel.Inject(spanCtx, &m.Headers)
 		ack := make(ackChan, 1)
 		if err := c.prod.Produce(ctx, m, ack); err != nil {
 			last = err

@@ -54,6 +54,9 @@ func Supervise(p Process, o SuperviseOptions) Process {
 			if o.OnRestart != nil {
 				o.OnRestart(restarts+1, err)
 			}
+			if count, ok := ctx.Value(restartKey{}).(func()); ok {
+				count()
+			}
 			wait := time.Duration(rand.Int64N(int64(backoff) + 1))
 			backoff = min(2*backoff, o.Max)
 			select {
