@@ -6,6 +6,8 @@
 // Each printer prints its number every second. Start a second and a third node against
 // the same Kafka and watch the slices move; stop one (Ctrl-C) and watch its printers stop
 // there before they start elsewhere. -for limits the run (the tests use it).
+// OTEL_EXPORTER_OTLP_ENDPOINT sends the hand-off spans to Jaeger; METRICS_ADDR serves
+// /metrics.
 package main
 
 import (
@@ -21,10 +23,12 @@ import (
 
 	"github.com/samsa-go/samsa/distributed"
 	"github.com/samsa-go/samsa/examples/internal/exkafka"
+	"github.com/samsa-go/samsa/examples/internal/exobs"
 )
 
 func main() {
 	runFor := flag.Duration("for", 0, "stop after this long (0: until interrupted)")
+	name := flag.String("name", "printers", "cluster name (consumer group; technical topic samsa.distributed.<name>)")
 	printers := flag.Int("printers", 20, "number of printers")
 	every := flag.Duration("every", time.Second, "how often each printer prints")
 	flag.Parse()
@@ -36,20 +40,26 @@ func main() {
 		ctx, cancel = context.WithTimeout(ctx, *runFor)
 		defer cancel()
 	}
-	if err := run(ctx, *printers, *every); err != nil {
+	if err := run(ctx, *name, *printers, *every); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, n int, every time.Duration) error {
+func run(ctx context.Context, name string, n int, every time.Duration) error {
 	brokers, release, err := exkafka.Setup(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
+	obs, err := exobs.Setup(ctx, "printers")
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
 
 	node, err := distributed.New(distributed.Config{Brokers: brokers, Partitions: 8, SessionTimeout: 10 * time.Second},
-		distributed.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		distributed.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		distributed.WithTracerProvider(obs.Tracer), distributed.WithMeterProvider(obs.Meter))
 	if err != nil {
 		return err
 	}
@@ -71,5 +81,5 @@ func run(ctx context.Context, n int, every time.Duration) error {
 			}
 		}
 	}
-	return node.Start(ctx, "printers", procs)
+	return node.Start(ctx, name, procs)
 }

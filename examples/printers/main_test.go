@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,5 +14,5 @@ import (
 func TestPrinters(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, run(ctx, 20, 500*time.Millisecond))
+	require.NoError(t, run(ctx, fmt.Sprintf("printers-test-%d", time.Now().UnixNano()), 20, 500*time.Millisecond))
 }

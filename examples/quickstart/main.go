@@ -5,6 +5,7 @@
 // With nothing configured it runs on an in-process broker; set KAFKA_BROKERS to run it
 // against a real cluster (docker compose up). It produces 1..1000 to "numbers", runs a
 // processor that doubles each number into "doubled", reads the results back and exits.
+// OTEL_EXPORTER_OTLP_ENDPOINT sends its traces to Jaeger; METRICS_ADDR serves /metrics.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/examples/internal/exkafka"
+	"github.com/samsa-go/samsa/examples/internal/exobs"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/processor/codec"
 )
@@ -43,6 +45,11 @@ func run(ctx context.Context) error {
 	}
 	defer release()
 	fmt.Printf("brokers: %s\n", brokers)
+	obs, err := exobs.Setup(ctx, "quickstart")
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
 
 	// The outside world: 1..1000 into "numbers".
 	prod, err := exkafka.NewProducer(brokers)
@@ -78,6 +85,7 @@ func run(ctx context.Context) error {
 			}
 			return nil
 		}),
+		processor.WithTracerProvider(obs.Tracer), processor.WithMeterProvider(obs.Meter),
 	)
 	if err != nil {
 		return err

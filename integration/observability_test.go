@@ -1,0 +1,221 @@
+package integration
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/metrics"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/codec"
+)
+
+// TestTracePathInJaeger: a record produced under a traced producer's span passes through
+// a processor into an output topic read by a traced consumer; the whole path is one
+// trace, found through the real Jaeger's HTTP API.
+func TestTracePathInJaeger(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	otlp, queryURL := stack.JaegerEndpoints(t)
+	in, out := stack.UniqueName("traced-in"), stack.UniqueName("traced-out")
+	createTopic(t, brokers, in, 1, 1)
+	createTopic(t, brokers, out, 1, 1)
+	suffix := stack.UniqueName("e2e")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	newTP := func(service string) interface {
+		trace.TracerProvider
+		Shutdown(context.Context) error
+	} {
+		tp, err := metrics.NewTracing(ctx, service+"-"+suffix, "http://"+otlp)
+		require.NoError(t, err)
+		return tp
+	}
+	producerTP, processorTP, consumerTP := newTP("producer"), newTP("processor"), newTP("consumer")
+
+	// The outside producer, traced.
+	pctx, send := producerTP.Tracer("test").Start(ctx, "send "+in, trace.WithSpanKind(trace.SpanKindProducer))
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(pctx, carrier)
+	var headers []kafka.Header
+	for k, v := range carrier {
+		headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	require.NoError(t, err)
+	dr := make(chan kafka.Event, 1)
+	v := binary.BigEndian.AppendUint64(nil, 21)
+	require.NoError(t, p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &in, Partition: 0}, Key: v, Value: v, Headers: headers}, dr))
+	require.NoError(t, (<-dr).(*kafka.Message).TopicPartition.Error)
+	p.Close()
+	send.End()
+	traceID := send.SpanContext().TraceID()
+
+	// The processor.
+	outTopic := processor.NewOutput(out, codec.Int64(), codec.Int64())
+	group := stack.UniqueName("traced")
+	proc, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			for _, r := range b.Records {
+				if err := outTopic.Send(b, r.Key, 2*r.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}), processor.WithTracerProvider(processorTP))
+	require.NoError(t, err)
+	runCtx, stopRun := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- proc.Run(runCtx) }()
+
+	// The outside consumer, traced: its span continues the output's context.
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": stack.UniqueName("traced-reader"), "auto.offset.reset": "earliest", "log_level": 3})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Subscribe(out, nil))
+	var got *kafka.Message
+	for deadline := time.Now().Add(time.Minute); got == nil && time.Now().Before(deadline); {
+		if m, ok := c.Poll(100).(*kafka.Message); ok && m.TopicPartition.Error == nil {
+			got = m
+		}
+	}
+	require.NotNil(t, got, "no output within a minute")
+	oc := propagation.MapCarrier{}
+	for _, h := range got.Headers {
+		oc[h.Key] = string(h.Value)
+	}
+	_, recv := consumerTP.Tracer("test").Start(propagation.TraceContext{}.Extract(ctx, oc), "process "+out, trace.WithSpanKind(trace.SpanKindConsumer))
+	recv.End()
+	stopRun()
+	require.NoError(t, <-errc)
+	for _, tp := range []interface{ Shutdown(context.Context) error }{producerTP, processorTP, consumerTP} {
+		require.NoError(t, tp.Shutdown(ctx))
+	}
+
+	// One trace in Jaeger, with every hop.
+	q := stack.JaegerQuery{URL: queryURL}
+	var tr stack.JaegerTrace
+	want := []string{"send " + in, "process " + in, "send", "commit " + in, "process " + out}
+	require.Eventually(t, func() bool {
+		tr, err = q.Trace(ctx, traceID.String())
+		if err != nil {
+			return false
+		}
+		for _, op := range want {
+			if _, ok := tr.SpanByOperation(op); !ok {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 500*time.Millisecond, "trace %s in Jaeger lacks some of %v (err %v)", traceID, want, err)
+	services := map[string]bool{}
+	for _, s := range tr.Spans {
+		services[tr.Processes[s.ProcessID].ServiceName] = true
+	}
+	assert.Len(t, services, 3, "producer, processor and consumer in one trace: %v", services)
+	process, _ := tr.SpanByOperation("process " + in)
+	assert.Equal(t, "kafka", fmt.Sprint(tagOr(process, "messaging.system")))
+	assert.Equal(t, group, fmt.Sprint(tagOr(process, "messaging.consumer.group.name")))
+}
+
+// TestHandoffTraceInJaeger: two printers nodes (separate OS processes, the example
+// binary) hand a slice over on SIGTERM; Jaeger shows the old node's stop span and the new
+// node's start span in one trace, the start linked to the stop.
+func TestHandoffTraceInJaeger(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	otlp, queryURL := stack.JaegerEndpoints(t)
+	bin := filepath.Join(t.TempDir(), "printers")
+	build := exec.Command("go", "build", "-o", bin, "../examples/printers")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "build printers: %s", out)
+
+	name := stack.UniqueName("handoff")
+	startNode := func(label string) *exec.Cmd {
+		cmd := exec.Command(bin, "-name", name, "-printers", "2", "-every", "200ms", "-for", "90s")
+		cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+brokers, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+otlp, "OTEL_SERVICE_NAME=")
+		logf, err := os.Create(filepath.Join(t.TempDir(), label+".log"))
+		require.NoError(t, err)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			logf.Close()
+		})
+		return cmd
+	}
+	a := startNode("a")
+	time.Sleep(8 * time.Second) // a owns every slice
+	b := startNode("b")
+	time.Sleep(8 * time.Second) // b joins; cooperative: some slices move to b
+	require.NoError(t, a.Process.Signal(syscall.SIGTERM))
+	waitExit(t, a, 60*time.Second)
+	time.Sleep(3 * time.Second) // a's slices start on b
+	require.NoError(t, b.Process.Signal(syscall.SIGTERM))
+	waitExit(t, b, 60*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	q := stack.JaegerQuery{URL: queryURL}
+	var found string
+	require.Eventually(t, func() bool {
+		traces, err := q.Traces(ctx, "printers")
+		if err != nil {
+			return false
+		}
+		for _, tr := range traces {
+			stop, okStop := tr.SpanByOperation("slice stop " + name)
+			start, okStart := tr.SpanByOperation("slice start " + name)
+			if !okStop || !okStart {
+				continue
+			}
+			if fmt.Sprint(tagOr(stop, "samsa.distributed.node")) == fmt.Sprint(tagOr(start, "samsa.distributed.node")) {
+				continue
+			}
+			for _, ref := range start.References {
+				if ref.SpanID == stop.SpanID {
+					found = fmt.Sprintf("trace %s: stop on %v, start on %v", tr.TraceID, tagOr(stop, "samsa.distributed.node"), tagOr(start, "samsa.distributed.node"))
+					return true
+				}
+			}
+		}
+		return false
+	}, 60*time.Second, time.Second, "no trace in Jaeger shows a slice of %s moving between the two nodes", name)
+	t.Logf("hand-off in Jaeger: %s", found)
+}
+
+func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "node exit")
+	case <-time.After(timeout):
+		t.Fatalf("node pid %d did not exit within %s of SIGTERM", cmd.Process.Pid, timeout)
+	}
+}
+
+func tagOr(s stack.JaegerSpan, key string) any {
+	v, _ := s.Tag(key)
+	if str, ok := v.(string); ok {
+		return strings.TrimSpace(str)
+	}
+	return v
+}
