@@ -4,13 +4,18 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: test test-short vet stack kafka-jars jaeger quickstart bench
+.PHONY: test test-short vet compose-check stack kafka-jars jaeger quickstart bench
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
 ## OTEL_EXPORTER_OTLP_ENDPOINT + JAEGER_QUERY_URL).
-test: vet
+test: vet compose-check
 	$(STACK) run -- $(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+
+## compose-check: load docker-compose.yml with compose-go and check it against the
+## README, examples and launchers (a separate module: compose-go stays out of go.mod).
+compose-check:
+	cd integration/tools/composecheck && $(GO) test -count=1 ./...
 
 ## test-short: unit tests only, no broker (integration tests skip and say why).
 test-short:
