@@ -139,6 +139,10 @@ func (w *worker[K, V]) run() (err error) {
 			return
 		case <-w.s.Context().Done():
 		}
+		if w.s.Lost() {
+			w.cancelHandler() // another member may own the partition already
+			return
+		}
 		t := time.NewTimer(w.cfg.DrainTimeout)
 		defer t.Stop()
 		select {

@@ -553,9 +553,11 @@ func (e *Engine) store(s *Slot, offsets []record.Offset) error {
 		}
 		return fmt.Errorf("group: store offsets: %w", err)
 	}
+	s.mu.Lock()
 	for _, o := range offsets {
 		s.stored[o.Topic] = o.Offset
 	}
+	s.mu.Unlock()
 	return nil
 }
 
