@@ -18,9 +18,10 @@
 //     so an offset is never stored after the slot's ownership ended: revoke marks the slot
 //     closed under the same lock once its worker returned (or at once, when lost).
 //   - A slot's record queue has its own mutex: the poll goroutine appends, the worker takes.
-//     A queue over Config.QueueRecords pauses the slot's partitions; the worker asks for a
-//     resume through Engine.resumes once it has drained below half, and the poll goroutine
-//     resumes them if the slot is still owned.
+//     A queue over Config.QueueRecords pauses the slot's partitions (poll goroutine); the
+//     worker's Take resumes them (librdkafka's Resume is thread-safe) under Engine.mu, so
+//     never for a slot whose ownership ended or while the consumer closes.
+//   - Lock order: Engine.mu before Slot.mu. Nothing holds Slot.mu while taking Engine.mu.
 package group
 
 import (
@@ -149,7 +150,6 @@ type Engine struct {
 	epoch   uint64
 	failure error // first worker error or revoke timeout; stops Run
 
-	resumes chan *Slot
 	running atomic.Bool
 	c       *kafka.Consumer
 	closing bool // under mu: the consumer is being closed; Lag must not touch it
@@ -204,7 +204,6 @@ func New(cfg Config, worker WorkerFunc) (*Engine, error) {
 		log:     log,
 		worker:  worker,
 		slots:   make(map[int32]*Slot),
-		resumes: make(chan *Slot, 1024),
 	}, nil
 }
 
@@ -279,7 +278,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.log.Info("group: joined", "group", e.cfg.GroupID, "topics", e.cfg.Topics, "protocol", e.cfg.Protocol.String())
 
 	for ctx.Err() == nil && e.failed() == nil {
-		e.serveResumes()
 		switch ev := c.Poll(100).(type) {
 		case *kafka.Message:
 			e.dispatch(ev)
@@ -350,12 +348,6 @@ func (e *Engine) dispatch(m *kafka.Message) {
 		e.log.Warn("group: fetch error", "topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "err", m.TopicPartition.Error)
 		return
 	}
-	e.mu.Lock()
-	s := e.slots[m.TopicPartition.Partition]
-	e.mu.Unlock()
-	if s == nil || s.closed.Load() {
-		return // revoked: the next owner reads it from the committed offset
-	}
 	msg := record.Message{
 		Topic:     *m.TopicPartition.Topic,
 		Partition: m.TopicPartition.Partition,
@@ -370,26 +362,17 @@ func (e *Engine) dispatch(m *kafka.Message) {
 			msg.Headers[i] = record.Header{Key: h.Key, Value: h.Value}
 		}
 	}
+	// Under e.mu, so that a pause is never ordered after the worker's resume for the same
+	// fill (the worker's Take resumes under e.mu too).
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.slots[m.TopicPartition.Partition]
+	if s == nil || s.closed.Load() {
+		return // revoked: the next owner reads it from the committed offset
+	}
 	if s.push(msg, e.cfg.QueueRecords) {
 		if err := e.c.Pause(s.tps()); err != nil {
 			e.log.Warn("group: pause", "slot", s.ID, "err", err)
-		}
-	}
-}
-
-// serveResumes resumes slots whose workers drained their queue.
-func (e *Engine) serveResumes() {
-	for {
-		select {
-		case s := <-e.resumes:
-			if s.closed.Load() {
-				continue
-			}
-			if err := e.c.Resume(s.tps()); err != nil {
-				e.log.Warn("group: resume", "slot", s.ID, "err", err)
-			}
-		default:
-			return
 		}
 	}
 }

@@ -75,14 +75,15 @@ func (s *Slot) Ready() <-chan struct{} { return s.ready }
 // that must live longer (their Key, Value and Headers are never reused).
 func (s *Slot) Take() []record.Message {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	out := s.queue
 	clear(s.spare) // drop references held by the previous batch
 	s.queue = s.spare[:0]
 	s.spare = out
-	if s.paused {
-		s.paused = false
-		s.e.requestResume(s)
+	resume := s.paused
+	s.paused = false
+	s.mu.Unlock()
+	if resume {
+		s.e.resume(s) // outside s.mu: the engine lock is taken before slot locks
 	}
 	return out
 }
@@ -189,11 +190,17 @@ func (s *Slot) run(worker WorkerFunc) {
 	}
 }
 
-func (e *Engine) requestResume(s *Slot) {
-	select {
-	case e.resumes <- s:
-	default:
-		// The channel is large; if it is full the poll loop is behind and will resume the
-		// slot on a later request.
+// resume resumes a slot's partitions from the worker's goroutine (librdkafka's resume is
+// thread-safe), so a drained slot fetches again at once rather than after the poll
+// loop's next wake-up. Under e.mu: never after the slot's ownership ended or while the
+// consumer closes.
+func (e *Engine) resume(s *Slot) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing || s.closed.Load() || e.c == nil {
+		return
+	}
+	if err := e.c.Resume(s.tps()); err != nil {
+		e.log.Warn("group: resume", "slot", s.ID, "err", err)
 	}
 }
