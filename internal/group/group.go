@@ -200,10 +200,10 @@ func New(cfg Config, worker WorkerFunc) (*Engine, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Engine{
-		cfg:     cfg,
-		log:     log,
-		worker:  worker,
-		slots:   make(map[int32]*Slot),
+		cfg:    cfg,
+		log:    log,
+		worker: worker,
+		slots:  make(map[int32]*Slot),
 	}, nil
 }
 
