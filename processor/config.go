@@ -76,6 +76,19 @@ type Config struct {
 	// ErrorPolicy decides what happens to failing records. Default: Stop().
 	ErrorPolicy Policy
 
+	// ExactlyOnce switches to the exactly-once mode: outputs (dead letters included) and
+	// input offsets commit in one Kafka transaction every CommitInterval, inputs are read
+	// read_committed, and an aborted transaction rewinds its partitions. Readers of the
+	// outputs must use read_committed. Default: false (at-least-once).
+	ExactlyOnce bool
+	// TransactionalID of the instance's producer in exactly-once mode. Default: Group +
+	// "-" + InstanceID with static membership (a restart fences its predecessor at once),
+	// else Group + "-" + a random suffix (a crashed instance's open transaction is aborted
+	// by the broker after TransactionTimeout).
+	TransactionalID string
+	// TransactionTimeout is transaction.timeout.ms in exactly-once mode. Default: 10s.
+	TransactionTimeout time.Duration
+
 	// Overrides are librdkafka properties for every client the processor creates
 	// (consumer, producer, admin): TLS, SASL, client.id. Keys the framework owns are
 	// rejected by Validate.
@@ -133,6 +146,9 @@ func (c Config) withDefaults(inputs int) Config {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 10 * time.Second
+	}
 	return c
 }
 
@@ -168,6 +184,22 @@ func (c Config) Validate() error {
 	case "", Cooperative, Eager, Consumer:
 	default:
 		errs = append(errs, fmt.Errorf("Protocol %q: want %q, %q or %q", c.Protocol, Cooperative, Eager, Consumer))
+	}
+	if c.TransactionTimeout < 0 {
+		errs = append(errs, fmt.Errorf("TransactionTimeout = %s, must not be negative", c.TransactionTimeout))
+	}
+	if !c.ExactlyOnce && (c.TransactionalID != "" || c.TransactionTimeout != 0) {
+		errs = append(errs, errors.New("TransactionalID and TransactionTimeout apply only with ExactlyOnce"))
+	}
+	if c.ExactlyOnce {
+		for _, k := range []string{"isolation.level"} {
+			if _, ok := c.ConsumerOverrides[k]; ok {
+				errs = append(errs, fmt.Errorf("ConsumerOverrides[%q]: exactly-once mode reads read_committed", k))
+			}
+			if _, ok := c.Overrides[k]; ok {
+				errs = append(errs, fmt.Errorf("Overrides[%q]: exactly-once mode reads read_committed", k))
+			}
+		}
 	}
 	if err := c.ErrorPolicy.validate(); err != nil {
 		errs = append(errs, err)

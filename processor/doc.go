@@ -43,6 +43,27 @@
 // committed. DeadLetter writes the original record with headers describing the failure
 // (HeaderError and friends) and commits the input only once that write is acknowledged.
 //
+// # Exactly-once mode
+//
+// With Config.ExactlyOnce, each instance has one transactional producer (KIP-447: zombie
+// instances are fenced through the consumer group generation sent with the offsets).
+// Batches are handled as usual; their outputs, dead letters included, are produced into
+// the open transaction, and every CommitInterval (and when partitions are revoked, and
+// on shutdown) the input offsets of the batches produced so far are sent to the
+// transaction and it commits: outputs and offsets become visible together, or not at
+// all. Inputs are read read_committed, and so must the outputs' readers be. A
+// retriable error is retried; an abortable one aborts the transaction and rewinds every
+// partition that had work in it to its committed offset (its later batches are handled
+// again, which read_committed readers never see twice); a fatal one (the producer was
+// fenced by a newer instance) makes Run return it. Five aborts in a row stop the
+// processor: an output the broker refuses for good would otherwise loop.
+//
+// Choose it when a downstream reader must not see duplicates and reads with
+// read_committed. It costs a transaction per CommitInterval per instance (commit
+// latency, and end-to-end latency of up to CommitInterval for read_committed readers),
+// and handler side effects outside Kafka (a database) are still at-least-once: use a
+// checkpointed store (WithCheckpoint) for those.
+//
 // Several inputs must be co-partitioned (same partition count, checked when Run starts):
 // partition p of every input goes to the same handler, which makes partition-wise joins
 // possible. Keeping them together needs the range assignor, so several inputs default

@@ -2,9 +2,11 @@ package processor
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -91,12 +93,14 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // its handler, produces what the handler sent and commits the inputs once every output is
 // acknowledged. Create it with New or NewPartitioned; Run it once.
 type Processor[K, V any] struct {
-	cfg     Config
-	inputs  []Input[K, V]
-	factory Factory[K, V]
-	log     *slog.Logger
-	cp      Checkpoint
-	tel     *telemetry.Telemetry
+	cfg      Config
+	inputs   []Input[K, V]
+	factory  Factory[K, V]
+	log      *slog.Logger
+	cp       Checkpoint
+	tel      *telemetry.Telemetry
+	txn      *txn  // exactly-once mode
+	txnFinal error // a failed commit on revoke (poll goroutine), reported by Run
 
 	mu       sync.Mutex
 	ran      bool
@@ -191,16 +195,28 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		return err
 	}
 
-	prod, err := produce.New(produce.Config{
+	pcfg := produce.Config{
 		Brokers:   p.cfg.Brokers,
 		Defaults:  producerDefaults,
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,
-	})
+	}
+	if p.cfg.ExactlyOnce {
+		pcfg.TransactionalID = p.transactionalID()
+		pcfg.TransactionTimeout = p.cfg.TransactionTimeout
+	}
+	prod, err := produce.New(pcfg)
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
 	defer prod.Close(p.cfg.DrainTimeout)
+	var txnErr error // the exactly-once coordinator's fatal error, set before cancel
+	if p.cfg.ExactlyOnce {
+		p.txn = newTxn(prod, p.log)
+		if err := p.txn.begin(ctx); err != nil {
+			return err
+		}
+	}
 
 	eng, err := group.New(group.Config{
 		Brokers:           p.cfg.Brokers,
@@ -222,6 +238,8 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
 		Logger:          p.log,
 		Hooks:           p.rebalanceHooks(),
+		TxnOffsets:      p.cfg.ExactlyOnce,
+		ReadCommitted:   p.cfg.ExactlyOnce,
 	}, func(s *group.Slot) error {
 		return newWorker(p, s, prod).run()
 	})
@@ -244,8 +262,56 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		}
 	}
 	p.log.Info("processor: starting", "group", p.cfg.Group, "inputs", topics, "policy", p.cfg.ErrorPolicy.String(),
-		"consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
-	return eng.Run(ctx)
+		"exactly_once", p.cfg.ExactlyOnce, "consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
+	if p.txn == nil {
+		return eng.Run(ctx)
+	}
+	p.txn.eng = eng
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the commit cadence
+		defer wg.Done()
+		t := time.NewTicker(p.cfg.CommitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rewind, err := p.txn.commit(ctx)
+			if err == nil && len(rewind) > 0 {
+				err = eng.Rewind(ctx, rewind)
+			}
+			if err != nil && ctx.Err() == nil {
+				txnErr = err
+				cancel()
+				return
+			}
+		}
+	}()
+	err = eng.Run(ctx)
+	cancel()
+	wg.Wait()
+	if txnErr != nil {
+		return txnErr
+	}
+	if p.txnFinal != nil {
+		return p.txnFinal
+	}
+	return err
+}
+
+func (p *Processor[K, V]) transactionalID() string {
+	if p.cfg.TransactionalID != "" {
+		return p.cfg.TransactionalID
+	}
+	if p.cfg.InstanceID != "" {
+		return p.cfg.Group + "-" + p.cfg.InstanceID
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%s-%x", p.cfg.Group, b)
 }
 
 func (p *Processor[K, V]) rebalanceHooks() group.Hooks {
@@ -254,6 +320,28 @@ func (p *Processor[K, V]) rebalanceHooks() group.Hooks {
 			semconv.MessagingConsumerGroupName(p.cfg.Group), attribute.String("samsa.rebalance.event", event)))
 	}
 	return group.Hooks{
+		BeforeUnassign: func(slots []int32, lost bool) []int32 {
+			if p.txn == nil {
+				return nil
+			}
+			// The revoked partitions' finished batches commit now, while the group
+			// generation that owns them is current; a lost assignment aborts instead.
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+			defer cancel()
+			var rewind []int32
+			var err error
+			if lost {
+				rewind, err = p.txn.abort(ctx)
+			} else {
+				rewind, err = p.txn.commit(ctx)
+			}
+			if err != nil {
+				p.log.Error("processor: exactly-once: transaction on revoke failed", "err", err)
+				p.txnFinal = err
+				return nil
+			}
+			return slices.DeleteFunc(rewind, func(id int32) bool { return slices.Contains(slots, id) })
+		},
 		Assigned: func(slots []int32) { count("assigned", len(slots)) },
 		Revoked: func(slots []int32, lost bool) {
 			if lost {

@@ -291,6 +291,9 @@ func (w *worker[K, V]) processNext() error {
 	}
 	span.End()
 	w.inflight = append(w.inflight, f)
+	if w.p.txn != nil {
+		return w.p.txn.produce(w.handlerCtx, w.s, f)
+	}
 	w.produce(f, f.outs)
 	return nil
 }
@@ -512,7 +515,10 @@ func (w *worker[K, V]) completeHead() error {
 		f.mu.Lock()
 		ferr, failed := f.err, f.failed
 		f.mu.Unlock()
-		if ferr != nil {
+		if ferr != nil && w.p.txn != nil {
+			// The transaction cannot commit: the coordinator aborts and rewinds.
+			w.p.log.Warn("processor: exactly-once: output not acknowledged", "partition", w.s.ID, "failed", len(failed), "err", ferr)
+		} else if ferr != nil {
 			if err := w.produceFailed(f, ferr, failed); err != nil {
 				return err
 			}
@@ -541,7 +547,10 @@ func (w *worker[K, V]) commit(f *flight) error {
 	_, span := tel.Tracer.Start(f.ctx, "commit "+f.next[0].Topic, trace.WithAttributes(
 		semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSettle, semconv.MessagingOperationName("commit"),
 		attribute.Int64("samsa.commit.offset", f.next[0].Offset)))
-	err := w.s.Store(f.next...)
+	var err error
+	if w.p.txn == nil { // exactly-once offsets go through the transaction
+		err = w.s.Store(f.next...)
+	}
 	if err != nil && !errors.Is(err, group.ErrNotOwned) {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "store offsets")

@@ -89,6 +89,9 @@ type Config struct {
 	// PauseFetch pauses every assigned partition at once: the group is used for ownership
 	// only, and no records are fetched (distributed's technical topic).
 	PauseFetch bool
+	// TxnOffsets: offsets are committed through a producer's transaction
+	// (SendOffsetsToTransaction), never by the consumer: auto-commit off, Store refused.
+	TxnOffsets bool
 	// HoldStuck keeps the rebalance callback waiting for a stuck worker after
 	// RevokeTimeout (Hooks.Stuck tells the owner, who should exit the process) instead of
 	// letting the rebalance complete, which would let another member start the slot while
@@ -108,6 +111,11 @@ type Hooks struct {
 	// Stuck is called when workers did not return within RevokeTimeout, with the error
 	// Run will return.
 	Stuck func(slots []int32, err error)
+	// BeforeUnassign is called in the revoke path once the revoked slots' workers have
+	// returned, before the partitions are given up: the last moment to commit for them
+	// (exactly-once mode commits its transaction here; with lost, it must abort). It
+	// returns slots to rewind (Engine.Rewind) once the rebalance is done.
+	BeforeUnassign func(slots []int32, lost bool) (rewind []int32)
 }
 
 // OwnedKeys are the consumer properties the engine sets itself; users may not override them.
@@ -153,6 +161,12 @@ type Engine struct {
 	running atomic.Bool
 	c       *kafka.Consumer
 	closing bool // under mu: the consumer is being closed; Lag must not touch it
+	rewinds chan rewindReq
+}
+
+type rewindReq struct {
+	slots []int32
+	done  chan error
 }
 
 // PartitionLag is one owned partition's lag: records after the last stored offset.
@@ -200,10 +214,11 @@ func New(cfg Config, worker WorkerFunc) (*Engine, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Engine{
-		cfg:    cfg,
-		log:    log,
-		worker: worker,
-		slots:  make(map[int32]*Slot),
+		cfg:     cfg,
+		log:     log,
+		worker:  worker,
+		slots:   make(map[int32]*Slot),
+		rewinds: make(chan rewindReq, 16),
 	}, nil
 }
 
@@ -235,6 +250,10 @@ func (e *Engine) consumerConfig() *kafka.ConfigMap {
 	}
 	if e.cfg.InstanceID != "" {
 		owned["group.instance.id"] = e.cfg.InstanceID
+	}
+	if e.cfg.TxnOffsets {
+		owned["enable.auto.commit"] = false
+		delete(owned, "auto.commit.interval.ms")
 	}
 	defaults := kconf.Map{
 		"auto.offset.reset": "earliest",
@@ -278,6 +297,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.log.Info("group: joined", "group", e.cfg.GroupID, "topics", e.cfg.Topics, "protocol", e.cfg.Protocol.String())
 
 	for ctx.Err() == nil && e.failed() == nil {
+		select {
+		case r := <-e.rewinds:
+			r.done <- e.rewind(r.slots)
+			continue
+		default:
+		}
 		switch ev := c.Poll(100).(type) {
 		case *kafka.Message:
 			e.dispatch(ev)
@@ -501,7 +526,16 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 			}
 		}
 	}
-	if !lost {
+	if e.cfg.Hooks.BeforeUnassign != nil {
+		if again := e.cfg.Hooks.BeforeUnassign(ids, lost); len(again) > 0 {
+			select {
+			case e.rewinds <- rewindReq{slots: again, done: make(chan error, 1)}:
+			default:
+				e.fail(fmt.Errorf("group: rewind queue full (group %q)", e.cfg.GroupID))
+			}
+		}
+	}
+	if !lost && !e.cfg.TxnOffsets {
 		var commit []kafka.TopicPartition
 		for _, s := range slots {
 			commit = append(commit, s.storedOffsets()...)
@@ -518,10 +552,120 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 	}
 }
 
+// Rewind restarts the given slots from their committed offsets: their workers are
+// stopped and waited for, anything they had fetched is dropped, the consumer seeks back,
+// and new workers start with a new epoch. Exactly-once mode uses it after an aborted
+// transaction. It blocks until the poll goroutine served it (or ctx ends).
+func (e *Engine) Rewind(ctx context.Context, slots []int32) error {
+	r := rewindReq{slots: slots, done: make(chan error, 1)}
+	select {
+	case e.rewinds <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// rewind runs on the poll goroutine.
+func (e *Engine) rewind(ids []int32) error {
+	e.mu.Lock()
+	var old []*Slot
+	for _, id := range ids {
+		if s := e.slots[id]; s != nil {
+			old = append(old, s)
+			s.closed.Store(true) // nothing it does from now on counts
+		}
+	}
+	e.mu.Unlock()
+	for _, s := range old {
+		s.cancel()
+	}
+	deadline := time.NewTimer(e.cfg.RevokeTimeout)
+	defer deadline.Stop()
+	for _, s := range old {
+		select {
+		case <-s.done:
+		case <-deadline.C:
+			err := fmt.Errorf("%w (rewind, group %q, slot %d)", ErrRevokeTimeout, e.cfg.GroupID, s.ID)
+			e.fail(err)
+			return err
+		}
+	}
+	var tps []kafka.TopicPartition
+	for _, s := range old {
+		tps = append(tps, s.tps()...)
+	}
+	if len(tps) == 0 {
+		return nil
+	}
+	committed, err := e.c.Committed(tps, int(e.cfg.RevokeTimeout.Milliseconds()))
+	if err != nil {
+		err = fmt.Errorf("group: rewind: committed offsets: %w", err)
+		e.fail(err)
+		return err
+	}
+	for _, tp := range committed {
+		if tp.Offset < 0 {
+			tp.Offset = kafka.OffsetBeginning
+			if e.cfg.StartFromLatest {
+				tp.Offset = kafka.OffsetEnd
+			}
+		}
+		if err := e.c.Seek(tp, 0); err != nil {
+			err = fmt.Errorf("group: rewind: seek %s[%d] to %v: %w", *tp.Topic, tp.Partition, tp.Offset, err)
+			e.fail(err)
+			return err
+		}
+	}
+	if err := e.c.Resume(tps); err != nil { // the old slot may have been paused
+		e.log.Warn("group: rewind: resume", "err", err)
+	}
+	for _, s := range old {
+		e.mu.Lock()
+		if e.slots[s.ID] != s { // revoked meanwhile: nothing to restart
+			e.mu.Unlock()
+			continue
+		}
+		e.epoch++
+		ns := newSlot(e, s.ID, e.epoch, s.Partitions())
+		e.slots[s.ID] = ns
+		e.mu.Unlock()
+		go ns.run(e.worker)
+	}
+	e.log.Info("group: rewound", "group", e.cfg.GroupID, "slots", ids)
+	return nil
+}
+
+// GroupMetadata returns the consumer's current group metadata, for
+// SendOffsetsToTransaction. Call it from the rebalance path or a worker.
+func (e *Engine) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.c == nil {
+		return nil, errors.New("group: no consumer")
+	}
+	return e.c.GetConsumerGroupMetadata()
+}
+
+// Owned reports whether s is still owned (its offsets may be committed).
+func (e *Engine) Owned(s *Slot) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !s.closed.Load() && e.slots[s.ID] == s
+}
+
 // store records offsets for s unless its ownership has ended.
 func (e *Engine) store(s *Slot, offsets []record.Offset) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.cfg.TxnOffsets {
+		return errors.New("group: offsets are committed through the transaction in this mode")
+	}
 	if s.closed.Load() {
 		return ErrNotOwned
 	}

@@ -36,6 +36,11 @@ type Config struct {
 	Defaults  kconf.Map
 	Overrides kconf.Map
 	Logger    *slog.Logger
+	// TransactionalID makes the producer transactional (exactly-once mode).
+	TransactionalID string
+	// TransactionTimeout is transaction.timeout.ms: how long the coordinator waits before
+	// aborting a transaction of a producer that went silent.
+	TransactionTimeout time.Duration
 }
 
 // Ack receives the outcome of one produced message, on the delivery goroutine. It must
@@ -78,6 +83,12 @@ func New(cfg Config) (*Producer, error) {
 		"go.delivery.reports":                   true,
 		"go.delivery.report.fields":             "none",
 		"go.logs.channel.enable":                true,
+	}
+	if cfg.TransactionalID != "" {
+		owned["transactional.id"] = cfg.TransactionalID
+		if cfg.TransactionTimeout > 0 {
+			owned["transaction.timeout.ms"] = int(cfg.TransactionTimeout.Milliseconds())
+		}
 	}
 	p, err := kafka.NewProducer(kconf.Build(defaults, cfg.Overrides, owned))
 	if err != nil {
@@ -183,4 +194,82 @@ func (p *Producer) Close(timeout time.Duration) (unflushed int) {
 		<-p.logs
 	})
 	return unflushed
+}
+
+// TxnError classifies a transactional error as librdkafka does.
+type TxnError struct {
+	Op        string
+	Err       error
+	Retriable bool // the operation may be retried as is
+	Abortable bool // the transaction must be aborted; the producer stays usable
+	Fatal     bool // the producer is unusable (fenced, or an unflagged error)
+}
+
+func (e *TxnError) Error() string {
+	kind := "fatal"
+	switch {
+	case e.Retriable:
+		kind = "retriable"
+	case e.Abortable:
+		kind = "abortable"
+	}
+	return fmt.Sprintf("produce: %s (%s): %v", e.Op, kind, e.Err)
+}
+
+func (e *TxnError) Unwrap() error { return e.Err }
+
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	te := &TxnError{Op: op, Err: err}
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		switch {
+		case kerr.IsFatal():
+			te.Fatal = true
+		case kerr.IsRetriable():
+			te.Retriable = true
+		case kerr.TxnRequiresAbort():
+			te.Abortable = true
+		default:
+			te.Fatal = true // unflagged errors are treated as fatal, as librdkafka advises
+		}
+	} else {
+		te.Fatal = true
+	}
+	return te
+}
+
+// InitTransactions registers the transactional id, fencing any earlier producer with it.
+func (p *Producer) InitTransactions(ctx context.Context) error {
+	return classify("init transactions", p.p.InitTransactions(ctx))
+}
+
+// BeginTransaction starts a transaction.
+func (p *Producer) BeginTransaction() error {
+	return classify("begin transaction", p.p.BeginTransaction())
+}
+
+// GroupMetadata is a consumer's group metadata, for SendOffsets.
+type GroupMetadata = kafka.ConsumerGroupMetadata
+
+// SendOffsets adds the consumer offsets (next offset to read) to the transaction.
+func (p *Producer) SendOffsets(ctx context.Context, offsets []record.Offset, md *GroupMetadata) error {
+	tps := make([]kafka.TopicPartition, len(offsets))
+	for i := range offsets {
+		tps[i] = kafka.TopicPartition{Topic: &offsets[i].Topic, Partition: offsets[i].Partition, Offset: kafka.Offset(offsets[i].Offset)}
+	}
+	return classify("send offsets to transaction", p.p.SendOffsetsToTransaction(ctx, tps, md))
+}
+
+// CommitTransaction flushes and commits the transaction.
+func (p *Producer) CommitTransaction(ctx context.Context) error {
+	return classify("commit transaction", p.p.CommitTransaction(ctx))
+}
+
+// AbortTransaction aborts the transaction; its records are never visible to
+// read_committed consumers.
+func (p *Producer) AbortTransaction(ctx context.Context) error {
+	return classify("abort transaction", p.p.AbortTransaction(ctx))
 }

@@ -1,0 +1,76 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/codec"
+)
+
+// readCommitted reads topic from the beginning with isolation.level=read_committed until
+// idle for a second after want records (or timeout).
+func readCommitted(t *testing.T, brokers, topic string, want int, timeout time.Duration) []*kafka.Message {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": fmt.Sprintf("rc-%d", time.Now().UnixNano()),
+		"auto.offset.reset": "earliest", "enable.auto.commit": false, "isolation.level": "read_committed", "log_level": 3})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Subscribe(topic, nil))
+	var got []*kafka.Message
+	deadline := time.Now().Add(timeout)
+	idleSince := time.Now()
+	for time.Now().Before(deadline) && (len(got) < want || time.Since(idleSince) < time.Second) {
+		if m, ok := c.Poll(100).(*kafka.Message); ok && m.TopicPartition.Error == nil {
+			got = append(got, m)
+			idleSince = time.Now()
+		}
+	}
+	return got
+}
+
+func TestExactlyOnceCommitsOutputsAndOffsetsTogether(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
+	const n = 600
+	produceInts(t, brokers, "in", 2, n)
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "eos", BatchSize: 50, BatchWait: 5 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](doubler))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool {
+		c := committed(t, brokers, "eos", "in", 2)
+		return c[0] == n/2 && c[1] == n/2
+	}))
+	out := readCommitted(t, brokers, "out", n, 30*time.Second)
+	seen := map[int64]int{}
+	for _, m := range out {
+		k := int64(binary.BigEndian.Uint64(m.Key))
+		assert.Equal(t, 2*k, int64(binary.BigEndian.Uint64(m.Value)))
+		seen[k]++
+	}
+	assert.Len(t, seen, n)
+	for k, c := range seen {
+		assert.Equal(t, 1, c, "key %d seen %d times under read_committed", k, c)
+	}
+}
+
+func TestExactlyOnceConfig(t *testing.T) {
+	_, err := processor.New(processor.Config{Brokers: "x", Group: "g", TransactionalID: "t",
+		ConsumerOverrides: map[string]any{}},
+		[]processor.Input[int64, int64]{{Topic: "a", Key: codec.Int64(), Value: codec.Int64()}}, processor.HandlerFunc[int64, int64](doubler))
+	require.ErrorContains(t, err, "apply only with ExactlyOnce")
+	_, err = processor.New(processor.Config{Brokers: "x", Group: "g", ExactlyOnce: true,
+		ConsumerOverrides: map[string]any{"isolation.level": "read_uncommitted"}},
+		[]processor.Input[int64, int64]{{Topic: "a", Key: codec.Int64(), Value: codec.Int64()}}, processor.HandlerFunc[int64, int64](doubler))
+	require.ErrorContains(t, err, "exactly-once mode reads read_committed")
+	_ = context.Background
+}

@@ -1,0 +1,186 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// txn runs the exactly-once mode: one transactional producer per processor instance
+// (KIP-447: zombies are fenced through the consumer group generation carried by the
+// offsets sent to the transaction). Workers produce their batches' outputs into the open
+// transaction and register the offsets after each batch; every CommitInterval (and on
+// revoke and shutdown) the coordinator sends those offsets with the group metadata and
+// commits. An abortable error aborts the transaction and rewinds every partition that had
+// work in it to its committed offset; a fatal one (fenced) stops the processor.
+//
+// Locks: workers hold mu.RLock while producing and registering a batch; a commit or an
+// abort holds mu.Lock, so no batch straddles a transaction boundary.
+type txn struct {
+	prod *produce.Producer
+	eng  *group.Engine
+	log  *slog.Logger
+
+	mu      sync.RWMutex
+	pmu     sync.Mutex                      // guards pending and slots among mu.RLock holders
+	pending map[record.TopicPartition]int64 // offsets of batches produced in the open transaction
+	slots   map[int32]uint64                // slot -> epoch with work in the open transaction
+	dead    map[uint64]bool                 // slot epochs whose work was aborted (written under mu.Lock)
+	aborts  int                             // consecutive aborts, for the poison-output guard
+}
+
+// maxConsecutiveAborts stops the processor when the same work keeps aborting (an output
+// the broker refuses permanently would otherwise abort, rewind and fail forever).
+const maxConsecutiveAborts = 5
+
+var errTxnAborted = errors.New("transaction aborted; partition rewound")
+
+func newTxn(prod *produce.Producer, log *slog.Logger) *txn {
+	return &txn{prod: prod, log: log, pending: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}
+}
+
+// begin registers the transactional id (fencing a previous instance with the same id)
+// and opens the first transaction.
+func (t *txn) begin(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		err := t.prod.InitTransactions(ctx)
+		if err == nil {
+			break
+		}
+		var te *produce.TxnError
+		if errors.As(err, &te) && te.Retriable && attempt < 10 && ctx.Err() == nil {
+			time.Sleep(Backoff{}.wait(attempt))
+			continue
+		}
+		return fmt.Errorf("processor: exactly-once: %w", err)
+	}
+	if err := t.prod.BeginTransaction(); err != nil {
+		return fmt.Errorf("processor: exactly-once: %w", err)
+	}
+	return nil
+}
+
+// produce puts a batch's outputs into the open transaction and registers its offsets.
+// It returns errAbandoned when the slot's work was aborted: its rewind is coming.
+func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight) error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.dead[s.Epoch] {
+		return errAbandoned
+	}
+	f.remaining.Store(int64(len(f.outs)) + 1)
+	for i := range f.outs {
+		if err := t.prod.Produce(ctx, &f.outs[i], f); err != nil {
+			f.Delivered(&f.outs[i], err) // the commit will fail and abort the transaction
+		}
+	}
+	f.Delivered(nil, nil)
+	t.pmu.Lock()
+	for _, o := range f.next {
+		if o.Offset > t.pending[o.TopicPartition] {
+			t.pending[o.TopicPartition] = o.Offset
+		}
+	}
+	t.slots[s.ID] = s.Epoch
+	t.pmu.Unlock()
+	return nil
+}
+
+// commit commits the open transaction with the registered offsets and opens the next.
+// It returns the slots to rewind when the transaction had to be aborted.
+func (t *txn) commit(ctx context.Context) (rewind []int32, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.commitLocked(ctx)
+}
+
+func (t *txn) commitLocked(ctx context.Context) (rewind []int32, err error) {
+	if len(t.pending) == 0 && len(t.slots) == 0 {
+		return nil, nil
+	}
+	offsets := make([]record.Offset, 0, len(t.pending))
+	for _, tp := range slices.SortedFunc(maps.Keys(t.pending), func(a, b record.TopicPartition) int {
+		if a.Topic != b.Topic {
+			if a.Topic < b.Topic {
+				return -1
+			}
+			return 1
+		}
+		return int(a.Partition - b.Partition)
+	}) {
+		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp]})
+	}
+	err = t.retry(ctx, func() error {
+		md, err := t.eng.GroupMetadata()
+		if err != nil {
+			return err
+		}
+		return t.prod.SendOffsets(ctx, offsets, md)
+	})
+	if err == nil {
+		err = t.retry(ctx, func() error { return t.prod.CommitTransaction(ctx) })
+	}
+	if err == nil {
+		t.aborts = 0
+		clear(t.pending)
+		clear(t.slots)
+		if err := t.prod.BeginTransaction(); err != nil {
+			return nil, fmt.Errorf("processor: exactly-once: %w", err)
+		}
+		return nil, nil
+	}
+	var te *produce.TxnError
+	if errors.As(err, &te) && te.Fatal {
+		return nil, fmt.Errorf("processor: exactly-once: %w", err)
+	}
+	t.log.Warn("processor: exactly-once: aborting transaction", "partitions", len(t.pending), "err", err)
+	return t.abortLocked(ctx)
+}
+
+// abort aborts the open transaction; the slots that had work in it must be rewound.
+func (t *txn) abort(ctx context.Context) ([]int32, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.abortLocked(ctx)
+}
+
+func (t *txn) abortLocked(ctx context.Context) ([]int32, error) {
+	t.aborts++
+	if t.aborts > maxConsecutiveAborts {
+		return nil, fmt.Errorf("processor: exactly-once: %d consecutive transactions aborted; an output is probably refused permanently (too large, not authorized)", t.aborts-1)
+	}
+	if err := t.retry(ctx, func() error { return t.prod.AbortTransaction(ctx) }); err != nil {
+		return nil, fmt.Errorf("processor: exactly-once: %w", err)
+	}
+	rewind := slices.Sorted(maps.Keys(t.slots))
+	for _, epoch := range t.slots {
+		t.dead[epoch] = true // until rewound, these workers may not produce into the next transaction
+	}
+	clear(t.pending)
+	clear(t.slots)
+	if err := t.prod.BeginTransaction(); err != nil {
+		return nil, fmt.Errorf("processor: exactly-once: %w", err)
+	}
+	return rewind, nil
+}
+
+// retry runs op, retrying retriable errors a few times.
+func (t *txn) retry(ctx context.Context, op func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := op()
+		var te *produce.TxnError
+		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 5 || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(Backoff{Initial: 50 * time.Millisecond}.wait(attempt))
+	}
+}
