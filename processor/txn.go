@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/samsa-go/samsa/internal/failpoint"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
@@ -119,6 +120,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []int32, err error) {
 	}) {
 		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp]})
 	}
+	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
 	err = t.retry(ctx, func() error {
 		md, err := t.eng.GroupMetadata()
 		if err != nil {
@@ -127,7 +129,11 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []int32, err error) {
 		return t.prod.SendOffsets(ctx, offsets, md)
 	})
 	if err == nil {
+		failpoint.Hit("eos-before-commit") // offsets sent, transaction not committed
 		err = t.retry(ctx, func() error { return t.prod.CommitTransaction(ctx) })
+	}
+	if err == nil {
+		failpoint.Hit("eos-after-commit")
 	}
 	if err == nil {
 		t.aborts = 0

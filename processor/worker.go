@@ -16,6 +16,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/samsa-go/samsa/internal/failpoint"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
@@ -291,6 +292,7 @@ func (w *worker[K, V]) processNext() error {
 	}
 	span.End()
 	w.inflight = append(w.inflight, f)
+	failpoint.Hit("before-produce") // handled, nothing produced
 	if w.p.txn != nil {
 		return w.p.txn.produce(w.handlerCtx, w.s, f)
 	}
@@ -549,6 +551,7 @@ func (w *worker[K, V]) commit(f *flight) error {
 		attribute.Int64("samsa.commit.offset", f.next[0].Offset)))
 	var err error
 	if w.p.txn == nil { // exactly-once offsets go through the transaction
+		failpoint.Hit("alo-before-store") // outputs acknowledged, offsets not stored
 		err = w.s.Store(f.next...)
 	}
 	if err != nil && !errors.Is(err, group.ErrNotOwned) {
