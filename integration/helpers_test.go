@@ -84,7 +84,10 @@ func endOffsets(t *testing.T, brokers, topic string, partitions int) map[int32]i
 // (kafka.OffsetInvalid, -1001, where nothing is committed).
 func committedOffsets(t *testing.T, brokers, group, topic string, partitions int) map[int32]int64 {
 	t.Helper()
-	ac := newAdmin(t, brokers)
+	// Closed at once, not at cleanup: tests poll this in loops.
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	require.NoError(t, err)
+	defer ac.Close()
 	tps := make([]kafka.TopicPartition, partitions)
 	for p := range partitions {
 		tps[p] = kafka.TopicPartition{Topic: &topic, Partition: int32(p)}

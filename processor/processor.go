@@ -368,18 +368,16 @@ func (p *Processor[K, V]) checkTopics(ctx context.Context, topics []string) erro
 	defer ac.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	check := topics
-	if pol := p.cfg.ErrorPolicy.final(); pol.kind == kindDeadLetter {
-		check = append(append([]string(nil), topics...), pol.topic)
-	}
-	counts, err := ac.PartitionCounts(cctx, check)
+	counts, err := ac.PartitionCounts(cctx, topics)
 	if err != nil {
-		return fmt.Errorf("processor: %w", err)
+		return fmt.Errorf("processor: inputs: %w", err)
 	}
-	inputCounts := make(map[string]int, len(topics))
-	for _, t := range topics {
-		inputCounts[t] = counts[t]
+	if pol := p.cfg.ErrorPolicy.final(); pol.kind == kindDeadLetter {
+		if _, err := ac.PartitionCounts(cctx, []string{pol.topic}); err != nil {
+			return fmt.Errorf("processor: dead-letter topic: %w", err)
+		}
 	}
+	inputCounts := counts
 	if err := admin.CheckCoPartitioned(inputCounts, topics); err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}

@@ -1,0 +1,818 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/codec"
+)
+
+// Real-broker tests of the processor package (DESIGN.md "Processor semantics"; KAFKA-NOTES
+// §7 scenarios 2, 3, 6, 25, 26). Each logs one greppable line of figures:
+//
+//	churn: records=… lost=… dups=…
+//	crash: seed=… kills=… records=… lost=… dups=…
+//	poison: records=… poison=… dlq=… lost=… dups=…
+//	handler-errors: records=… failing=… dlq=… lost=… dups=…
+
+// testSeed returns $SAMSA_SEED when set (to replay a run), else a fresh seed.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	if s := os.Getenv("SAMSA_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		require.NoError(t, err, "SAMSA_SEED")
+		return v
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+// instance is one in-process processor running in its own goroutine.
+type instance struct {
+	name string
+	p    *processor.Processor[string, string]
+	done chan struct{}
+	err  error // Run's result, valid after done
+}
+
+// identityHandler writes every record to out with its key, the value tagged with the
+// input partition and offset and the instance's name.
+func identityHandler(out processor.Output[string, string], tag string) processor.HandlerFunc[string, string] {
+	return func(_ context.Context, b *processor.Batch[string, string]) error {
+		for _, r := range b.Records {
+			if err := out.Send(b, r.Key, seqOutput(r.Value, r.Partition, r.Offset, tag)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func startInstance(t *testing.T, name string, cfg processor.Config, in, out string, log *slog.Logger) *instance {
+	t.Helper()
+	p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		identityHandler(processor.NewOutput(out, codec.String(), codec.String()), name),
+		processor.WithLogger(log.With("instance", name)))
+	require.NoError(t, err)
+	inst := &instance{name: name, p: p, done: make(chan struct{})}
+	go func() {
+		defer close(inst.done)
+		inst.err = p.Run(context.Background())
+	}()
+	t.Cleanup(func() { inst.stop() })
+	return inst
+}
+
+// exited reports whether Run has returned, and its error.
+func (i *instance) exited() (bool, error) {
+	select {
+	case <-i.done:
+		return true, i.err
+	default:
+		return false, nil
+	}
+}
+
+// stop closes the processor and returns Run's error (or Close's), bounded.
+func (i *instance) stop() error {
+	cerr := i.p.Close()
+	select {
+	case <-i.done:
+	case <-time.After(90 * time.Second):
+		return fmt.Errorf("%s: Run did not return 90s after Close", i.name)
+	}
+	if cerr != nil {
+		return fmt.Errorf("%s: Close: %w", i.name, cerr)
+	}
+	if i.err != nil {
+		return fmt.Errorf("%s: Run: %w", i.name, i.err)
+	}
+	return nil
+}
+
+// TestProcessorNoLossUnderChurn: 200,000 keyed records (1000 keys, per-key sequence
+// numbers) over 8 partitions, produced while three cooperative processors of one group
+// copy them; half-way one instance is closed and a fourth joins. Every input has an
+// output, committed offsets reach the end offsets, per-key order of first occurrences is
+// the input order, and duplicates stay within the in-flight window.
+func TestProcessorNoLossUnderChurn(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	const (
+		records    = 200_000
+		partitions = 8
+		keys       = 1000
+		batchSize  = 500
+		inFlight   = 4
+		perSec     = 8000 // production spread over ~25 s so the churn lands mid-stream
+	)
+	in, out, group := stack.UniqueName("churn-in"), stack.UniqueName("churn-out"), stack.UniqueName("churn")
+	createTopic(t, brokers, in, partitions, 1)
+	createTopic(t, brokers, out, partitions, 1)
+	log, flog := newFileLog(t, "churn", slog.LevelInfo)
+	cfg := processor.Config{
+		Brokers:            brokers,
+		Group:              group,
+		BatchSize:          batchSize,
+		MaxInFlightBatches: inFlight,
+		SessionTimeout:     6 * time.Second,
+		HeartbeatInterval:  time.Second,
+	}
+	start := time.Now()
+	sp := startSeqProducer(t, brokers, in, partitions, keys, records, perSec)
+	insts := []*instance{
+		startInstance(t, "p0", cfg, in, out, log),
+		startInstance(t, "p1", cfg, in, out, log),
+		startInstance(t, "p2", cfg, in, out, log),
+	}
+	running := func() error {
+		for _, i := range insts {
+			if done, err := i.exited(); done {
+				return fmt.Errorf("%s: Run returned early: %v", i.name, err)
+			}
+		}
+		return nil
+	}
+
+	// Churn half-way through production: p0 leaves cleanly, p3 joins.
+	deadline := time.Now().Add(2 * time.Minute)
+	for sp.produced.Load() < records/2 && time.Now().Before(deadline) {
+		require.NoError(t, running())
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.GreaterOrEqual(t, sp.produced.Load(), int64(records/2), "producer stalled")
+	t0 := time.Now()
+	require.NoError(t, insts[0].stop(), "clean close of p0")
+	closeTime := time.Since(t0)
+	insts = insts[1:]
+	t.Logf("churn: p0 closed in %s after %d records produced", closeTime.Round(time.Millisecond), sp.produced.Load())
+	// A separate rebalance: p3 joins once p0's partitions run on p1 and p2, and takes
+	// partitions away from busy members.
+	time.Sleep(3 * time.Second)
+	require.NoError(t, running())
+	insts = append(insts, startInstance(t, "p3", cfg, in, out, log))
+	t.Logf("churn: p3 started after %d records produced", sp.produced.Load())
+
+	select {
+	case <-sp.done:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("producer did not finish within 3m")
+	}
+	require.NoError(t, sp.err, "producing the input")
+	produceTime := time.Since(start)
+	ends := endOffsets(t, brokers, in, partitions)
+	committed, ok := waitCommitted(t, newOffsetProbe(t, brokers), group, in, ends, 2*time.Minute, running)
+	drainTime := time.Since(start)
+	for _, i := range insts {
+		assert.NoError(t, i.stop(), "clean close of %s", i.name)
+	}
+	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
+	assert.Equal(t, ends, committedOffsets(t, brokers, group, in, partitions), "committed == end offsets after close")
+
+	inputs := readTopic(t, brokers, in, partitions, time.Minute)
+	outputs := readTopic(t, brokers, out, partitions, time.Minute)
+	s := tallySeq(inputs, outputs)
+	bound := 4 * partitions * inFlight * batchSize
+	t.Logf("churn: records=%d outputs=%d lost=%d dups=%d max_dup_partition=%d max_dup_burst=%d order_violations=%d unexpected=%d dup_bound=%d by_instance=%v assigned_events=%d revoked_events=%d p0_close=%s produce=%s drained=%s",
+		s.Inputs, s.Outputs, s.Lost, s.Dups, s.maxDupPartition(), s.maxDupBurst(), s.OrderViolations, s.Unexpected, bound, s.ByWriter,
+		flog.count("group: assigned"), flog.count("group: revoked"),
+		closeTime.Round(time.Millisecond), produceTime.Round(time.Millisecond), drainTime.Round(time.Millisecond))
+	assert.Equal(t, records, s.Inputs, "input records")
+	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
+	assert.Zero(t, s.Unexpected, "outputs matching no input")
+	assert.Zero(t, s.OrderViolations, "keys whose first-occurrence order differs from input order")
+	assert.LessOrEqual(t, s.Dups, bound, "duplicates beyond the in-flight window")
+	for _, name := range []string{"p0", "p1", "p2", "p3"} {
+		assert.Positive(t, s.ByWriter[name], "outputs written by %s: the churn must move partitions that carry records", name)
+	}
+}
+
+// workerProc is one procworker OS process.
+type workerProc struct {
+	cmd   *exec.Cmd
+	done  chan struct{}
+	state *os.ProcessState // valid after done
+}
+
+// buildProcworker compiles integration/procworker into a temp dir.
+func buildProcworker(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	require.NoError(t, err, "the crash test builds its worker with the go tool")
+	bin := filepath.Join(t.TempDir(), "procworker")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./procworker")
+	_, file, _, _ := runtime.Caller(0)
+	cmd.Dir = filepath.Dir(file) // integration/, wherever the test binary runs
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build procworker:\n%s", out)
+	return bin
+}
+
+func startWorker(t *testing.T, bin, logPath string, args ...string) *workerProc {
+	t.Helper()
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// The kernel kills the worker if the test binary dies without running its cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	w := &workerProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		f.Close()
+		w.state = cmd.ProcessState
+		close(w.done)
+	}()
+	t.Cleanup(func() {
+		if w.running() {
+			syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+			<-w.done
+		}
+	})
+	return w
+}
+
+func (w *workerProc) pid() int { return w.cmd.Process.Pid }
+
+func (w *workerProc) running() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// signal sends sig to the worker (by PID) and waits up to timeout for it to exit. It
+// returns the exit code (-1 when killed by a signal) and whether it exited in time.
+func (w *workerProc) signal(sig syscall.Signal, timeout time.Duration) (int, bool) {
+	if w.running() {
+		syscall.Kill(w.pid(), sig)
+	}
+	select {
+	case <-w.done:
+		return w.state.ExitCode(), true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// TestProcessorCrashRestart: a processor in its own OS process copies 100,000 keyed
+// records while it is SIGKILLed and restarted 5 times at random moments (seeded). After
+// the last restart it finishes and stops cleanly on SIGTERM. No input is lost, per-key
+// order of first occurrences is kept, and duplicates are bounded by the in-flight batches
+// of the killed workers.
+func TestProcessorCrashRestart(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	const (
+		records    = 100_000
+		partitions = 8
+		keys       = 1000
+		batchSize  = 500
+		inFlight   = 4
+		kills      = 5
+		perSec     = 2000 // production spread over ~50 s so every kill lands mid-stream
+	)
+	seed := testSeed(t)
+	t.Logf("crash: seed=%d (set SAMSA_SEED to replay)", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	bin := buildProcworker(t)
+
+	in, out, group := stack.UniqueName("crash-in"), stack.UniqueName("crash-out"), stack.UniqueName("crash")
+	createTopic(t, brokers, in, partitions, 1)
+	createTopic(t, brokers, out, partitions, 1)
+	logPath := filepath.Join(t.TempDir(), "procworker.log")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- procworker log tail:\n%s", tailFile(logPath, 6000))
+		}
+	})
+	args := []string{"-brokers", brokers, "-group", group, "-in", in, "-out", out,
+		"-batch", strconv.Itoa(batchSize), "-inflight", strconv.Itoa(inFlight),
+		"-session", "6s", "-heartbeat", "1s", "-v"}
+	probe := newOffsetProbe(t, brokers)
+
+	start := time.Now()
+	sp := startSeqProducer(t, brokers, in, partitions, keys, records, perSec)
+	w := startWorker(t, bin, logPath, args...)
+	alive := func() error {
+		if !w.running() {
+			return fmt.Errorf("procworker %d exited by itself (code %d)", w.pid(), w.state.ExitCode())
+		}
+		return nil
+	}
+	for k := 1; k <= kills; k++ {
+		// Let the (re)started worker get its partitions and commit something, so the kill
+		// lands while it is working, then wait 1-3 s more.
+		c0, _ := probe.committed(group, in, partitions)
+		base := progress(c0)
+		t0 := time.Now()
+		for {
+			require.NoError(t, alive())
+			c, err := probe.committed(group, in, partitions)
+			if err == nil && progress(c) > base {
+				break
+			}
+			require.Less(t, time.Since(t0), time.Minute, "worker made no progress within 1m of (re)start %d", k-1)
+			time.Sleep(100 * time.Millisecond)
+		}
+		resumed := time.Since(t0)
+		delay := time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
+		time.Sleep(delay)
+		require.NoError(t, alive())
+		pid := w.pid()
+		code, ok := w.signal(syscall.SIGKILL, 30*time.Second)
+		require.True(t, ok, "procworker %d survived SIGKILL", pid)
+		t.Logf("crash: kill %d: pid %d SIGKILLed %s after it resumed (resume took %s), exit %d, %d records produced",
+			k, pid, delay.Round(time.Millisecond), resumed.Round(time.Millisecond), code, sp.produced.Load())
+		w = startWorker(t, bin, logPath, args...)
+	}
+
+	select {
+	case <-sp.done:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("producer did not finish within 3m")
+	}
+	require.NoError(t, sp.err, "producing the input")
+	ends := endOffsets(t, brokers, in, partitions)
+	committed, ok := waitCommitted(t, probe, group, in, ends, 2*time.Minute, alive)
+	drained := time.Since(start)
+	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
+	code, exited := w.signal(syscall.SIGTERM, time.Minute)
+	require.True(t, exited, "procworker %d did not exit within 1m of SIGTERM", w.pid())
+	assert.Equal(t, 0, code, "procworker exit code after SIGTERM")
+	assert.Equal(t, ends, committedOffsets(t, brokers, group, in, partitions), "committed == end offsets after the clean stop")
+
+	inputs := readTopic(t, brokers, in, partitions, time.Minute)
+	outputs := readTopic(t, brokers, out, partitions, time.Minute)
+	s := tallySeq(inputs, outputs)
+	bound := kills * partitions * inFlight * batchSize
+	t.Logf("crash: seed=%d kills=%d records=%d outputs=%d lost=%d dups=%d max_dup_partition=%d max_dup_burst=%d order_violations=%d unexpected=%d dup_bound=%d workers=%d drained=%s",
+		seed, kills, s.Inputs, s.Outputs, s.Lost, s.Dups, s.maxDupPartition(), s.maxDupBurst(), s.OrderViolations, s.Unexpected, bound, len(s.ByWriter), drained.Round(time.Millisecond))
+	assert.Equal(t, records, s.Inputs, "input records")
+	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
+	assert.Zero(t, s.Unexpected, "outputs matching no input")
+	assert.Zero(t, s.OrderViolations, "keys whose first-occurrence order differs from input order")
+	assert.LessOrEqual(t, s.Dups, bound, "duplicates beyond kills × partitions × MaxInFlightBatches × BatchSize")
+	assert.Len(t, s.ByWriter, kills+1, "every worker process wrote outputs: %v", s.ByWriter)
+}
+
+// produceMessages produces msgs (idempotent, acks=all) and returns where each landed.
+func produceMessages(t *testing.T, brokers string, msgs []*kafka.Message) []kafka.TopicPartition {
+	t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	require.NoError(t, err)
+	defer p.Close()
+	dr := make(chan kafka.Event, len(msgs))
+	for i, m := range msgs {
+		m.Opaque = i
+		for attempt := 0; ; attempt++ {
+			err := p.Produce(m, dr)
+			if err == nil {
+				break
+			}
+			require.Less(t, attempt, 600, "produce: %v", err)
+			p.Flush(100)
+		}
+	}
+	at := make([]kafka.TopicPartition, len(msgs))
+	deadline := time.After(2 * time.Minute)
+	for n := 0; n < len(msgs); {
+		select {
+		case ev := <-dr:
+			m, ok := ev.(*kafka.Message)
+			if !ok {
+				continue
+			}
+			require.NoError(t, m.TopicPartition.Error)
+			at[m.Opaque.(int)] = m.TopicPartition
+			n++
+		case <-deadline:
+			t.Fatalf("only %d of %d delivery reports after 2m", n, len(msgs))
+		}
+	}
+	return at
+}
+
+func i64(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
+
+// counter counts handler sightings per value and handler calls.
+type counter struct {
+	mu    sync.Mutex
+	calls int
+	seen  map[int64]int
+}
+
+func (c *counter) record(b *processor.Batch[int64, int64]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	for _, r := range b.Records {
+		c.seen[r.Value]++
+	}
+}
+
+// runToEnd runs p until the group's committed offsets equal the input's end offsets, then
+// stops it; Run must return nil.
+func runToEnd(t *testing.T, p *processor.Processor[int64, int64], brokers, group, topic string, partitions int) {
+	t.Helper()
+	ends := endOffsets(t, brokers, topic, partitions)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	var runErr error
+	exited := false
+	committed, ok := waitCommitted(t, newOffsetProbe(t, brokers), group, topic, ends, 2*time.Minute, func() error {
+		select {
+		case runErr = <-errc:
+			exited = true
+			return fmt.Errorf("Run returned early: %v", runErr)
+		default:
+			return nil
+		}
+	})
+	cancel()
+	if !exited {
+		select {
+		case runErr = <-errc:
+		case <-time.After(time.Minute):
+			t.Fatal("Run did not return within 1m of cancel")
+		}
+		assert.NoError(t, runErr, "Run after cancel")
+	}
+	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
+}
+
+// dlqCheck checks the dead-letter topic: every expected poison record (by its
+// "poison-id" header) is there exactly once with its original key, value and headers,
+// and the framework's headers name the stage, source and group.
+func dlqCheck(t *testing.T, dlq []rec, want map[string]*kafka.Message, at map[string]kafka.TopicPartition, stage processor.Stage, group string) {
+	t.Helper()
+	count := map[string]int{}
+	for _, r := range dlq {
+		id, ok := r.header("poison-id")
+		if !assert.True(t, ok, "dead letter without the original poison-id header: %+v", r.Headers) {
+			continue
+		}
+		count[id]++
+		m, ok := want[id]
+		if !assert.True(t, ok, "unexpected dead letter %s", id) || count[id] > 1 {
+			continue
+		}
+		assert.True(t, bytes.Equal(m.Key, r.Key), "%s: key %x, want %x", id, r.Key, m.Key)
+		assert.True(t, bytes.Equal(m.Value, r.Value), "%s: value %x, want %x", id, r.Value, m.Value)
+		if m.Value != nil {
+			assert.NotNil(t, r.Value, "%s: an empty value became null (a tombstone) in the dead-letter topic", id)
+		}
+		src := at[id]
+		h := map[string]string{}
+		for _, x := range r.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		assert.Equal(t, string(stage), h[processor.HeaderStage], "%s: stage", id)
+		assert.Equal(t, *src.Topic, h[processor.HeaderSourceTopic], "%s: source topic", id)
+		assert.Equal(t, strconv.Itoa(int(src.Partition)), h[processor.HeaderSourcePartition], "%s: source partition", id)
+		assert.Equal(t, strconv.FormatInt(int64(src.Offset), 10), h[processor.HeaderSourceOffset], "%s: source offset", id)
+		assert.Equal(t, group, h[processor.HeaderGroup], "%s: group", id)
+		assert.NotEmpty(t, h[processor.HeaderError], "%s: error header", id)
+		assert.NotEmpty(t, h[processor.HeaderSourceTimestamp], "%s: timestamp header", id)
+	}
+	for id := range want {
+		assert.Equal(t, 1, count[id], "dead letters of %s", id)
+	}
+}
+
+// tallyInt64 counts outputs per value: lost (wanted, absent), dups, unexpected (present,
+// not wanted).
+func tallyInt64(outputs []rec, want map[int64]bool) (lost, dups, unexpected int) {
+	got := map[int64]int{}
+	for _, r := range outputs {
+		got[int64(binary.BigEndian.Uint64(r.Value))]++
+	}
+	for v, n := range got {
+		if !want[v] {
+			unexpected += n
+			continue
+		}
+		dups += n - 1
+	}
+	for v := range want {
+		if got[v] == 0 {
+			lost++
+		}
+	}
+	return lost, dups, unexpected
+}
+
+// TestProcessorPoisonToDeadLetter: poison records among good ones go to the dead-letter
+// topic once each, with their original bytes and the source named in headers, while every
+// good record is processed once and the offsets are committed to the end (KAFKA-NOTES §7
+// scenarios 25 and 26).
+func TestProcessorPoisonToDeadLetter(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	seed := testSeed(t)
+	t.Logf("poison: seed=%d (set SAMSA_SEED to replay)", seed)
+	const (
+		good       = 20_000
+		poison     = 50
+		partitions = 8
+		batchSize  = 200
+	)
+
+	t.Run("decode", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		in, out, dlq, group := stack.UniqueName("poison-in"), stack.UniqueName("poison-out"), stack.UniqueName("poison-dlq"), stack.UniqueName("poison")
+		createTopic(t, brokers, in, partitions, 1)
+		createTopic(t, brokers, out, partitions, 1)
+		createTopic(t, brokers, dlq, 3, 1)
+
+		total := good + poison
+		isPoison := map[int]bool{}
+		for _, i := range rng.Perm(total)[:poison] {
+			isPoison[i] = true
+		}
+		msgs := make([]*kafka.Message, total)
+		wantOut := map[int64]bool{}
+		poisonMsgs := map[string]*kafka.Message{}
+		var poisonIdx []int
+		j := 0
+		for i := range total {
+			m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &in, Partition: int32(i % partitions)}, Key: i64(int64(i)), Value: i64(int64(i))}
+			if isPoison[i] {
+				id := "poison-" + strconv.Itoa(j)
+				switch j % 4 {
+				case 0: // truncated: a prefix of a valid encoding
+					m.Value = m.Value[:1+rng.IntN(7)]
+				case 1: // garbage of the wrong length
+					g := make([]byte, 9+rng.IntN(32))
+					for k := range g {
+						g[k] = byte(rng.IntN(256))
+					}
+					m.Value = g
+				case 2: // empty, not null
+					m.Value = []byte{}
+				case 3: // undecodable key, good value
+					m.Key = []byte("bad")
+				}
+				m.Headers = []kafka.Header{{Key: "poison-id", Value: []byte(id)}, {Key: "origin", Value: []byte("test")}}
+				poisonMsgs[id] = m
+				poisonIdx = append(poisonIdx, i)
+				j++
+			} else {
+				wantOut[int64(i)] = true
+			}
+			msgs[i] = m
+		}
+		landed := produceMessages(t, brokers, msgs)
+		at := map[string]kafka.TopicPartition{}
+		for k, i := range poisonIdx {
+			at["poison-"+strconv.Itoa(k)] = landed[i]
+		}
+
+		cnt := &counter{seen: map[int64]int{}}
+		output := processor.NewOutput(out, codec.Int64(), codec.Int64())
+		log, _ := newFileLog(t, "poison-decode", slog.LevelInfo)
+		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchSize: batchSize,
+			SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, ErrorPolicy: processor.DeadLetter(dlq)},
+			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
+			processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
+				cnt.record(b)
+				for _, r := range b.Records {
+					if err := output.Send(b, r.Key, r.Value); err != nil {
+						return err
+					}
+				}
+				return nil
+			}), processor.WithLogger(log))
+		require.NoError(t, err)
+		start := time.Now()
+		runToEnd(t, p, brokers, group, in, partitions)
+		elapsed := time.Since(start)
+		assert.Equal(t, endOffsets(t, brokers, in, partitions), committedOffsets(t, brokers, group, in, partitions), "committed == end offsets")
+
+		dl := readTopic(t, brokers, dlq, 3, time.Minute)
+		dlqCheck(t, dl, poisonMsgs, at, processor.StageDecode, group)
+		lost, dups, unexpected := tallyInt64(readTopic(t, brokers, out, partitions, time.Minute), wantOut)
+		handled, multi, poisonHandled := 0, 0, 0
+		for v, n := range cnt.seen {
+			handled += n
+			if n > 1 {
+				multi++
+			}
+			if !wantOut[v] {
+				poisonHandled++
+			}
+		}
+		t.Logf("poison: records=%d poison=%d dlq=%d lost=%d dups=%d unexpected=%d handled=%d handler_calls=%d handled_twice=%d poison_handled=%d elapsed=%s",
+			total, poison, len(dl), lost, dups, unexpected, handled, cnt.calls, multi, poisonHandled, elapsed.Round(time.Millisecond))
+		assert.Len(t, dl, poison, "dead letters")
+		assert.Zero(t, lost, "good records without output")
+		assert.Zero(t, dups, "duplicate outputs (no rebalance, no crash)")
+		assert.Zero(t, unexpected, "outputs of poison records")
+		assert.Equal(t, good, handled, "records handed to the handler: each good one once, no poison, no retry loop")
+		assert.Zero(t, poisonHandled, "poison records that reached the handler")
+	})
+
+	t.Run("handler-errors", func(t *testing.T) {
+		const failing = 30
+		rng := rand.New(rand.NewPCG(seed, 2))
+		in, out, dlq, group := stack.UniqueName("herr-in"), stack.UniqueName("herr-out"), stack.UniqueName("herr-dlq"), stack.UniqueName("herr")
+		createTopic(t, brokers, in, partitions, 1)
+		createTopic(t, brokers, out, partitions, 1)
+		createTopic(t, brokers, dlq, 3, 1)
+
+		fail := map[int64]int{} // value -> failing index: even ones return an error, odd ones panic
+		for k, i := range rng.Perm(good)[:failing] {
+			fail[int64(i)] = k
+		}
+		msgs := make([]*kafka.Message, good)
+		wantOut := map[int64]bool{}
+		failMsgs := map[string]*kafka.Message{}
+		for i := range good {
+			m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &in, Partition: int32(i % partitions)}, Key: i64(int64(i)), Value: i64(int64(i))}
+			if k, ok := fail[int64(i)]; ok {
+				id := "fail-" + strconv.Itoa(k)
+				m.Headers = []kafka.Header{{Key: "poison-id", Value: []byte(id)}}
+				failMsgs[id] = m
+			} else {
+				wantOut[int64(i)] = true
+			}
+			msgs[i] = m
+		}
+		landed := produceMessages(t, brokers, msgs)
+		at := map[string]kafka.TopicPartition{}
+		for v, k := range fail {
+			at["fail-"+strconv.Itoa(k)] = landed[v]
+		}
+
+		cnt := &counter{seen: map[int64]int{}}
+		output := processor.NewOutput(out, codec.Int64(), codec.Int64())
+		log, _ := newFileLog(t, "poison-handler", slog.LevelInfo)
+		const retries = 2
+		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchSize: batchSize,
+			SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+			ErrorPolicy: processor.Retry(retries, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter(dlq))},
+			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
+			processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
+				cnt.record(b)
+				for _, r := range b.Records {
+					if k, ok := fail[r.Value]; ok {
+						if k%2 == 1 {
+							panic(fmt.Sprintf("chosen value %d", r.Value))
+						}
+						return fmt.Errorf("chosen value %d", r.Value)
+					}
+					if err := output.Send(b, r.Key, r.Value); err != nil {
+						return err
+					}
+				}
+				return nil
+			}), processor.WithLogger(log))
+		require.NoError(t, err)
+		start := time.Now()
+		runToEnd(t, p, brokers, group, in, partitions)
+		elapsed := time.Since(start)
+		assert.Equal(t, endOffsets(t, brokers, in, partitions), committedOffsets(t, brokers, group, in, partitions), "committed == end offsets")
+
+		dl := readTopic(t, brokers, dlq, 3, time.Minute)
+		dlqCheck(t, dl, failMsgs, at, processor.StageHandle, group)
+		for _, r := range dl {
+			v := int64(binary.BigEndian.Uint64(r.Value))
+			e, _ := r.header(processor.HeaderError)
+			if fail[v]%2 == 1 {
+				assert.Contains(t, e, processor.ErrHandlerPanic.Error(), "value %d: error header", v)
+			}
+			assert.Contains(t, e, fmt.Sprintf("chosen value %d", v), "value %d: error header", v)
+		}
+		lost, dups, unexpected := tallyInt64(readTopic(t, brokers, out, partitions, time.Minute), wantOut)
+		handled, maxSeen := 0, 0
+		for v, n := range cnt.seen {
+			handled += n
+			maxSeen = max(maxSeen, n)
+			if _, ok := fail[v]; ok {
+				// 1+retries attempts of the whole batch, then once alone to find it (not
+				// alone when the batch was that record only).
+				assert.Contains(t, []int{1 + retries, 2 + retries}, n, "handler sightings of failing value %d", v)
+			} else {
+				assert.Contains(t, []int{1, 2 + retries}, n, "handler sightings of good value %d", v)
+			}
+		}
+		t.Logf("handler-errors: records=%d failing=%d dlq=%d lost=%d dups=%d unexpected=%d handled=%d handler_calls=%d max_sightings=%d elapsed=%s",
+			good, failing, len(dl), lost, dups, unexpected, handled, cnt.calls, maxSeen, elapsed.Round(time.Millisecond))
+		assert.Len(t, dl, failing, "dead letters")
+		assert.Zero(t, lost, "good records without output")
+		assert.Zero(t, dups, "duplicate outputs (no rebalance, no crash)")
+		assert.Zero(t, unexpected, "outputs of failing records")
+		assert.Len(t, cnt.seen, good, "every record reached the handler")
+		assert.LessOrEqual(t, handled, good+failing*(2+retries)*batchSize, "handler sightings bounded: no retry loop")
+	})
+}
+
+// TestProcessorStartupErrors: problems a processor can see before joining the group make
+// Run (or New) fail at once with a message naming them, on the real broker.
+func TestProcessorStartupErrors(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	a8, b12 := stack.UniqueName("start-a"), stack.UniqueName("start-b")
+	createTopic(t, brokers, a8, 8, 1)
+	createTopic(t, brokers, b12, 12, 1)
+	missing, missingDLQ := stack.UniqueName("start-missing"), stack.UniqueName("start-missing-dlq")
+	input := func(topic string) processor.Input[int64, int64] {
+		return processor.Input[int64, int64]{Topic: topic, Key: codec.Int64(), Value: codec.Int64()}
+	}
+	nop := processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error { return nil })
+
+	for _, tc := range []struct {
+		name   string
+		inputs []string
+		policy processor.Policy
+		want   []string
+	}{
+		{"partition counts differ", []string{a8, b12}, processor.Stop(),
+			[]string{fmt.Sprintf("%q (8 partitions)", a8), fmt.Sprintf("%q (12 partitions)", b12), "not co-partitioned"}},
+		{"missing input", []string{missing}, processor.Stop(),
+			[]string{"topic does not exist", strconv.Quote(missing)}},
+		{"missing input beside an existing one", []string{a8, missing}, processor.Stop(),
+			[]string{"topic does not exist", strconv.Quote(missing)}},
+		{"missing dead-letter topic", []string{a8}, processor.DeadLetter(missingDLQ),
+			[]string{"topic does not exist", strconv.Quote(missingDLQ)}},
+		{"missing dead-letter topic after retries", []string{a8}, processor.Retry(1, processor.Backoff{}, processor.DeadLetter(missingDLQ)),
+			[]string{"topic does not exist", strconv.Quote(missingDLQ)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ins []processor.Input[int64, int64]
+			for _, topic := range tc.inputs {
+				ins = append(ins, input(topic))
+			}
+			p, err := processor.New(processor.Config{Brokers: brokers, Group: stack.UniqueName("start"), ErrorPolicy: tc.policy,
+				SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, ins, nop)
+			require.NoError(t, err)
+			errc := make(chan error, 1)
+			start := time.Now()
+			go func() { errc <- p.Run(context.Background()) }()
+			select {
+			case err = <-errc:
+			case <-time.After(30 * time.Second):
+				p.Close()
+				t.Fatal("Run did not fail within 30s")
+			}
+			t.Logf("startup: %s: Run failed in %s: %v", tc.name, time.Since(start).Round(time.Millisecond), err)
+			require.Error(t, err)
+			assert.NotErrorIs(t, err, processor.ErrClosed)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NoError(t, p.Close())
+		})
+	}
+
+	t.Run("bad config", func(t *testing.T) {
+		_, err := processor.New(processor.Config{
+			Brokers:           brokers,
+			Group:             stack.UniqueName("start"),
+			BatchSize:         -5,
+			SessionTimeout:    -time.Second,
+			Overrides:         map[string]any{"enable.auto.commit": false, "client.id": "ok"},
+			ConsumerOverrides: map[string]any{"group.id": "other"},
+			ProducerOverrides: map[string]any{"enable.idempotence": false},
+		}, []processor.Input[int64, int64]{input(a8)}, nop)
+		require.Error(t, err)
+		var cerr *processor.ConfigError
+		require.ErrorAs(t, err, &cerr)
+		t.Logf("startup: bad config: %d problems listed", len(cerr.Errs))
+		for _, w := range []string{
+			"BatchSize = -5, must not be negative",
+			"SessionTimeout = -1s, must not be negative",
+			`Overrides["enable.auto.commit"]: the framework owns this setting`,
+			`ConsumerOverrides["group.id"]: the framework owns this setting`,
+			`ProducerOverrides["enable.idempotence"]: the framework owns this setting`,
+		} {
+			assert.Contains(t, err.Error(), w)
+		}
+		assert.NotContains(t, err.Error(), "client.id", "a key the user may set is not reported")
+	})
+}
