@@ -4,7 +4,7 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: test test-short vet compose-check stack kafka-jars jaeger quickstart bench
+.PHONY: test test-short test-fault vet compose-check stack kafka-jars jaeger quickstart bench bench-eos
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
@@ -16,6 +16,18 @@ test: vet compose-check
 ## README, examples and launchers (a separate module: compose-go stays out of go.mod).
 compose-check:
 	cd integration/tools/composecheck && $(GO) test -count=1 ./...
+
+## test-fault: the long fault suites (exactly-once crash loops, zombie fencing, broker
+## kills on a three-node cluster). .ci/run runs it after make test.
+test-fault:
+	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'Fault' -timeout 40m ./integration/
+
+## bench / bench-eos: throughput harnesses on the real broker (print figures; not tests).
+bench:
+	$(GO) run ./integration/bench
+
+bench-eos:
+	$(GO) run ./integration/eosbench
 
 ## test-short: unit tests only, no broker (integration tests skip and say why).
 test-short:
