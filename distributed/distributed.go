@@ -53,10 +53,10 @@ type Config struct {
 	// NodeID names this node in logs, claim records and process info. Default: host-pid.
 	NodeID string
 
-	// StopTimeout is how long a revoke waits for a slice's processes to return after their
-	// context is cancelled. A process still running then makes Start return an error
-	// naming it, and the node keeps its slices until it exits (or MaxPollInterval passes),
-	// so no other node starts a second instance meanwhile. Default: 30s.
+	// StopTimeout is how long a revoke (or a stop) waits for a slice's processes to return
+	// after their context is cancelled. A process still running then makes Start return an
+	// error naming it, and the node keeps holding its slices until the program exits, so no
+	// other node starts a second instance meanwhile (see the package doc). Default: 30s.
 	StopTimeout time.Duration
 
 	// Protocol is the group protocol. Default: Cooperative.

@@ -24,10 +24,12 @@
 // cancels at once.
 //
 // A process still running StopTimeout after its cancellation makes Start return an error
-// wrapping ErrStuck that names it. The node then keeps holding the slice (the rebalance
-// waits for it) so that no other node starts a second instance; the program should exit,
-// which ends the stuck process and releases the slice. If it does not exit, librdkafka
-// gives the slice up after MaxPollInterval.
+// wrapping ErrStuck that names it. The node then keeps holding the slice so that no other
+// node starts a second instance; the program should exit, which ends the stuck process
+// and releases the slice (after the session timeout). When Start's context was cancelled
+// the node holds for as long as the process runs (it keeps polling, so it stays in the
+// group); when a rebalance revoked the slice, the rebalance waits inside the revoke, and
+// librdkafka gives the slice up after MaxPollInterval if the program does not exit.
 //
 // # Termination and supervision
 //

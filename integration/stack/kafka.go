@@ -355,10 +355,17 @@ func (k *Kafka) checkBrokers(want int) error {
 	return nil
 }
 
+// newClusterID returns a random KRaft cluster id (base64url of 16 bytes). One starting
+// with '-' would be read as an option by the storage tool's argument parser, so those are
+// drawn again.
 func newClusterID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	for {
+		var b [16]byte
+		rand.Read(b[:])
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 // Bootstrap is the comma-separated list of every node's client address, suitable for

@@ -158,10 +158,11 @@ type Engine struct {
 	epoch   uint64
 	failure error // first worker error or revoke timeout; stops Run
 
-	running atomic.Bool
-	c       *kafka.Consumer
-	closing bool // under mu: the consumer is being closed; Lag must not touch it
-	rewinds chan rewindReq
+	running  atomic.Bool
+	c        *kafka.Consumer
+	closing  bool // under mu: the consumer is being closed; Lag must not touch it
+	stopping bool // under mu: Run is ending; assignments start no workers
+	rewinds  chan rewindReq
 }
 
 type rewindReq struct {
@@ -315,12 +316,22 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 	}
 
-	// Stop every worker first so they drain in parallel, then Close: it serves the final
-	// revoke (waiting for the workers, committing) and leaves the group.
+	// Stop every worker and wait for them while still polling, so the member stays in the
+	// group (heartbeats, max.poll.interval) and keeps its partitions until its workers are
+	// done; only then Close, which commits in the final revoke and leaves the group. A
+	// worker stuck past RevokeTimeout is reported (Hooks.Stuck); with HoldStuck the member
+	// keeps holding its partitions for as long as the worker runs, so no other member
+	// starts the slot before this process ends.
 	e.mu.Lock()
+	e.stopping = true
+	var running []*Slot
 	for _, s := range e.slots {
 		s.cancel()
+		running = append(running, s)
 	}
+	e.mu.Unlock()
+	e.awaitStopped(c, running)
+	e.mu.Lock()
 	e.closing = true
 	e.mu.Unlock()
 	closeErr := c.Close()
@@ -364,6 +375,46 @@ func (e *Engine) onError(err kafka.Error) {
 		e.log.Error("group: max.poll.interval.ms exceeded; the member left the group and rejoins", "group", e.cfg.GroupID)
 	default:
 		e.log.Warn("group: consumer error", "group", e.cfg.GroupID, "err", err)
+	}
+}
+
+// awaitStopped polls (serving rebalances, dropping records) until every slot's worker
+// returned, RevokeTimeout passes (reported as stuck), or, with HoldStuck, for as long as a
+// stuck worker runs.
+func (e *Engine) awaitStopped(c *kafka.Consumer, slots []*Slot) {
+	deadline := time.Now().Add(e.cfg.RevokeTimeout)
+	reported := false
+	for {
+		var stuck []int32
+		for _, s := range slots {
+			select {
+			case <-s.done:
+			default:
+				stuck = append(stuck, s.ID)
+			}
+		}
+		if len(stuck) == 0 {
+			return
+		}
+		if !reported && time.Now().After(deadline) {
+			reported = true
+			slices.Sort(stuck)
+			err := fmt.Errorf("%w (%s, group %q, slots %v, on shutdown)", ErrRevokeTimeout, e.cfg.RevokeTimeout, e.cfg.GroupID, stuck)
+			e.fail(err)
+			e.log.Error("group: workers stuck on shutdown", "group", e.cfg.GroupID, "slots", stuck, "hold", e.cfg.HoldStuck)
+			if e.cfg.Hooks.Stuck != nil {
+				e.cfg.Hooks.Stuck(stuck, err)
+			}
+			if !e.cfg.HoldStuck {
+				return
+			}
+		}
+		switch ev := c.Poll(50).(type) {
+		case kafka.Error:
+			e.onError(ev)
+		case *kafka.Message:
+			// Dropped: the slots are stopping; the next owner reads it again.
+		}
 	}
 }
 
@@ -438,6 +489,12 @@ func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 }
 
 func (e *Engine) assign(tps []kafka.TopicPartition) {
+	e.mu.Lock()
+	stopping := e.stopping
+	e.mu.Unlock()
+	if stopping {
+		return // Run is ending: hold the partitions without working; Close gives them up
+	}
 	byID := make(map[int32][]record.TopicPartition)
 	for _, tp := range tps {
 		byID[tp.Partition] = append(byID[tp.Partition], record.TopicPartition{Topic: *tp.Topic, Partition: tp.Partition})

@@ -1,0 +1,49 @@
+package distributed_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/internal/embedded"
+)
+
+func ExampleNode_Start() {
+	b, _ := embedded.Start()
+	defer b.Close()
+	node, err := distributed.New(distributed.Config{Brokers: b.Bootstrap(), Partitions: 2, NodeID: "node-1"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	started := map[int]int32{}
+	procs := make([]distributed.Process, 3)
+	for i := range procs {
+		procs[i] = func(ctx context.Context) error {
+			info, _ := distributed.InfoFrom(ctx)
+			mu.Lock()
+			started[info.Index] = info.Slice
+			if len(started) == len(procs) {
+				cancel() // every process runs: stop the example
+			}
+			mu.Unlock()
+			<-ctx.Done()
+			return nil
+		}
+	}
+	err = node.Start(ctx, "example", procs)
+	fmt.Println("start:", err)
+	for i := range procs {
+		fmt.Printf("process %d ran in slice %d\n", i, started[i])
+	}
+	// Output:
+	// start: <nil>
+	// process 0 ran in slice 0
+	// process 1 ran in slice 1
+	// process 2 ran in slice 0
+}
