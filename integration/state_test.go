@@ -1,0 +1,579 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/state"
+	"github.com/samsa-go/samsa/state/statetest"
+)
+
+// requireRedis skips in -short mode, saying why.
+func requireRedis(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("short mode: this test runs against a real redis-server (started by integration/stack, or $REDIS_ADDR)")
+	}
+}
+
+func stateCtx(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// stateNamespace returns a fresh namespace and removes its keys (plain and table) when the
+// test ends, so a shared or external Redis is left as it was.
+func stateNamespace(tb testing.TB, c redis.UniversalClient) string {
+	ns := strings.ReplaceAll(stack.UniqueName("st"), "-", ".")
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		del := func(ctx context.Context, node *redis.Client) error {
+			for _, pattern := range []string{ns + ":*", "{" + ns + ":*"} {
+				iter := node.Scan(ctx, 0, pattern, 1000).Iterator()
+				for iter.Next(ctx) {
+					if err := node.Del(ctx, iter.Val()).Err(); err != nil {
+						return err
+					}
+				}
+				if err := iter.Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		var err error
+		switch cc := c.(type) {
+		case *redis.ClusterClient:
+			err = cc.ForEachMaster(ctx, del)
+		case *redis.Client:
+			err = del(ctx, cc)
+		}
+		if err != nil {
+			tb.Logf("clean up namespace %s: %v", ns, err)
+		}
+	})
+	return ns
+}
+
+// runStateConformance runs the whole statetest suite on client.
+func runStateConformance(t *testing.T, client redis.UniversalClient) {
+	t.Run("Store", func(t *testing.T) {
+		statetest.TestStore(t, func(t *testing.T) state.Store[string, string] {
+			s, err := state.NewRedis(client, stateNamespace(t, client), codec.String(), codec.String())
+			require.NoError(t, err)
+			return s
+		})
+	})
+	t.Run("StoreTTL", func(t *testing.T) {
+		statetest.TestStoreTTL(t, func(t *testing.T, ttl time.Duration) state.Store[string, string] {
+			s, err := state.NewRedis(client, stateNamespace(t, client), codec.String(), codec.String(), state.WithTTL(ttl))
+			require.NoError(t, err)
+			return s
+		})
+	})
+	t.Run("Table", func(t *testing.T) {
+		statetest.TestTable(t, func(t *testing.T) *state.Table[string, string] {
+			tbl, err := state.NewTable(client, stateNamespace(t, client), codec.String(), codec.String())
+			require.NoError(t, err)
+			return tbl
+		})
+	})
+	t.Run("TableTTL", func(t *testing.T) {
+		statetest.TestStoreTTL(t, func(t *testing.T, ttl time.Duration) state.Store[string, string] {
+			tbl, err := state.NewTable(client, stateNamespace(t, client), codec.String(), codec.String(), state.WithTTL(ttl))
+			require.NoError(t, err)
+			return tbl.Partition(5)
+		})
+	})
+	t.Run("TableApplyTTL", func(t *testing.T) {
+		ctx := stateCtx(t, 30*time.Second)
+		tbl, err := state.NewTable(client, stateNamespace(t, client), codec.String(), codec.String(), state.WithTTL(300*time.Millisecond))
+		require.NoError(t, err)
+		require.NoError(t, tbl.Apply(ctx, 1, []state.Entry[string, string]{{Key: "a", Value: "1"}}, nil, map[string]int64{"in": 7}))
+		require.NoError(t, tbl.PutFenced(ctx, 1, "f", 3, state.Entry[string, string]{Key: "b", Value: "2"}))
+		assert.Eventually(t, func() bool {
+			_, found, err := tbl.Partition(1).GetMany(ctx, []string{"a", "b"})
+			return err == nil && !found[0] && !found[1]
+		}, 10*time.Second, 50*time.Millisecond, "values written by Apply and PutFenced expire")
+		next, err := tbl.Applied(ctx, "in", 1)
+		require.NoError(t, err)
+		assert.Equal(t, int64(7), next, "applied offsets never expire")
+		assert.ErrorIs(t, tbl.PutFenced(ctx, 1, "f", 2), state.ErrFenced, "fencing tokens never expire")
+	})
+}
+
+// TestStateRedis runs the state conformance suite on a real single redis-server.
+func TestStateRedis(t *testing.T) {
+	requireRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
+	t.Cleanup(func() { client.Close() })
+	runStateConformance(t, client)
+}
+
+// TestStateRedisCluster runs the suite on a real three-master Redis Cluster, and shows why
+// a table's keys carry the hash tag {namespace:partition}.
+func TestStateRedisCluster(t *testing.T) {
+	requireRedis(t)
+	start := time.Now()
+	rc, err := stack.StartRedisCluster(stateCtx(t, 2*time.Minute), stack.RedisClusterOptions{Masters: 3})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, rc.Close()) })
+	t.Logf("Redis Cluster (3 masters) ready in %s", time.Since(start).Round(time.Millisecond))
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs()})
+	t.Cleanup(func() { client.Close() })
+
+	runStateConformance(t, client)
+
+	t.Run("PartitionKeysShareASlot", func(t *testing.T) {
+		ctx := stateCtx(t, 30*time.Second)
+		for _, p := range []int32{0, 1, 7} {
+			tag := fmt.Sprintf("{ns:%d}", p)
+			want, err := client.ClusterKeySlot(ctx, tag).Result()
+			require.NoError(t, err)
+			for _, k := range []string{tag + ":applied", tag + ":fences", tag + ":k:user-1", tag + ":k:a}b{c"} {
+				got, err := client.ClusterKeySlot(ctx, k).Result()
+				require.NoError(t, err)
+				assert.Equal(t, want, got, k)
+			}
+		}
+	})
+
+	t.Run("CrossSlotWithoutHashTag", func(t *testing.T) {
+		// A two-key script, as Apply is: keys of two partitions without a common hash tag
+		// land in different slots, which a Cluster refuses (CROSSSLOT); a single redis-server
+		// runs the same script happily, so only a Cluster test shows the need for the tag.
+		ctx := stateCtx(t, 30*time.Second)
+		const script = `redis.call('SET', KEYS[1], '1'); redis.call('SET', KEYS[2], '1'); return 1`
+		ns := stateNamespace(t, client)
+		untagged := []string{ns + ":0:applied", ns + ":1:k:user-1"}
+		s0, err := client.ClusterKeySlot(ctx, untagged[0]).Result()
+		require.NoError(t, err)
+		s1, err := client.ClusterKeySlot(ctx, untagged[1]).Result()
+		require.NoError(t, err)
+		require.NotEqual(t, s0, s1, "pick keys in different slots")
+		err = client.Eval(ctx, script, untagged).Err()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "CROSSSLOT")
+
+		tagged := []string{"{" + ns + ":0}:applied", "{" + ns + ":0}:k:user-1"}
+		require.NoError(t, client.Eval(ctx, script, tagged).Err())
+
+		single := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
+		defer single.Close()
+		require.NoError(t, single.Eval(ctx, script, untagged).Err(), "a single node does not care")
+		require.NoError(t, single.Del(ctx, untagged...).Err())
+	})
+}
+
+// TestStateRedisOutage stops and kills Redis under a store and a table: calls fail with
+// errors that name the operation and namespace but no key or value, and work again after a
+// restart on the same address, with the same store values (no re-creation).
+func TestStateRedisOutage(t *testing.T) {
+	requireRedis(t)
+	ctx := stateCtx(t, 2*time.Minute)
+	r, err := stack.StartRedis(ctx, stack.RedisOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, r.Close()) })
+	// Default retries; fewer dial attempts per retry than the default 5 only to keep the
+	// test short.
+	client := redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: 500 * time.Millisecond, DialerRetries: 2})
+	t.Cleanup(func() { client.Close() })
+
+	const secret = "SECRET-PAYLOAD-9931"
+	s, err := state.NewRedis(client, "purchases", codec.String(), codec.String())
+	require.NoError(t, err)
+	tbl, err := state.NewTable(client, "purchases", codec.String(), codec.String())
+	require.NoError(t, err)
+	es := []state.Entry[string, string]{{Key: secret, Value: secret}, {Key: "k2", Value: secret}}
+
+	works := func(t *testing.T, round int) {
+		t.Helper()
+		require.NoError(t, s.PutMany(ctx, es))
+		v, found, err := s.Get(ctx, secret)
+		require.NoError(t, err)
+		require.True(t, found)
+		require.Equal(t, secret, v)
+		require.NoError(t, tbl.Apply(ctx, 3, es, nil, map[string]int64{"in": int64(round)}))
+		require.NoError(t, tbl.PutFenced(ctx, 3, "f", int64(round)))
+	}
+	works(t, 1)
+
+	for i, down := range []struct {
+		name string
+		stop func() error
+	}{{"SIGTERM", r.Stop}, {"SIGKILL", r.Kill}} {
+		t.Run(down.name, func(t *testing.T) {
+			require.NoError(t, down.stop())
+			calls := []struct {
+				want string
+				call func(context.Context) error
+			}{
+				{`state: redis PutMany "purchases" (2 keys): `, func(ctx context.Context) error { return s.PutMany(ctx, es) }},
+				{`state: redis GetMany "purchases" (2 keys): `, func(ctx context.Context) error { _, _, err := s.GetMany(ctx, []string{secret, "k2"}); return err }},
+				{`state: redis Get "purchases" (1 key): `, func(ctx context.Context) error { _, _, err := s.Get(ctx, secret); return err }},
+				{`state: redis Delete "purchases" (1 key): `, func(ctx context.Context) error { return s.Delete(ctx, secret) }},
+				{`state: redis Apply "purchases" partition 3 (2 keys): `, func(ctx context.Context) error {
+					return tbl.Apply(ctx, 3, es, nil, map[string]int64{"in": 100})
+				}},
+				{`state: redis Applied "purchases" partition 3: `, func(ctx context.Context) error { _, err := tbl.Applied(ctx, "in", 3); return err }},
+				{`state: redis PutFenced "purchases" partition 3 (2 keys): `, func(ctx context.Context) error { return tbl.PutFenced(ctx, 3, "f", 100, es...) }},
+				{`state: redis GetMany "purchases" partition 3 (1 key): `, func(ctx context.Context) error {
+					_, _, err := tbl.Partition(3).GetMany(ctx, []string{secret})
+					return err
+				}},
+			}
+			for _, c := range calls {
+				start := time.Now()
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := c.call(cctx)
+				cancel()
+				require.Error(t, err, c.want)
+				assert.True(t, strings.HasPrefix(err.Error(), c.want), "%q should start with %q", err, c.want)
+				assert.NotContains(t, err.Error(), secret)
+				var se *state.Error
+				assert.ErrorAs(t, err, &se)
+				assert.Less(t, time.Since(start), 5*time.Second, "a refused connection fails fast (within go-redis's retries)")
+				if c.want == calls[0].want {
+					t.Logf("with Redis down: %v (%s)", err, time.Since(start).Round(time.Millisecond))
+				}
+			}
+
+			require.NoError(t, r.Restart(ctx))
+			// go-redis's pool keeps returning its last dial error until its background redial
+			// (about once a second) gets through, so the store comes back within a second or
+			// two of Redis, by itself.
+			restarted := time.Now()
+			var lastErr error
+			require.Eventually(t, func() bool {
+				_, _, lastErr = s.Get(ctx, "probe")
+				return lastErr == nil
+			}, 15*time.Second, 20*time.Millisecond, "the store did not come back after the restart: %v", lastErr)
+			t.Logf("store usable again %s after the restart", time.Since(restarted).Round(time.Millisecond))
+			// The restarted server is empty (no persistence). The table notices that the
+			// offsets it saw applied are gone, and refuses to build on the lost state.
+			err := tbl.Apply(ctx, 3, es, nil, map[string]int64{"in": 100})
+			require.ErrorIs(t, err, state.ErrStateLost)
+			var ce *state.ConflictError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, int64(0), ce.Stored)
+			t.Logf("first Apply after the restart: %v", err)
+			// A new assignment reads the offsets again and starts over from there.
+			next, err := tbl.Applied(ctx, "in", 3)
+			require.NoError(t, err)
+			require.Equal(t, int64(0), next)
+			works(t, 2+i)
+		})
+	}
+}
+
+// TestStateRedisFencedWrite plays a slice moving between two nodes: each node's token comes
+// from INCR, as a framework-minted fencing token would; the former owner's write is
+// rejected, the current owner's passes.
+func TestStateRedisFencedWrite(t *testing.T) {
+	requireRedis(t)
+	ctx := stateCtx(t, 30*time.Second)
+	client := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
+	t.Cleanup(func() { client.Close() })
+	ns := stateNamespace(t, client)
+	nodeA, err := state.NewTable(client, ns, codec.String(), codec.Int64())
+	require.NoError(t, err)
+	nodeB, err := state.NewTable(client, ns, codec.String(), codec.Int64())
+	require.NoError(t, err)
+	tokenKey := ns + ":token"
+
+	tokenA, err := client.Incr(ctx, tokenKey).Result()
+	require.NoError(t, err)
+	require.NoError(t, nodeA.PutFenced(ctx, 4, "slice-4", tokenA, state.Entry[string, int64]{Key: "printed", Value: 1}))
+	tokenB, err := client.Incr(ctx, tokenKey).Result() // the slice moves to B
+	require.NoError(t, err)
+	require.NoError(t, nodeB.PutFenced(ctx, 4, "slice-4", tokenB, state.Entry[string, int64]{Key: "printed", Value: 2}))
+
+	err = nodeA.PutFenced(ctx, 4, "slice-4", tokenA, state.Entry[string, int64]{Key: "printed", Value: 99})
+	require.ErrorIs(t, err, state.ErrFenced)
+	var fe *state.FencedError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, state.FencedError{Fence: "slice-4", Partition: 4, Token: tokenA, Highest: tokenB}, *fe)
+	require.NoError(t, nodeB.PutFenced(ctx, 4, "slice-4", tokenB, state.Entry[string, int64]{Key: "printed", Value: 3}))
+	v, _, err := nodeA.Partition(4).Get(ctx, "printed")
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), v)
+}
+
+// replyCutter is a TCP proxy in front of Redis that can drop one reply and close the
+// connection: Redis has run the command, the client sees EOF (KAFKA-NOTES scenario 19).
+type replyCutter struct {
+	l      net.Listener
+	target string
+	armed  atomic.Bool
+	cuts   atomic.Int32
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newReplyCutter(t *testing.T, target string) *replyCutter {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &replyCutter{l: l, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *replyCutter) addr() string { return p.l.Addr().String() }
+
+func (p *replyCutter) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go func() { defer p.wg.Done(); io.Copy(s, c); s.Close() }()
+		go func() {
+			defer p.wg.Done()
+			defer c.Close()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := s.Read(buf)
+				if n > 0 && p.armed.CompareAndSwap(true, false) {
+					p.cuts.Add(1)
+					s.Close() // the command ran; its reply is lost with the connection
+					return
+				}
+				if n > 0 {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func (p *replyCutter) close() {
+	p.l.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// TestStateRedisAmbiguousWrite shows go-redis resending a command whose reply was lost
+// (EOF), which double-applies a plain INCRBY, and that Apply stays exactly-once through
+// the same retry.
+func TestStateRedisAmbiguousWrite(t *testing.T) {
+	requireRedis(t)
+	ctx := stateCtx(t, 30*time.Second)
+	addr := stack.RedisAddr(t)
+	proxy := newReplyCutter(t, addr)
+	direct := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { direct.Close() })
+	ns := stateNamespace(t, direct)
+
+	// Default client settings: MaxRetries 3.
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr()})
+	t.Cleanup(func() { client.Close() })
+
+	t.Run("INCRBY counts twice", func(t *testing.T) {
+		counter := ns + ":counter"
+		require.NoError(t, client.Ping(ctx).Err())
+		proxy.armed.Store(true)
+		n, err := client.IncrBy(ctx, counter, 1).Result()
+		require.Equal(t, int32(1), proxy.cuts.Load(), "the proxy cut one reply")
+		require.NoError(t, err, "go-redis retried after EOF and reported success")
+		got, err := direct.Get(ctx, counter).Int64()
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), got, "one INCRBY 1, applied twice")
+		assert.Equal(t, int64(2), n)
+		t.Logf("INCRBY 1 with a lost reply: counter = %d", got)
+	})
+
+	t.Run("Apply counts once", func(t *testing.T) {
+		proxy.cuts.Store(0)
+		tbl, err := state.NewTable(client, ns, codec.String(), codec.Int64())
+		require.NoError(t, err)
+		_, err = tbl.Applied(ctx, "purchases", 0)
+		require.NoError(t, err)
+		// Load the script first, so the cut hits the EVALSHA of the batch itself.
+		require.NoError(t, tbl.Apply(ctx, 0, []state.Entry[string, int64]{{Key: "total", Value: 1}}, nil, map[string]int64{"purchases": 1}))
+
+		proxy.armed.Store(true)
+		err = tbl.Apply(ctx, 0, []state.Entry[string, int64]{{Key: "total", Value: 2}}, nil, map[string]int64{"purchases": 2})
+		require.Equal(t, int32(1), proxy.cuts.Load(), "the proxy cut one reply")
+		assert.ErrorIs(t, err, state.ErrAlreadyApplied, "go-redis's retry found the batch applied")
+		v, _, err := tbl.Partition(0).Get(ctx, "total")
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), v)
+		next, err := tbl.Applied(ctx, "purchases", 0)
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), next)
+		// The writer goes on: its own applied batch is not mistaken for another writer's.
+		require.NoError(t, tbl.Apply(ctx, 0, []state.Entry[string, int64]{{Key: "total", Value: 3}}, nil, map[string]int64{"purchases": 3}))
+	})
+
+	t.Run("Apply without client retries", func(t *testing.T) {
+		proxy.cuts.Store(0)
+		noRetry := redis.NewClient(&redis.Options{Addr: proxy.addr(), MaxRetries: -1})
+		defer noRetry.Close()
+		tbl, err := state.NewTable(noRetry, ns, codec.String(), codec.Int64())
+		require.NoError(t, err)
+		_, err = tbl.Applied(ctx, "purchases", 0)
+		require.NoError(t, err)
+		proxy.armed.Store(true)
+		err = tbl.Apply(ctx, 0, []state.Entry[string, int64]{{Key: "total", Value: 4}}, nil, map[string]int64{"purchases": 4})
+		require.Error(t, err, "the lost reply surfaces")
+		assert.NotErrorIs(t, err, state.ErrAlreadyApplied)
+		t.Logf("lost reply without retries: %v", err)
+		// The caller (the processor's retry policy) tries the batch again.
+		err = tbl.Apply(ctx, 0, []state.Entry[string, int64]{{Key: "total", Value: 4}}, nil, map[string]int64{"purchases": 4})
+		assert.ErrorIs(t, err, state.ErrAlreadyApplied)
+		require.NoError(t, tbl.Apply(ctx, 0, []state.Entry[string, int64]{{Key: "total", Value: 5}}, nil, map[string]int64{"purchases": 5}))
+	})
+}
+
+// BenchmarkStateRedis compares the stores' batch calls with raw go-redis pipelines of the
+// same commands and sizes, against the same server, interleaved call by call so both see
+// the same conditions. ratio = raw time / store time (1 = no overhead; target >= 0.8).
+//
+//	go test -run '^$' -bench StateRedis -benchtime 2000x ./integration/
+func BenchmarkStateRedis(b *testing.B) {
+	requireRedis(b)
+	addr := stack.RedisAddr(b)
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	b.Cleanup(func() { client.Close() })
+	ns := stateNamespace(b, client)
+	store, err := state.NewRedis(client, ns, codec.String(), codec.String())
+	require.NoError(b, err)
+	tbl, err := state.NewTable(client, ns, codec.String(), codec.String())
+	require.NoError(b, err)
+	value := strings.Repeat("v", 100)
+	var offset atomic.Int64 // the table's applied offset, growing across all sizes
+
+	for _, n := range []int{100, 1000} {
+		keys := make([]string, n)
+		rawKeys := make([]string, n)
+		es := make([]state.Entry[string, string], n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("user-%08d", i)
+			rawKeys[i] = ns + ".raw:" + keys[i]
+			es[i] = state.Entry[string, string]{Key: keys[i], Value: value}
+		}
+		ctx := context.Background()
+		// The raw calls build their keys per call, as a handler prefixing its records' keys
+		// would; they skip the codecs.
+		rawPrefix := ns + ".raw:"
+		rawPut := func() error {
+			pipe := client.Pipeline()
+			for _, k := range keys {
+				pipe.Set(ctx, rawPrefix+k, value, 0)
+			}
+			_, err := pipe.Exec(ctx)
+			return err
+		}
+		rawGet := func() error {
+			pipe := client.Pipeline()
+			cmds := make([]*redis.StringCmd, len(keys))
+			for i, k := range keys {
+				cmds[i] = pipe.Get(ctx, rawPrefix+k)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+			for _, c := range cmds {
+				if c.Val() == "" {
+					return errors.New("missing value")
+				}
+			}
+			return nil
+		}
+		require.NoError(b, rawPut())
+		require.NoError(b, store.PutMany(ctx, es))
+		b.Cleanup(func() { client.Del(context.Background(), rawKeys...) })
+
+		cases := []struct {
+			name  string
+			store func() error
+			raw   func() error
+		}{
+			{"PutMany", func() error { return store.PutMany(ctx, es) }, rawPut},
+			{"GetMany", func() error {
+				_, found, err := store.GetMany(ctx, keys)
+				if err == nil && !found[n-1] {
+					err = errors.New("missing value")
+				}
+				return err
+			}, rawGet},
+			// Apply is one script (writes + offsets, atomic); compared with the plain pipeline.
+			{"TableApply", func() error {
+				return tbl.Apply(ctx, 0, es, nil, map[string]int64{"in": offset.Add(1)})
+			}, rawPut},
+			{"TableGetMany", func() error { _, _, err := tbl.Partition(0).GetMany(ctx, keys); return err }, rawGet},
+		}
+		for _, c := range cases {
+			b.Run(fmt.Sprintf("%s/%d", c.name, n), func(b *testing.B) {
+				var storeTime, rawTime time.Duration
+				calls := 0
+				for b.Loop() {
+					i := calls
+					calls++
+					// Alternate which goes first, so neither always finds a warm connection.
+					first, second := c.store, c.raw
+					if i%2 == 1 {
+						first, second = c.raw, c.store
+					}
+					t0 := time.Now()
+					if err := first(); err != nil {
+						b.Fatal(err)
+					}
+					t1 := time.Now()
+					if err := second(); err != nil {
+						b.Fatal(err)
+					}
+					t2 := time.Now()
+					if i%2 == 0 {
+						storeTime, rawTime = storeTime+t1.Sub(t0), rawTime+t2.Sub(t1)
+					} else {
+						rawTime, storeTime = rawTime+t1.Sub(t0), storeTime+t2.Sub(t1)
+					}
+				}
+				b.ReportMetric(float64(storeTime.Microseconds())/float64(calls), "store-µs/call")
+				b.ReportMetric(float64(rawTime.Microseconds())/float64(calls), "raw-µs/call")
+				b.ReportMetric(float64(n*calls)/storeTime.Seconds(), "store-keys/s")
+				b.ReportMetric(rawTime.Seconds()/storeTime.Seconds(), "ratio")
+			})
+		}
+	}
+}
