@@ -171,6 +171,24 @@ type Node struct {
 
 	mu      sync.Mutex
 	running map[string]bool
+	engines sync.WaitGroup // engines still running (after ErrStuck, longer than Start)
+}
+
+// Wait blocks until every engine this node started has stopped, or ctx ends. After Start
+// returned ErrStuck, its engine stops only once the stuck process returns; a program
+// that can wait (tests) uses Wait, one that cannot should exit.
+func (n *Node) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		n.engines.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New validates cfg and returns a node. It connects nothing until Start.
@@ -216,10 +234,18 @@ func (n *Node) Start(ctx context.Context, name string, processes []Process) erro
 	}
 	n.running[name] = true
 	n.mu.Unlock()
-	defer func() {
+	// Released when the engine has really stopped, which after ErrStuck is later than
+	// Start's return: until then the name stays taken and the producer open.
+	release := func() {
 		n.mu.Lock()
 		delete(n.running, name)
 		n.mu.Unlock()
+	}
+	engineOwnsCleanup := false
+	defer func() {
+		if !engineOwnsCleanup {
+			release()
+		}
 	}()
 
 	topic := n.cfg.TopicPrefix + name
@@ -231,7 +257,6 @@ func (n *Node) Start(ctx context.Context, name string, processes []Process) erro
 	if err != nil {
 		return fmt.Errorf("distributed: %w", err)
 	}
-	defer prod.Close(5 * time.Second)
 
 	c := &cluster{node: n, name: name, topic: topic, partitions: partitions, processes: processes, prod: prod}
 	stuck := make(chan error, 1)
@@ -261,11 +286,20 @@ func (n *Node) Start(ctx context.Context, name string, processes []Process) erro
 		},
 	}, c.runSlice)
 	if err != nil {
+		prod.Close(5 * time.Second)
 		return fmt.Errorf("distributed: %w", err)
 	}
 	n.log.Info("distributed: starting", "name", name, "topic", topic, "slices", partitions, "processes", len(processes), "node", n.cfg.NodeID)
 	done := make(chan error, 1)
-	go func() { done <- eng.Run(ctx) }()
+	engineOwnsCleanup = true
+	n.engines.Add(1)
+	go func() {
+		defer n.engines.Done()
+		err := eng.Run(ctx)
+		prod.Close(5 * time.Second)
+		release()
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		return err

@@ -217,7 +217,12 @@ func TestStuckProcessFailsStartWithItsName(t *testing.T) {
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
 	require.NoError(t, err)
 	release := make(chan struct{})
-	defer close(release) // lets the stuck goroutine end so the leak check passes
+	defer func() {
+		close(release) // the stuck process returns; the engine, still holding, can stop
+		wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, n.Wait(wctx))
+	}()
 	procs := []distributed.Process{
 		func(ctx context.Context) error { <-ctx.Done(); return nil },
 		func(ctx context.Context) error { <-ctx.Done(); <-release; return nil }, // ignores cancellation

@@ -153,7 +153,7 @@ func (c *cluster) runSlice(s *group.Slot) error {
 	tracingDone := make(chan struct{})
 	go func() { // the start span links to the previous owner's release; reading it must not delay the start
 		defer close(tracingDone)
-		c.traceStart(s.ID, token, len(idx), assigned, started)
+		c.traceStart(s.Context(), s.ID, token, len(idx), assigned, started)
 	}()
 	defer func() { <-tracingDone }()
 	remaining := len(idx)
@@ -224,12 +224,13 @@ func (c *cluster) attrs(slice int32) []attribute.KeyValue {
 // traceStart records the slice's start span (assign → processes started) after the fact,
 // as a child of the previous owner's stop span when the record before this claim is that
 // owner's release, so one trace shows the slice moving between nodes.
-func (c *cluster) traceStart(slice int32, token int64, processes int, assigned, started time.Time) {
+func (c *cluster) traceStart(slotCtx context.Context, slice int32, token int64, processes int, assigned, started time.Time) {
 	tel := c.node.tel
 	parent := context.Background()
 	var links []trace.Link
 	if token > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		// Bounded, and cut short by a revoke so the stop never waits for tracing.
+		ctx, cancel := context.WithTimeout(slotCtx, 3*time.Second)
 		prev, err := admin.ReadOne(ctx, c.node.cfg.Brokers, toMap(c.node.cfg.Overrides), c.topic, slice, token-1)
 		cancel()
 		if err == nil {

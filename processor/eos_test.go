@@ -74,3 +74,35 @@ func TestExactlyOnceConfig(t *testing.T) {
 	require.ErrorContains(t, err, "exactly-once mode reads read_committed")
 	_ = context.Background
 }
+
+// TestExactlyOnceRefusedOutputNeverCommitsItsInput: an output the client refuses (larger
+// than message.max.bytes) must abort the transaction instead of committing its input's
+// offset without it; the same work keeps aborting, so Run stops with a clear error.
+func TestExactlyOnceRefusedOutputNeverCommitsItsInput(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
+	produceInts(t, brokers, "in", 1, 10)
+	out := processor.NewOutput("out", codec.Int64(), codec.Bytes())
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "eos-big", BatchSize: 100, BatchWait: 5 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			for _, r := range b.Records {
+				v := []byte("small")
+				if r.Value == 5 {
+					v = make([]byte, 2<<20)
+				}
+				if err := out.Send(b, r.Key, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = p.Run(ctx)
+	require.ErrorContains(t, err, "consecutive transactions aborted")
+	assert.Empty(t, readCommitted(t, brokers, "out", 1, 3*time.Second), "nothing of the refused batch is visible")
+	c := committed(t, brokers, "eos-big", "in", 1)
+	assert.NotEqual(t, int64(10), c[0], "the input offset was not committed without its outputs")
+}

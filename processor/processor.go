@@ -93,14 +93,13 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // its handler, produces what the handler sent and commits the inputs once every output is
 // acknowledged. Create it with New or NewPartitioned; Run it once.
 type Processor[K, V any] struct {
-	cfg      Config
-	inputs   []Input[K, V]
-	factory  Factory[K, V]
-	log      *slog.Logger
-	cp       Checkpoint
-	tel      *telemetry.Telemetry
-	txn      *txn  // exactly-once mode
-	txnFinal error // a failed commit on revoke (poll goroutine), reported by Run
+	cfg     Config
+	inputs  []Input[K, V]
+	factory Factory[K, V]
+	log     *slog.Logger
+	cp      Checkpoint
+	tel     *telemetry.Telemetry
+	txn     *txn // exactly-once mode
 
 	mu       sync.Mutex
 	ran      bool
@@ -296,9 +295,6 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	if txnErr != nil {
 		return txnErr
 	}
-	if p.txnFinal != nil {
-		return p.txnFinal
-	}
 	return err
 }
 
@@ -320,15 +316,15 @@ func (p *Processor[K, V]) rebalanceHooks() group.Hooks {
 			semconv.MessagingConsumerGroupName(p.cfg.Group), attribute.String("samsa.rebalance.event", event)))
 	}
 	return group.Hooks{
-		BeforeUnassign: func(slots []int32, lost bool) []int32 {
+		BeforeUnassign: func(slots []int32, lost bool) ([]group.Epoch, error) {
 			if p.txn == nil {
-				return nil
+				return nil, nil
 			}
 			// The revoked partitions' finished batches commit now, while the group
 			// generation that owns them is current; a lost assignment aborts instead.
 			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
 			defer cancel()
-			var rewind []int32
+			var rewind []group.Epoch
 			var err error
 			if lost {
 				rewind, err = p.txn.abort(ctx)
@@ -337,10 +333,9 @@ func (p *Processor[K, V]) rebalanceHooks() group.Hooks {
 			}
 			if err != nil {
 				p.log.Error("processor: exactly-once: transaction on revoke failed", "err", err)
-				p.txnFinal = err
-				return nil
+				return nil, err // the engine stops; Run returns it
 			}
-			return slices.DeleteFunc(rewind, func(id int32) bool { return slices.Contains(slots, id) })
+			return slices.DeleteFunc(rewind, func(e group.Epoch) bool { return slices.Contains(slots, e.Slot) }), nil
 		},
 		Assigned: func(slots []int32) { count("assigned", len(slots)) },
 		Revoked: func(slots []int32, lost bool) {

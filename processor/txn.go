@@ -31,12 +31,13 @@ type txn struct {
 	eng  *group.Engine
 	log  *slog.Logger
 
-	mu      sync.RWMutex
-	pmu     sync.Mutex                      // guards pending and slots among mu.RLock holders
-	pending map[record.TopicPartition]int64 // offsets of batches produced in the open transaction
-	slots   map[int32]uint64                // slot -> epoch with work in the open transaction
-	dead    map[uint64]bool                 // slot epochs whose work was aborted (written under mu.Lock)
-	aborts  int                             // consecutive aborts, for the poison-output guard
+	mu        sync.RWMutex
+	pmu       sync.Mutex                      // guards pending and slots among mu.RLock holders
+	pending   map[record.TopicPartition]int64 // offsets of batches produced in the open transaction
+	slots     map[int32]uint64                // slot -> epoch with work in the open transaction
+	dead      map[uint64]bool                 // slot epochs whose work was aborted (written under mu.Lock)
+	mustAbort bool                            // an output was refused: the transaction cannot commit
+	aborts    int                             // consecutive aborts, for the poison-output guard
 }
 
 // maxConsecutiveAborts stops the processor when the same work keeps aborting (an output
@@ -75,38 +76,52 @@ func (t *txn) begin(ctx context.Context) error {
 func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if t.dead[s.Epoch] {
-		return errAbandoned
+	if t.dead[s.Epoch] || !t.eng.Owned(s) {
+		return errAbandoned // aborted (a rewind is coming) or revoked: not ours to commit
 	}
 	f.remaining.Store(int64(len(f.outs)) + 1)
+	refused := false
 	for i := range f.outs {
 		if err := t.prod.Produce(ctx, &f.outs[i], f); err != nil {
-			f.Delivered(&f.outs[i], err) // the commit will fail and abort the transaction
+			// Refused before it was queued (too large, queue full until ctx ended):
+			// librdkafka leaves the transaction intact, so it must be aborted here, or
+			// the offsets would commit without this output.
+			refused = true
+			f.Delivered(&f.outs[i], err)
 		}
 	}
 	f.Delivered(nil, nil)
 	t.pmu.Lock()
+	t.slots[s.ID] = s.Epoch
+	if refused {
+		t.mustAbort = true
+		t.pmu.Unlock()
+		return nil
+	}
 	for _, o := range f.next {
 		if o.Offset > t.pending[o.TopicPartition] {
 			t.pending[o.TopicPartition] = o.Offset
 		}
 	}
-	t.slots[s.ID] = s.Epoch
 	t.pmu.Unlock()
 	return nil
 }
 
 // commit commits the open transaction with the registered offsets and opens the next.
 // It returns the slots to rewind when the transaction had to be aborted.
-func (t *txn) commit(ctx context.Context) (rewind []int32, err error) {
+func (t *txn) commit(ctx context.Context) (rewind []group.Epoch, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.commitLocked(ctx)
 }
 
-func (t *txn) commitLocked(ctx context.Context) (rewind []int32, err error) {
+func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error) {
 	if len(t.pending) == 0 && len(t.slots) == 0 {
 		return nil, nil
+	}
+	if t.mustAbort {
+		t.log.Warn("processor: exactly-once: an output was refused; aborting the transaction", "partitions", len(t.slots))
+		return t.abortLocked(ctx)
 	}
 	offsets := make([]record.Offset, 0, len(t.pending))
 	for _, tp := range slices.SortedFunc(maps.Keys(t.pending), func(a, b record.TopicPartition) int {
@@ -153,13 +168,16 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []int32, err error) {
 }
 
 // abort aborts the open transaction; the slots that had work in it must be rewound.
-func (t *txn) abort(ctx context.Context) ([]int32, error) {
+func (t *txn) abort(ctx context.Context) ([]group.Epoch, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.abortLocked(ctx)
 }
 
-func (t *txn) abortLocked(ctx context.Context) ([]int32, error) {
+func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
+	if len(t.pending) == 0 && len(t.slots) == 0 && !t.mustAbort {
+		return nil, nil // nothing in the transaction: nothing to abort or rewind
+	}
 	t.aborts++
 	if t.aborts > maxConsecutiveAborts {
 		return nil, fmt.Errorf("processor: exactly-once: %d consecutive transactions aborted; an output is probably refused permanently (too large, not authorized)", t.aborts-1)
@@ -167,12 +185,14 @@ func (t *txn) abortLocked(ctx context.Context) ([]int32, error) {
 	if err := t.retry(ctx, func() error { return t.prod.AbortTransaction(ctx) }); err != nil {
 		return nil, fmt.Errorf("processor: exactly-once: %w", err)
 	}
-	rewind := slices.Sorted(maps.Keys(t.slots))
-	for _, epoch := range t.slots {
-		t.dead[epoch] = true // until rewound, these workers may not produce into the next transaction
+	var rewind []group.Epoch
+	for _, id := range slices.Sorted(maps.Keys(t.slots)) {
+		rewind = append(rewind, group.Epoch{Slot: id, Epoch: t.slots[id]})
+		t.dead[t.slots[id]] = true // until rewound, these workers may not produce into the next transaction
 	}
 	clear(t.pending)
 	clear(t.slots)
+	t.mustAbort = false
 	if err := t.prod.BeginTransaction(); err != nil {
 		return nil, fmt.Errorf("processor: exactly-once: %w", err)
 	}

@@ -572,8 +572,18 @@ func (w *worker[K, V]) produceFailed(f *flight, ferr error, failed []*record.Mes
 	f.retries++
 	pol := w.cfg.ErrorPolicy
 	first := f.inputs[0]
+	if w.handlerCtx.Err() != nil {
+		// Shutting down or revoked past the drain bound: the failure may be ours (the queue
+		// wait was cancelled), so leave the batch uncommitted for the next owner.
+		return errAbandoned
+	}
 	w.p.log.Warn("processor: outputs not acknowledged", "topic", first.Topic, "partition", first.Partition,
 		"offset", first.Offset, "failed", len(failed), "err", ferr)
+	if errors.Is(ferr, produce.ErrFatal) {
+		// The producer is unusable: no policy can make progress, and skipping would drop
+		// outputs of records that were handled fine.
+		return &Error{Topic: first.Topic, Partition: first.Partition, Offset: first.Offset, Stage: StageProduce, Err: ferr}
+	}
 	if pol.kind == kindRetry && f.retries <= pol.retries {
 		if !w.sleep(pol.backoff.wait(f.retries - 1)) {
 			return errAbandoned
@@ -588,6 +598,7 @@ func (w *worker[K, V]) produceFailed(f *flight, ferr error, failed []*record.Mes
 	switch final := pol.final(); final.kind {
 	case kindSkip:
 		w.p.log.Warn("processor: skipping batch whose outputs failed", "topic", first.Topic, "partition", first.Partition, "offset", first.Offset, "records", len(f.inputs))
+		w.p.tel.RecordsSkipped.Add(context.Background(), int64(len(f.inputs)), metric.WithAttributeSet(w.metricAttrs))
 		f.arrived = true
 		return nil
 	case kindDeadLetter:

@@ -115,7 +115,7 @@ type Hooks struct {
 	// returned, before the partitions are given up: the last moment to commit for them
 	// (exactly-once mode commits its transaction here; with lost, it must abort). It
 	// returns slots to rewind (Engine.Rewind) once the rebalance is done.
-	BeforeUnassign func(slots []int32, lost bool) (rewind []int32)
+	BeforeUnassign func(slots []int32, lost bool) (rewind []Epoch, err error)
 }
 
 // OwnedKeys are the consumer properties the engine sets itself; users may not override them.
@@ -166,8 +166,15 @@ type Engine struct {
 }
 
 type rewindReq struct {
-	slots []int32
+	slots []Epoch
 	done  chan error
+}
+
+// Epoch names one ownership of a slot: a rewind applies only to the ownership whose work
+// was aborted, not to a later one of the same partition.
+type Epoch struct {
+	Slot  int32
+	Epoch uint64
 }
 
 // PartitionLag is one owned partition's lag: records after the last stored offset.
@@ -284,7 +291,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("group: create consumer: %w", err)
 	}
+	e.mu.Lock()
 	e.c = c
+	e.mu.Unlock()
 	logsDone := make(chan struct{})
 	go func() {
 		defer close(logsDone)
@@ -465,11 +474,19 @@ func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		} else {
 			err = c.Assign(ev.Partitions)
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			e.fail(fmt.Errorf("group: assign %v: %w", ev.Partitions, err))
-		} else if e.cfg.PauseFetch && len(ev.Partitions) > 0 {
+		case len(ev.Partitions) == 0:
+		case e.cfg.PauseFetch:
 			if err := c.Pause(ev.Partitions); err != nil {
 				e.log.Warn("group: pause", "err", err)
+			}
+		default:
+			// A partition paused for backpressure stays paused in librdkafka across a
+			// revoke and a later assign; the new slot starts unpaused, so resume it.
+			if err := c.Resume(ev.Partitions); err != nil {
+				e.log.Warn("group: resume on assign", "err", err)
 			}
 		}
 	case kafka.RevokedPartitions:
@@ -584,7 +601,10 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 		}
 	}
 	if e.cfg.Hooks.BeforeUnassign != nil {
-		if again := e.cfg.Hooks.BeforeUnassign(ids, lost); len(again) > 0 {
+		again, err := e.cfg.Hooks.BeforeUnassign(ids, lost)
+		if err != nil {
+			e.fail(err)
+		} else if len(again) > 0 {
 			select {
 			case e.rewinds <- rewindReq{slots: again, done: make(chan error, 1)}:
 			default:
@@ -613,7 +633,7 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 // stopped and waited for, anything they had fetched is dropped, the consumer seeks back,
 // and new workers start with a new epoch. Exactly-once mode uses it after an aborted
 // transaction. It blocks until the poll goroutine served it (or ctx ends).
-func (e *Engine) Rewind(ctx context.Context, slots []int32) error {
+func (e *Engine) Rewind(ctx context.Context, slots []Epoch) error {
 	r := rewindReq{slots: slots, done: make(chan error, 1)}
 	select {
 	case e.rewinds <- r:
@@ -629,11 +649,13 @@ func (e *Engine) Rewind(ctx context.Context, slots []int32) error {
 }
 
 // rewind runs on the poll goroutine.
-func (e *Engine) rewind(ids []int32) error {
+func (e *Engine) rewind(ids []Epoch) error {
 	e.mu.Lock()
 	var old []*Slot
 	for _, id := range ids {
-		if s := e.slots[id]; s != nil {
+		// Only the ownership whose work was aborted: a slot revoked and assigned again
+		// since then starts from the committed offsets anyway.
+		if s := e.slots[id.Slot]; s != nil && s.Epoch == id.Epoch {
 			old = append(old, s)
 			s.closed.Store(true) // nothing it does from now on counts
 		}
@@ -703,8 +725,8 @@ func (e *Engine) rewind(ids []int32) error {
 func (e *Engine) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.c == nil {
-		return nil, errors.New("group: no consumer")
+	if e.c == nil || e.c.IsClosed() {
+		return nil, errors.New("group: consumer closed")
 	}
 	return e.c.GetConsumerGroupMetadata()
 }
@@ -723,7 +745,7 @@ func (e *Engine) store(s *Slot, offsets []record.Offset) error {
 	if e.cfg.TxnOffsets {
 		return errors.New("group: offsets are committed through the transaction in this mode")
 	}
-	if s.closed.Load() {
+	if s.closed.Load() || e.closing {
 		return ErrNotOwned
 	}
 	tps := make([]kafka.TopicPartition, len(offsets))

@@ -129,3 +129,81 @@ func TestWorkerPanicFailsRun(t *testing.T) {
 	err = e.Run(ctx)
 	require.ErrorContains(t, err, "worker of slot 1 panicked: boom")
 }
+
+// TestPausedPartitionResumesAfterReassign: a partition paused for backpressure stays
+// paused inside librdkafka across revoke and assign; the engine must resume it when it
+// is assigned again, or the new slot would never get a record.
+func TestPausedPartitionResumesAfterReassign(t *testing.T) {
+	b, err := embedded.Start(embedded.Topic{Name: "t", Partitions: 2})
+	require.NoError(t, err)
+	defer b.Close()
+	const n = 2000
+	produce(t, b.Bootstrap(), "t", 2, n)
+
+	cfg := config(b.Bootstrap(), "t")
+	cfg.Protocol = Eager
+	cfg.QueueRecords = 10
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	hold := make(chan struct{}) // the first ownership takes nothing: its slots fill and pause
+	firstEpochs := map[uint64]bool{}
+	a, err := New(cfg, func(s *Slot) error {
+		mu.Lock()
+		first := len(firstEpochs) < 2
+		if first {
+			firstEpochs[s.Epoch] = true
+		}
+		mu.Unlock()
+		if first {
+			select {
+			case <-hold:
+			case <-s.Context().Done():
+				return nil
+			}
+		}
+		for {
+			select {
+			case <-s.Context().Done():
+				return nil
+			case <-s.Ready():
+			}
+			for _, m := range s.Take() {
+				mu.Lock()
+				if m.Partition == 0 {
+					seen[m.Offset] = true
+				} else {
+					seen[1_000_000+m.Offset] = true
+				}
+				mu.Unlock()
+			}
+		}
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	time.Sleep(2 * time.Second) // a owns both slots, paused by the full queues
+
+	// Another member joins and leaves: eager revokes both slots and gives them back.
+	other, err := New(cfg, func(s *Slot) error { <-s.Context().Done(); return nil })
+	require.NoError(t, err)
+	octx, ocancel := context.WithCancel(context.Background())
+	oerr := make(chan error, 1)
+	go func() { oerr <- other.Run(octx) }()
+	time.Sleep(3 * time.Second)
+	ocancel()
+	require.NoError(t, <-oerr)
+	close(hold)
+
+	got := 0
+	ok := assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		got = len(seen)
+		return got == n
+	}, 30*time.Second, 50*time.Millisecond)
+	require.True(t, ok, "records after the slots came back: %d of %d", got, n)
+	cancel()
+	require.NoError(t, <-errc)
+}

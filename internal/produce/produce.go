@@ -113,6 +113,13 @@ func (p *Producer) deliveries() {
 				continue
 			}
 			err := ev.TopicPartition.Error
+			if err != nil {
+				p.mu.Lock()
+				if p.fatal != nil {
+					err = fmt.Errorf("%w: %w", ErrFatal, err)
+				}
+				p.mu.Unlock()
+			}
 			if err == nil {
 				m.msg.Partition = ev.TopicPartition.Partition
 				m.msg.Offset = int64(ev.TopicPartition.Offset)
