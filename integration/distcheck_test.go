@@ -446,3 +446,15 @@ func distTail(path string, n int) string {
 	}
 	return string(b)
 }
+
+// fencedWrite is a write to the fenced-resource double made by the test itself, as a
+// zombie holding token would make it: it reports whether the resource accepted it.
+func (c *distChecker) fencedWrite(slice int32, token int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if token >= c.fenceHigh[slice] {
+		c.fenceHigh[slice] = token
+		return true
+	}
+	return false
+}

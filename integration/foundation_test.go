@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,6 +48,7 @@ func TestGroupNoLossWithBrokerHardKilled(t *testing.T) {
 	t.Logf("3-node cluster ready in %s", time.Since(start).Round(time.Millisecond))
 
 	var once sync.Once
+	faultDone := make(chan error, 1)
 	runGroupScenario(t, k.Bootstrap(), 3, func(consumed int) {
 		if consumed < foundationRecords/5 {
 			return
@@ -57,18 +59,25 @@ func TestGroupNoLossWithBrokerHardKilled(t *testing.T) {
 				// so producers and fetchers must fail over and come back.
 				t0 := time.Now()
 				if err := k.KillBroker(2); err != nil {
-					t.Errorf("kill broker 2: %v", err)
+					faultDone <- fmt.Errorf("kill broker 2: %w", err)
 					return
 				}
 				time.Sleep(3 * time.Second)
 				if err := k.StartBroker(ctx, 2); err != nil {
-					t.Errorf("restart broker 2: %v", err)
+					faultDone <- fmt.Errorf("restart broker 2: %w", err)
 					return
 				}
 				t.Logf("broker 2 killed and back in %s", time.Since(t0).Round(time.Millisecond))
+				faultDone <- nil
 			}()
 		})
 	})
+	select {
+	case err := <-faultDone:
+		require.NoError(t, err, "the broker fault")
+	case <-ctx.Done():
+		t.Fatal("the broker fault never ran or never finished")
+	}
 }
 
 // runGroupScenario produces foundationRecords keyed records while two consumers of one
