@@ -225,6 +225,12 @@ func (w *worker[K, V]) take() {
 	if w.head == len(w.pending) {
 		w.pending, w.head = w.pending[:0], 0
 		w.batchStart = time.Now()
+	} else if w.head > 0 {
+		// Move the waiting records to the front, so a steady backlog reuses the array
+		// instead of growing it for the whole run.
+		n := copy(w.pending, w.pending[w.head:])
+		clear(w.pending[n:])
+		w.pending, w.head = w.pending[:n], 0
 	}
 	w.pending = append(w.pending, msgs...)
 }
@@ -303,7 +309,7 @@ func (w *worker[K, V]) processNext() error {
 // handleBatch decodes inputs and runs the handler under the error policy. It returns the
 // outputs to produce, dead-letter records included.
 func (w *worker[K, V]) handleBatch(ctx context.Context, inputs []record.Message) ([]record.Message, error) {
-	var outs []record.Message
+	outs := make([]record.Message, 0, len(inputs)) // most handlers send about one output per input
 	batch := &Batch[K, V]{Partition: w.s.ID, Records: make([]Record[K, V], 0, len(inputs)), outs: &outs}
 	var source []*record.Message // source[i] is the input of batch.Records[i]
 	for i := range inputs {

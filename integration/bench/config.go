@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// kvFlag is a k=v,k=v list of librdkafka properties.
+type kvFlag map[string]any
+
+func (f *kvFlag) String() string {
+	if f == nil || len(*f) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(*f)) {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, (*f)[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *kvFlag) Set(s string) error {
+	if *f == nil {
+		*f = kvFlag{}
+	}
+	for _, kv := range splitList(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("%q: want key=value", kv)
+		}
+		(*f)[strings.TrimSpace(k)] = parseValue(strings.TrimSpace(v))
+	}
+	return nil
+}
+
+// parseValue keeps integers and booleans typed, as the framework's own maps are.
+func parseValue(v string) any {
+	if n, err := strconv.Atoi(v); err == nil {
+		return n
+	}
+	if b, err := strconv.ParseBool(v); err == nil && (v == "true" || v == "false") {
+		return b
+	}
+	return v
+}
+
+// variant is a set of consumer properties applied to both contestants on top of the
+// framework's defaults (and of -consumer).
+type variant struct {
+	name     string
+	consumer map[string]any
+}
+
+func (v variant) describe() string {
+	if len(v.consumer) == 0 {
+		f := kvFlag(frameworkConsumerTuning)
+		return "framework defaults: " + f.String()
+	}
+	f := kvFlag(v.consumer)
+	return f.String()
+}
+
+var variants = []variant{
+	// librdkafka's own defaults, restored explicitly over the framework's.
+	{name: "librdkafka", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500}},
+	// Whatever processor/config.go sets (mirrored in frameworkConsumerTuning).
+	{name: "framework"},
+	// Deep prefetch, short fetch wait.
+	{name: "deep", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
+	// Deep prefetch with the framework's fetch wait, to separate the two effects.
+	{name: "deep-wait10", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10}},
+	// Framework prefetch depth, short fetch wait.
+	{name: "wait5", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
+	// Intermediate depth.
+	{name: "q300k", consumer: map[string]any{"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
+	// Deep prefetch with a larger per-partition fetch (default 1 MiB).
+	{name: "deep-4mb", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20}},
+}
+
+func variantNames() []string {
+	var out []string
+	for _, v := range variants {
+		out = append(out, v.name)
+	}
+	return out
+}
+
+func findVariant(name string) (variant, bool) {
+	for _, v := range variants {
+		if v.name == name {
+			return v, true
+		}
+	}
+	return variant{}, false
+}
+
+// The framework's client configuration, mirrored for the baseline. The config check
+// (-check-config) compares librdkafka's dump of both sides and reports any drift.
+//
+//	processor/config.go   consumerDefaults, producerDefaults
+//	internal/group        Engine.consumerConfig (owned keys and defaults)
+//	internal/produce      New (owned keys and defaults)
+var frameworkConsumerTuning = map[string]any{
+	"fetch.wait.max.ms":   10,
+	"fetch.min.bytes":     1,
+	"queued.min.messages": 100000,
+}
+
+func baselineConsumerConfig(brokers, group string, commitInterval time.Duration, overrides ...map[string]any) *kafka.ConfigMap {
+	cm := kafka.ConfigMap{
+		// internal/group defaults
+		"auto.offset.reset": "earliest",
+		"isolation.level":   "read_uncommitted",
+		"log_level":         6,
+	}
+	setAll(cm, frameworkConsumerTuning)
+	for _, o := range overrides {
+		setAll(cm, o)
+	}
+	// internal/group owned keys (Cooperative protocol, processor defaults for the timeouts)
+	maps.Copy(cm, kafka.ConfigMap{
+		"bootstrap.servers":             brokers,
+		"group.id":                      group,
+		"enable.auto.commit":            true,
+		"enable.auto.offset.store":      false,
+		"auto.commit.interval.ms":       int(commitInterval.Milliseconds()),
+		"max.poll.interval.ms":          int((5 * time.Minute).Milliseconds()),
+		"go.logs.channel.enable":        true,
+		"group.protocol":                "classic",
+		"session.timeout.ms":            45000,
+		"heartbeat.interval.ms":         3000,
+		"partition.assignment.strategy": "cooperative-sticky",
+	})
+	return &cm
+}
+
+func baselineProducerConfig(brokers string, overrides ...map[string]any) *kafka.ConfigMap {
+	cm := kafka.ConfigMap{
+		// internal/produce defaults, then processor producerDefaults
+		"linger.ms":   5,
+		"log_level":   6,
+		"partitioner": "murmur2_random",
+	}
+	for _, o := range overrides {
+		setAll(cm, o)
+	}
+	maps.Copy(cm, kafka.ConfigMap{
+		"bootstrap.servers":                     brokers,
+		"enable.idempotence":                    true,
+		"acks":                                  "all",
+		"max.in.flight.requests.per.connection": 5,
+		"go.delivery.reports":                   true,
+		"go.delivery.report.fields":             "none",
+		"go.logs.channel.enable":                true,
+	})
+	return &cm
+}
+
+func mergeAny(ms ...map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, m := range ms {
+		maps.Copy(out, m)
+	}
+	return out
+}
+
+func setAll(cm kafka.ConfigMap, m map[string]any) {
+	for k, v := range m {
+		cm[k] = v
+	}
+}

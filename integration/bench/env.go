@@ -1,0 +1,426 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/integration/stack"
+)
+
+// env is the broker side of a run: an admin client, the preloaded input topic and its end
+// offsets.
+type env struct {
+	o    options
+	ac   *kafka.AdminClient
+	in   string
+	ends []int64 // per input partition, after preload
+}
+
+func newEnv(ctx context.Context, o options) (*env, error) {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": o.brokers, "log_level": 3})
+	if err != nil {
+		return nil, err
+	}
+	e := &env{o: o, ac: ac, in: stack.UniqueName("bench-in")}
+	if err := e.createTopic(ctx, e.in, o.partitions); err != nil {
+		ac.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *env) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.deleteTopic(ctx, e.in)
+	e.ac.Close()
+}
+
+func (e *env) createTopic(ctx context.Context, name string, partitions int) error {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := e.ac.CreateTopics(cctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", name, err)
+	}
+	if code := res[0].Error.Code(); code != kafka.ErrNoError {
+		return fmt.Errorf("create topic %s: %w", name, res[0].Error)
+	}
+	for {
+		md, err := e.ac.GetMetadata(&name, false, 2000)
+		if err == nil {
+			if tm, ok := md.Topics[name]; ok && len(tm.Partitions) == partitions {
+				ready := true
+				for _, p := range tm.Partitions {
+					ready = ready && p.Leader >= 0
+				}
+				if ready {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-cctx.Done():
+			return fmt.Errorf("topic %s has no leaders: %w", name, cctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (e *env) deleteTopic(ctx context.Context, name string) {
+	if _, err := e.ac.DeleteTopics(ctx, []string{name}); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: delete topic %s: %v\n", name, err)
+	}
+}
+
+// key is 12 bytes.
+func key(i int) []byte { return fmt.Appendf(nil, "key-%08d", i) }
+
+// preload writes the input records with a producer tuned for bulk loading.
+func (e *env) preload(ctx context.Context) (time.Duration, error) {
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers":            e.o.brokers,
+		"linger.ms":                    50,
+		"batch.size":                   1 << 20,
+		"batch.num.messages":           100000,
+		"queue.buffering.max.messages": 1000000,
+		"queue.buffering.max.kbytes":   1 << 20,
+		"acks":                         1,
+		"enable.idempotence":           false,
+		"compression.type":             "none",
+		"go.delivery.report.fields":    "none",
+		"log_level":                    3,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n := 0
+		for ev := range p.Events() {
+			if m, ok := ev.(*kafka.Message); ok {
+				if m.TopicPartition.Error != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, m.TopicPartition.Error)
+				}
+				if n++; n == e.o.records {
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	value := make([]byte, e.o.valueSize)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	for i := range e.o.records {
+		m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.in, Partition: int32(i % e.o.partitions)}, Key: key(i), Value: value}
+		for {
+			err := p.Produce(m, nil)
+			if err == nil {
+				break
+			}
+			if kerr, ok := err.(kafka.Error); ok && kerr.Code() == kafka.ErrQueueFull {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			return 0, err
+		}
+		if i%100000 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		return 0, errors.New("preload: delivery reports timed out")
+	}
+	took := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		return 0, fmt.Errorf("preload: %d records failed: %v", n, firstErr.Load())
+	}
+	e.ends = make([]int64, e.o.partitions)
+	var total int64
+	for part := range e.o.partitions {
+		_, high, err := p.QueryWatermarkOffsets(e.in, int32(part), 10000)
+		if err != nil {
+			return 0, err
+		}
+		e.ends[part] = high
+		total += high
+	}
+	if total != int64(e.o.records) {
+		return 0, fmt.Errorf("preload: input holds %d records, want %d", total, e.o.records)
+	}
+	return took, nil
+}
+
+// committedSum returns the sum of the group's committed offsets on the input and whether
+// every partition reached its end offset.
+func (e *env) committedSum(ctx context.Context, group string) (int64, bool) {
+	tps := make([]kafka.TopicPartition, e.o.partitions)
+	for p := range tps {
+		tps[p] = kafka.TopicPartition{Topic: &e.in, Partition: int32(p)}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := e.ac.ListConsumerGroupOffsets(cctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
+	if err != nil || len(res.ConsumerGroupsTopicPartitions) != 1 {
+		return 0, false
+	}
+	var sum int64
+	all := true
+	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+		if tp.Error != nil || tp.Offset < 0 {
+			all = false
+			continue
+		}
+		sum += int64(tp.Offset)
+		if int64(tp.Offset) < e.ends[tp.Partition] {
+			all = false
+		}
+	}
+	return sum, all && len(res.ConsumerGroupsTopicPartitions[0].Partitions) == e.o.partitions
+}
+
+// outputCount sums the high watermarks of an output topic.
+func (e *env) outputCount(topic string, partitions int) (int64, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.o.brokers, "group.id": "bench-probe", "log_level": 3})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	var total int64
+	for p := range partitions {
+		_, high, err := c.QueryWatermarkOffsets(topic, int32(p), 10000)
+		if err != nil {
+			return 0, err
+		}
+		total += high
+	}
+	return total, nil
+}
+
+// run is one contestant running on one input/output pair until ctx is cancelled.
+type run struct {
+	brokers        string
+	group          string
+	in, out        string
+	batch          int
+	batchWait      time.Duration
+	commitInterval time.Duration
+	consumer       map[string]any
+	producer       map[string]any
+	codec          string
+	first          *firstMark
+	// onBatch, when set, is called with the batch's records' values when it reaches user
+	// code (latency mode). It must be fast.
+	onBatch func(values [][]byte)
+}
+
+type contestant struct {
+	name string
+	run  func(ctx context.Context, r run) error
+}
+
+var (
+	samsaContestant    = contestant{name: "samsa", run: runSamsa}
+	baselineContestant = contestant{name: "baseline", run: runBaseline}
+	// baseline2G hands full batches to a second goroutine that produces them.
+	baseline2G = contestant{name: "baseline-2g", run: runBaseline2G}
+	// samsaNoCopy is samsa with decoders that do not copy (see noCopy).
+	samsaNoCopy = contestant{name: "samsa-nocopy", run: func(ctx context.Context, r run) error {
+		r.codec = "nocopy"
+		return runSamsa(ctx, r)
+	}}
+)
+
+func findContestant(name string) (contestant, bool) {
+	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy} {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return contestant{}, false
+}
+
+// firstMark records the first time user code received a batch.
+type firstMark struct{ ns atomic.Int64 }
+
+func (f *firstMark) mark() {
+	if f.ns.Load() == 0 {
+		f.ns.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+func (f *firstMark) time() time.Time { return time.Unix(0, f.ns.Load()) }
+
+type result struct {
+	contestant string
+	variant    string
+	trial      int
+	records    int64
+	join       time.Duration // start -> first batch in user code
+	steady     time.Duration // first batch -> everything committed
+	cpu        time.Duration
+	mallocs    uint64
+	allocBytes uint64
+	gcs        uint32
+	output     int64
+}
+
+func (r result) rate() float64            { return float64(r.records) / r.steady.Seconds() }
+func (r result) cpuPerRecord() float64    { return float64(r.cpu.Microseconds()) / float64(r.records) }
+func (r result) allocsPerRecord() float64 { return float64(r.mallocs) / float64(r.records) }
+func (r result) bytesPerRecord() float64  { return float64(r.allocBytes) / float64(r.records) }
+
+func (r result) line() string {
+	return fmt.Sprintf("%-12s %-11s #%d  %8.0f records/s  (%.2fs after a %.2fs join; cpu %.2f us/rec, %.1f allocs/rec, %.0f B/rec, %d GCs; output %d)",
+		r.contestant, r.variant, r.trial, r.rate(), r.steady.Seconds(), r.join.Seconds(), r.cpuPerRecord(), r.allocsPerRecord(),
+		float64(r.allocBytes)/float64(r.records), r.gcs, r.output)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// profiles names the profiles to write around a trial; empty: none.
+type profiles struct{ cpu, mem string }
+
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
+}
+
+// trial runs one contestant over the whole input with a fresh group and output topic.
+func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles) (result, error) {
+	out := stack.UniqueName("bench-out")
+	if err := e.createTopic(ctx, out, e.o.partitions); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		e.deleteTopic(dctx, out)
+	}()
+	group := stack.UniqueName("bench-" + c.name)
+	r := run{
+		brokers: e.o.brokers, group: group, in: e.in, out: out,
+		batch: e.o.batch, batchWait: e.o.batchWait, commitInterval: e.o.commitInterval,
+		consumer: mergeAny(e.o.consumer, v.consumer), producer: mergeAny(e.o.producer),
+		codec: e.o.samsaCodec, first: &firstMark{},
+	}
+	runtime.GC()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := cpuTime()
+	if prof.mem != "" {
+		if err := writeAllocs(prof.mem + ".before"); err != nil {
+			return result{}, err
+		}
+	}
+	if prof.cpu != "" {
+		f, err := os.Create(prof.cpu)
+		if err != nil {
+			return result{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return result{}, err
+		}
+	}
+	start := time.Now()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- c.run(rctx, r) }()
+
+	deadline := time.NewTimer(e.o.trialTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var end time.Time
+	var runErr error
+wait:
+	for {
+		select {
+		case <-tick.C:
+			if _, all := e.committedSum(ctx, group); all {
+				end = time.Now()
+				break wait
+			}
+		case runErr = <-errc:
+			cancel()
+			if runErr == nil {
+				runErr = errors.New("returned before committing everything")
+			}
+			break wait
+		case <-deadline.C:
+			sum, _ := e.committedSum(ctx, group)
+			runErr = fmt.Errorf("timed out after %s with %d of %d records committed", e.o.trialTimeout, sum, e.o.records)
+			break wait
+		case <-ctx.Done():
+			runErr = ctx.Err()
+			break wait
+		}
+	}
+	cpu1 := cpuTime()
+	runtime.ReadMemStats(&ms1)
+	if prof.cpu != "" {
+		pprof.StopCPUProfile()
+	}
+	if prof.mem != "" {
+		if err := writeAllocs(prof.mem + ".after"); err != nil {
+			return result{}, err
+		}
+	}
+	cancel()
+	if !end.IsZero() {
+		runErr = <-errc
+	} else {
+		select {
+		case <-errc:
+		case <-time.After(45 * time.Second):
+		}
+	}
+	if runErr != nil {
+		return result{}, runErr
+	}
+	first := r.first.time()
+	res := result{
+		contestant: c.name, variant: v.name, records: int64(e.o.records),
+		join: first.Sub(start), steady: end.Sub(first), cpu: cpu1 - cpu0,
+		mallocs: ms1.Mallocs - ms0.Mallocs, allocBytes: ms1.TotalAlloc - ms0.TotalAlloc, gcs: ms1.NumGC - ms0.NumGC,
+	}
+	n, err := e.outputCount(out, e.o.partitions)
+	if err != nil {
+		return result{}, fmt.Errorf("count outputs: %w", err)
+	}
+	res.output = n
+	if n < int64(e.o.records) {
+		return result{}, fmt.Errorf("output topic holds %d records, want at least %d", n, e.o.records)
+	}
+	return res, nil
+}

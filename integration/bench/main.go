@@ -1,0 +1,468 @@
+// Command bench measures samsa's end-to-end throughput on a real Kafka broker next to a
+// hand-written confluent-kafka-go loop that does exactly the same work with exactly the
+// same client settings, and prints the ratio.
+//
+// Usage (no Makefile needed; starts a single-node Kafka unless $KAFKA_BROKERS is set):
+//
+//	go run ./integration/bench -records 1000000 -trials 3
+//
+// # What is measured
+//
+// The input topic (-partitions partitions, replication 1) is preloaded once per run with
+// -records records: 12-byte keys, -value-size byte values, spread evenly over the
+// partitions. Every trial then consumes the whole topic from the beginning with a fresh
+// consumer group, passes each record unchanged through an identity handler, produces it to
+// a fresh output topic (idempotent, acks=all), waits for the delivery reports and commits
+// the input offsets. A trial ends when the group's committed offsets equal the input's end
+// offsets (polled with an admin client every 50 ms): the same end condition for both
+// contestants. records/s is -records divided by the time from the first batch handed to
+// user code until that end; the group join before it is reported separately.
+//
+//   - samsa: processor.New with codec.Bytes() on both sides and a handler that Sends every
+//     record of the batch to the output.
+//   - baseline: one poll goroutine collects per-partition batches of -batch records (or
+//     what arrived within the batch wait), produces them with the batch as the message
+//     opaque, re-using the consumed *kafka.Message; a delivery goroutine counts reports per
+//     batch and, once a batch and every batch before it on its partition are acknowledged,
+//     stores the offset after it (auto-store off). librdkafka commits stored offsets
+//     asynchronously (auto-commit on). Every partition's batches are in flight at once.
+//
+// Both sides get the same librdkafka properties: the baseline mirrors the framework's
+// consumer and producer configuration (processor/config.go, internal/group,
+// internal/produce), -consumer and -producer overrides go to both, and at start the
+// harness asks librdkafka to dump the effective configuration of both sides' clients
+// (debug=conf) and prints any difference, so a change of the framework's defaults cannot
+// silently skew the comparison.
+//
+// The main comparison alternates the contestants trial by trial (B B2 S B B2 S ...; see
+// -contestants) and takes samsa's ratio against the stronger baseline. The tuning
+// comparison alternates baseline and samsa for several consumer prefetch settings. The
+// latency mode writes -latency-rate records/s for -latency-duration with a nanosecond
+// timestamp in each value and reports, per record, the time from the moment the load
+// producer handed it to librdkafka until a reader sees its copy in the output topic
+// (acks=all, so it is acknowledged by then), and per batch the time from its oldest
+// record's production until the batch reaches the handler; p50/p99 for both contestants.
+//
+// baseline-2g is the same loop with a second goroutine that produces the batches the poll
+// goroutine hands it, so Poll and Produce overlap; which of the two shapes is faster depends
+// on the prefetch settings and the machine, so both run and the ratio is taken against the
+// stronger (by median). samsa-nocopy (not run by default) is samsa with input decoders that
+// do not copy, to price codec.Bytes' copy.
+//
+// CPU per record is the process's user+sys time (librdkafka's threads included) over the
+// trial; allocations are Go heap allocations. On a small machine the broker competes for
+// the same CPUs, so a contestant's CPU per record costs it throughput twice.
+//
+// Profiles: -cpuprofile and -baseline-cpuprofile write a CPU profile of the last samsa or
+// baseline trial of the main comparison, -memprofile allocation profiles around the last
+// trial of each contestant. -throughput=false -tuning=false runs the latency mode alone.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/integration/stack"
+)
+
+type options struct {
+	brokers        string
+	records        int
+	partitions     int
+	valueSize      int
+	trials         int
+	batch          int
+	batchWait      time.Duration
+	commitInterval time.Duration
+	consumer       kvFlag
+	producer       kvFlag
+	samsaCodec     string
+	contestants    string
+
+	throughput   bool
+	tuning       bool
+	tuningTrials int
+	variants     string
+
+	latency         bool
+	latencyRate     int
+	latencyDuration time.Duration
+	latencyWarmup   time.Duration
+	latencyCommit   time.Duration
+	latencyRounds   int
+
+	cpuProfile         string
+	baselineCPUProfile string
+	memProfile         string
+	checkConfig        bool
+	trialTimeout       time.Duration
+	kafkaVersion       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.brokers, "brokers", os.Getenv(stack.EnvKafkaBrokers), "bootstrap servers of a running Kafka (default $KAFKA_BROKERS); empty: start a single-node Kafka from the Maven Central jars")
+	flag.IntVar(&o.records, "records", 1_000_000, "records preloaded into the input topic and consumed by every trial")
+	flag.IntVar(&o.partitions, "partitions", 8, "partitions of the input and output topics")
+	flag.IntVar(&o.valueSize, "value-size", 100, "value size in bytes (keys are 12 bytes)")
+	flag.IntVar(&o.trials, "trials", 3, "trials per contestant in the main comparison (alternating baseline, samsa)")
+	flag.IntVar(&o.batch, "batch", 1000, "batch size (processor.Config.BatchSize, and the baseline's)")
+	flag.DurationVar(&o.batchWait, "batch-wait", 50*time.Millisecond, "batch wait (processor.Config.BatchWait, and the baseline's)")
+	flag.DurationVar(&o.commitInterval, "commit-interval", 100*time.Millisecond, "auto-commit interval of both sides in throughput trials (the framework's default is 1s; shorter makes the end of a trial visible sooner and adds one cheap OffsetCommit per interval)")
+	flag.Var(&o.consumer, "consumer", "librdkafka consumer properties for both sides, k=v,k=v (on top of the framework's defaults)")
+	flag.Var(&o.producer, "producer", "librdkafka producer properties for both sides, k=v,k=v (on top of the framework's defaults)")
+	flag.StringVar(&o.samsaCodec, "samsa-codec", "bytes", "samsa's input decoders: bytes (codec.Bytes, copies) or nocopy (a DecoderFunc returning the slice it is given)")
+	flag.StringVar(&o.contestants, "contestants", "baseline,baseline-2g,samsa", "contestants of the main comparison, in alternation order: baseline, baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy)")
+	flag.BoolVar(&o.throughput, "throughput", true, "run the main throughput comparison")
+	flag.BoolVar(&o.tuning, "tuning", true, "run the consumer prefetch tuning comparison")
+	flag.IntVar(&o.tuningTrials, "tuning-trials", 2, "trials per contestant and variant in the tuning comparison")
+	flag.StringVar(&o.variants, "variants", "librdkafka,framework,deep", "tuning variants to compare: "+strings.Join(variantNames(), ", "))
+	flag.BoolVar(&o.latency, "latency", true, "run the fixed-rate latency comparison")
+	flag.IntVar(&o.latencyRate, "latency-rate", 20_000, "records/s written in the latency comparison")
+	flag.DurationVar(&o.latencyDuration, "latency-duration", 20*time.Second, "how long the latency comparison writes, per contestant")
+	flag.IntVar(&o.latencyRounds, "latency-rounds", 1, "latency runs per contestant (alternating baseline, samsa)")
+	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 2*time.Second, "records written in the first part of the latency run are left out of the percentiles")
+	flag.DurationVar(&o.latencyCommit, "latency-commit-interval", time.Second, "auto-commit interval of both sides in the latency comparison (the framework's default)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last samsa trial of the main comparison to this file")
+	flag.StringVar(&o.baselineCPUProfile, "baseline-cpuprofile", "", "write a CPU profile of the last baseline trial of the main comparison to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write allocation profiles PREFIX-<contestant>.before and .after around the last trial of each contestant in the main comparison (compare with go tool pprof -sample_index=alloc_objects -diff_base)")
+	flag.BoolVar(&o.checkConfig, "check-config", true, "compare the effective librdkafka configuration of both sides (debug=conf) before measuring")
+	flag.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "a trial that has not committed everything by then fails the run")
+	flag.StringVar(&o.kafkaVersion, "kafka-version", "", "Kafka version to start when -brokers is empty (default: the launcher's)")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./integration/bench [flags]\n\n%s\n\nflags:\n", strings.TrimSpace(usageText))
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := benchmark(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+const usageText = `
+Measures records/s end to end (consume -> identity handler -> produce -> ack -> commit) of
+samsa and of a hand-written confluent-kafka-go loop with the same client settings,
+alternating trials, and prints the ratio; then a consumer-prefetch tuning comparison and
+p50/p99 latency at a fixed rate. Example:
+
+  go run ./integration/bench -records 1000000 -trials 3`
+
+func (o *options) validate() error {
+	if o.records < o.partitions || o.partitions < 1 || o.trials < 1 || o.batch < 1 || o.valueSize < 8 {
+		return fmt.Errorf("need -records >= -partitions >= 1, -trials >= 1, -batch >= 1, -value-size >= 8")
+	}
+	switch o.samsaCodec {
+	case "bytes", "nocopy":
+	default:
+		return fmt.Errorf("-samsa-codec %q: want bytes or nocopy", o.samsaCodec)
+	}
+	if len(splitList(o.contestants)) == 0 {
+		return fmt.Errorf("-contestants: none given")
+	}
+	for _, c := range splitList(o.contestants) {
+		if _, ok := findContestant(c); !ok {
+			return fmt.Errorf("-contestants: unknown %q (have baseline, baseline-2g, samsa, samsa-nocopy)", c)
+		}
+	}
+	for _, v := range splitList(o.variants) {
+		if _, ok := findVariant(v); !ok {
+			return fmt.Errorf("-variants: unknown %q (have %s)", v, strings.Join(variantNames(), ", "))
+		}
+	}
+	return nil
+}
+
+func benchmark(ctx context.Context, o options) error {
+	start := time.Now()
+	rep := &report{opts: o, cmd: commandLine(), load0: loadAvg()}
+	if o.brokers == "" {
+		fmt.Println("starting a single-node Kafka (stack.StartKafka)...")
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		k, err := stack.StartKafka(sctx, stack.KafkaOptions{Version: o.kafkaVersion})
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			pid := k.PID(1)
+			if err := k.Close(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: stop kafka:", err)
+			}
+			fmt.Printf("stopped the Kafka node started for this run (pid %d)\n", pid)
+		}()
+		o.brokers = k.Bootstrap()
+		v := o.kafkaVersion
+		if v == "" {
+			v = os.Getenv("SAMSA_KAFKA_VERSION")
+		}
+		if v == "" {
+			v = stack.DefaultKafkaVersion
+		}
+		rep.broker = fmt.Sprintf("Apache Kafka %s, 1 node, started by stack.StartKafka (pid %d)", v, k.PID(1))
+	} else {
+		rep.broker = "external: " + o.brokers
+	}
+
+	env, err := newEnv(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+
+	fmt.Printf("preloading %d records (%d partitions, %d-byte values) into %s...\n", o.records, o.partitions, o.valueSize, env.in)
+	took, err := env.preload(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("preloaded in %s (%.0f records/s)\n", took.Round(time.Millisecond), float64(o.records)/took.Seconds())
+
+	if o.checkConfig {
+		diffs, err := env.compareConfigs(ctx)
+		if err != nil {
+			return fmt.Errorf("config check: %w", err)
+		}
+		rep.configDiffs = diffs
+		if len(diffs) == 0 {
+			fmt.Println("config check: samsa's and the baseline's librdkafka configurations are identical (consumer and producer)")
+		} else {
+			fmt.Println("config check: DIFFERENCES between samsa's and the baseline's librdkafka configuration:")
+			for _, d := range diffs {
+				fmt.Println("  ", d)
+			}
+		}
+	}
+
+	// Main comparison.
+	if o.throughput {
+		fmt.Printf("\n== throughput: batch size %d, %d trials each, alternating ==\n", o.batch, o.trials)
+	}
+	fw := variant{name: "framework"}
+	for i := range o.trials {
+		if !o.throughput {
+			break
+		}
+		for _, name := range splitList(o.contestants) {
+			c, _ := findContestant(name)
+			var prof profiles
+			if i == o.trials-1 {
+				switch c.name {
+				case "samsa":
+					prof.cpu = o.cpuProfile
+				case "baseline":
+					prof.cpu = o.baselineCPUProfile
+				}
+				if o.memProfile != "" {
+					prof.mem = o.memProfile + "-" + c.name
+				}
+			}
+			r, err := env.trial(ctx, c, fw, prof)
+			if err != nil {
+				return fmt.Errorf("%s trial %d: %w", c.name, i+1, err)
+			}
+			r.trial = i + 1
+			fmt.Println(" ", r.line())
+			rep.main = append(rep.main, r)
+		}
+	}
+
+	if o.tuning {
+		variants := splitList(o.variants)
+		fmt.Printf("\n== consumer prefetch tuning: %s; %d trials each, alternating ==\n", strings.Join(variants, ", "), o.tuningTrials)
+		for i := range o.tuningTrials {
+			for _, name := range variants {
+				v, _ := findVariant(name)
+				for _, c := range []contestant{baselineContestant, samsaContestant} {
+					r, err := env.trial(ctx, c, v, profiles{})
+					if err != nil {
+						return fmt.Errorf("tuning %s %s trial %d: %w", v.name, c.name, i+1, err)
+					}
+					r.trial = i + 1
+					fmt.Println(" ", r.line())
+					rep.tuning = append(rep.tuning, r)
+				}
+			}
+		}
+	}
+
+	if o.latency {
+		fmt.Printf("\n== latency: %d records/s for %s per contestant ==\n", o.latencyRate, o.latencyDuration)
+		for range o.latencyRounds {
+			for _, c := range []contestant{baselineContestant, samsaContestant} {
+				lr, err := env.latency(ctx, c)
+				if err != nil {
+					return fmt.Errorf("latency %s: %w", c.name, err)
+				}
+				fmt.Println(" ", lr.line())
+				rep.latency = append(rep.latency, lr)
+			}
+		}
+	}
+
+	rep.elapsed = time.Since(start)
+	rep.load1 = loadAvg()
+	rep.print(os.Stdout)
+	return nil
+}
+
+// report collects every figure for the final summary.
+type report struct {
+	opts        options
+	cmd         string
+	broker      string
+	configDiffs []string
+	main        []result
+	tuning      []result
+	latency     []latencyResult
+	load0       string
+	load1       string
+	elapsed     time.Duration
+}
+
+func (r *report) print(w *os.File) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	o := r.opts
+	p("\n================ samsa throughput benchmark: summary ================")
+	p("command:   %s", r.cmd)
+	p("machine:   %d CPUs (GOMAXPROCS %d), %s, load average before %s, after %s", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), r.load0, r.load1)
+	_, lib := kafka.LibraryVersion()
+	p("broker:    %s (the broker shares the CPUs with the benchmark)", r.broker)
+	p("client:    librdkafka %s; %d records, %d partitions, 12-byte keys, %d-byte values; batch %d, batch wait %s, commit interval %s", lib, o.records, o.partitions, o.valueSize, o.batch, o.batchWait, o.commitInterval)
+	if len(r.opts.consumer) > 0 || len(r.opts.producer) > 0 {
+		p("overrides: consumer %s; producer %s", r.opts.consumer.String(), r.opts.producer.String())
+	}
+	if o.checkConfig {
+		if len(r.configDiffs) == 0 {
+			p("config:    both sides' effective librdkafka configurations identical (debug=conf dump)")
+		} else {
+			p("config:    DIFFERENCES: %s", strings.Join(r.configDiffs, "; "))
+		}
+	}
+	p("rate = records / (end - first batch handed to user code); end = committed offsets == end offsets (50 ms polls)")
+	p("cpu = process user+sys per record (librdkafka threads included); allocs = Go heap allocations per record")
+	p("")
+	if len(r.main) > 0 {
+		p("throughput, framework defaults, samsa codec %s:", o.samsaCodec)
+		for _, res := range r.main {
+			p("  %s", res.line())
+		}
+		p("")
+		r.ratioBlock(p, r.main, "framework")
+	}
+	if len(r.tuning) > 0 {
+		p("")
+		p("consumer prefetch tuning (median records/s; ratio samsa/baseline):")
+		for _, name := range splitList(o.variants) {
+			v, _ := findVariant(name)
+			var rs []result
+			for _, res := range r.tuning {
+				if res.variant == name {
+					rs = append(rs, res)
+				}
+			}
+			b, s := medianRate(rs, "baseline"), medianRate(rs, "samsa")
+			cb, cs := medianOf(rs, "baseline", result.cpuPerRecord), medianOf(rs, "samsa", result.cpuPerRecord)
+			p("  %-11s baseline %7.0f  samsa %7.0f  ratio %.2f  (cpu us/rec %.2f / %.2f)  [%s]", name, b, s, s/b, cb, cs, v.describe())
+		}
+	}
+	if len(r.latency) > 0 {
+		p("")
+		p("latency at %d records/s for %s (first %s left out); batch wait %s, commit interval %s:", o.latencyRate, o.latencyDuration, o.latencyWarmup, o.batchWait, o.latencyCommit)
+		p("  output = load producer's Produce call -> copy readable in the output topic (acks=all), per record")
+		p("  handler = oldest record's Produce call -> its batch handed to the handler, per batch")
+		for _, lr := range r.latency {
+			p("  %s", lr.line())
+		}
+	}
+	p("")
+	p("total run time %s", r.elapsed.Round(time.Second))
+	p("======================================================================")
+}
+
+// ratioBlock prints each contestant's medians and the ratio of each samsa contestant to
+// the strongest baseline (by median records/s).
+func (r *report) ratioBlock(p func(string, ...any), rs []result, variant string) {
+	best, b := "", 0.0
+	for _, name := range splitList(r.opts.contestants) {
+		p("median %-12s %8.0f records/s, cpu %.2f us/rec, %.1f allocs/rec, %.0f B/rec", name, medianRate(rs, name),
+			medianOf(rs, name, result.cpuPerRecord), medianOf(rs, name, result.allocsPerRecord), medianOf(rs, name, result.bytesPerRecord))
+		if m := medianRate(rs, name); strings.HasPrefix(name, "baseline") && m > b {
+			best, b = name, m
+		}
+	}
+	for _, name := range splitList(r.opts.contestants) {
+		if s := medianRate(rs, name); !strings.HasPrefix(name, "baseline") && b > 0 && s > 0 {
+			p("RATIO %s/%s at batch size %d: %.2f (target >= 0.90)", name, best, r.opts.batch, s/b)
+		}
+	}
+}
+
+func medianRate(rs []result, name string) float64 {
+	return medianOf(rs, name, func(x result) float64 { return x.rate() })
+}
+
+func medianOf(rs []result, name string, f func(result) float64) float64 {
+	var xs []float64
+	for _, r := range rs {
+		if r.contestant == name {
+			xs = append(xs, f(r))
+		}
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	sort.Float64s(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+func commandLine() string {
+	args := []string{"go run ./integration/bench"}
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " ,;") {
+			a = "'" + a + "'"
+		}
+		args = append(args, a)
+	}
+	return strings.Join(args, " ")
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
