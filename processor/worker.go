@@ -288,10 +288,20 @@ func (w *worker[K, V]) processNext() error {
 			trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
 				semconv.MessagingBatchMessageCount(len(outs))))
 		if pspan.SpanContext().IsValid() {
-			// Every output carries the send span as its creation context (W3C traceparent).
+			// Every output carries the send span as its creation context (W3C
+			// traceparent). The headers are formatted once per batch and shared: records
+			// without headers of their own get the same capacity-capped slice (an append
+			// to one copies), the others a copy of theirs with the trace headers set.
 			pctx := trace.ContextWithSpan(ctx, pspan)
+			var shared []record.Header
+			tel.Inject(pctx, &shared)
+			shared = shared[:len(shared):len(shared)]
 			for i := range outs {
-				tel.Inject(pctx, &outs[i].Headers)
+				if len(outs[i].Headers) == 0 {
+					outs[i].Headers = shared
+				} else {
+					tel.Inject(pctx, &outs[i].Headers)
+				}
 			}
 		}
 		f.span = pspan

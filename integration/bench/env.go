@@ -226,6 +226,7 @@ type run struct {
 	consumer       map[string]any
 	producer       map[string]any
 	codec          string
+	otel           bool // tracing (SDK, every span sampled) and Prometheus metrics on
 	first          *firstMark
 	// onBatch, when set, is called with the batch's records' values when it reaches user
 	// code (latency mode). It must be fast.
@@ -247,10 +248,16 @@ var (
 		r.codec = "nocopy"
 		return runSamsa(ctx, r)
 	}}
+	// samsaOtel is samsa with tracing and metrics on: an SDK tracer provider sampling
+	// every span into a batch processor (exported nowhere) and the Prometheus provider.
+	samsaOtel = contestant{name: "samsa-otel", run: func(ctx context.Context, r run) error {
+		r.otel = true
+		return runSamsa(ctx, r)
+	}}
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy} {
+	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel} {
 		if c.name == name {
 			return c, true
 		}

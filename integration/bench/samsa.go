@@ -4,6 +4,9 @@ import (
 	"context"
 	"log/slog"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/processor/codec"
 )
@@ -50,11 +53,28 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 		ProducerOverrides: r.producer,
 	}
 	inputs := []processor.Input[[]byte, []byte]{{Topic: r.in, Key: dec, Value: dec}}
-	if r.onBatch != nil {
-		return processor.NewPartitioned(cfg, inputs, func(int32) processor.Handler[[]byte, []byte] { return identity() }, processor.WithLogger(logger))
+	opts := []processor.Option{processor.WithLogger(logger)}
+	if r.otel {
+		// Off means the OTel globals (no-op); on means the SDK, as an application would
+		// wire it: every span sampled into a batching exporter, metrics on Prometheus.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		prom, err := metrics.NewPrometheus("bench")
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, processor.WithTracerProvider(tp), processor.WithMeterProvider(prom.Provider))
 	}
-	return processor.New(cfg, inputs, identity(), processor.WithLogger(logger))
+	if r.onBatch != nil {
+		return processor.NewPartitioned(cfg, inputs, func(int32) processor.Handler[[]byte, []byte] { return identity() }, opts...)
+	}
+	return processor.New(cfg, inputs, identity(), opts...)
 }
+
+// discardExporter drops spans after the SDK built and batched them.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
 
 // runSamsa runs the identity processor until ctx is cancelled.
 func runSamsa(ctx context.Context, r run) error {
