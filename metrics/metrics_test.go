@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"os"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
@@ -24,13 +25,11 @@ import (
 // /metrics during the run: the instruments are there with sensible values, and the lag
 // reaches 0 once everything is processed.
 func TestPrometheusScrape(t *testing.T) {
-	b, err := embedded.Start(embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
-	require.NoError(t, err)
-	defer b.Close()
+	brokers, in, out := brokersAndTopics(t)
 	const n = 1000
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": b.Bootstrap(), "log_level": 3})
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
 	require.NoError(t, err)
-	topic := "in"
+	topic := in
 	dr := make(chan kafka.Event, n)
 	for i := range n {
 		v := binary.BigEndian.AppendUint64(nil, uint64(i))
@@ -47,13 +46,13 @@ func TestPrometheusScrape(t *testing.T) {
 	srv := httptest.NewServer(prom.Handler())
 	defer srv.Close()
 
-	out := processor.NewOutput("out", codec.Int64(), codec.Int64())
-	proc, err := processor.New(processor.Config{Brokers: b.Bootstrap(), Group: "scraped", BatchSize: 100, BatchWait: 5 * time.Millisecond,
+	output := processor.NewOutput(out, codec.Int64(), codec.Int64())
+	proc, err := processor.New(processor.Config{Brokers: brokers, Group: "scraped-" + in, BatchSize: 100, BatchWait: 5 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
-		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			for _, r := range b.Records {
-				if err := out.Send(b, r.Key, r.Value); err != nil {
+				if err := output.Send(b, r.Key, r.Value); err != nil {
 					return err
 				}
 			}
@@ -83,10 +82,36 @@ func TestPrometheusScrape(t *testing.T) {
 	assert.Greater(t, metricSum(text, "samsa_batch_size_count"), 0.0, "%s", text)
 	assert.Greater(t, metricSum(text, "samsa_batch_commit_latency_seconds_count"), 0.0)
 	assert.Greater(t, metricSum(text, "samsa_rebalances_total"), 0.0)
-	assert.Contains(t, text, `messaging_consumer_group_name="scraped"`)
+	assert.Contains(t, text, `messaging_consumer_group_name="scraped-`+in+`"`)
 	assert.Contains(t, text, `messaging_destination_partition_id="1"`)
 	cancel()
 	require.NoError(t, <-errc)
+}
+
+// brokersAndTopics gives the test a real Kafka when KAFKA_BROKERS is set (make test sets
+// it), else the embedded broker, with two fresh 2-partition topics.
+func brokersAndTopics(t *testing.T) (brokers, in, out string) {
+	t.Helper()
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	in, out = "scrape-in-"+suffix, "scrape-out-"+suffix
+	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
+		ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": env, "log_level": 3})
+		require.NoError(t, err)
+		defer ac.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: in, NumPartitions: 2, ReplicationFactor: -1}, {Topic: out, NumPartitions: 2, ReplicationFactor: -1}})
+		require.NoError(t, err)
+		for _, r := range res {
+			require.Equal(t, kafka.ErrNoError, r.Error.Code(), "create %s: %v", r.Topic, r.Error)
+		}
+		time.Sleep(time.Second) // metadata propagation
+		return env, in, out
+	}
+	b, err := embedded.Start(embedded.Topic{Name: in, Partitions: 2}, embedded.Topic{Name: out, Partitions: 2})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b.Bootstrap(), in, out
 }
 
 // metricSum adds the values of every sample of a metric family in Prometheus text.
