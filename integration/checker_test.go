@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,36 +102,18 @@ func readTopic(t *testing.T, brokers, topic string, partitions int, timeout time
 
 // offsetProbe reads a group's committed offsets through one admin client, for polling.
 type offsetProbe struct {
-	ac *kafka.AdminClient
+	brokers string
 }
 
 func newOffsetProbe(t *testing.T, brokers string) *offsetProbe {
-	return &offsetProbe{ac: newAdmin(t, brokers)}
+	return &offsetProbe{brokers: brokers}
 }
 
 // committed returns the group's committed offset per partition of topic (-1001 where
-// nothing is committed).
+// nothing is committed), through a consumer (see committedOffsets for why not the admin
+// client).
 func (p *offsetProbe) committed(group, topic string, partitions int) (map[int32]int64, error) {
-	tps := make([]kafka.TopicPartition, partitions)
-	for i := range partitions {
-		tps[i] = kafka.TopicPartition{Topic: &topic, Partition: int32(i)}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := p.ac.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[int32]int64, partitions)
-	for _, g := range res.ConsumerGroupsTopicPartitions {
-		for _, tp := range g.Partitions {
-			if tp.Error != nil {
-				return nil, tp.Error
-			}
-			out[tp.Partition] = int64(tp.Offset)
-		}
-	}
-	return out, nil
+	return fetchCommitted(p.brokers, group, topic, partitions)
 }
 
 // progress sums the committed offsets (0 where nothing is committed).
