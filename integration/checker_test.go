@@ -201,31 +201,9 @@ func (sp *seqProducer) run(brokers, topic string, partitions, keys, n, perSec in
 	}
 	defer p.Close()
 	dr := make(chan kafka.Event, 4096)
-	failed := atomic.Int64{}
+	var failed atomic.Int64
 	var firstErr atomic.Value
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		for seen := 0; seen < n; {
-			var ev kafka.Event
-			select {
-			case ev = <-dr:
-			case <-sp.quit:
-				return
-			}
-			m, ok := ev.(*kafka.Message)
-			if !ok {
-				continue
-			}
-			seen++
-			if m.TopicPartition.Error != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, m.TopicPartition.Error)
-				continue
-			}
-			sp.acked.Add(1)
-		}
-	}()
+	drained := drainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
 	start := time.Now()
 	for i := range n {
 		if i%100 == 0 {
@@ -400,4 +378,34 @@ func tailFile(path string, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// drainAcks counts n delivery reports from dr (or stops when quit closes) on its own
+// goroutine: acknowledged ones into acked, failures into failed, the first error kept.
+// The returned channel closes when it is done.
+func drainAcks(n int, dr <-chan kafka.Event, quit <-chan struct{}, acked, failed *atomic.Int64, firstErr *atomic.Value) <-chan struct{} {
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for seen := 0; seen < n; {
+			var ev kafka.Event
+			select {
+			case ev = <-dr:
+			case <-quit:
+				return
+			}
+			m, ok := ev.(*kafka.Message)
+			if !ok {
+				continue
+			}
+			seen++
+			if m.TopicPartition.Error != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, m.TopicPartition.Error)
+				continue
+			}
+			acked.Add(1)
+		}
+	}()
+	return drained
 }

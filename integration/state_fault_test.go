@@ -303,29 +303,7 @@ func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec in
 	dr := make(chan kafka.Event, 4096)
 	var failed atomic.Int64
 	var firstErr atomic.Value
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		for seen := 0; seen < n; {
-			var ev kafka.Event
-			select {
-			case ev = <-dr:
-			case <-sp.quit:
-				return
-			}
-			m, ok := ev.(*kafka.Message)
-			if !ok {
-				continue
-			}
-			seen++
-			if m.TopicPartition.Error != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, m.TopicPartition.Error)
-				continue
-			}
-			sp.acked.Add(1)
-		}
-	}()
+	drained := drainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
 	enc := codec.Int64()
 	paceStart, paced := time.Now(), 0
 	for i := range n {
