@@ -54,9 +54,16 @@
 // all. Inputs are read read_committed, and so must the outputs' readers be. A
 // retriable error is retried; an abortable one aborts the transaction and rewinds every
 // partition that had work in it to its committed offset (its later batches are handled
-// again, which read_committed readers never see twice); a fatal one (the producer was
-// fenced by a newer instance) makes Run return it. Five aborts in a row stop the
-// processor: an output the broker refuses for good would otherwise loop.
+// again, which read_committed readers never see twice). A fatal error of the fencing
+// kind (the producer's epoch is gone: the coordinator aborted a transaction that
+// outlived TransactionTimeout, for example while a broker was down, or another producer
+// registered the same transactional id) replaces the producer with a new one of the same
+// id and rewinds the open transaction's partitions, logged as "producer fenced;
+// replacing it"; three in a row without a commit in between, or any other fatal error,
+// make Run return it. Zombies stay fenced regardless: the group generation sent with the
+// offsets decides whether a transaction can commit. Every transactional call is bounded
+// by TransactionTimeout. Five aborts in a row stop the processor: an output the broker
+// refuses for good would otherwise loop.
 //
 // Choose it when a downstream reader must not see duplicates and reads with
 // read_committed. It costs a transaction per CommitInterval per instance (commit

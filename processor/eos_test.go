@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -105,4 +106,71 @@ func TestExactlyOnceRefusedOutputNeverCommitsItsInput(t *testing.T) {
 	assert.Empty(t, readCommitted(t, brokers, "out", 1, 3*time.Second), "nothing of the refused batch is visible")
 	c := committed(t, brokers, "eos-big", "in", 1)
 	assert.NotEqual(t, int64(10), c[0], "the input offset was not committed without its outputs")
+}
+
+// TestExactlyOnceReplacesFencedProducer: another producer registers the processor's
+// transactional id mid-run (as the coordinator does when it aborts a transaction that
+// outlived its timeout, the old epoch is dead). The processor replaces its producer,
+// rewinds the open transaction's partitions and finishes with every output exactly once.
+func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
+	const n = 4000
+	produceInts(t, brokers, "in", 2, n)
+	var logs syncBuffer
+	// Records of the second half wait until the intruder has registered the id, so the
+	// fence lands mid-run whatever the machine's speed.
+	registered := make(chan struct{})
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "eos-fence", TransactionalID: "eos-fence-txn",
+		BatchSize: 20, BatchWait: 5 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			if b.Records[len(b.Records)-1].Value >= n/2 {
+				select {
+				case <-registered:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return doubler(ctx, b)
+		}), processor.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, err)
+
+	fenced := make(chan error, 1)
+	go func() {
+		defer close(registered)
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			c := committed(t, brokers, "eos-fence", "in", 2)
+			if c[0]+c[1] > 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		intruder, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "transactional.id": "eos-fence-txn", "log_level": 3})
+		if err != nil {
+			fenced <- err
+			return
+		}
+		defer intruder.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		fenced <- intruder.InitTransactions(ctx)
+	}()
+	require.NoError(t, runUntil(t, p, func() bool {
+		c := committed(t, brokers, "eos-fence", "in", 2)
+		return c[0] == n/2 && c[1] == n/2
+	}))
+	require.NoError(t, <-fenced, "the intruding producer registered the transactional id")
+	require.Contains(t, logs.String(), "producer fenced; replacing it", "the processor saw the fence")
+
+	out := readCommitted(t, brokers, "out", n, 30*time.Second)
+	seen := map[int64]int{}
+	for _, m := range out {
+		seen[int64(binary.BigEndian.Uint64(m.Key))]++
+	}
+	assert.Len(t, seen, n)
+	for k, c := range seen {
+		assert.Equal(t, 1, c, "key %d seen %d times under read_committed", k, c)
+	}
 }

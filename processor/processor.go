@@ -200,21 +200,26 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,
 	}
+	var prod *produce.Producer // at-least-once; exactly-once produces through p.txn
+	var txnErr error           // the exactly-once coordinator's fatal error, set before cancel
 	if p.cfg.ExactlyOnce {
 		pcfg.TransactionalID = p.transactionalID()
 		pcfg.TransactionTimeout = p.cfg.TransactionTimeout
-	}
-	prod, err := produce.New(pcfg)
-	if err != nil {
-		return fmt.Errorf("processor: %w", err)
-	}
-	defer prod.Close(p.cfg.DrainTimeout)
-	var txnErr error // the exactly-once coordinator's fatal error, set before cancel
-	if p.cfg.ExactlyOnce {
-		p.txn = newTxn(prod, p.log)
-		if err := p.txn.begin(ctx); err != nil {
+		t, err := newTxn(func() (*produce.Producer, error) { return produce.New(pcfg) }, p.cfg.TransactionTimeout, p.log)
+		if err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+		p.txn = t
+		defer t.close(p.cfg.DrainTimeout)
+		if err := t.begin(ctx); err != nil {
 			return err
 		}
+	} else {
+		var err error
+		if prod, err = produce.New(pcfg); err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+		defer prod.Close(p.cfg.DrainTimeout)
 	}
 
 	eng, err := group.New(group.Config{

@@ -22,14 +22,21 @@ import (
 // transaction and register the offsets after each batch; every CommitInterval (and on
 // revoke and shutdown) the coordinator sends those offsets with the group metadata and
 // commits. An abortable error aborts the transaction and rewinds every partition that had
-// work in it to its committed offset; a fatal one (fenced) stops the processor.
+// work in it to its committed offset. A fatal error of the fencing kind (the coordinator
+// bumped the producer's epoch, as it does when it aborts a transaction that outlived
+// transaction.timeout.ms during a broker outage) replaces the producer with a new one of
+// the same transactional id and rewinds likewise; after maxRecoveries in a row without a
+// successful commit, or on any other fatal error, the processor stops. Zombies stay
+// fenced either way: the group generation in the offsets decides, not the producer.
 //
 // Locks: workers hold mu.RLock while producing and registering a batch; a commit or an
 // abort holds mu.Lock, so no batch straddles a transaction boundary.
 type txn struct {
-	prod *produce.Producer
-	eng  *group.Engine
-	log  *slog.Logger
+	newProd func() (*produce.Producer, error)
+	prod    *produce.Producer // replaced under mu.Lock when fenced
+	timeout time.Duration     // bound of each transactional call
+	eng     *group.Engine
+	log     *slog.Logger
 
 	mu        sync.RWMutex
 	pmu       sync.Mutex                      // guards pending and slots among mu.RLock holders
@@ -38,7 +45,13 @@ type txn struct {
 	dead      map[uint64]bool                 // slot epochs whose work was aborted (written under mu.Lock)
 	mustAbort bool                            // an output was refused: the transaction cannot commit
 	aborts    int                             // consecutive aborts, for the poison-output guard
+	recovered int                             // producers replaced since the last commit
 }
+
+// maxRecoveries bounds the producers replaced without a successful commit in between:
+// a producer fenced again at once means another live instance uses the same
+// transactional id, and the two must not keep fencing each other.
+const maxRecoveries = 3
 
 // maxConsecutiveAborts stops the processor when the same work keeps aborting (an output
 // the broker refuses permanently would otherwise abort, rewind and fail forever).
@@ -46,15 +59,33 @@ const maxConsecutiveAborts = 5
 
 var errTxnAborted = errors.New("transaction aborted; partition rewound")
 
-func newTxn(prod *produce.Producer, log *slog.Logger) *txn {
-	return &txn{prod: prod, log: log, pending: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}
+func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, log *slog.Logger) (*txn, error) {
+	prod, err := newProd()
+	if err != nil {
+		return nil, err
+	}
+	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log,
+		pending: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
+}
+
+// close closes the current producer, waiting up to timeout for its deliveries.
+func (t *txn) close(timeout time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.prod.Close(timeout)
 }
 
 // begin registers the transactional id (fencing a previous instance with the same id)
 // and opens the first transaction.
 func (t *txn) begin(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.beginLocked(ctx)
+}
+
+func (t *txn) beginLocked(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
-		err := t.prod.InitTransactions(ctx)
+		err := t.call(ctx, t.prod.InitTransactions)
 		if err == nil {
 			break
 		}
@@ -69,6 +100,15 @@ func (t *txn) begin(ctx context.Context) error {
 		return fmt.Errorf("processor: exactly-once: %w", err)
 	}
 	return nil
+}
+
+// call runs one transactional operation bounded by the transaction timeout: past it the
+// coordinator aborts the transaction anyway, and an unbounded call would hold mu (and
+// every worker) through a broker outage.
+func (t *txn) call(ctx context.Context, op func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	return op(ctx)
 }
 
 // produce puts a batch's outputs into the open transaction and registers its offsets.
@@ -136,7 +176,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp]})
 	}
 	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
-	err = t.retry(ctx, func() error {
+	err = t.retry(ctx, func(ctx context.Context) error {
 		md, err := t.eng.GroupMetadata()
 		if err != nil {
 			return err
@@ -145,13 +185,14 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 	})
 	if err == nil {
 		failpoint.Hit("eos-before-commit") // offsets sent, transaction not committed
-		err = t.retry(ctx, func() error { return t.prod.CommitTransaction(ctx) })
+		err = t.retry(ctx, t.prod.CommitTransaction)
 	}
 	if err == nil {
 		failpoint.Hit("eos-after-commit")
 	}
 	if err == nil {
 		t.aborts = 0
+		t.recovered = 0
 		clear(t.pending)
 		clear(t.slots)
 		if err := t.prod.BeginTransaction(); err != nil {
@@ -161,7 +202,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 	}
 	var te *produce.TxnError
 	if errors.As(err, &te) && te.Fatal {
-		return nil, fmt.Errorf("processor: exactly-once: %w", err)
+		return t.recoverLocked(ctx, err)
 	}
 	t.log.Warn("processor: exactly-once: aborting transaction", "partitions", len(t.pending), "err", err)
 	return t.abortLocked(ctx)
@@ -182,9 +223,22 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 	if t.aborts > maxConsecutiveAborts {
 		return nil, fmt.Errorf("processor: exactly-once: %d consecutive transactions aborted; an output is probably refused permanently (too large, not authorized)", t.aborts-1)
 	}
-	if err := t.retry(ctx, func() error { return t.prod.AbortTransaction(ctx) }); err != nil {
+	if err := t.retry(ctx, t.prod.AbortTransaction); err != nil {
+		var te *produce.TxnError
+		if errors.As(err, &te) && te.Fatal {
+			return t.recoverLocked(ctx, err)
+		}
 		return nil, fmt.Errorf("processor: exactly-once: %w", err)
 	}
+	rewind := t.discardLocked()
+	if err := t.prod.BeginTransaction(); err != nil {
+		return nil, fmt.Errorf("processor: exactly-once: %w", err)
+	}
+	return rewind, nil
+}
+
+// discardLocked forgets the open transaction's work and returns the slots to rewind.
+func (t *txn) discardLocked() []group.Epoch {
 	var rewind []group.Epoch
 	for _, id := range slices.Sorted(maps.Keys(t.slots)) {
 		rewind = append(rewind, group.Epoch{Slot: id, Epoch: t.slots[id]})
@@ -193,18 +247,43 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 	clear(t.pending)
 	clear(t.slots)
 	t.mustAbort = false
-	if err := t.prod.BeginTransaction(); err != nil {
-		return nil, fmt.Errorf("processor: exactly-once: %w", err)
+	return rewind
+}
+
+// recoverLocked handles a fatal error: a fenced producer is replaced by a new one with the
+// same transactional id (whose registration aborts whatever the old one left open) and
+// the open transaction's slots are rewound; any other fatal error is returned.
+func (t *txn) recoverLocked(ctx context.Context, cause error) ([]group.Epoch, error) {
+	var te *produce.TxnError
+	if !errors.As(cause, &te) || !te.Fenced {
+		return nil, fmt.Errorf("processor: exactly-once: %w", cause)
+	}
+	if t.recovered >= maxRecoveries {
+		return nil, fmt.Errorf("processor: exactly-once: producer fenced %d times without a successful commit in between (does another running instance use the same TransactionalID or InstanceID?): %w", t.recovered+1, cause)
+	}
+	t.recovered++
+	t.log.Warn("processor: exactly-once: producer fenced; replacing it and rewinding the open transaction's partitions",
+		"partitions", len(t.slots), "attempt", t.recovered, "err", cause)
+	t.prod.Abandon(t.timeout) // acks of its outputs fail now, not never
+	rewind := t.discardLocked()
+	prod, err := t.newProd()
+	if err != nil {
+		return nil, fmt.Errorf("processor: exactly-once: replacing fenced producer: %w", err)
+	}
+	t.prod = prod
+	if err := t.beginLocked(ctx); err != nil {
+		return nil, err
 	}
 	return rewind, nil
 }
 
-// retry runs op, retrying retriable errors a few times.
-func (t *txn) retry(ctx context.Context, op func() error) error {
+// retry runs op (bounded by the transaction timeout), retrying retriable errors a few
+// times.
+func (t *txn) retry(ctx context.Context, op func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
-		err := op()
+		err := t.call(ctx, op)
 		var te *produce.TxnError
-		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 5 || ctx.Err() != nil {
+		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 3 || ctx.Err() != nil {
 			return err
 		}
 		time.Sleep(Backoff{Initial: 50 * time.Millisecond}.wait(attempt))

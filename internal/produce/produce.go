@@ -188,6 +188,23 @@ func (p *Producer) Produce(ctx context.Context, m *record.Message, ack Ack) erro
 	}
 }
 
+// Abandon discards a producer that failed fatally: queued and in-flight messages are
+// purged, so their acks are called with an error (ErrPurgeQueue, ErrPurgeInflight or the
+// fatal error) instead of never, then the producer is closed.
+func (p *Producer) Abandon(timeout time.Duration) {
+	p.closeOnce.Do(func() {
+		if err := p.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight); err != nil {
+			p.log.Warn("produce: purge before close", "err", err)
+		}
+		if n := p.p.Flush(int(timeout.Milliseconds())); n > 0 {
+			p.log.Warn("produce: abandoned producer closed with deliveries outstanding", "messages", n)
+		}
+		p.p.Close()
+		<-p.done
+		<-p.logs
+	})
+}
+
 // AnyPartition lets the producer's partitioner choose (the hash of the key).
 const AnyPartition = kafka.PartitionAny
 
@@ -210,6 +227,11 @@ type TxnError struct {
 	Retriable bool // the operation may be retried as is
 	Abortable bool // the transaction must be aborted; the producer stays usable
 	Fatal     bool // the producer is unusable (fenced, or an unflagged error)
+	// Fenced marks a fatal error of the fencing kind (a newer epoch of the transactional
+	// id exists, or the coordinator no longer knows this producer's epoch, as after it
+	// aborted a transaction that outlived transaction.timeout.ms). The producer is lost,
+	// but a new one with the same transactional id can take over.
+	Fenced bool
 }
 
 func (e *TxnError) Error() string {
@@ -225,7 +247,19 @@ func (e *TxnError) Error() string {
 
 func (e *TxnError) Unwrap() error { return e.Err }
 
-func classify(op string, err error) error {
+// fencingCodes are the fatal errors after which a new producer with the same
+// transactional id can continue: the old epoch is gone, nothing else is wrong.
+var fencingCodes = map[kafka.ErrorCode]bool{
+	kafka.ErrFenced:                   true,
+	kafka.ErrProducerFenced:           true,
+	kafka.ErrInvalidProducerEpoch:     true,
+	kafka.ErrInvalidProducerIDMapping: true,
+	kafka.ErrUnknownProducerID:        true,
+	kafka.ErrInvalidTxnState:          true,
+	kafka.ErrOutOfOrderSequenceNumber: true,
+}
+
+func (p *Producer) classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -235,6 +269,12 @@ func classify(op string, err error) error {
 		switch {
 		case kerr.IsFatal():
 			te.Fatal = true
+			te.Fenced = fencingCodes[kerr.Code()]
+			if ferr := p.p.GetFatalError(); ferr != nil {
+				if fk, ok := ferr.(kafka.Error); ok && fencingCodes[fk.Code()] {
+					te.Fenced = true
+				}
+			}
 		case kerr.IsRetriable():
 			te.Retriable = true
 		case kerr.TxnRequiresAbort():
@@ -250,12 +290,12 @@ func classify(op string, err error) error {
 
 // InitTransactions registers the transactional id, fencing any earlier producer with it.
 func (p *Producer) InitTransactions(ctx context.Context) error {
-	return classify("init transactions", p.p.InitTransactions(ctx))
+	return p.classify("init transactions", p.p.InitTransactions(ctx))
 }
 
 // BeginTransaction starts a transaction.
 func (p *Producer) BeginTransaction() error {
-	return classify("begin transaction", p.p.BeginTransaction())
+	return p.classify("begin transaction", p.p.BeginTransaction())
 }
 
 // GroupMetadata is a consumer's group metadata, for SendOffsets.
@@ -267,16 +307,16 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets []record.Offset, md 
 	for i := range offsets {
 		tps[i] = kafka.TopicPartition{Topic: &offsets[i].Topic, Partition: offsets[i].Partition, Offset: kafka.Offset(offsets[i].Offset)}
 	}
-	return classify("send offsets to transaction", p.p.SendOffsetsToTransaction(ctx, tps, md))
+	return p.classify("send offsets to transaction", p.p.SendOffsetsToTransaction(ctx, tps, md))
 }
 
 // CommitTransaction flushes and commits the transaction.
 func (p *Producer) CommitTransaction(ctx context.Context) error {
-	return classify("commit transaction", p.p.CommitTransaction(ctx))
+	return p.classify("commit transaction", p.p.CommitTransaction(ctx))
 }
 
 // AbortTransaction aborts the transaction; its records are never visible to
 // read_committed consumers.
 func (p *Producer) AbortTransaction(ctx context.Context) error {
-	return classify("abort transaction", p.p.AbortTransaction(ctx))
+	return p.classify("abort transaction", p.p.AbortTransaction(ctx))
 }
