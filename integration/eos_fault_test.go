@@ -158,11 +158,23 @@ func (e *eosEnv) startEOSWorker(logPath, fp string, extra ...string) *workerProc
 	return startWorker(e.t, e.envBin, logPath, args...)
 }
 
-// logOnFailure logs the tail of a worker log when t fails.
+// logOnFailure logs the tail of a worker log when t fails, and keeps the whole log in
+// $SAMSA_FAULT_LOGS (default: the system temp dir) for the post-mortem.
 func logOnFailure(t *testing.T, name, path string) {
 	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- %s tail:\n%s", name, tailFile(path, 6000))
+		if !t.Failed() {
+			return
+		}
+		t.Logf("--- %s tail:\n%s", name, tailFile(path, 6000))
+		dir := os.Getenv("SAMSA_FAULT_LOGS")
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		if data, err := os.ReadFile(path); err == nil {
+			keep := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), strings.ReplaceAll(name, " ", "_"), time.Now().UnixNano()))
+			if err := os.WriteFile(keep, data, 0o644); err == nil {
+				t.Logf("--- whole %s log kept in %s", name, keep)
+			}
 		}
 	})
 }
@@ -1222,7 +1234,12 @@ func TestEOSFaultBrokerKill(t *testing.T) {
 			if live.count() > k.outputsThen && time.Since(k.back) > 5*time.Second {
 				break
 			}
-			require.True(t, time.Now().Before(settle), "no new read_committed output within 2m of broker %d's restart", target)
+			if time.Now().After(settle) {
+				// Where is it stuck? A goroutine dump (SIGQUIT) lands in its log.
+				_ = w.cmd.Process.Signal(syscall.SIGQUIT)
+				time.Sleep(2 * time.Second)
+				require.Fail(t, fmt.Sprintf("no new read_committed output within 2m of broker %d's restart (worker sent SIGQUIT: goroutines in its log)", target))
+			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}

@@ -62,8 +62,11 @@
 // replacing it"; three in a row without a commit in between, or any other fatal error,
 // make Run return it. Zombies stay fenced regardless: the group generation sent with the
 // offsets decides whether a transaction can commit. Every transactional call is bounded
-// by TransactionTimeout. Five aborts in a row stop the processor: an output the broker
-// refuses for good would otherwise loop.
+// by TransactionTimeout; one that overruns it by 5 s (librdkafka #5456 and #5511:
+// SendOffsetsToTransaction can block for good once the group coordinator went away) is
+// handled like a fence, and the stuck producer is closed when its call returns. Five
+// aborts in a row stop the processor: an output the broker refuses for good would
+// otherwise loop.
 //
 // Choose it when a downstream reader must not see duplicates and reads with
 // read_committed. It costs a transaction per CommitInterval per instance (commit
@@ -99,7 +102,8 @@
 // safe for concurrent use; a Factory's handlers need not be. A handler's context is
 // cancelled DrainTimeout after its partition is revoked, or at once when the assignment
 // is lost; a handler stuck beyond that makes Run fail rather than let the partition run
-// twice. No goroutine started by Run outlives it.
+// twice. No goroutine started by Run outlives it, except one waiting (to close it) on a
+// replaced exactly-once producer whose librdkafka call never returned.
 //
 // # Tuning
 //

@@ -46,6 +46,14 @@ type txn struct {
 	mustAbort bool                            // an output was refused: the transaction cannot commit
 	aborts    int                             // consecutive aborts, for the poison-output guard
 	recovered int                             // producers replaced since the last commit
+
+	// A librdkafka call that ignores its timeout (librdkafka #5456, #5511:
+	// SendOffsetsToTransaction can block for good once the group coordinator went away)
+	// wedges the producer: it is replaced, and closed by wedgedWG's goroutine only when
+	// that call returns (closing it under a running call is not safe).
+	wedgeGrace time.Duration  // how far past its own timeout a call may run
+	wedged     chan struct{}  // closed when the overrunning call returns; nil if none
+	wedgedWG   sync.WaitGroup // goroutines closing wedged producers
 }
 
 // maxRecoveries bounds the producers replaced without a successful commit in between:
@@ -64,15 +72,32 @@ func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, lo
 	if err != nil {
 		return nil, err
 	}
-	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log,
+	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second,
 		pending: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
 }
 
-// close closes the current producer, waiting up to timeout for its deliveries.
+// close closes the current producer, waiting up to timeout for its deliveries, and
+// waits as long for wedged producers to be closed.
 func (t *txn) close(timeout time.Duration) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.prod.Close(timeout)
+	if returned := t.wedged; returned != nil { // Run is ending on the wedged producer
+		t.wedged = nil
+		prod := t.prod
+		t.wedgedWG.Go(func() {
+			<-returned
+			prod.Close(timeout)
+		})
+	} else {
+		t.prod.Close(timeout)
+	}
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() { t.wedgedWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		t.log.Error("processor: exactly-once: a replaced producer's call still has not returned; leaving it behind")
+	}
 }
 
 // begin registers the transactional id (fencing a previous instance with the same id)
@@ -85,7 +110,7 @@ func (t *txn) begin(ctx context.Context) error {
 
 func (t *txn) beginLocked(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
-		err := t.call(ctx, t.prod.InitTransactions)
+		err := t.call(ctx, "init transactions", t.prod.InitTransactions)
 		if err == nil {
 			break
 		}
@@ -104,12 +129,32 @@ func (t *txn) beginLocked(ctx context.Context) error {
 
 // call runs one transactional operation bounded by the transaction timeout: past it the
 // coordinator aborts the transaction anyway, and an unbounded call would hold mu (and
-// every worker) through a broker outage.
-func (t *txn) call(ctx context.Context, op func(context.Context) error) error {
+// every worker) through a broker outage. A call that overruns its own timeout by
+// wedgeGrace wedges the producer: call returns a fencing-class fatal error, so the
+// producer is replaced as if fenced. Called under mu.Lock.
+func (t *txn) call(ctx context.Context, name string, op func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	return op(ctx)
+	res := make(chan error, 1)
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		res <- op(ctx)
+	}()
+	timer := time.NewTimer(t.timeout + t.wedgeGrace)
+	defer timer.Stop()
+	select {
+	case err := <-res:
+		return err
+	case <-timer.C:
+		t.wedged = returned
+		t.log.Error("processor: exactly-once: a transactional call overran its timeout; replacing the producer",
+			"op", name, "timeout", t.timeout, "waited", t.timeout+t.wedgeGrace)
+		return &produce.TxnError{Op: name, Err: errWedged, Fatal: true, Fenced: true}
+	}
 }
+
+var errWedged = errors.New("the call did not return within its timeout (librdkafka #5456)")
 
 // produce puts a batch's outputs into the open transaction and registers its offsets.
 // It returns errAbandoned when the slot's work was aborted: its rewind is coming.
@@ -176,7 +221,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp]})
 	}
 	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
-	err = t.retry(ctx, func(ctx context.Context) error {
+	err = t.retry(ctx, "send offsets to transaction", func(ctx context.Context) error {
 		md, err := t.eng.GroupMetadata()
 		if err != nil {
 			return err
@@ -185,7 +230,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 	})
 	if err == nil {
 		failpoint.Hit("eos-before-commit") // offsets sent, transaction not committed
-		err = t.retry(ctx, t.prod.CommitTransaction)
+		err = t.retry(ctx, "commit transaction", t.prod.CommitTransaction)
 	}
 	if err == nil {
 		failpoint.Hit("eos-after-commit")
@@ -223,7 +268,7 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 	if t.aborts > maxConsecutiveAborts {
 		return nil, fmt.Errorf("processor: exactly-once: %d consecutive transactions aborted; an output is probably refused permanently (too large, not authorized)", t.aborts-1)
 	}
-	if err := t.retry(ctx, t.prod.AbortTransaction); err != nil {
+	if err := t.retry(ctx, "abort transaction", t.prod.AbortTransaction); err != nil {
 		var te *produce.TxnError
 		if errors.As(err, &te) && te.Fatal {
 			return t.recoverLocked(ctx, err)
@@ -264,7 +309,15 @@ func (t *txn) recoverLocked(ctx context.Context, cause error) ([]group.Epoch, er
 	t.recovered++
 	t.log.Warn("processor: exactly-once: producer fenced; replacing it and rewinding the open transaction's partitions",
 		"partitions", len(t.slots), "attempt", t.recovered, "err", cause)
-	t.prod.Abandon(t.timeout) // acks of its outputs fail now, not never
+	if old, returned := t.prod, t.wedged; returned != nil {
+		t.wedged = nil
+		t.wedgedWG.Go(func() {
+			<-returned
+			old.Abandon(t.timeout)
+		})
+	} else {
+		old.Abandon(t.timeout) // acks of its outputs fail now, not never
+	}
 	rewind := t.discardLocked()
 	prod, err := t.newProd()
 	if err != nil {
@@ -279,9 +332,9 @@ func (t *txn) recoverLocked(ctx context.Context, cause error) ([]group.Epoch, er
 
 // retry runs op (bounded by the transaction timeout), retrying retriable errors a few
 // times.
-func (t *txn) retry(ctx context.Context, op func(context.Context) error) error {
+func (t *txn) retry(ctx context.Context, name string, op func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
-		err := t.call(ctx, op)
+		err := t.call(ctx, name, op)
 		var te *produce.TxnError
 		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 3 || ctx.Err() != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -145,6 +146,10 @@ type delivery struct {
 	ack Ack
 }
 
+// record.Header and kafka.Header must stay the same struct (this conversion compiles
+// only while they are) for Produce to pass headers without copying them.
+var _ = kafka.Header(record.Header{})
+
 // ErrFatal wraps the fatal error that made the producer unusable (for example a fenced
 // idempotent producer); the owner must stop.
 var ErrFatal = errors.New("produce: producer failed fatally")
@@ -166,10 +171,10 @@ func (p *Producer) Produce(ctx context.Context, m *record.Message, ack Ack) erro
 		Opaque:         &delivery{msg: m, ack: ack},
 	}
 	if len(m.Headers) > 0 {
-		km.Headers = make([]kafka.Header, len(m.Headers))
-		for i, h := range m.Headers {
-			km.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
-		}
+		// The client copies headers into librdkafka during Produce and never writes
+		// them: hand it the record's own slice (trace headers are shared by a batch's
+		// outputs) instead of a converted copy per message.
+		km.Headers = unsafe.Slice((*kafka.Header)(unsafe.Pointer(unsafe.SliceData(m.Headers))), len(m.Headers))
 	}
 	for {
 		err := p.p.Produce(km, nil)
