@@ -105,6 +105,16 @@
 // twice. No goroutine started by Run outlives it, except one waiting (to close it) on a
 // replaced exactly-once producer whose librdkafka call never returned.
 //
+// # Telemetry cost
+//
+// Spans (one per batch for process, send and commit) and metrics cost little; what
+// tracing costs is the W3C traceparent header (55 bytes) written on every output, which
+// librdkafka copies per record. Measured with integration/bench (1,000,000 records, 100-byte
+// values, batch 1000, 6 alternating trials on a 2-core machine): throughput with tracing
+// and metrics on was 0.98x of off, CPU per record 5.92 vs 4.52 us. To keep spans but not
+// the headers (downstream spans then do not join the trace), pass
+// WithPropagator(propagation.NewCompositeTextMapPropagator()).
+//
 // # Tuning
 //
 // The consumer's prefetch defaults (fetch.wait.max.ms=10, fetch.min.bytes=1,

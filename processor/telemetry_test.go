@@ -170,3 +170,39 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 	}
 	return n
 }
+
+// TestEmptyPropagatorWritesNoHeaders: with spans on, an empty propagator keeps trace
+// context out of the outputs (the per-record header is what tracing costs in CPU), while
+// the default one puts traceparent on every output.
+func TestEmptyPropagatorWritesNoHeaders(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		prop propagation.TextMapPropagator
+		want bool
+	}{{"default", nil, true}, {"empty", propagation.NewCompositeTextMapPropagator(), false}} {
+		t.Run(c.name, func(t *testing.T) {
+			brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
+			produceInts(t, brokers, "in", 1, 20)
+			tp := sdktrace.NewTracerProvider()
+			defer tp.Shutdown(context.Background())
+			opts := []processor.Option{processor.WithTracerProvider(tp)}
+			if c.prop != nil {
+				opts = append(opts, processor.WithPropagator(c.prop))
+			}
+			p, err := processor.New(processor.Config{Brokers: brokers, Group: "prop", BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+				[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+				processor.HandlerFunc[int64, int64](doubler), opts...)
+			require.NoError(t, err)
+			require.NoError(t, runUntil(t, p, func() bool { return committed(t, brokers, "prop", "in", 1)[0] == 20 }))
+			out := consumeAll(t, brokers, "out", 20, 30*time.Second)
+			require.Len(t, out, 20)
+			for _, m := range out {
+				has := false
+				for _, h := range m.Headers {
+					has = has || h.Key == "traceparent"
+				}
+				assert.Equal(t, c.want, has, "traceparent on output %s", m.TopicPartition)
+			}
+		})
+	}
+}

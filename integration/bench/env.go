@@ -19,10 +19,12 @@ import (
 // env is the broker side of a run: an admin client, the preloaded input topic and its end
 // offsets.
 type env struct {
-	o    options
-	ac   *kafka.AdminClient
-	in   string
-	ends []int64 // per input partition, after preload
+	o  options
+	ac *kafka.AdminClient
+	// probes are idle consumers, one per group, that read committed offsets.
+	probes map[string]*kafka.Consumer
+	in     string
+	ends   []int64 // per input partition, after preload
 }
 
 func newEnv(ctx context.Context, o options) (*env, error) {
@@ -41,6 +43,9 @@ func newEnv(ctx context.Context, o options) (*env, error) {
 func (e *env) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	for _, c := range e.probes {
+		c.Close()
+	}
 	e.deleteTopic(ctx, e.in)
 	e.ac.Close()
 }
@@ -170,21 +175,38 @@ func (e *env) preload(ctx context.Context) (time.Duration, error) {
 }
 
 // committedSum returns the sum of the group's committed offsets on the input and whether
-// every partition reached its end offset.
+// every partition reached its end offset. It asks through one idle (never subscribed)
+// consumer of the group, kept per group for the run: AdminClient.ListConsumerGroupOffsets
+// can crash the process on NOT_COORDINATOR (librdkafka #5040), as right after the broker
+// started.
 func (e *env) committedSum(ctx context.Context, group string) (int64, bool) {
+	c := e.probes[group]
+	if c == nil {
+		var err error
+		c, err = kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.o.brokers, "group.id": group, "enable.auto.commit": false, "log_level": 3})
+		if err != nil {
+			return 0, false
+		}
+		if e.probes == nil {
+			e.probes = map[string]*kafka.Consumer{}
+		}
+		e.probes[group] = c
+	}
 	tps := make([]kafka.TopicPartition, e.o.partitions)
 	for p := range tps {
 		tps[p] = kafka.TopicPartition{Topic: &e.in, Partition: int32(p)}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	res, err := e.ac.ListConsumerGroupOffsets(cctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}})
-	if err != nil || len(res.ConsumerGroupsTopicPartitions) != 1 {
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = max(time.Until(d), time.Millisecond)
+	}
+	res, err := c.Committed(tps, int(timeout.Milliseconds()))
+	if err != nil {
 		return 0, false
 	}
 	var sum int64
 	all := true
-	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+	for _, tp := range res {
 		if tp.Error != nil || tp.Offset < 0 {
 			all = false
 			continue
@@ -194,7 +216,7 @@ func (e *env) committedSum(ctx context.Context, group string) (int64, bool) {
 			all = false
 		}
 	}
-	return sum, all && len(res.ConsumerGroupsTopicPartitions[0].Partitions) == e.o.partitions
+	return sum, all && len(res) == e.o.partitions
 }
 
 // outputCount sums the high watermarks of an output topic.
@@ -227,6 +249,8 @@ type run struct {
 	producer       map[string]any
 	codec          string
 	otel           bool // tracing (SDK, every span sampled) and Prometheus metrics on
+	metricsOnly    bool // Prometheus metrics on, tracing off
+	header         bool // every output carries a constant traceparent-sized header (no tracing)
 	first          *firstMark
 	// onBatch, when set, is called with the batch's records' values when it reaches user
 	// code (latency mode). It must be fast.
@@ -254,10 +278,21 @@ var (
 		r.otel = true
 		return runSamsa(ctx, r)
 	}}
+	// samsaMetrics and samsaHeader split samsa-otel's cost: metrics alone, and a
+	// traceparent-sized header on every output with tracing off (the bytes and the
+	// per-record header copies, without spans).
+	samsaMetrics = contestant{name: "samsa-metrics", run: func(ctx context.Context, r run) error {
+		r.metricsOnly = true
+		return runSamsa(ctx, r)
+	}}
+	samsaHeader = contestant{name: "samsa-hdr", run: func(ctx context.Context, r run) error {
+		r.header = true
+		return runSamsa(ctx, r)
+	}}
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel} {
+	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader} {
 		if c.name == name {
 			return c, true
 		}

@@ -121,7 +121,7 @@ func main() {
 	flag.Var(&o.consumer, "consumer", "librdkafka consumer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.Var(&o.producer, "producer", "librdkafka producer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.StringVar(&o.samsaCodec, "samsa-codec", "bytes", "samsa's input decoders: bytes (codec.Bytes, copies) or nocopy (a DecoderFunc returning the slice it is given)")
-	flag.StringVar(&o.contestants, "contestants", "baseline,baseline-2g,samsa", "contestants of the main comparison, in alternation order: baseline, baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed)")
+	flag.StringVar(&o.contestants, "contestants", "baseline,baseline-2g,samsa", "contestants of the main comparison, in alternation order: baseline, baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off)")
 	flag.BoolVar(&o.throughput, "throughput", true, "run the main throughput comparison")
 	flag.BoolVar(&o.tuning, "tuning", true, "run the consumer prefetch tuning comparison")
 	flag.IntVar(&o.tuningTrials, "tuning-trials", 2, "trials per contestant and variant in the tuning comparison")
@@ -178,7 +178,7 @@ func (o *options) validate() error {
 	}
 	for _, c := range splitList(o.contestants) {
 		if _, ok := findContestant(c); !ok {
-			return fmt.Errorf("-contestants: unknown %q (have baseline, baseline-2g, samsa, samsa-nocopy, samsa-otel)", c)
+			return fmt.Errorf("-contestants: unknown %q (have baseline, baseline-2g, samsa, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr)", c)
 		}
 	}
 	for _, v := range splitList(o.variants) {
@@ -413,6 +413,11 @@ func (r *report) ratioBlock(p func(string, ...any), rs []result, variant string)
 	}
 	if on, off := medianRate(rs, "samsa-otel"), medianRate(rs, "samsa"); on > 0 && off > 0 {
 		p("RATIO samsa-otel/samsa (tracing and metrics on vs off): %.2f (target >= 0.95)", on/off)
+	}
+	for _, c := range []string{"samsa-metrics", "samsa-hdr"} {
+		if on, off := medianRate(rs, c), medianRate(rs, "samsa"); on > 0 && off > 0 {
+			p("RATIO %s/samsa: %.2f", c, on/off)
+		}
 	}
 }
 

@@ -23,6 +23,10 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 	out := processor.NewOutput(r.out, codec.Bytes(), codec.Bytes())
 	// identity sends every record unchanged. Each handler has its own scratch slice for
 	// onBatch, so it is made per partition when onBatch is set.
+	var hdrs []processor.Header
+	if r.header {
+		hdrs = []processor.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}}
+	}
 	identity := func() processor.Handler[[]byte, []byte] {
 		var values [][]byte
 		return processor.HandlerFunc[[]byte, []byte](func(_ context.Context, b *processor.Batch[[]byte, []byte]) error {
@@ -36,7 +40,7 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 			}
 			for i := range b.Records {
 				rec := &b.Records[i]
-				if err := out.Send(b, rec.Key, rec.Value); err != nil {
+				if err := out.Send(b, rec.Key, rec.Value, hdrs...); err != nil {
 					return err
 				}
 			}
@@ -63,6 +67,13 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 			return nil, err
 		}
 		opts = append(opts, processor.WithTracerProvider(tp), processor.WithMeterProvider(prom.Provider))
+	}
+	if r.metricsOnly {
+		prom, err := metrics.NewPrometheus("bench")
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, processor.WithMeterProvider(prom.Provider))
 	}
 	if r.onBatch != nil {
 		return processor.NewPartitioned(cfg, inputs, func(int32) processor.Handler[[]byte, []byte] { return identity() }, opts...)
