@@ -189,13 +189,7 @@ func startSeqProducer(t *testing.T, brokers, topic string, partitions, keys, n, 
 var errQuit = errors.New("producer stopped: the test ended")
 
 func (sp *seqProducer) run(brokers, topic string, partitions, keys, n, perSec int) error {
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":  brokers,
-		"enable.idempotence": true,
-		"acks":               "all",
-		"linger.ms":          5,
-		"log_level":          3,
-	})
+	p, err := newTestProducer(brokers)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestExactlyOnceHandOff(t *testing.T) {
 	stopA := start("a")
 	stopB := start("b")
 	go func() { // records flow while the group changes
-		p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "log_level": 3})
+		p, err := newTestProducer(brokers)
 		if err != nil {
 			t.Error(err)
 			return

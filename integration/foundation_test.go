@@ -156,13 +156,7 @@ func runGroupScenario(t *testing.T, brokers string, rf int, onProgress func(cons
 		}
 	})
 
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":  brokers,
-		"enable.idempotence": true,
-		"acks":               "all",
-		"linger.ms":          5,
-		"log_level":          3,
-	})
+	p, err := newTestProducer(brokers)
 	require.NoError(t, err)
 	defer p.Close()
 	deliveries := make(chan kafka.Event, foundationRecords)

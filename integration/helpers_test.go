@@ -97,6 +97,13 @@ func committedOffsets(t *testing.T, brokers, group, topic string, partitions int
 	return out
 }
 
+// newTestProducer is the producer tests write their input with: idempotent (acks=all), so
+// a broker retry never duplicates an input record, with a short linger and quiet logs.
+func newTestProducer(brokers string) (*kafka.Producer, error) {
+	return kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true,
+		"acks": "all", "linger.ms": 5, "log_level": 3})
+}
+
 func fetchCommitted(brokers, group, topic string, partitions int) (map[int32]int64, error) {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false, "log_level": 3})
 	if err != nil {

@@ -382,7 +382,7 @@ func TestProcessorCrashRestart(t *testing.T) {
 // produceMessages produces msgs (idempotent, acks=all) and returns where each landed.
 func produceMessages(t *testing.T, brokers string, msgs []*kafka.Message) []kafka.TopicPartition {
 	t.Helper()
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	p, err := newTestProducer(brokers)
 	require.NoError(t, err)
 	defer p.Close()
 	dr := make(chan kafka.Event, len(msgs))

@@ -171,7 +171,7 @@ func runProtocolCase(t *testing.T, brokers string, protocol processor.Protocol, 
 // values int64, and waits for the acknowledgements.
 func produceRecords(t *testing.T, brokers string, topics []string, partitions, n int) {
 	t.Helper()
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "log_level": 3})
+	p, err := newTestProducer(brokers)
 	require.NoError(t, err)
 	defer p.Close()
 	dr := make(chan kafka.Event, n*len(topics))

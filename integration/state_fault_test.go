@@ -289,13 +289,7 @@ func startSumProducer(t *testing.T, brokers, topic string, partitions, keys, n, 
 }
 
 func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec int, seed uint64) error {
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":  brokers,
-		"enable.idempotence": true,
-		"acks":               "all",
-		"linger.ms":          5,
-		"log_level":          3,
-	})
+	p, err := newTestProducer(brokers)
 	if err != nil {
 		return err
 	}
