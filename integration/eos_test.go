@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // TestExactlyOnceHandOff: exactly-once mode on the real broker, two instances, one

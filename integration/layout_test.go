@@ -29,6 +29,7 @@ func TestLayout(t *testing.T) {
 		"state":       {mod + "processor", mod + "distributed", mod + "examples"},
 		"metrics":     {mod + "processor", mod + "distributed", mod + "state", mod + "examples"},
 		"internal":    {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "examples"},
+		"codec":       {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "internal", mod + "examples"},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	n := 0
@@ -51,9 +52,6 @@ func TestLayout(t *testing.T) {
 				assert.False(t, strings.HasPrefix(imp, mod+"integration"), "%s imports %s", p.ImportPath, imp)
 			}
 			for _, f := range forbidden[top] {
-				if imp == mod+"processor/codec" && top != "internal" {
-					continue // the codecs are shared leaves: state types its stores with them
-				}
 				bad := imp == f || strings.HasPrefix(imp, f+"/")
 				assert.False(t, bad, "%s must not import %s (DESIGN.md: arrows point down only)", p.ImportPath, imp)
 			}

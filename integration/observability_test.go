@@ -18,10 +18,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // TestTracePathInJaeger: a record produced under a traced producer's span passes through

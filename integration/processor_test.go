@@ -21,9 +21,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // Real-broker tests of the processor package (DESIGN.md "Processor semantics"; KAFKA-NOTES

@@ -24,8 +24,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
-	"github.com/samsa-go/samsa/processor/codec"
 	"github.com/samsa-go/samsa/state"
 )
 

@@ -15,10 +15,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // TestPrometheusScrape runs a processor with the Prometheus provider and scrapes

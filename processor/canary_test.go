@@ -17,9 +17,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // syncBuffer is a log sink shared by the processor's goroutines.

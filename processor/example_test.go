@@ -6,9 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 func ExampleNew() {

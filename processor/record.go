@@ -3,8 +3,8 @@ package processor
 import (
 	"time"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/record"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // Header is a Kafka record header. Keys may repeat; order is kept.

@@ -16,9 +16,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // produceTraced writes one record whose headers carry the context of a producer span of

@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/state"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/codec"
 )
 
 // TestTableKeyLayout pins the Redis key layout the package doc describes: all keys of a

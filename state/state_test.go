@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/state/statetest"
 )

@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/codec"
 )
 
 // Table is a Store split by input partition, for processors that keep state per key and

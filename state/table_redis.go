@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/codec"
 )
 
 // redisTable is the Redis table backend. Every key of partition p starts with the hash tag

@@ -44,9 +44,9 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/examples/internal/exkafka"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 	"github.com/samsa-go/samsa/state"
 )
 

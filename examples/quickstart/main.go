@@ -18,10 +18,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/examples/internal/exkafka"
 	"github.com/samsa-go/samsa/examples/internal/exobs"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 const count = 1000

@@ -21,9 +21,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/examples/internal/exkafka"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // Follow is one event on "followers".

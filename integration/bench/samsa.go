@@ -6,9 +6,9 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 // noCopy returns the slice it is given. The Decoder contract lets the framework reuse

@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 )
 
 func main() {

@@ -52,9 +52,9 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 	"github.com/samsa-go/samsa/state"
 )
 

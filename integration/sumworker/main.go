@@ -45,9 +45,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/failpoint"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/processor/codec"
 	"github.com/samsa-go/samsa/state"
 )
 

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/samsa-go/samsa/processor/codec"
+	"github.com/samsa-go/samsa/codec"
 )
 
 type Order struct {
