@@ -1,0 +1,199 @@
+package group
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+)
+
+// The vocabulary processor and distributed share about taking part in a group: the
+// membership settings with their defaults and validation, the protocol names, the retry
+// backoff and the panic guard around user code. Both public packages keep their own
+// exported Config fields and Protocol constants and convert through these, so a default,
+// a name or an error message is written once.
+
+// Default membership settings. A package whose members should react faster passes its own
+// through Membership.Or before WithDefaults.
+const (
+	DefaultSessionTimeout    = 45 * time.Second
+	DefaultHeartbeatInterval = 3 * time.Second
+	DefaultMaxPollInterval   = 5 * time.Minute
+)
+
+// Membership is how a member takes part in its group. The zero value of each duration
+// means its default; the zero Protocol is Cooperative.
+type Membership struct {
+	Protocol Protocol
+	// InstanceID enables static membership (group.instance.id); empty for dynamic.
+	InstanceID string
+	// SessionTimeout and HeartbeatInterval apply to the classic protocols only; with
+	// Consumer (KIP-848) they are broker settings.
+	SessionTimeout    time.Duration
+	HeartbeatInterval time.Duration
+	// MaxPollInterval bounds a rebalance: a member whose revoke outlasts it is removed.
+	MaxPollInterval time.Duration
+}
+
+// WithDefaults returns m with each zero duration set to its default
+// (DefaultSessionTimeout, DefaultHeartbeatInterval, DefaultMaxPollInterval).
+func (m Membership) WithDefaults() Membership {
+	return m.Or(Membership{
+		SessionTimeout:    DefaultSessionTimeout,
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		MaxPollInterval:   DefaultMaxPollInterval,
+	})
+}
+
+// Or returns m with each zero duration, and an empty InstanceID, taken from d. The
+// Protocol is m's: its zero value is a choice (Cooperative), not an absence.
+func (m Membership) Or(d Membership) Membership {
+	if m.InstanceID == "" {
+		m.InstanceID = d.InstanceID
+	}
+	if m.SessionTimeout == 0 {
+		m.SessionTimeout = d.SessionTimeout
+	}
+	if m.HeartbeatInterval == 0 {
+		m.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if m.MaxPollInterval == 0 {
+		m.MaxPollInterval = d.MaxPollInterval
+	}
+	return m
+}
+
+// Validate returns every problem with m, each naming the field and the fix; nil when
+// there is none. boundName and bound are the caller's revoke bound (processor's
+// DrainTimeout, distributed's StopTimeout): how long a revoke waits for a partition's
+// work, which must end before MaxPollInterval or the member is removed mid-revoke.
+//
+// Call it on m as it will be used, the caller's own defaults applied (Or); zero durations
+// left over are read as WithDefaults' defaults. A negative value is reported once, and
+// not compared with the others.
+func (m Membership) Validate(boundName string, bound time.Duration) []error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"SessionTimeout", m.SessionTimeout},
+		{"HeartbeatInterval", m.HeartbeatInterval},
+		{"MaxPollInterval", m.MaxPollInterval},
+		{boundName, bound},
+	} {
+		if f.d < 0 {
+			errs = append(errs, fmt.Errorf("%s = %s, must not be negative (0 means the default)", f.name, f.d))
+		}
+	}
+	d := m.WithDefaults()
+	if m.Protocol != Consumer && d.SessionTimeout > 0 && d.HeartbeatInterval >= d.SessionTimeout {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval (%s) must be below SessionTimeout (%s): lower HeartbeatInterval (a third of SessionTimeout is usual) or raise SessionTimeout",
+			d.HeartbeatInterval, d.SessionTimeout))
+	}
+	if d.MaxPollInterval > 0 && bound >= d.MaxPollInterval {
+		errs = append(errs, fmt.Errorf("%s (%s) must be below MaxPollInterval (%s): a revoke that outlasts it gets the member removed from the group; lower %s or raise MaxPollInterval",
+			boundName, bound, d.MaxPollInterval, boundName))
+	}
+	return errs
+}
+
+// ParseProtocol maps a public protocol name ("cooperative", "eager", "consumer": the
+// values of processor.Protocol and distributed.Protocol) to the engine's Protocol. The
+// empty string is the zero Protocol, Cooperative; a caller whose default depends on more
+// (processor with several inputs) resolves "" before calling.
+func ParseProtocol(s string) (Protocol, error) {
+	if s == "" {
+		return Cooperative, nil
+	}
+	for _, p := range []Protocol{Cooperative, Eager, Consumer} {
+		if s == p.String() {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("Protocol %q: want %q, %q or %q", s, Cooperative.String(), Eager.String(), Consumer.String())
+}
+
+// Backoff is an exponential backoff with full jitter: the n-th wait (0-based) is a random
+// duration in [0, min(Max, Initial·2ⁿ)]. A zero or negative field means its default.
+type Backoff struct {
+	// Initial is the first wait's upper bound. Default: 100ms.
+	Initial time.Duration
+	// Max caps the wait. Default: 10s.
+	Max time.Duration
+}
+
+// Wait returns the wait before attempt n (0-based; a negative n counts as 0).
+func (b Backoff) Wait(n int) time.Duration {
+	initial, ceiling := b.Initial, b.Max
+	if initial <= 0 {
+		initial = 100 * time.Millisecond
+	}
+	if ceiling <= 0 {
+		ceiling = 10 * time.Second
+	}
+	d := initial
+	for i := 0; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
+
+// Sleep waits Wait(n), or less when ctx ends first. It returns false at once when ctx has
+// ended (before or during the wait), true after a full wait.
+func (b Backoff) Sleep(ctx context.Context, n int) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	t := time.NewTimer(b.Wait(n))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ErrPanic is wrapped by the error Recover makes of a panic.
+var ErrPanic = errors.New("panic")
+
+// PanicError is a panic recovered from user code (a handler, a process, a worker).
+type PanicError struct {
+	What  string // what panicked: "handler", "process 3", "group: worker of slot 1"
+	Value any    // the value passed to panic
+	Stack []byte // the panicking goroutine's stack
+}
+
+// Error reads "<What> panicked: <Value>" followed by the stack on the next lines, so
+// the stack reaches whatever logs or returns the error.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("%s panicked: %v\n%s", e.What, e.Value, e.Stack)
+}
+
+// Unwrap returns ErrPanic, and the panic value when it is an error (panic(err)).
+func (e *PanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrPanic, err}
+	}
+	return []error{ErrPanic}
+}
+
+// Recover turns a panic into a *PanicError stored in *err. Defer it directly (recover
+// works only in the deferred call itself):
+//
+//	func run(ctx context.Context, p Process) (err error) {
+//		defer group.Recover(&err, "process")
+//		return p(ctx)
+//	}
+//
+// Without a panic it leaves *err alone. A goroutine ending through runtime.Goexit
+// (t.FailNow) is not a panic and is not turned into an error.
+func Recover(err *error, what string) {
+	if r := recover(); r != nil {
+		*err = &PanicError{What: what, Value: r, Stack: debug.Stack()}
+	}
+}
