@@ -21,11 +21,12 @@ import (
 
 // Process is one long-lived background process. It runs until ctx is cancelled (its slice
 // moved to another node, or the node stops) and must then return promptly. Returning nil
-// means done: it is not restarted (until its slice moves). Returning an error fails Start,
-// unless the process is wrapped with Supervise.
+// means done: it is not restarted (until its slice moves). Returning an error (or
+// panicking) fails Start, unless the process is wrapped with Supervise.
 type Process func(ctx context.Context) error
 
-// Protocol selects how the group assigns slices to nodes.
+// Protocol selects how the group assigns slices to nodes. The names are processor's
+// too.
 type Protocol string
 
 const (
@@ -56,7 +57,8 @@ type Config struct {
 	// StopTimeout is how long a revoke (or a stop) waits for a slice's processes to return
 	// after their context is cancelled. A process still running then makes Start return an
 	// error naming it, and the node keeps holding its slices until the program exits, so no
-	// other node starts a second instance meanwhile (see the package doc). Default: 30s.
+	// other node starts a second instance meanwhile (see the package doc). Must be below
+	// MaxPollInterval. Default: 30s.
 	StopTimeout time.Duration
 
 	// Protocol is the group protocol. Default: Cooperative.
@@ -65,9 +67,9 @@ type Config struct {
 	// its slices without a rebalance. Default: dynamic.
 	InstanceID string
 	// SessionTimeout: a node not heard from for this long loses its slices (classic
-	// protocols). Default: 10s.
+	// protocols). Default: 10s (processor's is 45s: a dead node's slices should move soon).
 	SessionTimeout time.Duration
-	// HeartbeatInterval (classic protocols). Default: 1s.
+	// HeartbeatInterval (classic protocols). Must be below SessionTimeout. Default: 1s.
 	HeartbeatInterval time.Duration
 	// MaxPollInterval bounds how long a stuck revoke holds the slices. Default: 5m.
 	MaxPollInterval time.Duration
@@ -95,16 +97,27 @@ func (c Config) withDefaults() Config {
 	if c.Protocol == "" {
 		c.Protocol = Cooperative
 	}
-	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 10 * time.Second
-	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = time.Second
-	}
-	if c.MaxPollInterval == 0 {
-		c.MaxPollInterval = 5 * time.Minute
-	}
+	m, _ := c.membership()
+	c.SessionTimeout, c.HeartbeatInterval, c.MaxPollInterval = m.SessionTimeout, m.HeartbeatInterval, m.MaxPollInterval
 	return c
+}
+
+// membershipDefaults are where distributed departs from the group defaults: a node that
+// died should hand its slices over in seconds, not the better part of a minute.
+var membershipDefaults = group.Membership{SessionTimeout: 10 * time.Second, HeartbeatInterval: time.Second}
+
+// membership is c's group membership, defaults applied. The error is a bad Protocol name
+// (then the protocol is Cooperative).
+func (c Config) membership() (group.Membership, error) {
+	p, err := group.ParseProtocol(string(c.Protocol))
+	m := group.Membership{
+		Protocol:          p,
+		InstanceID:        c.InstanceID,
+		SessionTimeout:    c.SessionTimeout,
+		HeartbeatInterval: c.HeartbeatInterval,
+		MaxPollInterval:   c.MaxPollInterval,
+	}
+	return m.Or(membershipDefaults).WithDefaults(), err
 }
 
 // Validate reports every problem with c at once.
@@ -116,24 +129,11 @@ func (c Config) Validate() error {
 	if c.Partitions < 0 {
 		errs = append(errs, fmt.Errorf("Partitions = %d, must not be negative", c.Partitions))
 	}
-	for name, d := range map[string]time.Duration{"StopTimeout": c.StopTimeout, "SessionTimeout": c.SessionTimeout,
-		"HeartbeatInterval": c.HeartbeatInterval, "MaxPollInterval": c.MaxPollInterval} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, d))
-		}
+	m, err := c.membership()
+	if err != nil {
+		errs = append(errs, err)
 	}
-	d := c.withDefaults()
-	if d.StopTimeout >= d.MaxPollInterval {
-		errs = append(errs, fmt.Errorf("StopTimeout (%s) must be below MaxPollInterval (%s)", d.StopTimeout, d.MaxPollInterval))
-	}
-	if d.Protocol != Consumer && d.HeartbeatInterval >= d.SessionTimeout {
-		errs = append(errs, fmt.Errorf("HeartbeatInterval (%s) must be below SessionTimeout (%s)", d.HeartbeatInterval, d.SessionTimeout))
-	}
-	switch c.Protocol {
-	case "", Cooperative, Eager, Consumer:
-	default:
-		errs = append(errs, fmt.Errorf("Protocol %q: want %q, %q or %q", c.Protocol, Cooperative, Eager, Consumer))
-	}
+	errs = append(errs, m.Validate("StopTimeout", c.withDefaults().StopTimeout)...)
 	owned := kconf.Owned{}
 	for k, v := range group.OwnedKeys {
 		owned[k] = v
@@ -149,25 +149,32 @@ func (c Config) Validate() error {
 }
 
 // Option configures a Node's collaborators.
-type Option func(*Node)
+type Option func(*options)
 
-// WithLogger sets the node's logger (and librdkafka's). Default: discard.
-func WithLogger(l *slog.Logger) Option { return func(n *Node) { n.log = l } }
+// options are the collaborators; a nil one means its default.
+type options struct {
+	logger *slog.Logger
+	tp     trace.TracerProvider
+	mp     metric.MeterProvider
+}
 
-// WithTracerProvider sets where hand-off spans go. Default: the OTel global provider.
-func WithTracerProvider(tp trace.TracerProvider) Option { return func(n *Node) { n.tp = tp } }
+// WithLogger sets the node's logger (and librdkafka's). Default (or nil): discard.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithMeterProvider sets where metrics go. Default: the OTel global provider.
-func WithMeterProvider(mp metric.MeterProvider) Option { return func(n *Node) { n.mp = mp } }
+// WithTracerProvider sets where hand-off spans go. Default (or nil): the OTel global
+// provider.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
+// WithMeterProvider sets where metrics go. Default (or nil): the OTel global provider.
+func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.mp = mp } }
 
 // Node is one member of the clusters of process lists it Starts. It is safe for
 // concurrent use: Start may be called from several goroutines with different names.
 type Node struct {
-	cfg Config
-	log *slog.Logger
-	tp  trace.TracerProvider
-	mp  metric.MeterProvider
-	tel *telemetry.Telemetry
+	cfg    Config
+	member group.Membership
+	log    *slog.Logger
+	tel    *telemetry.Telemetry
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -196,25 +203,41 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg.withDefaults(), log: slog.New(slog.DiscardHandler), running: map[string]bool{}}
-	for _, o := range opts {
-		o(n)
+	var o options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
 	}
-	n.tel = telemetry.New(n.tp, n.mp, nil)
-	return n, nil
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	member, _ := cfg.membership() // valid: checked above
+	return &Node{
+		cfg:     cfg.withDefaults(),
+		member:  member,
+		log:     o.logger,
+		tel:     telemetry.New(o.tp, o.mp, nil),
+		running: map[string]bool{},
+	}, nil
 }
+
+// ErrPanic is wrapped by the error a process's panic becomes (the panic value and the
+// stack are in its text): errors.Is(err, ErrPanic) tells a panic from a returned error,
+// in Start's *ProcessError and in SuperviseOptions.OnRestart.
+var ErrPanic = group.ErrPanic
 
 // ErrStuck is wrapped by the error Start returns when a process did not return within
 // StopTimeout after its context was cancelled. The node still holds the process's slice
 // so that no other node starts a second instance: the program should exit.
 var ErrStuck = errors.New("distributed: process did not stop within the stop timeout")
 
-// Start runs processes as a cluster named name: it joins consumer group name on the
-// technical topic TopicPrefix+name (created with Config.Partitions partitions if
-// missing), and runs process i on the node that owns partition i mod N. It returns nil
-// after ctx is cancelled and every process has returned; an error when a process fails
-// (after stopping the others), when a process is stuck (ErrStuck), or when the group
-// fails.
+// Start runs processes as a cluster named name until ctx ends: it joins consumer group
+// name on the technical topic TopicPrefix+name (created with Config.Partitions
+// partitions if missing), and runs process i on the node that owns partition i mod N.
+// It blocks; it returns nil after ctx is cancelled and every process has returned; an
+// error when a process fails (after stopping the others), when a process is stuck
+// (ErrStuck), or when the group fails.
 func (n *Node) Start(ctx context.Context, name string, processes []Process) error {
 	if name == "" {
 		return errors.New("distributed: Start needs a name")
@@ -264,11 +287,11 @@ func (n *Node) Start(ctx context.Context, name string, processes []Process) erro
 		Brokers:           n.cfg.Brokers,
 		GroupID:           name,
 		Topics:            []string{topic},
-		Protocol:          protocol(n.cfg.Protocol),
-		InstanceID:        n.cfg.InstanceID,
-		SessionTimeout:    n.cfg.SessionTimeout,
-		HeartbeatInterval: n.cfg.HeartbeatInterval,
-		MaxPollInterval:   n.cfg.MaxPollInterval,
+		Protocol:          n.member.Protocol,
+		InstanceID:        n.member.InstanceID,
+		SessionTimeout:    n.member.SessionTimeout,
+		HeartbeatInterval: n.member.HeartbeatInterval,
+		MaxPollInterval:   n.member.MaxPollInterval,
 		CommitInterval:    5 * time.Second,
 		QueueRecords:      1000,
 		RevokeTimeout:     n.cfg.StopTimeout,
@@ -323,16 +346,6 @@ func (n *Node) ensureTopic(ctx context.Context, topic string) (int, error) {
 		return 0, fmt.Errorf("distributed: technical topic: %w", err)
 	}
 	return count, nil
-}
-
-func protocol(p Protocol) group.Protocol {
-	switch p {
-	case Eager:
-		return group.Eager
-	case Consumer:
-		return group.Consumer
-	}
-	return group.Cooperative
 }
 
 func toMap(m map[string]any) kconf.Map {

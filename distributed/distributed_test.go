@@ -175,6 +175,21 @@ func TestProcessErrorFailsStartAfterStoppingTheRest(t *testing.T) {
 	assert.Empty(t, tr.where(), "the other processes were stopped before Start returned")
 }
 
+// TestProcessPanicFailsStartWithItsStack: a panic is an error, not a crash; the error
+// wraps ErrPanic and carries the stack.
+func TestProcessPanicFailsStartWithItsStack(t *testing.T) {
+	brokers := broker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := node(t, brokers, "a").Start(ctx, "panicking", []distributed.Process{func(context.Context) error { panic("kaput") }})
+	var perr *distributed.ProcessError
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, 0, perr.Index)
+	assert.ErrorIs(t, err, distributed.ErrPanic)
+	assert.Contains(t, err.Error(), "process panicked: kaput")
+	assert.Contains(t, err.Error(), "distributed_test.go", "the stack is in the error text")
+}
+
 func TestDoneProcessIsNotRestarted(t *testing.T) {
 	brokers := broker(t)
 	var mu sync.Mutex

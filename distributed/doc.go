@@ -4,7 +4,7 @@
 //
 //	node, err := distributed.New(distributed.Config{Brokers: brokers})
 //	...
-//	err = node.Start(ctx, "printers", processes) // []distributed.Process
+//	err = node.Start(ctx, "printers", processes) // []distributed.Process; blocks until ctx ends
 //
 // # Slicing
 //
@@ -13,7 +13,7 @@
 // topic keeps its count, N). Process i belongs to slice i mod N (SliceOf): with more
 // processes than partitions a slice runs several; with fewer, some slices are empty. The
 // node runs the processes of the slices whose partitions it is assigned. A node may Start
-// several lists under different names.
+// several lists under different names (one Start call each, concurrently).
 //
 // # Hand-offs: stop before start
 //
@@ -34,8 +34,9 @@
 // # Termination and supervision
 //
 // A process that returns nil is done and is not restarted (a later owner of its slice
-// runs it again). One that returns an error (or panics) fails Start with a
-// *ProcessError, after the other processes were stopped. Supervise wraps a process to
+// runs it again). One that returns an error (or panics: the error then wraps ErrPanic and
+// carries the stack) fails Start with a *ProcessError, after the other processes were
+// stopped. Supervise wraps a process to
 // restart it instead, with exponential backoff and full jitter, optionally a bounded
 // number of times.
 //

@@ -3,9 +3,7 @@ package distributed
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,7 +63,8 @@ func TokenFrom(ctx context.Context) (int64, bool) {
 	return i.Token, ok
 }
 
-// ProcessError is returned by Start when a process failed.
+// ProcessError is returned by Start when a process failed. After a panic, Err wraps
+// ErrPanic.
 type ProcessError struct {
 	Name  string
 	Index int
@@ -274,15 +273,14 @@ func (c *cluster) stuckError(slots []int32, cause error) error {
 		ErrStuck, strings.Join(names, ", "), c.name, c.node.cfg.StopTimeout, cause)
 }
 
-// runProcess runs p, turning a panic into an error.
+// runProcess runs p, turning a panic into an error wrapping ErrPanic.
 func runProcess(ctx context.Context, p Process) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-		}
-	}()
+	defer group.Recover(&err, "process")
 	return p(ctx)
 }
+
+// writeBackoff paces the retries of a claim or release record.
+var writeBackoff = group.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 
 // write produces a claim or release record to the slice's partition and returns its
 // offset once acknowledged, retrying until ctx ends.
@@ -317,10 +315,7 @@ func (c *cluster) write(spanCtx, ctx context.Context, slice int32, kind string) 
 			}
 		}
 		c.node.log.Warn("distributed: "+kind+" record not written, retrying", "name", c.name, "slice", slice, "err", last)
-		wait := time.Duration(rand.Int64N(int64(min(100*time.Millisecond<<min(attempt, 6), 5*time.Second))))
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
+		if !writeBackoff.Sleep(ctx, attempt) {
 			return 0, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
 		}
 	}

@@ -3,8 +3,9 @@ package distributed
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
 )
 
 // SuperviseOptions configures Supervise. The zero value restarts forever with a backoff
@@ -12,7 +13,8 @@ import (
 type SuperviseOptions struct {
 	// Initial is the upper bound of the first wait before a restart. Default: 100ms.
 	Initial time.Duration
-	// Max caps the wait. Default: 30s.
+	// Max caps the wait. Default: 30s (above processor's retry cap of 10s: a process that
+	// keeps failing is usually waiting for something outside to recover).
 	Max time.Duration
 	// MaxRestarts gives up (returning the last error, which fails Start) after this many
 	// restarts. 0 restarts forever.
@@ -20,13 +22,13 @@ type SuperviseOptions struct {
 	// ResetAfter: a run that lasted this long resets the backoff to Initial. Default: 1m.
 	ResetAfter time.Duration
 	// OnRestart, if set, is called before each restart with the attempt number (1-based)
-	// and the error that ended the previous run.
+	// and the error that ended the previous run (wrapping ErrPanic after a panic).
 	OnRestart func(attempt int, err error)
 }
 
 // Supervise wraps p so that an error (or panic) restarts it after an exponential backoff
 // with full jitter, instead of failing Start. A nil return still means done, and a
-// cancelled context ends supervision.
+// cancelled context ends supervision, also during a backoff wait.
 func Supervise(p Process, o SuperviseOptions) Process {
 	if o.Initial <= 0 {
 		o.Initial = 100 * time.Millisecond
@@ -37,8 +39,9 @@ func Supervise(p Process, o SuperviseOptions) Process {
 	if o.ResetAfter <= 0 {
 		o.ResetAfter = time.Minute
 	}
+	backoff := group.Backoff{Initial: o.Initial, Max: o.Max}
 	return func(ctx context.Context) error {
-		backoff := o.Initial
+		failures := 0 // since the last reset: the backoff's attempt number
 		for restarts := 0; ; restarts++ {
 			started := time.Now()
 			err := runProcess(ctx, p)
@@ -49,7 +52,7 @@ func Supervise(p Process, o SuperviseOptions) Process {
 				return fmt.Errorf("gave up after %d restarts: %w", restarts, err)
 			}
 			if time.Since(started) >= o.ResetAfter {
-				backoff = o.Initial
+				failures = 0
 			}
 			if o.OnRestart != nil {
 				o.OnRestart(restarts+1, err)
@@ -57,13 +60,10 @@ func Supervise(p Process, o SuperviseOptions) Process {
 			if count, ok := ctx.Value(restartKey{}).(func()); ok {
 				count()
 			}
-			wait := time.Duration(rand.Int64N(int64(backoff) + 1))
-			backoff = min(2*backoff, o.Max)
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
+			if !backoff.Sleep(ctx, failures) {
 				return nil
 			}
+			failures++
 		}
 	}
 }
