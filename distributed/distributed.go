@@ -22,7 +22,7 @@ import (
 // Process is one long-lived background process. It runs until ctx is cancelled (its slice
 // moved to another node, or the node stops) and must then return promptly. Returning nil
 // means done: it is not restarted (until its slice moves). Returning an error (or
-// panicking) fails Start, unless the process is wrapped with Supervise.
+// panicking) fails Run, unless the process is wrapped with Supervise.
 type Process func(ctx context.Context) error
 
 // Protocol selects how the group assigns slices to nodes. The names are processor's
@@ -43,7 +43,7 @@ const (
 type Config struct {
 	// Brokers is the bootstrap server list.
 	Brokers string
-	// TopicPrefix names the technical topic of each Start: TopicPrefix + name. Default:
+	// TopicPrefix names the technical topic of each Run: TopicPrefix + name. Default:
 	// "samsa.distributed.".
 	TopicPrefix string
 	// Partitions is the slice count of a technical topic the node creates. An existing
@@ -55,7 +55,7 @@ type Config struct {
 	NodeID string
 
 	// StopTimeout is how long a revoke (or a stop) waits for a slice's processes to return
-	// after their context is cancelled. A process still running then makes Start return an
+	// after their context is cancelled. A process still running then makes Run return an
 	// error naming it, and the node keeps holding its slices until the program exits, so no
 	// other node starts a second instance meanwhile (see the package doc). Must be below
 	// MaxPollInterval. Default: 30s.
@@ -168,8 +168,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options
 // WithMeterProvider sets where metrics go. Default (or nil): the OTel global provider.
 func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.mp = mp } }
 
-// Node is one member of the clusters of process lists it Starts. It is safe for
-// concurrent use: Start may be called from several goroutines with different names.
+// Node is one member of the clusters of process lists it Runs. It is safe for
+// concurrent use: Run may be called from several goroutines with different names.
 type Node struct {
 	cfg    Config
 	member group.Membership
@@ -178,10 +178,10 @@ type Node struct {
 
 	mu      sync.Mutex
 	running map[string]bool
-	engines sync.WaitGroup // engines still running (after ErrStuck, longer than Start)
+	engines sync.WaitGroup // engines still running (after ErrStuck, longer than Run)
 }
 
-// Wait blocks until every engine this node started has stopped, or ctx ends. After Start
+// Wait blocks until every engine this node started has stopped, or ctx ends. After Run
 // returned ErrStuck, its engine stops only once the stuck process returns; a program
 // that can wait (tests) uses Wait, one that cannot should exit.
 func (n *Node) Wait(ctx context.Context) error {
@@ -198,7 +198,7 @@ func (n *Node) Wait(ctx context.Context) error {
 	}
 }
 
-// New validates cfg and returns a node. It connects nothing until Start.
+// New validates cfg and returns a node. It connects nothing until Run.
 func New(cfg Config, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -224,41 +224,41 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 
 // ErrPanic is wrapped by the error a process's panic becomes (the panic value and the
 // stack are in its text): errors.Is(err, ErrPanic) tells a panic from a returned error,
-// in Start's *ProcessError and in SuperviseOptions.OnRestart.
+// in Run's *ProcessError and in SuperviseOptions.OnRestart.
 var ErrPanic = group.ErrPanic
 
-// ErrStuck is wrapped by the error Start returns when a process did not return within
+// ErrStuck is wrapped by the error Run returns when a process did not return within
 // StopTimeout after its context was cancelled. The node still holds the process's slice
 // so that no other node starts a second instance: the program should exit.
 var ErrStuck = errors.New("distributed: process did not stop within the stop timeout")
 
-// Start runs processes as a cluster named name until ctx ends: it joins consumer group
+// Run runs processes as a cluster named name until ctx ends: it joins consumer group
 // name on the technical topic TopicPrefix+name (created with Config.Partitions
 // partitions if missing), and runs process i on the node that owns partition i mod N.
 // It blocks; it returns nil after ctx is cancelled and every process has returned; an
 // error when a process fails (after stopping the others), when a process is stuck
 // (ErrStuck), or when the group fails.
-func (n *Node) Start(ctx context.Context, name string, processes []Process) error {
+func (n *Node) Run(ctx context.Context, name string, processes []Process) error {
 	if name == "" {
-		return errors.New("distributed: Start needs a name")
+		return errors.New("distributed: Run needs a name")
 	}
 	if len(processes) == 0 {
-		return fmt.Errorf("distributed: Start(%q) with no processes", name)
+		return fmt.Errorf("distributed: Run(%q) with no processes", name)
 	}
 	for i, p := range processes {
 		if p == nil {
-			return fmt.Errorf("distributed: Start(%q): process %d is nil", name, i)
+			return fmt.Errorf("distributed: Run(%q): process %d is nil", name, i)
 		}
 	}
 	n.mu.Lock()
 	if n.running[name] {
 		n.mu.Unlock()
-		return fmt.Errorf("distributed: %q is already started on this node", name)
+		return fmt.Errorf("distributed: %q is already running on this node", name)
 	}
 	n.running[name] = true
 	n.mu.Unlock()
 	// Released when the engine has really stopped, which after ErrStuck is later than
-	// Start's return: until then the name stays taken and the producer open.
+	// Run's return: until then the name stays taken and the producer open.
 	release := func() {
 		n.mu.Lock()
 		delete(n.running, name)
@@ -328,7 +328,7 @@ func (n *Node) Start(ctx context.Context, name string, processes []Process) erro
 		return err
 	case err := <-stuck:
 		// The engine stays inside the rebalance, holding the stuck slice, until the
-		// process returns or the program exits; Start returns now so the caller can exit.
+		// process returns or the program exits; Run returns now so the caller can exit.
 		return err
 	}
 }

@@ -92,7 +92,7 @@ func (tr *tracker) where() map[int][]string {
 func start(t *testing.T, n *distributed.Node, name string, procs []distributed.Process) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- n.Start(ctx, name, procs) }()
+	go func() { errc <- n.Run(ctx, name, procs) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -101,7 +101,7 @@ func start(t *testing.T, n *distributed.Node, name string, procs []distributed.P
 			select {
 			case err = <-errc:
 			case <-time.After(30 * time.Second):
-				err = errors.New("Start did not return within 30s of cancel")
+				err = errors.New("Run did not return within 30s of cancel")
 			}
 		})
 		return err
@@ -156,7 +156,7 @@ func TestSlicesMoveStopBeforeStart(t *testing.T) {
 	}
 }
 
-func TestProcessErrorFailsStartAfterStoppingTheRest(t *testing.T) {
+func TestProcessErrorFailsRunAfterStoppingTheRest(t *testing.T) {
 	brokers := broker(t)
 	tr := newTracker()
 	boom := errors.New("boom")
@@ -166,22 +166,22 @@ func TestProcessErrorFailsStartAfterStoppingTheRest(t *testing.T) {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := node(t, brokers, "a").Start(ctx, "failing", procs)
+	err := node(t, brokers, "a").Run(ctx, "failing", procs)
 	var perr *distributed.ProcessError
 	require.ErrorAs(t, err, &perr)
 	assert.Equal(t, 2, perr.Index)
 	assert.EqualValues(t, 2, perr.Slice)
 	assert.ErrorIs(t, err, boom)
-	assert.Empty(t, tr.where(), "the other processes were stopped before Start returned")
+	assert.Empty(t, tr.where(), "the other processes were stopped before Run returned")
 }
 
-// TestProcessPanicFailsStartWithItsStack: a panic is an error, not a crash; the error
+// TestProcessPanicFailsRunWithItsStack: a panic is an error, not a crash; the error
 // wraps ErrPanic and carries the stack.
-func TestProcessPanicFailsStartWithItsStack(t *testing.T) {
+func TestProcessPanicFailsRunWithItsStack(t *testing.T) {
 	brokers := broker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := node(t, brokers, "a").Start(ctx, "panicking", []distributed.Process{func(context.Context) error { panic("kaput") }})
+	err := node(t, brokers, "a").Run(ctx, "panicking", []distributed.Process{func(context.Context) error { panic("kaput") }})
 	var perr *distributed.ProcessError
 	require.ErrorAs(t, err, &perr)
 	assert.Equal(t, 0, perr.Index)
@@ -220,13 +220,13 @@ func TestSuperviseRestartsWithBackoffThenGivesUp(t *testing.T) {
 		OnRestart: func(int, error) { mu.Lock(); restarts++; mu.Unlock() }})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := node(t, brokers, "a").Start(ctx, "supervised", []distributed.Process{flaky})
+	err := node(t, brokers, "a").Run(ctx, "supervised", []distributed.Process{flaky})
 	require.ErrorContains(t, err, "gave up after 3 restarts: flaky")
 	assert.Equal(t, 4, runs)
 	assert.Equal(t, 3, restarts)
 }
 
-func TestStuckProcessFailsStartWithItsName(t *testing.T) {
+func TestStuckProcessFailsRunWithItsName(t *testing.T) {
 	brokers := broker(t)
 	n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: "a", Partitions: 2, StopTimeout: 500 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
@@ -244,7 +244,7 @@ func TestStuckProcessFailsStartWithItsName(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- n.Start(ctx, "stuck", procs) }()
+	go func() { errc <- n.Run(ctx, "stuck", procs) }()
 	time.Sleep(2 * time.Second)
 	cancel()
 	select {
@@ -252,7 +252,7 @@ func TestStuckProcessFailsStartWithItsName(t *testing.T) {
 		require.ErrorIs(t, err, distributed.ErrStuck)
 		assert.Contains(t, err.Error(), "process 1 (slice 1)")
 	case <-time.After(20 * time.Second):
-		t.Fatal("Start did not return after the stop timeout")
+		t.Fatal("Run did not return after the stop timeout")
 	}
 }
 
@@ -265,7 +265,7 @@ func TestConfigValidation(t *testing.T) {
 	}
 	n, err := distributed.New(distributed.Config{Brokers: "127.0.0.1:1"})
 	require.NoError(t, err)
-	assert.ErrorContains(t, n.Start(context.Background(), "x", nil), "no processes")
+	assert.ErrorContains(t, n.Run(context.Background(), "x", nil), "no processes")
 }
 
 func TestSliceOf(t *testing.T) {

@@ -4,16 +4,16 @@
 //
 //	node, err := distributed.New(distributed.Config{Brokers: brokers})
 //	...
-//	err = node.Start(ctx, "printers", processes) // []distributed.Process; blocks until ctx ends
+//	err = node.Run(ctx, "printers", processes) // []distributed.Process; blocks until ctx ends
 //
 // # Slicing
 //
-// Start(ctx, name, processes) joins consumer group name on the technical topic
+// Run(ctx, name, processes) joins consumer group name on the technical topic
 // TopicPrefix+name, created with Config.Partitions partitions when missing (an existing
 // topic keeps its count, N). Process i belongs to slice i mod N (SliceOf): with more
 // processes than partitions a slice runs several; with fewer, some slices are empty. The
-// node runs the processes of the slices whose partitions it is assigned. A node may Start
-// several lists under different names (one Start call each, concurrently).
+// node runs the processes of the slices whose partitions it is assigned. A node may Run
+// several lists under different names (one Run call each, concurrently).
 //
 // # Hand-offs: stop before start
 //
@@ -23,10 +23,10 @@
 // slices that move are stopped. A lost assignment (the node was timed out of the group)
 // cancels at once.
 //
-// A process still running StopTimeout after its cancellation makes Start return an error
+// A process still running StopTimeout after its cancellation makes Run return an error
 // wrapping ErrStuck that names it. The node then keeps holding the slice so that no other
 // node starts a second instance; the program should exit, which ends the stuck process
-// and releases the slice (after the session timeout). When Start's context was cancelled
+// and releases the slice (after the session timeout). When Run's context was cancelled
 // the node holds for as long as the process runs (it keeps polling, so it stays in the
 // group); when a rebalance revoked the slice, the rebalance waits inside the revoke, and
 // librdkafka gives the slice up after MaxPollInterval if the program does not exit.
@@ -35,7 +35,7 @@
 //
 // A process that returns nil is done and is not restarted (a later owner of its slice
 // runs it again). One that returns an error (or panics: the error then wraps ErrPanic and
-// carries the stack) fails Start with a *ProcessError, after the other processes were
+// carries the stack) fails Run with a *ProcessError, after the other processes were
 // stopped. Supervise wraps a process to
 // restart it instead, with exponential backoff and full jitter, optionally a bounded
 // number of times.
@@ -56,7 +56,7 @@
 //
 // # Lifecycle and concurrency
 //
-// New validates the config and connects nothing. Start blocks until ctx is cancelled (it
+// New validates the config and connects nothing. Run blocks until ctx is cancelled (it
 // then stops every process, waits for them, and leaves the group, returning nil), a
 // process fails, a process is stuck, or the group fails. Every process runs on its own
 // goroutine; one goroutine per owned slice supervises them; one polls the group.

@@ -10,7 +10,7 @@ import (
 	"github.com/samsa-go/samsa/internal/embedded"
 )
 
-func ExampleNode_Start() {
+func ExampleNode_Run() {
 	b, _ := embedded.Start()
 	defer b.Close()
 	node, err := distributed.New(distributed.Config{Brokers: b.Bootstrap(), Partitions: 2, NodeID: "node-1"})
@@ -36,13 +36,13 @@ func ExampleNode_Start() {
 			return nil
 		}
 	}
-	err = node.Start(ctx, "example", procs)
-	fmt.Println("start:", err)
+	err = node.Run(ctx, "example", procs) // blocks until cancel
+	fmt.Println("run:", err)
 	for i := range procs {
 		fmt.Printf("process %d ran in slice %d\n", i, started[i])
 	}
 	// Output:
-	// start: <nil>
+	// run: <nil>
 	// process 0 ran in slice 0
 	// process 1 ran in slice 1
 	// process 2 ran in slice 0

@@ -25,14 +25,14 @@ import (
 const (
 	HeaderKind    = "samsa.kind"    // "claim" or "release"
 	HeaderNode    = "samsa.node"    // the node's NodeID
-	HeaderCluster = "samsa.cluster" // the Start name
+	HeaderCluster = "samsa.cluster" // the Run name
 )
 
 // Info describes one running process instance; processes get it from their context.
 type Info struct {
-	// Name is the cluster (Start) name.
+	// Name is the cluster (Run) name.
 	Name string
-	// Index is the process's position in the list given to Start.
+	// Index is the process's position in the list given to Run.
 	Index int
 	// Slice is the technical topic partition the process belongs to: Index mod N.
 	Slice int32
@@ -63,7 +63,7 @@ func TokenFrom(ctx context.Context) (int64, bool) {
 	return i.Token, ok
 }
 
-// ProcessError is returned by Start when a process failed. After a panic, Err wraps
+// ProcessError is returned by Run when a process failed. After a panic, Err wraps
 // ErrPanic.
 type ProcessError struct {
 	Name  string
@@ -81,7 +81,7 @@ func (e *ProcessError) Unwrap() error { return e.Err }
 // SliceOf is the slicing rule: process index i of a list runs in slice i mod partitions.
 func SliceOf(index, partitions int) int32 { return int32(index % partitions) }
 
-// cluster is one Start: a named process list over one technical topic.
+// cluster is one Run: a named process list over one technical topic.
 type cluster struct {
 	node       *Node
 	name       string

@@ -16,7 +16,7 @@ type SuperviseOptions struct {
 	// Max caps the wait. Default: 30s (above processor's retry cap of 10s: a process that
 	// keeps failing is usually waiting for something outside to recover).
 	Max time.Duration
-	// MaxRestarts gives up (returning the last error, which fails Start) after this many
+	// MaxRestarts gives up (returning the last error, which fails Run) after this many
 	// restarts. 0 restarts forever.
 	MaxRestarts int
 	// ResetAfter: a run that lasted this long resets the backoff to Initial. Default: 1m.
@@ -27,7 +27,7 @@ type SuperviseOptions struct {
 }
 
 // Supervise wraps p so that an error (or panic) restarts it after an exponential backoff
-// with full jitter, instead of failing Start. A nil return still means done, and a
+// with full jitter, instead of failing Run. A nil return still means done, and a
 // cancelled context ends supervision, also during a backoff wait.
 func Supervise(p Process, o SuperviseOptions) Process {
 	if o.Initial <= 0 {

@@ -561,7 +561,7 @@ func pauseScenario(t *testing.T, bin, brokers, proto string) {
 }
 
 // TestDistributedStuckProcess: process 5 ignores cancellation (on every node). A revoke of
-// its slice cancels it; after the stop timeout Start fails naming it, and the node exits
+// its slice cancels it; after the stop timeout Run fails naming it, and the node exits
 // with code 3 while still holding the slice. Process 5 must start elsewhere only after the
 // stuck instance is gone. Three triggers:
 //

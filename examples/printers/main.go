@@ -81,5 +81,5 @@ func run(ctx context.Context, name string, n int, every time.Duration) error {
 			}
 		}
 	}
-	return node.Start(ctx, name, procs)
+	return node.Run(ctx, name, procs) // blocks until ctx ends
 }

@@ -1,6 +1,6 @@
 // Command distnode is one node of a distributed process cluster, run by the integration
 // tests as its own OS process so it can be SIGTERMed, SIGKILLed, SIGSTOPped and SIGCONTed.
-// It starts -procs processes with distributed.Node.Start. Every process instance opens
+// It runs -procs processes with distributed.Node.Run. Every process instance opens
 // its own connection to the checker's Unix socket (-checker) and reports, one line each,
 // stamped with CLOCK_MONOTONIC (one machine, one clock):
 //
@@ -14,8 +14,8 @@
 // exits. With -fence, every heartbeat also makes a fenced write carrying the instance's
 // token to the checker's fenced-resource double.
 //
-// Exit codes: 0 after a clean stop (SIGTERM or SIGINT cancels Start's context and Start
-// returns nil); 3 when Start returns an error, which is printed to stderr; 2 on bad flags.
+// Exit codes: 0 after a clean stop (SIGTERM or SIGINT cancels Run's context and Run
+// returns nil); 3 when Run returns an error, which is printed to stderr; 2 on bad flags.
 //
 //	distnode -brokers 127.0.0.1:9092 -name g -node n1 -checker /tmp/x/c.sock [-procs 20] [-partitions 8]
 package main
@@ -41,7 +41,7 @@ import (
 
 func main() {
 	brokers := flag.String("brokers", os.Getenv("KAFKA_BROKERS"), "bootstrap servers (default $KAFKA_BROKERS)")
-	name := flag.String("name", "", "cluster (Start) name: the consumer group")
+	name := flag.String("name", "", "cluster (Run) name: the consumer group")
 	nodeID := flag.String("node", "", "NodeID")
 	procs := flag.Int("procs", 20, "number of processes")
 	partitions := flag.Int("partitions", 8, "Partitions of the technical topic")
@@ -89,8 +89,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Warn("distnode: starting", "pid", os.Getpid(), "node", *nodeID, "name", *name, "protocol", *protocol, "stuck", *stuck, "fence", *fence)
-	if err := node.Start(ctx, *name, list); err != nil {
-		fmt.Fprintln(os.Stderr, "distnode: Start:", err)
+	if err := node.Run(ctx, *name, list); err != nil {
+		fmt.Fprintln(os.Stderr, "distnode: Run:", err)
 		os.Exit(3) // a stuck process may still be running: exiting ends it
 	}
 	log.Warn("distnode: stopped cleanly", "node", *nodeID)
