@@ -115,16 +115,36 @@
 // the headers (downstream spans then do not join the trace), pass
 // WithPropagator(propagation.NewCompositeTextMapPropagator()).
 //
+// # Memory
+//
+// An instance's memory for records is bounded by three budgets, each a setting:
+//
+//   - librdkafka's prefetch queue: queued.max.messages.kbytes (32 MiB by default here),
+//     which librdkafka may overshoot by one fetch response. The poll goroutine empties it
+//     as fast as records arrive, so it is mostly a short hand-off.
+//   - the partitions' buffers: MaxBufferedBytes (64 MiB), shared equally by the owned
+//     partitions. A partition over its share is paused and resumed once its handler has
+//     drained it below half of it; records already fetched are kept, never dropped to
+//     apply the bound (librdkafka drops what it had prefetched for a paused partition
+//     and fetches it again after the resume, which the gap between the two marks makes
+//     rare).
+//   - outputs in flight: at most MaxInFlightBatches handled batches per partition wait
+//     for their acknowledgements, so about partitions × MaxInFlightBatches × BatchSize ×
+//     (input + output record size) at worst; librdkafka's producer queue
+//     (queue.buffering.max.kbytes) also bounds it.
+//
+// Lower MaxBufferedBytes and queued.max.messages.kbytes (ConsumerOverrides) to shrink
+// the footprint, at some cost in throughput when handlers are faster than the fetches.
+//
 // # Tuning
 //
-// The consumer's prefetch defaults (fetch.wait.max.ms=10, fetch.min.bytes=1,
-// queued.min.messages=100000) were measured with integration/bench (go run
-// ./integration/bench): at them samsa ran at 0.98-1.16x a strong hand-written
-// commit-after-ack loop with the same client settings. A deeper prefetch
-// (ConsumerOverrides{"queued.min.messages": 1000000}) raised both by 60-70% on a loaded
-// 2-core machine, but samsa then trails (0.84-1.07x): a partition whose queue fills is
-// paused, and librdkafka discards a paused partition's prefetched records and fetches them
-// again. Raise QueueRecords with it. Any librdkafka property the framework does not own
-// can be set through Overrides, ConsumerOverrides and ProducerOverrides (TLS, SASL,
-// compression, linger); owned ones are rejected with the reason.
+// The consumer's defaults (fetch.wait.max.ms=10, fetch.min.bytes=1,
+// queued.min.messages=100000, queued.max.messages.kbytes=32768,
+// fetch.queue.backoff.ms=10) were chosen by absolute throughput and latency with
+// integration/bench. librdkafka's own fetch.queue.backoff.ms (1 s) postpones every
+// partition's next fetch once its local queue is over queued.min.messages or
+// queued.max.messages.kbytes, which halved throughput. Any librdkafka property the
+// framework does not own can be set through Overrides, ConsumerOverrides and
+// ProducerOverrides (TLS, SASL, compression, linger); owned ones are rejected with the
+// reason.
 package processor

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -99,7 +98,6 @@ type Processor[K, V any] struct {
 	log     *slog.Logger
 	cp      Checkpoint
 	tel     *telemetry.Telemetry
-	txn     *txn // exactly-once mode
 
 	mu       sync.Mutex
 	ran      bool
@@ -194,35 +192,13 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		return err
 	}
 
-	pcfg := produce.Config{
-		Brokers:   p.cfg.Brokers,
-		Defaults:  producerDefaults,
-		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
-		Logger:    p.log,
+	out, err := p.newSink(ctx)
+	if err != nil {
+		return err
 	}
-	var prod *produce.Producer // at-least-once; exactly-once produces through p.txn
-	var txnErr error           // the exactly-once coordinator's fatal error, set before cancel
-	if p.cfg.ExactlyOnce {
-		pcfg.TransactionalID = p.transactionalID()
-		pcfg.TransactionTimeout = p.cfg.TransactionTimeout
-		t, err := newTxn(func() (*produce.Producer, error) { return produce.New(pcfg) }, p.cfg.TransactionTimeout, p.log)
-		if err != nil {
-			return fmt.Errorf("processor: %w", err)
-		}
-		p.txn = t
-		defer t.close(p.cfg.DrainTimeout)
-		if err := t.begin(ctx); err != nil {
-			return err
-		}
-	} else {
-		var err error
-		if prod, err = produce.New(pcfg); err != nil {
-			return fmt.Errorf("processor: %w", err)
-		}
-		defer prod.Close(p.cfg.DrainTimeout)
-	}
+	defer out.close(p.cfg.DrainTimeout)
 
-	eng, err := group.New(group.Config{
+	gcfg := group.Config{
 		Brokers:           p.cfg.Brokers,
 		GroupID:           p.cfg.Group,
 		Topics:            topics,
@@ -233,7 +209,8 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		HeartbeatInterval: p.cfg.HeartbeatInterval,
 		MaxPollInterval:   p.cfg.MaxPollInterval,
 		CommitInterval:    p.cfg.CommitInterval,
-		QueueRecords:      p.cfg.QueueRecords,
+		TakeRecords:       p.cfg.BatchSize,
+		BufferBytes:       p.cfg.MaxBufferedBytes,
 		// The engine's own bound sits above the workers' drain, so a worker that honours
 		// DrainTimeout is never reported stuck.
 		RevokeTimeout:   p.cfg.DrainTimeout + 5*time.Second,
@@ -242,11 +219,9 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
 		Logger:          p.log,
 		Hooks:           p.rebalanceHooks(),
-		TxnOffsets:      p.cfg.ExactlyOnce,
-		ReadCommitted:   p.cfg.ExactlyOnce,
-	}, func(s *group.Slot) error {
-		return newWorker(p, s, prod).run()
-	})
+	}
+	out.configure(&gcfg)
+	eng, err := group.New(gcfg, func(s *group.Slot) error { return p.runSlot(s, out) })
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
@@ -267,40 +242,33 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	}
 	p.log.Info("processor: starting", "group", p.cfg.Group, "inputs", topics, "policy", p.cfg.ErrorPolicy.String(),
 		"exactly_once", p.cfg.ExactlyOnce, "consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
-	if p.txn == nil {
-		return eng.Run(ctx)
-	}
-	p.txn.eng = eng
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the commit cadence
-		defer wg.Done()
-		t := time.NewTicker(p.cfg.CommitInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			rewind, err := p.txn.commit(ctx)
-			if err == nil && len(rewind) > 0 {
-				err = eng.Rewind(ctx, rewind)
-			}
-			if err != nil && ctx.Err() == nil {
-				txnErr = err
-				cancel()
-				return
-			}
-		}
-	}()
+	out.start(ctx, eng, cancel)
 	err = eng.Run(ctx)
 	cancel()
-	wg.Wait()
-	if txnErr != nil {
-		return txnErr
+	if serr := out.wait(); serr != nil {
+		return serr
 	}
 	return err
+}
+
+// newSink makes the sink of the configured delivery mode, with its producer.
+func (p *Processor[K, V]) newSink(ctx context.Context) (sink, error) {
+	pcfg := produce.Config{
+		Brokers:   p.cfg.Brokers,
+		Defaults:  producerDefaults,
+		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
+		Logger:    p.log,
+	}
+	if !p.cfg.ExactlyOnce {
+		s, err := newAtLeastOnce(pcfg)
+		if err != nil {
+			return nil, fmt.Errorf("processor: %w", err)
+		}
+		return s, nil
+	}
+	pcfg.TransactionalID = p.transactionalID()
+	pcfg.TransactionTimeout = p.cfg.TransactionTimeout
+	return newExactlyOnce(ctx, pcfg, p.cfg, p.log)
 }
 
 func (p *Processor[K, V]) transactionalID() string {
@@ -321,27 +289,6 @@ func (p *Processor[K, V]) rebalanceHooks() group.Hooks {
 			semconv.MessagingConsumerGroupName(p.cfg.Group), attribute.String("samsa.rebalance.event", event)))
 	}
 	return group.Hooks{
-		BeforeUnassign: func(slots []int32, lost bool) ([]group.Epoch, error) {
-			if p.txn == nil {
-				return nil, nil
-			}
-			// The revoked partitions' finished batches commit now, while the group
-			// generation that owns them is current; a lost assignment aborts instead.
-			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
-			defer cancel()
-			var rewind []group.Epoch
-			var err error
-			if lost {
-				rewind, err = p.txn.abort(ctx)
-			} else {
-				rewind, err = p.txn.commit(ctx)
-			}
-			if err != nil {
-				p.log.Error("processor: exactly-once: transaction on revoke failed", "err", err)
-				return nil, err // the engine stops; Run returns it
-			}
-			return slices.DeleteFunc(rewind, func(e group.Epoch) bool { return slices.Contains(slots, e.Slot) }), nil
-		},
 		Assigned: func(slots []int32) { count("assigned", len(slots)) },
 		Revoked: func(slots []int32, lost bool) {
 			if lost {

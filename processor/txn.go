@@ -158,24 +158,18 @@ var errWedged = errors.New("the call did not return within its timeout (librdkaf
 
 // produce puts a batch's outputs into the open transaction and registers its offsets.
 // It returns errAbandoned when the slot's work was aborted: its rewind is coming.
-func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight) error {
+func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.dead[s.Epoch] || !t.eng.Owned(s) {
 		return errAbandoned // aborted (a rewind is coming) or revoked: not ours to commit
 	}
-	f.remaining.Store(int64(len(f.outs)) + 1)
-	refused := false
-	for i := range f.outs {
-		if err := t.prod.Produce(ctx, &f.outs[i], f); err != nil {
-			// Refused before it was queued (too large, queue full until ctx ended):
-			// librdkafka leaves the transaction intact, so it must be aborted here, or
-			// the offsets would commit without this output.
-			refused = true
-			f.Delivered(&f.outs[i], err)
-		}
-	}
-	f.Delivered(nil, nil)
+	f.begin(len(msgs))
+	// A message refused before it was queued (too large, queue full until ctx ended)
+	// leaves librdkafka's transaction intact, so it must be aborted here, or the offsets
+	// would commit without this output.
+	refused := t.prod.ProduceBatch(ctx, msgs, f) > 0
+	f.handedOver()
 	t.pmu.Lock()
 	t.slots[s.ID] = s.Epoch
 	if refused {

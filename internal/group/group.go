@@ -17,10 +17,13 @@
 //   - Engine.mu guards the slot table and every slot's ownership state. Slot.Store takes it,
 //     so an offset is never stored after the slot's ownership ended: revoke marks the slot
 //     closed under the same lock once its worker returned (or at once, when lost).
-//   - A slot's record queue has its own mutex: the poll goroutine appends, the worker takes.
-//     A queue over Config.QueueRecords pauses the slot's partitions (poll goroutine); the
-//     worker's Take resumes them (librdkafka's Resume is thread-safe) under Engine.mu, so
-//     never for a slot whose ownership ended or while the consumer closes.
+//   - A slot's record chunks have their own mutex: the poll goroutine appends, the worker
+//     takes. The poll goroutine reads the slot table without Engine.mu (it is the only
+//     writer; it writes under Engine.mu for the other readers). A slot over its share of
+//     Config.BufferBytes is paused by the poll goroutine; the worker's Take resumes it once
+//     it drained below half of its share. Both apply the slot's wanted state to librdkafka
+//     under Engine.mu (syncPause), so never for a slot whose ownership ended or while the
+//     consumer closes, and never in the wrong order.
 //   - Lock order: Engine.mu before Slot.mu. Nothing holds Slot.mu while taking Engine.mu.
 package group
 
@@ -34,6 +37,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -82,10 +86,16 @@ type Config struct {
 	HeartbeatInterval time.Duration // classic protocols only
 	MaxPollInterval   time.Duration
 	CommitInterval    time.Duration // how often stored offsets are committed asynchronously
-	QueueRecords      int           // per slot: above this the slot's partitions are paused
-	RevokeTimeout     time.Duration // how long revoke waits for a worker to return
-	ReadCommitted     bool          // isolation.level=read_committed (else read_uncommitted)
-	StartFromLatest   bool          // auto.offset.reset=latest for partitions without a commit
+	QueueRecords      int           // unused; kept until distributed stops setting it
+	// TakeRecords is the most records a worker takes from its slot at once (the batch size).
+	TakeRecords int
+	// BufferBytes bounds the bytes of fetched records the slots hold together: each slot
+	// gets an equal share (at least minShare); a slot over its share is paused until its
+	// worker drained it below half of it.
+	BufferBytes     int64
+	RevokeTimeout   time.Duration // how long revoke waits for a worker to return
+	ReadCommitted   bool          // isolation.level=read_committed (else read_uncommitted)
+	StartFromLatest bool          // auto.offset.reset=latest for partitions without a commit
 	// PauseFetch pauses every assigned partition at once: the group is used for ownership
 	// only, and no records are fetched (distributed's technical topic).
 	PauseFetch bool
@@ -159,6 +169,7 @@ type Engine struct {
 	failure error // first worker error or revoke timeout; stops Run
 
 	running  atomic.Bool
+	share    atomic.Int64 // each slot's share of BufferBytes; see setShare
 	c        *kafka.Consumer
 	closing  bool // under mu: the consumer is being closed; Lag must not touch it
 	stopping bool // under mu: Run is ending; assignments start no workers
@@ -214,21 +225,49 @@ func New(cfg Config, worker WorkerFunc) (*Engine, error) {
 	if len(cfg.Topics) > 1 && cfg.Protocol == Cooperative {
 		return nil, fmt.Errorf("group: %d co-partitioned topics need an assignor that gives partition p of every topic to one member: use the Eager (range) or Consumer protocol, not Cooperative", len(cfg.Topics))
 	}
-	if cfg.QueueRecords <= 0 || cfg.RevokeTimeout <= 0 || cfg.CommitInterval <= 0 {
-		return nil, errors.New("group: QueueRecords, RevokeTimeout and CommitInterval must be positive")
+	if cfg.RevokeTimeout <= 0 || cfg.CommitInterval <= 0 {
+		return nil, errors.New("group: RevokeTimeout and CommitInterval must be positive")
+	}
+	if cfg.TakeRecords <= 0 {
+		cfg.TakeRecords = 1000
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = DefaultBufferBytes
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{
+	e := &Engine{
 		cfg:     cfg,
 		log:     log,
 		worker:  worker,
 		slots:   make(map[int32]*Slot),
 		rewinds: make(chan rewindReq, 16),
-	}, nil
+	}
+	e.setShare()
+	return e, nil
 }
+
+// DefaultBufferBytes is Config.BufferBytes when it is zero.
+const DefaultBufferBytes = 64 << 20
+
+// minShare is the least a slot may buffer before it is paused, however many slots share
+// BufferBytes (unless BufferBytes itself is smaller): below it a partition would be
+// paused and resumed for every batch.
+const minShare = 256 << 10
+
+// recordOverhead approximates what a queued record costs besides its key, value and
+// headers (the record struct, slice headers, the topic string it shares).
+const recordOverhead = 128
+
+// setShare recomputes each slot's share of BufferBytes after the slot table changed.
+// Called with e.mu held or before Run.
+func (e *Engine) setShare() {
+	e.share.Store(max(e.cfg.BufferBytes/int64(max(len(e.slots), 1)), min(minShare, e.cfg.BufferBytes)))
+}
+
+func (e *Engine) slotShare() int64 { return e.share.Load() }
 
 func (e *Engine) consumerConfig() *kafka.ConfigMap {
 	owned := kconf.Map{
@@ -427,11 +466,17 @@ func (e *Engine) awaitStopped(c *kafka.Consumer, slots []*Slot) {
 	}
 }
 
-// dispatch hands one message to its slot's queue, pausing the slot when the queue is full.
+// dispatch hands one message to its slot, pausing the slot when it is over its share.
+// It runs on the poll goroutine, the only writer of e.slots, so it reads the table
+// without e.mu: the per-record path takes no engine lock.
 func (e *Engine) dispatch(m *kafka.Message) {
 	if m.TopicPartition.Error != nil {
 		e.log.Warn("group: fetch error", "topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "err", m.TopicPartition.Error)
 		return
+	}
+	s := e.slots[m.TopicPartition.Partition]
+	if s == nil || s.closed.Load() {
+		return // revoked: the next owner reads it from the committed offset
 	}
 	msg := record.Message{
 		Topic:     *m.TopicPartition.Topic,
@@ -441,26 +486,23 @@ func (e *Engine) dispatch(m *kafka.Message) {
 		Value:     m.Value,
 		Timestamp: m.Timestamp,
 	}
+	size := int64(len(m.Key)+len(m.Value)) + recordOverhead
 	if len(m.Headers) > 0 {
-		msg.Headers = make([]record.Header, len(m.Headers))
-		for i, h := range m.Headers {
-			msg.Headers[i] = record.Header{Key: h.Key, Value: h.Value}
+		// The client allocates a message's headers for it alone and never touches them
+		// again: share the slice instead of converting a copy.
+		msg.Headers = unsafe.Slice((*record.Header)(unsafe.Pointer(unsafe.SliceData(m.Headers))), len(m.Headers))
+		for _, h := range m.Headers {
+			size += int64(len(h.Key)+len(h.Value)) + 40
 		}
 	}
-	// Under e.mu, so that a pause is never ordered after the worker's resume for the same
-	// fill (the worker's Take resumes under e.mu too).
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.slots[m.TopicPartition.Partition]
-	if s == nil || s.closed.Load() {
-		return // revoked: the next owner reads it from the committed offset
-	}
-	if s.push(msg, e.cfg.QueueRecords) {
-		if err := e.c.Pause(s.tps()); err != nil {
-			e.log.Warn("group: pause", "slot", s.ID, "err", err)
-		}
+	if s.push(&msg, size, e.cfg.TakeRecords, e.slotShare()) {
+		e.syncPause(s)
 	}
 }
+
+// kafka.Header and record.Header must stay the same struct (this conversion compiles
+// only while they are) for dispatch to share a message's headers.
+var _ = record.Header(kafka.Header{})
 
 // rebalance is the librdkafka rebalance callback; it runs on the poll goroutine.
 func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
@@ -529,6 +571,7 @@ func (e *Engine) assign(tps []kafka.TopicPartition) {
 		e.epoch++
 		s := newSlot(e, id, e.epoch, parts)
 		e.slots[id] = s
+		e.setShare()
 		e.mu.Unlock()
 		started = append(started, id)
 		go s.run(e.worker)
@@ -553,6 +596,7 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 			delete(e.slots, tp.Partition)
 		}
 	}
+	e.setShare()
 	if lost {
 		// Another member may own these already: nothing they do from now on counts.
 		for _, s := range slots {

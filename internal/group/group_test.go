@@ -34,7 +34,7 @@ func produce(t *testing.T, brokers, topic string, partitions, n int) {
 
 func config(brokers string, topics ...string) Config {
 	return Config{Brokers: brokers, GroupID: "g", Topics: topics, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-		MaxPollInterval: time.Minute, CommitInterval: 100 * time.Millisecond, QueueRecords: 100, RevokeTimeout: 5 * time.Second,
+		MaxPollInterval: time.Minute, CommitInterval: 100 * time.Millisecond, TakeRecords: 100, RevokeTimeout: 5 * time.Second,
 		Defaults: kconf.Map{"fetch.wait.max.ms": 10}}
 }
 
@@ -53,7 +53,7 @@ func TestBackpressurePausesAndResumes(t *testing.T) {
 	maxQueued := 0
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := config(b.Bootstrap(), "t")
-	cfg.QueueRecords = limit
+	cfg.BufferBytes = limit * (1 + recordOverhead) // records of a 1-byte value
 	e, err := New(cfg, func(s *Slot) error {
 		for {
 			select {
@@ -62,10 +62,11 @@ func TestBackpressurePausesAndResumes(t *testing.T) {
 			case <-s.Ready():
 			}
 			time.Sleep(20 * time.Millisecond) // slow: let the queue fill between takes
-			s.mu.Lock()
-			queued := len(s.queue)
-			s.mu.Unlock()
-			msgs := s.Take()
+			queued := int(s.Buffered() / (1 + recordOverhead))
+			var msgs []record.Message
+			for m := s.Take(); m != nil; m = s.Take() {
+				msgs = append(msgs, m...)
+			}
 			mu.Lock()
 			maxQueued = max(maxQueued, queued)
 			for _, m := range msgs {
@@ -142,7 +143,7 @@ func TestPausedPartitionResumesAfterReassign(t *testing.T) {
 
 	cfg := config(b.Bootstrap(), "t")
 	cfg.Protocol = Eager
-	cfg.QueueRecords = 10
+	cfg.BufferBytes = 10 * (1 + recordOverhead)
 	var mu sync.Mutex
 	seen := map[int64]bool{}
 	hold := make(chan struct{}) // the first ownership takes nothing: its slots fill and pause
@@ -167,7 +168,7 @@ func TestPausedPartitionResumesAfterReassign(t *testing.T) {
 				return nil
 			case <-s.Ready():
 			}
-			for _, m := range s.Take() {
+			for m := range s.takeAll() {
 				mu.Lock()
 				if m.Partition == 0 {
 					seen[m.Offset] = true
@@ -206,4 +207,17 @@ func TestPausedPartitionResumesAfterReassign(t *testing.T) {
 	require.True(t, ok, "records after the slots came back: %d of %d", got, n)
 	cancel()
 	require.NoError(t, <-errc)
+}
+
+// takeAll takes every chunk the slot holds, record by record.
+func (s *Slot) takeAll() func(yield func(record.Message) bool) {
+	return func(yield func(record.Message) bool) {
+		for msgs := s.Take(); msgs != nil; msgs = s.Take() {
+			for _, m := range msgs {
+				if !yield(m) {
+					return
+				}
+			}
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -13,8 +14,17 @@ import (
 )
 
 // Slot is partition number ID of every subscribed topic, owned by this member for one
-// assignment. Its worker reads records with Ready and Take, and stores the offsets of
+// assignment. Its worker reads records with Ready, Peek and Take, and stores the offsets of
 // finished work with Store.
+//
+// Fetched records wait in the slot in chunks of Config.TakeRecords: the poll goroutine
+// appends to the newest chunk and the worker takes the oldest one whole, so a record is
+// copied once on its way from librdkafka to a handler's batch. The bytes the slot holds
+// are counted; over its share of Config.BufferBytes the slot's partitions are paused, and
+// they are resumed only once the worker has drained the slot below half of that share.
+// The gap between the two marks keeps a partition that is fetched faster than it is
+// handled from being paused and resumed on every take: a pause makes librdkafka drop
+// what it had prefetched for the partition, which is then fetched again.
 type Slot struct {
 	// ID is the partition number, the same in every co-partitioned topic.
 	ID int32
@@ -30,11 +40,21 @@ type Slot struct {
 
 	mu     sync.Mutex
 	parts  []record.TopicPartition
-	queue  []record.Message
-	spare  []record.Message // the worker's previous batch, reused as the next queue
-	paused bool
-	ready  chan struct{} // cap 1: signalled when the queue goes from empty to non-empty
+	chunks []chunk // oldest first; only the last one may still be filling
+	bytes  int64   // held in chunks
+	paused bool    // wanted: the slot is over its share and waits to drain
+	hint   int     // capacity of the next chunk: the length of the last one taken
+	ready  chan struct{}
 	stored map[string]int64
+
+	pausedInClient bool // what librdkafka was last told (Pause/Resume); under Engine.mu
+}
+
+// chunk is a run of queued records that a worker takes at once.
+type chunk struct {
+	msgs  []record.Message
+	bytes int64
+	first time.Time // when its first record was queued
 }
 
 func newSlot(e *Engine, id int32, epoch uint64, parts []record.TopicPartition) *Slot {
@@ -67,38 +87,83 @@ func (s *Slot) Partitions() []record.TopicPartition {
 	return append([]record.TopicPartition(nil), s.parts...)
 }
 
-// Ready is signalled when records are queued. After it fires, Take returns them.
+// Ready is signalled when the slot goes from empty to holding records and when a chunk
+// fills up. A worker calls Peek after every wake-up and before it waits again, so no
+// signal is lost.
 func (s *Slot) Ready() <-chan struct{} { return s.ready }
 
-// Take returns every queued record, in offset order per topic. The returned slice is
-// owned by the caller until its next Take, which reuses its backing array: copy records
-// that must live longer (their Key, Value and Headers are never reused).
-func (s *Slot) Take() []record.Message {
+// Peek reports how many records the oldest chunk holds (at most Config.TakeRecords) and
+// when its first record was queued; n is 0 when the slot is empty.
+func (s *Slot) Peek() (n int, first time.Time) {
 	s.mu.Lock()
-	out := s.queue
-	clear(s.spare) // drop references held by the previous batch
-	s.queue = s.spare[:0]
-	s.spare = out
-	resume := s.paused
-	s.paused = false
-	s.mu.Unlock()
-	if resume {
-		s.e.resume(s) // outside s.mu: the engine lock is taken before slot locks
+	defer s.mu.Unlock()
+	if len(s.chunks) == 0 {
+		return 0, time.Time{}
 	}
-	return out
+	return len(s.chunks[0].msgs), s.chunks[0].first
 }
 
-// push appends m and reports whether the slot just went over limit and must be paused.
-func (s *Slot) push(m record.Message, limit int) (pause bool) {
+// Take removes and returns the oldest chunk, in offset order per topic (nil when the slot
+// is empty). The slice is the caller's: the slot never touches it again.
+func (s *Slot) Take() []record.Message {
 	s.mu.Lock()
-	s.queue = append(s.queue, m)
-	n := len(s.queue)
-	if n >= limit && !s.paused {
+	if len(s.chunks) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	c := s.chunks[0]
+	s.chunks[0] = chunk{}
+	s.chunks = s.chunks[1:]
+	if len(s.chunks) == 0 {
+		s.chunks = nil // let the array go; the next push starts a new one
+	}
+	s.bytes -= c.bytes
+	// A chunk of a busy partition fills up; one of a quiet partition holds what arrived
+	// within the batch wait: size the next one alike, so neither grows nor wastes much.
+	s.hint = max(len(c.msgs), 16)
+	resume := s.paused && s.bytes <= s.e.slotShare()/2
+	if resume {
+		s.paused = false
+	}
+	s.mu.Unlock()
+	if resume {
+		s.e.syncPause(s) // outside s.mu: the engine lock is taken before slot locks
+	}
+	return c.msgs
+}
+
+// Buffered returns the bytes of records the slot holds.
+func (s *Slot) Buffered() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
+}
+
+// push appends m (size bytes) and reports whether the slot just went over its share and
+// must be paused. Called on the poll goroutine only.
+func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause bool) {
+	s.mu.Lock()
+	signal := false
+	if n := len(s.chunks); n == 0 || len(s.chunks[n-1].msgs) >= take {
+		if s.hint == 0 {
+			s.hint = min(take, 256)
+		}
+		s.chunks = append(s.chunks, chunk{msgs: make([]record.Message, 0, s.hint), first: time.Now()})
+		signal = n == 0
+	}
+	c := &s.chunks[len(s.chunks)-1]
+	c.msgs = append(c.msgs, *m)
+	c.bytes += size
+	s.bytes += size
+	if len(c.msgs) == take {
+		signal = true
+	}
+	if !s.paused && s.bytes >= share {
 		s.paused = true
 		pause = true
 	}
 	s.mu.Unlock()
-	if n == 1 {
+	if signal {
 		select {
 		case s.ready <- struct{}{}:
 		default:
@@ -190,17 +255,33 @@ func (s *Slot) run(worker WorkerFunc) {
 	}
 }
 
-// resume resumes a slot's partitions from the worker's goroutine (librdkafka's resume is
-// thread-safe), so a drained slot fetches again at once rather than after the poll
-// loop's next wake-up. Under e.mu: never after the slot's ownership ended or while the
-// consumer closes.
-func (e *Engine) resume(s *Slot) {
+// syncPause tells librdkafka to pause or resume s's partitions as the slot last asked
+// (Slot.paused). The poll goroutine calls it when a push fills the slot, the worker when
+// a take drains it (librdkafka's Pause and Resume are thread-safe); both read the wanted
+// state under e.mu, so whichever runs last applies the latest wish and a pause can never
+// land after the resume that should have followed it. Never after the slot's ownership
+// ended or while the consumer closes.
+func (e *Engine) syncPause(s *Slot) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closing || s.closed.Load() || e.c == nil {
 		return
 	}
-	if err := e.c.Resume(s.tps()); err != nil {
-		e.log.Warn("group: resume", "slot", s.ID, "err", err)
+	s.mu.Lock()
+	want := s.paused
+	s.mu.Unlock()
+	if want == s.pausedInClient {
+		return
 	}
+	var err error
+	if want {
+		err = e.c.Pause(s.tps())
+	} else {
+		err = e.c.Resume(s.tps())
+	}
+	if err != nil {
+		e.log.Warn("group: pause/resume", "slot", s.ID, "pause", want, "err", err)
+		return
+	}
+	s.pausedInClient = want
 }

@@ -156,19 +156,33 @@ var ErrFatal = errors.New("produce: producer failed fatally")
 
 // Produce enqueues m; ack is called with the delivery outcome. When librdkafka's queue is
 // full it waits (bounded by ctx) instead of failing. m must not be modified until acked.
+// A message the client refuses is reported by the returned error, not to ack.
 func (p *Producer) Produce(ctx context.Context, m *record.Message, ack Ack) error {
-	p.mu.Lock()
-	fatal := p.fatal
-	p.mu.Unlock()
-	if fatal != nil {
-		return fmt.Errorf("%w: %w", ErrFatal, fatal)
+	if err := p.fatalErr(); err != nil {
+		return err
 	}
-	km := &kafka.Message{
+	var km kafka.Message
+	toClient(&km, m, &delivery{msg: m, ack: ack})
+	return p.produce(ctx, &km, m.Topic)
+}
+
+func (p *Producer) fatalErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fatal != nil {
+		return fmt.Errorf("%w: %w", ErrFatal, p.fatal)
+	}
+	return nil
+}
+
+// toClient fills km from m, with d as the opaque the delivery report brings back.
+func toClient(km *kafka.Message, m *record.Message, d *delivery) {
+	*km = kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &m.Topic, Partition: m.Partition},
 		Key:            m.Key,
 		Value:          m.Value,
 		Timestamp:      m.Timestamp,
-		Opaque:         &delivery{msg: m, ack: ack},
+		Opaque:         d,
 	}
 	if len(m.Headers) > 0 {
 		// The client copies headers into librdkafka during Produce and never writes
@@ -176,6 +190,36 @@ func (p *Producer) Produce(ctx context.Context, m *record.Message, ack Ack) erro
 		// outputs) instead of a converted copy per message.
 		km.Headers = unsafe.Slice((*kafka.Header)(unsafe.Pointer(unsafe.SliceData(m.Headers))), len(m.Headers))
 	}
+}
+
+// ProduceBatch enqueues msgs in order; ack is called once per message with its outcome, on the
+// delivery goroutine, or at once for a message the client refuses (refused counts
+// those). When librdkafka's queue is full it waits (bounded by ctx) instead of failing.
+// No message may be modified until it is acked.
+func (p *Producer) ProduceBatch(ctx context.Context, msgs []*record.Message, ack Ack) (refused int) {
+	if err := p.fatalErr(); err != nil {
+		for _, m := range msgs {
+			ack.Delivered(m, err)
+		}
+		return len(msgs)
+	}
+	// One delivery record per batch and one client message reused for every call: the
+	// client copies what it needs during Produce and keeps only the opaque.
+	ds := make([]delivery, len(msgs))
+	var km kafka.Message
+	for i, m := range msgs {
+		ds[i] = delivery{msg: m, ack: ack}
+		toClient(&km, m, &ds[i])
+		if err := p.produce(ctx, &km, m.Topic); err != nil {
+			refused++
+			ack.Delivered(m, err)
+		}
+	}
+	return refused
+}
+
+func (p *Producer) produce(ctx context.Context, km *kafka.Message, topic string) error {
+	var wait *time.Timer
 	for {
 		err := p.p.Produce(km, nil)
 		if err == nil {
@@ -183,12 +227,18 @@ func (p *Producer) Produce(ctx context.Context, m *record.Message, ack Ack) erro
 		}
 		var kerr kafka.Error
 		if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
-			return fmt.Errorf("produce: to %s: %w", m.Topic, err)
+			return fmt.Errorf("produce: to %s: %w", topic, err)
+		}
+		if wait == nil {
+			wait = time.NewTimer(time.Millisecond)
+			defer wait.Stop()
+		} else {
+			wait.Reset(time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("produce: to %s: local queue full until %w", m.Topic, ctx.Err())
-		case <-time.After(time.Millisecond):
+			return fmt.Errorf("produce: to %s: local queue full until %w", topic, ctx.Err())
+		case <-wait.C:
 		}
 	}
 }

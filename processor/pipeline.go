@@ -1,0 +1,306 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/failpoint"
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/telemetry"
+)
+
+// pipeline runs one slot through the processor's four stages, on the slot's worker
+// goroutine:
+//
+//	slot (group.Slot: the partition's fetched records, in chunks of BatchSize)
+//	  → batcher (a full chunk, or what arrived within BatchWait; co-partition merge)
+//	  → runner (decode, handler, error policy, dead letters)
+//	  → sink (produce, await acknowledgements, offsets to the group or the transaction)
+//
+// Up to MaxInFlightBatches handled batches wait for their acknowledgements while later
+// ones are handled; they settle strictly in batch order, so an offset is never stored
+// past a batch whose outputs are not acknowledged.
+type pipeline[K, V any] struct {
+	s     *group.Slot
+	batch batcher
+	run   *runner[K, V]
+	sink  sink
+	obs   telemetry.Observer
+
+	maxInFlight int
+	drainBound  time.Duration
+	inflight    []*flight    // in batch order
+	done        chan *flight // completed delivery rounds
+}
+
+// batcher is the second stage: it hands the pipeline a batch once the slot's oldest chunk
+// is full or its first record has waited BatchWait.
+type batcher struct {
+	s     *group.Slot
+	wait  time.Duration
+	size  int
+	merge bool // several co-partitioned inputs: order each batch by timestamp
+}
+
+// next returns the next batch and when its first record arrived, or nil and the time at
+// which the oldest chunk is due (zero when the slot is empty: wait for Slot.Ready).
+func (b *batcher) next() (batch []record.Message, arrived, due time.Time) {
+	n, first := b.s.Peek()
+	if n == 0 {
+		return nil, time.Time{}, time.Time{}
+	}
+	if n < b.size && time.Since(first) < b.wait {
+		return nil, time.Time{}, first.Add(b.wait)
+	}
+	batch = b.s.Take()
+	if b.merge {
+		batch = mergeByTimestamp(batch)
+	}
+	return batch, first, time.Time{}
+}
+
+// runSlot is the engine's worker for one slot.
+func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
+	h := p.factory(s.ID)
+	if h == nil {
+		return fmt.Errorf("processor: handler factory returned nil for partition %d", s.ID)
+	}
+	if c, ok := h.(interface{ Close() error }); ok {
+		defer func() {
+			if cerr := c.Close(); cerr != nil {
+				p.log.Warn("processor: handler Close", "partition", s.ID, "err", cerr)
+			}
+		}()
+	}
+	// Handlers get a context that outlives the revoke signal by DrainTimeout, so a batch
+	// being handled when the partition is revoked can still finish and be committed.
+	handlerCtx, cancelHandler := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	defer func() { cancelHandler(); <-watchDone }()
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-handlerCtx.Done():
+			return
+		case <-s.Context().Done():
+		}
+		if s.Lost() {
+			cancelHandler() // another member may own the partition already
+			return
+		}
+		t := time.NewTimer(p.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-handlerCtx.Done():
+		case <-t.C:
+			cancelHandler()
+		}
+	}()
+
+	obs := p.tel.ProcessorObserver(p.cfg.Group, s.ID)
+	pl := &pipeline[K, V]{
+		s:     s,
+		batch: batcher{s: s, wait: p.cfg.BatchWait, size: p.cfg.BatchSize, merge: len(p.inputs) > 1},
+		run: &runner[K, V]{inputs: p.inputs, h: h, policy: p.cfg.ErrorPolicy, group: p.cfg.Group, slot: s.ID,
+			log: p.log, obs: obs, ctx: handlerCtx},
+		sink:        out,
+		obs:         obs,
+		maxInFlight: p.cfg.MaxInFlightBatches,
+		drainBound:  p.cfg.DrainTimeout,
+		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
+	}
+	if p.cp != nil {
+		if err := pl.run.loadApplied(p.cp, s.Partitions()); err != nil {
+			return nil // revoked while the store was unreachable
+		}
+	}
+	err = pl.loop()
+	if pl.run.skipped > 0 {
+		p.log.Info("processor: skipped records already applied", "partition", s.ID, "records", pl.run.skipped)
+	}
+	if isAbandon(err) {
+		return nil
+	}
+	return err
+}
+
+func (pl *pipeline[K, V]) loop() error {
+	ctx := pl.s.Context()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		if ctx.Err() != nil {
+			return pl.drain()
+		}
+		if err := pl.settleHead(); err != nil {
+			return err
+		}
+		var wake <-chan time.Time
+		if len(pl.inflight) < pl.maxInFlight {
+			batch, arrived, due := pl.batch.next()
+			if batch != nil {
+				if err := pl.process(batch, arrived); err != nil {
+					return err
+				}
+				continue
+			}
+			if !due.IsZero() {
+				timer.Reset(time.Until(due))
+				wake = timer.C
+			}
+		}
+		select {
+		case <-pl.s.Ready():
+		case f := <-pl.done:
+			f.arrived = true
+		case <-wake:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+}
+
+// process runs one batch through the runner and hands its outputs to the sink.
+func (pl *pipeline[K, V]) process(inputs []record.Message, arrived time.Time) error {
+	ctx := pl.obs.Batch(pl.run.ctx, inputs)
+	started := time.Now()
+	outs, err := pl.run.handle(ctx, inputs)
+	pl.obs.Handled(ctx, len(inputs), time.Since(started), err)
+	if err != nil {
+		// Let earlier batches finish and commit, so a restart resumes at the failure.
+		if derr := pl.drain(); derr != nil {
+			return derr
+		}
+		return err
+	}
+	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
+	f.sendCtx = pl.obs.Send(ctx, outs)
+	f.sentAt = time.Now()
+	pl.inflight = append(pl.inflight, f)
+	failpoint.Hit("before-produce") // handled, nothing produced
+	return pl.sink.send(pl.run.ctx, pl.s, f, pointers(f.outs))
+}
+
+// settleHead settles the completed batches at the head of the flight queue, in order,
+// and lets the runner's error policy deal with a head batch whose outputs failed.
+func (pl *pipeline[K, V]) settleHead() error {
+	for {
+		select {
+		case f := <-pl.done:
+			f.arrived = true
+			continue
+		default:
+		}
+		break
+	}
+	for len(pl.inflight) > 0 && pl.inflight[0].arrived {
+		f := pl.inflight[0]
+		err := pl.sink.settle(pl.s, f)
+		if of, ok := err.(*outputsFailed); ok {
+			again, perr := pl.run.outputsFailed(f, of)
+			if perr != nil {
+				return perr
+			}
+			if len(again) > 0 {
+				return pl.sink.send(pl.run.ctx, pl.s, f, again) // a new round is in flight
+			}
+			f.forgive() // skipped: settle the batch as done
+			err = pl.sink.settle(pl.s, f)
+		}
+		pl.inflight[0] = nil
+		pl.inflight = pl.inflight[1:]
+		if isAbandon(err) {
+			pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, nil)
+			return err
+		}
+		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, err)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drain waits (bounded by DrainTimeout) for in-flight batches and settles them. Records
+// not yet handled are left for the next owner.
+func (pl *pipeline[K, V]) drain() error {
+	deadline := time.NewTimer(pl.drainBound)
+	defer deadline.Stop()
+	for len(pl.inflight) > 0 {
+		if pl.s.Lost() {
+			return errAbandoned
+		}
+		if err := pl.settleHead(); err != nil {
+			return err
+		}
+		if len(pl.inflight) == 0 {
+			break
+		}
+		select {
+		case f := <-pl.done:
+			f.arrived = true
+		case <-deadline.C:
+			pl.run.log.Warn("processor: drain timed out; unacknowledged batches are left uncommitted", "partition", pl.s.ID, "batches", len(pl.inflight))
+			return errAbandoned
+		}
+	}
+	return nil
+}
+
+// nextOffsets returns, per topic, the offset after the batch's last record.
+func nextOffsets(inputs []record.Message) []record.Offset {
+	var out []record.Offset
+	for i := range inputs {
+		m := &inputs[i]
+		found := false
+		for j := range out {
+			if out[j].Topic == m.Topic {
+				out[j].Offset = max(out[j].Offset, m.Offset+1)
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, record.Offset{TopicPartition: record.TopicPartition{Topic: m.Topic, Partition: m.Partition}, Offset: m.Offset + 1})
+		}
+	}
+	return out
+}
+
+// mergeByTimestamp orders a batch of several co-partitioned topics by record timestamp,
+// keeping each topic's own (offset) order: a k-way merge that always takes the head with
+// the earliest timestamp. A join then sees a table update before a later event of the
+// other topic when both arrived in one batch, as Kafka Streams picks the earliest
+// timestamp across a task's partitions.
+func mergeByTimestamp(in []record.Message) []record.Message {
+	var topics []string
+	byTopic := map[string][]record.Message{}
+	for _, m := range in {
+		if _, ok := byTopic[m.Topic]; !ok {
+			topics = append(topics, m.Topic)
+		}
+		byTopic[m.Topic] = append(byTopic[m.Topic], m)
+	}
+	if len(topics) < 2 {
+		return in
+	}
+	out := in[:0]
+	for len(out) < len(in) {
+		best := ""
+		for _, t := range topics {
+			q := byTopic[t]
+			if len(q) == 0 {
+				continue
+			}
+			if best == "" || q[0].Timestamp.Before(byTopic[best][0].Timestamp) {
+				best = t
+			}
+		}
+		out = append(out, byTopic[best][0])
+		byTopic[best] = byTopic[best][1:]
+	}
+	return out
+}

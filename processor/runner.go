@@ -1,0 +1,298 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/telemetry"
+)
+
+// Headers a dead-lettered record carries besides its own.
+const (
+	HeaderError           = "samsa.dlq.error"     // the error message, at most 1 KiB
+	HeaderStage           = "samsa.dlq.stage"     // decode, handle or produce
+	HeaderSourceTopic     = "samsa.dlq.topic"     // where the record was read
+	HeaderSourcePartition = "samsa.dlq.partition" // decimal
+	HeaderSourceOffset    = "samsa.dlq.offset"    // decimal
+	HeaderSourceTimestamp = "samsa.dlq.timestamp" // the record's timestamp, Unix milliseconds
+	HeaderGroup           = "samsa.dlq.group"     // the processor's consumer group
+)
+
+// anyPartition lets the producer partition by key hash.
+const anyPartition = -1
+
+// errAbandoned ends a worker without applying a policy: its slot is being revoked or was
+// lost, and what is not committed will be processed again by the next owner.
+var errAbandoned = errors.New("abandoned")
+
+// runner is the third stage, typed: it decodes a batch, calls the slot's handler, and
+// applies the error policy to what fails (a record that does not decode, a handler error
+// or panic, outputs the broker did not acknowledge), turning failures into dead letters
+// where the policy says so. It runs on its slot's worker goroutine.
+type runner[K, V any] struct {
+	inputs []Input[K, V]
+	h      Handler[K, V]
+	policy Policy
+	group  string
+	slot   int32
+	log    *slog.Logger
+	obs    telemetry.Observer
+	ctx    context.Context // the handlers' context; see pipeline.run
+
+	applied map[string]int64 // with a checkpoint: per topic, records below are applied
+	skipped int
+}
+
+// handle decodes inputs and runs the handler under the error policy. It returns the
+// outputs to produce, dead-letter records included.
+func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]record.Message, error) {
+	outs := make([]record.Message, 0, len(inputs)) // most handlers send about one output per input
+	batch := &Batch[K, V]{Partition: r.slot, Records: make([]Record[K, V], 0, len(inputs)), outs: &outs}
+	var source []*record.Message // source[i] is the input of batch.Records[i]
+	for i := range inputs {
+		if r.applied != nil && inputs[i].Offset < r.applied[inputs[i].Topic] {
+			r.skipped++ // its effects are in the store already; only its offset is committed
+			continue
+		}
+		rec, err := r.decode(&inputs[i])
+		if err != nil {
+			if err := r.fail(&inputs[i], StageDecode, err, &outs); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		batch.Records = append(batch.Records, rec)
+		source = append(source, &inputs[i])
+	}
+	if len(batch.Records) == 0 {
+		return outs, nil
+	}
+	kept := len(outs) // dead letters of decode failures stay whatever the handler does
+
+	pol := r.policy
+	for attempt := 0; ; attempt++ {
+		outs = outs[:kept]
+		err := r.call(ctx, batch)
+		if err == nil {
+			return outs, nil
+		}
+		if r.ctx.Err() != nil {
+			return nil, errAbandoned
+		}
+		if pol.kind == kindRetry && attempt < pol.retries {
+			r.log.Warn("processor: batch failed, retrying", "topic", source[0].Topic, "partition", r.slot,
+				"offset", source[0].Offset, "records", len(batch.Records), "attempt", attempt+1, "err", err)
+			if !r.sleep(pol.backoff.wait(attempt)) {
+				return nil, errAbandoned
+			}
+			continue
+		}
+		if len(batch.Records) == 1 {
+			outs = outs[:kept]
+			if err := r.fail(source[0], StageHandle, err, &outs); err != nil {
+				return nil, err
+			}
+			return outs, nil
+		}
+		break
+	}
+
+	// The batch keeps failing: run its records one at a time to find the failing ones.
+	outs = outs[:kept]
+	all := batch.Records
+	for i := range all {
+		mark := len(outs)
+		batch.Records = all[i : i+1]
+		err := r.call(ctx, batch)
+		if err == nil {
+			continue
+		}
+		if r.ctx.Err() != nil {
+			return nil, errAbandoned
+		}
+		outs = outs[:mark]
+		if err := r.fail(source[i], StageHandle, err, &outs); err != nil {
+			return nil, err
+		}
+	}
+	return outs, nil
+}
+
+// outputsFailed decides what happens to a batch some of whose outputs were not
+// acknowledged: Retry produces the failed ones again; then Skip gives up on them,
+// DeadLetter sends the batch's inputs to the dead-letter topic, and Stop stops the
+// processor. It returns the messages to send as the batch's next round (none: the batch
+// is done).
+func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Message, error) {
+	f.retries++
+	pol := r.policy
+	first := f.inputs[0]
+	if r.ctx.Err() != nil {
+		// Shutting down or revoked past the drain bound: the failure may be ours (the queue
+		// wait was cancelled), so leave the batch uncommitted for the next owner.
+		return nil, errAbandoned
+	}
+	r.log.Warn("processor: outputs not acknowledged", "topic", first.Topic, "partition", first.Partition,
+		"offset", first.Offset, "failed", len(of.failed), "err", of.err)
+	stop := &Error{Topic: first.Topic, Partition: first.Partition, Offset: first.Offset, Stage: StageProduce, Err: of.err}
+	if errors.Is(of.err, produce.ErrFatal) {
+		// The producer is unusable: no policy can make progress, and skipping would drop
+		// outputs of records that were handled fine.
+		return nil, stop
+	}
+	if pol.kind == kindRetry && f.retries <= pol.retries {
+		if !r.sleep(pol.backoff.wait(f.retries - 1)) {
+			return nil, errAbandoned
+		}
+		return of.failed, nil
+	}
+	if f.deadLettered {
+		stop.Stage = StageDeadLetter // the dead-letter writes themselves failed
+		return nil, stop
+	}
+	switch final := pol.final(); final.kind {
+	case kindSkip:
+		r.log.Warn("processor: skipping batch whose outputs failed", "topic", first.Topic, "partition", first.Partition, "offset", first.Offset, "records", len(f.inputs))
+		r.obs.Skipped(len(f.inputs))
+		return nil, nil
+	case kindDeadLetter:
+		f.deadLettered = true
+		f.outs = make([]record.Message, len(f.inputs))
+		for i := range f.inputs {
+			f.outs[i] = r.deadLetter(final.topic, &f.inputs[i], StageProduce, of.err)
+		}
+		r.obs.DeadLettered(len(f.inputs))
+		return pointers(f.outs), nil
+	}
+	return nil, stop
+}
+
+// loadApplied asks the checkpoint which records of the slot are applied, retrying while
+// the store is unreachable (nothing of the slot runs meanwhile).
+func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition) error {
+	r.applied = map[string]int64{}
+	for _, tp := range parts {
+		for attempt := 0; ; attempt++ {
+			next, err := cp.Applied(r.ctx, tp.Topic, tp.Partition)
+			if err == nil {
+				r.applied[tp.Topic] = next
+				break
+			}
+			r.log.Warn("processor: checkpoint unavailable, retrying", "topic", tp.Topic, "partition", tp.Partition, "attempt", attempt+1, "err", err)
+			if !r.sleep(Backoff{}.wait(attempt)) {
+				return errAbandoned
+			}
+		}
+	}
+	return nil
+}
+
+// call calls the handler, turning a panic into an error.
+func (r *runner[K, V]) call(ctx context.Context, b *Batch[K, V]) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("processor: handler panicked", "partition", r.slot, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: %v", ErrHandlerPanic, p)
+		}
+	}()
+	return r.h.Handle(ctx, b)
+}
+
+func (r *runner[K, V]) decode(m *record.Message) (Record[K, V], error) {
+	in := r.input(m.Topic)
+	rec := Record[K, V]{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp}
+	var err error
+	if m.Key == nil {
+		rec.NullKey = true
+	} else if rec.Key, err = in.Key.Decode(m.Key); err != nil {
+		return rec, fmt.Errorf("key: %w", err)
+	}
+	if m.Value == nil {
+		rec.Tombstone = true
+	} else if rec.Value, err = in.Value.Decode(m.Value); err != nil {
+		return rec, fmt.Errorf("value: %w", err)
+	}
+	if len(m.Headers) > 0 {
+		rec.Headers = make([]Header, len(m.Headers))
+		for i, h := range m.Headers {
+			rec.Headers[i] = Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return rec, nil
+}
+
+func (r *runner[K, V]) input(topic string) *Input[K, V] {
+	if len(r.inputs) == 1 {
+		return &r.inputs[0]
+	}
+	for i := range r.inputs {
+		if r.inputs[i].Topic == topic {
+			return &r.inputs[i]
+		}
+	}
+	return &r.inputs[0] // unreachable: the engine subscribes to the inputs only
+}
+
+// fail applies the final policy to one record: Stop returns the error, Skip logs it,
+// DeadLetter appends the dead-letter record to outs.
+func (r *runner[K, V]) fail(m *record.Message, stage Stage, cause error, outs *[]record.Message) error {
+	pol := r.policy.final()
+	switch pol.kind {
+	case kindSkip:
+		r.obs.Skipped(1)
+		r.log.Warn("processor: skipping record", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "stage", string(stage), "err", cause)
+		return nil
+	case kindDeadLetter:
+		r.obs.DeadLettered(1)
+		r.log.Warn("processor: dead-lettering record", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "stage", string(stage), "to", pol.topic, "err", cause)
+		*outs = append(*outs, r.deadLetter(pol.topic, m, stage, cause))
+		return nil
+	}
+	return &Error{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Stage: stage, Err: cause}
+}
+
+// deadLetter is m for the dead-letter topic: its key, value and headers, plus headers
+// that say where it came from and why it failed.
+func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, cause error) record.Message {
+	msg := cause.Error()
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	h := make([]record.Header, 0, len(m.Headers)+7)
+	h = append(h, m.Headers...)
+	h = append(h,
+		record.Header{Key: HeaderError, Value: []byte(msg)},
+		record.Header{Key: HeaderStage, Value: []byte(stage)},
+		record.Header{Key: HeaderSourceTopic, Value: []byte(m.Topic)},
+		record.Header{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
+		record.Header{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, m.Offset, 10)},
+		record.Header{Key: HeaderSourceTimestamp, Value: strconv.AppendInt(nil, m.Timestamp.UnixMilli(), 10)},
+		record.Header{Key: HeaderGroup, Value: []byte(r.group)},
+	)
+	return record.Message{Topic: topic, Partition: anyPartition, Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
+}
+
+// sleep waits d unless the handlers' context ends first.
+func (r *runner[K, V]) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.ctx.Done():
+		return false
+	}
+}
+
+// isAbandon reports whether err ends a slot's work without failing the processor.
+func isAbandon(err error) bool {
+	return errors.Is(err, errAbandoned) || errors.Is(err, group.ErrNotOwned)
+}

@@ -1,0 +1,127 @@
+package processor
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// sink is the last stage: it takes every slot's handled batches, produces their outputs
+// and gets their input offsets committed. There are two: at-least-once (produce, await the
+// acknowledgements, store the offsets in batch order for the consumer to commit) and
+// exactly-once (produce into a transaction that also carries the offsets; it owns the
+// commit cadence and replaces a fenced producer). Nothing outside a sink knows which one
+// runs.
+//
+// send and settle are called from slot workers, concurrently for different slots and in
+// batch order within one; start and close from Run.
+type sink interface {
+	// configure adjusts the group engine's config to the sink (offsets through
+	// transactions, read_committed, hooks) before the engine is made.
+	configure(cfg *group.Config)
+	// start begins the sink's own work on the engine before it runs (exactly-once:
+	// the commit cadence). stop ends Run with the error wait will return.
+	start(ctx context.Context, eng *group.Engine, stop context.CancelFunc)
+	// wait waits for the sink's own work to end once Run's context is done, and returns
+	// the error that made it stop Run, if any.
+	wait() error
+	// send produces msgs as f's next delivery round; each outcome is reported to f. It
+	// returns errAbandoned when the slot's work can no longer commit.
+	send(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error
+	// settle finishes f once its round completed, in batch order per slot. A sink that
+	// leaves failed outputs to the error policy returns *outputsFailed; the runner then
+	// resends, dead-letters, skips or stops.
+	settle(s *group.Slot, f *flight) error
+	// close releases the producer, waiting up to timeout for outstanding deliveries.
+	close(timeout time.Duration)
+}
+
+// outputsFailed reports the outputs of a batch that were not acknowledged.
+type outputsFailed struct {
+	err    error
+	failed []*record.Message
+}
+
+func (e *outputsFailed) Error() string { return e.err.Error() }
+func (e *outputsFailed) Unwrap() error { return e.err }
+
+// flight is one batch after its handler: its outputs on their way to the broker, then its
+// offsets on their way to the group.
+type flight struct {
+	inputs []record.Message
+	outs   []record.Message
+	next   []record.Offset
+	doneCh chan<- *flight
+
+	ctx       context.Context // the batch's (its span)
+	sendCtx   context.Context // the send's; nil without outputs
+	arrivedAt time.Time       // when the batch's first record was queued
+	sentAt    time.Time
+
+	// Worker goroutine only:
+	arrived      bool // the current delivery round completed
+	retries      int  // delivery rounds retried
+	deadLettered bool // the inputs were sent to the dead-letter topic instead
+
+	remaining atomic.Int64
+	mu        sync.Mutex
+	failed    []*record.Message
+	err       error
+}
+
+// Delivered is called on the producer's delivery goroutine, or by send for a message the
+// client refused.
+func (f *flight) Delivered(m *record.Message, err error) {
+	if err != nil {
+		f.mu.Lock()
+		f.failed = append(f.failed, m)
+		if f.err == nil {
+			f.err = err
+		}
+		f.mu.Unlock()
+	}
+	if f.remaining.Add(-1) == 0 {
+		f.doneCh <- f
+	}
+}
+
+// begin starts a delivery round of n messages. The round completes (f goes to doneCh)
+// after n outcomes and handedOver.
+func (f *flight) begin(n int) {
+	f.mu.Lock()
+	f.failed, f.err = nil, nil
+	f.mu.Unlock()
+	f.arrived = false
+	f.remaining.Store(int64(n) + 1)
+}
+
+// handedOver ends the round's sending: until then the round cannot complete, however
+// fast the acknowledgements come.
+func (f *flight) handedOver() { f.Delivered(nil, nil) }
+
+// forgive clears the round's failure: the error policy gave up on the failed outputs.
+func (f *flight) forgive() {
+	f.mu.Lock()
+	f.failed, f.err = nil, nil
+	f.mu.Unlock()
+}
+
+// outcome returns the current round's first error and failed messages.
+func (f *flight) outcome() (error, []*record.Message) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err, f.failed
+}
+
+// pointers returns a pointer to every message of msgs.
+func pointers(msgs []record.Message) []*record.Message {
+	ptrs := make([]*record.Message, len(msgs))
+	for i := range msgs {
+		ptrs[i] = &msgs[i]
+	}
+	return ptrs
+}
