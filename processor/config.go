@@ -144,15 +144,8 @@ func (c Config) withDefaults(inputs int) Config {
 			c.Protocol = Eager
 		}
 	}
-	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 45 * time.Second
-	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = 3 * time.Second
-	}
-	if c.MaxPollInterval == 0 {
-		c.MaxPollInterval = 5 * time.Minute
-	}
+	m := c.membership().WithDefaults()
+	c.SessionTimeout, c.HeartbeatInterval, c.MaxPollInterval = m.SessionTimeout, m.HeartbeatInterval, m.MaxPollInterval
 	if c.CommitInterval == 0 {
 		c.CommitInterval = time.Second
 	}
@@ -179,25 +172,19 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s = %d, must not be negative", name, v))
 		}
 	}
-	for name, v := range map[string]time.Duration{"BatchWait": c.BatchWait, "SessionTimeout": c.SessionTimeout,
-		"HeartbeatInterval": c.HeartbeatInterval, "MaxPollInterval": c.MaxPollInterval,
-		"CommitInterval": c.CommitInterval, "DrainTimeout": c.DrainTimeout} {
+	for name, v := range map[string]time.Duration{"BatchWait": c.BatchWait, "CommitInterval": c.CommitInterval} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, v))
 		}
 	}
-	d := c.withDefaults(1)
-	if d.DrainTimeout >= d.MaxPollInterval {
-		errs = append(errs, fmt.Errorf("DrainTimeout (%s) must be below MaxPollInterval (%s): a revoke that outlasts it gets the member removed from the group", d.DrainTimeout, d.MaxPollInterval))
+	if _, err := group.ParseProtocol(string(c.Protocol)); err != nil {
+		errs = append(errs, err)
 	}
-	if d.Protocol != Consumer && d.HeartbeatInterval >= d.SessionTimeout {
-		errs = append(errs, fmt.Errorf("HeartbeatInterval (%s) must be below SessionTimeout (%s)", d.HeartbeatInterval, d.SessionTimeout))
+	drain := c.DrainTimeout
+	if drain == 0 {
+		drain = c.withDefaults(1).DrainTimeout
 	}
-	switch c.Protocol {
-	case "", Cooperative, Eager, Consumer:
-	default:
-		errs = append(errs, fmt.Errorf("Protocol %q: want %q, %q or %q", c.Protocol, Cooperative, Eager, Consumer))
-	}
+	errs = append(errs, c.membership().Validate("DrainTimeout", drain)...)
 	if c.TransactionTimeout < 0 {
 		errs = append(errs, fmt.Errorf("TransactionTimeout = %s, must not be negative", c.TransactionTimeout))
 	}
@@ -261,11 +248,12 @@ func toMap(m map[string]any) kconf.Map {
 }
 
 func (p Protocol) engine() group.Protocol {
-	switch p {
-	case Eager:
-		return group.Eager
-	case Consumer:
-		return group.Consumer
-	}
-	return group.Cooperative
+	gp, _ := group.ParseProtocol(string(p)) // validated by New
+	return gp
+}
+
+// membership is c's part in the group, as the engine and its validation see it.
+func (c Config) membership() group.Membership {
+	return group.Membership{Protocol: c.Protocol.engine(), InstanceID: c.InstanceID,
+		SessionTimeout: c.SessionTimeout, HeartbeatInterval: c.HeartbeatInterval, MaxPollInterval: c.MaxPollInterval}
 }

@@ -99,12 +99,16 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		}
 	}()
 
+	waitCtx, stopWaits := context.WithCancel(handlerCtx)
+	defer stopWaits()
+	defer context.AfterFunc(s.Context(), stopWaits)()
+
 	obs := p.tel.ProcessorObserver(p.cfg.Group, s.ID)
 	pl := &pipeline[K, V]{
 		s:     s,
 		batch: batcher{s: s, wait: p.cfg.BatchWait, size: p.cfg.BatchSize, merge: len(p.inputs) > 1},
 		run: &runner[K, V]{inputs: p.inputs, h: h, policy: p.cfg.ErrorPolicy, group: p.cfg.Group, slot: s.ID,
-			log: p.log, obs: obs, ctx: handlerCtx},
+			log: p.log, obs: obs, ctx: handlerCtx, wait: waitCtx},
 		sink:        out,
 		obs:         obs,
 		maxInFlight: p.cfg.MaxInFlightBatches,

@@ -1,9 +1,11 @@
 package processor
 
 import (
+	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
+
+	"github.com/samsa-go/samsa/internal/group"
 )
 
 // Policy says what happens to a record (or batch) that fails: decoding, handling or
@@ -107,21 +109,6 @@ func (b Backoff) validate() error {
 	return nil
 }
 
-// wait returns the wait before retry attempt n (0-based).
-func (b Backoff) wait(n int) time.Duration {
-	initial, max := b.Initial, b.Max
-	if initial == 0 {
-		initial = 100 * time.Millisecond
-	}
-	if max == 0 {
-		max = 10 * time.Second
-	}
-	d := initial
-	for i := 0; i < n && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
-}
+// sleep waits before retry attempt n (0-based), or less when ctx ends first; it returns
+// false when ctx ended.
+func (b Backoff) sleep(ctx context.Context, n int) bool { return group.Backoff(b).Sleep(ctx, n) }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
-	"time"
 
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
@@ -45,7 +43,11 @@ type runner[K, V any] struct {
 	slot   int32
 	log    *slog.Logger
 	obs    telemetry.Observer
-	ctx    context.Context // the handlers' context; see pipeline.run
+	ctx    context.Context // the handlers' context; see runSlot
+	// wait bounds retry backoffs: it ends with the handlers' context and also as soon as
+	// the slot is revoked or the processor stops, so a shutdown never waits out a
+	// backoff (the failing batch is left uncommitted for the next owner).
+	wait context.Context
 
 	applied map[string]int64 // with a checkpoint: per topic, records below are applied
 	skipped int
@@ -90,7 +92,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		if pol.kind == kindRetry && attempt < pol.retries {
 			r.log.Warn("processor: batch failed, retrying", "topic", source[0].Topic, "partition", r.slot,
 				"offset", source[0].Offset, "records", len(batch.Records), "attempt", attempt+1, "err", err)
-			if !r.sleep(pol.backoff.wait(attempt)) {
+			if !pol.backoff.sleep(r.wait, attempt) {
 				return nil, errAbandoned
 			}
 			continue
@@ -149,7 +151,7 @@ func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Me
 		return nil, stop
 	}
 	if pol.kind == kindRetry && f.retries <= pol.retries {
-		if !r.sleep(pol.backoff.wait(f.retries - 1)) {
+		if !pol.backoff.sleep(r.wait, f.retries-1) {
 			return nil, errAbandoned
 		}
 		return of.failed, nil
@@ -187,7 +189,7 @@ func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition)
 				break
 			}
 			r.log.Warn("processor: checkpoint unavailable, retrying", "topic", tp.Topic, "partition", tp.Partition, "attempt", attempt+1, "err", err)
-			if !r.sleep(Backoff{}.wait(attempt)) {
+			if !(Backoff{}).sleep(r.wait, attempt) {
 				return errAbandoned
 			}
 		}
@@ -195,16 +197,24 @@ func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition)
 	return nil
 }
 
-// call calls the handler, turning a panic into an error.
+// call calls the handler, turning a panic into an error that carries the stack and
+// matches ErrHandlerPanic.
 func (r *runner[K, V]) call(ctx context.Context, b *Batch[K, V]) (err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			r.log.Error("processor: handler panicked", "partition", r.slot, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			err = fmt.Errorf("%w: %v", ErrHandlerPanic, p)
+		var pe *group.PanicError
+		if errors.As(err, &pe) {
+			r.log.Error("processor: handler panicked", "partition", r.slot, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+			err = &handlerPanic{pe}
 		}
 	}()
+	defer group.Recover(&err, "handler")
 	return r.h.Handle(ctx, b)
 }
+
+// handlerPanic is a recovered handler panic: "handler panicked: <value>" and the stack.
+type handlerPanic struct{ *group.PanicError }
+
+func (e *handlerPanic) Unwrap() []error { return append(e.PanicError.Unwrap(), ErrHandlerPanic) }
 
 func (r *runner[K, V]) decode(m *record.Message) (Record[K, V], error) {
 	in := r.input(m.Topic)
@@ -278,18 +288,6 @@ func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, 
 		record.Header{Key: HeaderGroup, Value: []byte(r.group)},
 	)
 	return record.Message{Topic: topic, Partition: anyPartition, Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
-}
-
-// sleep waits d unless the handlers' context ends first.
-func (r *runner[K, V]) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.ctx.Done():
-		return false
-	}
 }
 
 // isAbandon reports whether err ends a slot's work without failing the processor.

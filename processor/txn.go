@@ -116,7 +116,7 @@ func (t *txn) beginLocked(ctx context.Context) error {
 		}
 		var te *produce.TxnError
 		if errors.As(err, &te) && te.Retriable && attempt < 10 && ctx.Err() == nil {
-			time.Sleep(Backoff{}.wait(attempt))
+			(Backoff{}).sleep(ctx, attempt)
 			continue
 		}
 		return fmt.Errorf("processor: exactly-once: %w", err)
@@ -333,6 +333,6 @@ func (t *txn) retry(ctx context.Context, name string, op func(context.Context) e
 		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 3 || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(Backoff{Initial: 50 * time.Millisecond}.wait(attempt))
+		Backoff{Initial: 50 * time.Millisecond}.sleep(ctx, attempt)
 	}
 }
