@@ -23,6 +23,7 @@ test-fault:
 	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'Fault' -timeout 40m ./integration/
 
 ## bench / bench-eos: throughput harnesses on the real broker (print figures; not tests).
+## bench builds integration/gokabench (its own module: goka and sarama stay out of go.mod).
 bench:
 	$(GO) run ./integration/bench
 

@@ -68,7 +68,7 @@ func (v variant) describe() string {
 
 var variants = []variant{
 	// librdkafka's own defaults, restored explicitly over the framework's.
-	{name: "librdkafka", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500}},
+	{name: "librdkafka", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000}},
 	// Whatever processor/config.go sets (mirrored in frameworkConsumerTuning).
 	{name: "framework"},
 	// Deep prefetch, short fetch wait.
@@ -107,9 +107,11 @@ func findVariant(name string) (variant, bool) {
 //	internal/group        Engine.consumerConfig (owned keys and defaults)
 //	internal/produce      New (owned keys and defaults)
 var frameworkConsumerTuning = map[string]any{
-	"fetch.wait.max.ms":   10,
-	"fetch.min.bytes":     1,
-	"queued.min.messages": 100000,
+	"fetch.wait.max.ms":          10,
+	"fetch.min.bytes":            1,
+	"queued.min.messages":        100000,
+	"queued.max.messages.kbytes": 32768,
+	"fetch.queue.backoff.ms":     10,
 }
 
 func baselineConsumerConfig(brokers, group string, commitInterval time.Duration, overrides ...map[string]any) *kafka.ConfigMap {

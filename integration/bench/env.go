@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
@@ -22,9 +22,11 @@ type env struct {
 	o  options
 	ac *kafka.AdminClient
 	// probes are idle consumers, one per group, that read committed offsets.
-	probes map[string]*kafka.Consumer
-	in     string
-	ends   []int64 // per input partition, after preload
+	probes  map[string]*kafka.Consumer
+	in      string
+	ends    []int64 // per input partition, after preload
+	self    string  // this binary, re-executed with -child for each trial
+	gokaBin string  // the gokabench binary; empty unless goka is a contestant
 }
 
 func newEnv(ctx context.Context, o options) (*env, error) {
@@ -32,7 +34,12 @@ func newEnv(ctx context.Context, o options) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{o: o, ac: ac, in: stack.UniqueName("bench-in")}
+	self, err := os.Executable()
+	if err != nil {
+		ac.Close()
+		return nil, fmt.Errorf("find this binary to re-execute per trial: %w", err)
+	}
+	e := &env{o: o, ac: ac, in: stack.UniqueName("bench-in"), self: self}
 	if err := e.createTopic(ctx, e.in, o.partitions); err != nil {
 		ac.Close()
 		return nil, err
@@ -128,10 +135,7 @@ func (e *env) preload(ctx context.Context) (time.Duration, error) {
 		}
 	}()
 	start := time.Now()
-	value := make([]byte, e.o.valueSize)
-	for i := range value {
-		value[i] = byte('a' + i%26)
-	}
+	value := inputValue(e.o.valueSize)
 	for i := range e.o.records {
 		m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.in, Partition: int32(i % e.o.partitions)}, Key: key(i), Value: value}
 		for {
@@ -257,6 +261,8 @@ type run struct {
 	onBatch func(values [][]byte)
 }
 
+// contestant is one side of the comparison. run is nil for contestants that are separate
+// binaries (goka), which the harness starts itself.
 type contestant struct {
 	name string
 	run  func(ctx context.Context, r run) error
@@ -289,10 +295,12 @@ var (
 		r.header = true
 		return runSamsa(ctx, r)
 	}}
+	// gokaContestant is the gokabench binary (integration/gokabench, its own module).
+	gokaContestant = contestant{name: "goka"}
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader} {
+	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader, gokaContestant} {
 		if c.name == name {
 			return c, true
 		}
@@ -300,40 +308,51 @@ func findContestant(name string) (contestant, bool) {
 	return contestant{}, false
 }
 
-// firstMark records the first time user code received a batch.
-type firstMark struct{ ns atomic.Int64 }
+// firstMark records the first time user code received a batch; notify, when set, is
+// called once with that time.
+type firstMark struct {
+	ns     atomic.Int64
+	notify func(time.Time)
+}
 
 func (f *firstMark) mark() {
 	if f.ns.Load() == 0 {
-		f.ns.CompareAndSwap(0, time.Now().UnixNano())
+		now := time.Now()
+		if f.ns.CompareAndSwap(0, now.UnixNano()) && f.notify != nil {
+			f.notify(now)
+		}
 	}
 }
-
-func (f *firstMark) time() time.Time { return time.Unix(0, f.ns.Load()) }
 
 type result struct {
 	contestant string
 	variant    string
 	trial      int
 	records    int64
-	join       time.Duration // start -> first batch in user code
+	join       time.Duration // child start -> first batch in user code
 	steady     time.Duration // first batch -> everything committed
-	cpu        time.Duration
-	mallocs    uint64
+	cpu        time.Duration // the child's user+sys over its whole life
+	rss        int64         // the child's max RSS, bytes
+	mallocs    uint64        // the child's Go heap allocations over its whole life
 	allocBytes uint64
 	gcs        uint32
-	output     int64
+	verdict
 }
 
 func (r result) rate() float64            { return float64(r.records) / r.steady.Seconds() }
 func (r result) cpuPerRecord() float64    { return float64(r.cpu.Microseconds()) / float64(r.records) }
 func (r result) allocsPerRecord() float64 { return float64(r.mallocs) / float64(r.records) }
 func (r result) bytesPerRecord() float64  { return float64(r.allocBytes) / float64(r.records) }
+func (r result) rssMiB() float64          { return float64(r.rss) / (1 << 20) }
 
 func (r result) line() string {
-	return fmt.Sprintf("%-12s %-11s #%d  %8.0f records/s  (%.2fs after a %.2fs join; cpu %.2f us/rec, %.1f allocs/rec, %.0f B/rec, %d GCs; output %d)",
-		r.contestant, r.variant, r.trial, r.rate(), r.steady.Seconds(), r.join.Seconds(), r.cpuPerRecord(), r.allocsPerRecord(),
-		float64(r.allocBytes)/float64(r.records), r.gcs, r.output)
+	check := "verified"
+	if !r.ok() {
+		check = "FAILED"
+	}
+	return fmt.Sprintf("%-12s %-11s #%d  %8.0f records/s  (%.2fs after a %.2fs join; cpu %.2f us/rec, max RSS %.0f MiB, %.1f allocs/rec, %.0f B/rec, %d GCs; output %d: %s, %d missing, %d dups, %d corrupt)",
+		r.contestant, r.variant, r.trial, r.rate(), r.steady.Seconds(), r.join.Seconds(), r.cpuPerRecord(), r.rssMiB(), r.allocsPerRecord(),
+		r.bytesPerRecord(), r.gcs, r.output, check, r.missing, r.dups, r.corrupt)
 }
 
 func cpuTime() time.Duration {
@@ -356,7 +375,9 @@ func writeAllocs(path string) error {
 	return pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
-// trial runs one contestant over the whole input with a fresh group and output topic.
+// trial runs one contestant in a child process over the whole input with a fresh group
+// and output topic, stops it once the group's committed offsets reach the input's end
+// offsets, and then reads the output back (see verify).
 func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles) (result, error) {
 	out := stack.UniqueName("bench-out")
 	if err := e.createTopic(ctx, out, e.o.partitions); err != nil {
@@ -368,36 +389,25 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 		e.deleteTopic(dctx, out)
 	}()
 	group := stack.UniqueName("bench-" + c.name)
-	r := run{
-		brokers: e.o.brokers, group: group, in: e.in, out: out,
-		batch: e.o.batch, batchWait: e.o.batchWait, commitInterval: e.o.commitInterval,
-		consumer: mergeAny(e.o.consumer, v.consumer), producer: mergeAny(e.o.producer),
-		codec: e.o.samsaCodec, first: &firstMark{},
-	}
-	runtime.GC()
-	var ms0, ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
-	cpu0 := cpuTime()
-	if prof.mem != "" {
-		if err := writeAllocs(prof.mem + ".before"); err != nil {
-			return result{}, err
-		}
-	}
-	if prof.cpu != "" {
-		f, err := os.Create(prof.cpu)
+	path, args := e.gokaBin, e.gokaArgs(group, out, e.o.commitInterval)
+	if c.run != nil {
+		spec, err := json.Marshal(childSpec{
+			Contestant: c.name, Brokers: e.o.brokers, Group: group, In: e.in, Out: out,
+			Batch: e.o.batch, BatchWait: e.o.batchWait, CommitInterval: e.o.commitInterval,
+			Consumer: stringMap(mergeAny(e.o.consumer, v.consumer)), Producer: stringMap(mergeAny(e.o.producer)),
+			Codec: e.o.samsaCodec, CPUProfile: prof.cpu, MemProfile: prof.mem,
+		})
 		if err != nil {
 			return result{}, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return result{}, err
-		}
+		path, args = e.self, []string{"-child", string(spec)}
 	}
 	start := time.Now()
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- c.run(rctx, r) }()
+	ch, err := startChild(c.name, path, args...)
+	if err != nil {
+		return result{}, err
+	}
+	defer ch.kill()
 
 	deadline := time.NewTimer(e.o.trialTimeout)
 	defer deadline.Stop()
@@ -413,56 +423,42 @@ wait:
 				end = time.Now()
 				break wait
 			}
-		case runErr = <-errc:
-			cancel()
+		case <-ch.done:
+			runErr = ch.exitErr()
 			if runErr == nil {
-				runErr = errors.New("returned before committing everything")
+				runErr = fmt.Errorf("%s (pid %d) exited before committing everything%s", c.name, ch.pid(), ch.stderr.suffix())
 			}
 			break wait
 		case <-deadline.C:
 			sum, _ := e.committedSum(ctx, group)
-			runErr = fmt.Errorf("timed out after %s with %d of %d records committed", e.o.trialTimeout, sum, e.o.records)
+			runErr = fmt.Errorf("timed out after %s with %d of %d records committed%s", e.o.trialTimeout, sum, e.o.records, ch.stderr.suffix())
 			break wait
 		case <-ctx.Done():
 			runErr = ctx.Err()
 			break wait
 		}
 	}
-	cpu1 := cpuTime()
-	runtime.ReadMemStats(&ms1)
-	if prof.cpu != "" {
-		pprof.StopCPUProfile()
-	}
-	if prof.mem != "" {
-		if err := writeAllocs(prof.mem + ".after"); err != nil {
-			return result{}, err
-		}
-	}
-	cancel()
-	if !end.IsZero() {
-		runErr = <-errc
-	} else {
-		select {
-		case <-errc:
-		case <-time.After(45 * time.Second):
-		}
+	if err := ch.stop(45 * time.Second); runErr == nil {
+		runErr = err
 	}
 	if runErr != nil {
 		return result{}, runErr
 	}
-	first := r.first.time()
+	firstNS := ch.first.Load()
+	if firstNS == 0 {
+		return result{}, fmt.Errorf("%s (pid %d) never reported its first record", c.name, ch.pid())
+	}
+	first := time.Unix(0, firstNS)
+	cpu, rss := ch.usage()
 	res := result{
 		contestant: c.name, variant: v.name, records: int64(e.o.records),
-		join: first.Sub(start), steady: end.Sub(first), cpu: cpu1 - cpu0,
-		mallocs: ms1.Mallocs - ms0.Mallocs, allocBytes: ms1.TotalAlloc - ms0.TotalAlloc, gcs: ms1.NumGC - ms0.NumGC,
+		join: first.Sub(start), steady: end.Sub(first), cpu: cpu, rss: rss,
 	}
-	n, err := e.outputCount(out, e.o.partitions)
-	if err != nil {
-		return result{}, fmt.Errorf("count outputs: %w", err)
+	if m, ok := ch.memStats(); ok {
+		res.mallocs, res.allocBytes, res.gcs = m[0], m[1], uint32(m[2])
 	}
-	res.output = n
-	if n < int64(e.o.records) {
-		return result{}, fmt.Errorf("output topic holds %d records, want at least %d", n, e.o.records)
+	if res.verdict, err = e.verify(ctx, out); err != nil {
+		return result{}, fmt.Errorf("verify output: %w", err)
 	}
 	return res, nil
 }

@@ -1,6 +1,7 @@
 // Command bench measures samsa's end-to-end throughput on a real Kafka broker next to a
 // hand-written confluent-kafka-go loop that does exactly the same work with exactly the
-// same client settings, and prints the ratio.
+// same client settings, and next to goka (github.com/lovoo/goka on sarama), and prints the
+// ratios.
 //
 // Usage (no Makefile needed; starts a single-node Kafka unless $KAFKA_BROKERS is set):
 //
@@ -12,30 +13,68 @@
 // -records records: 12-byte keys, -value-size byte values, spread evenly over the
 // partitions. Every trial then consumes the whole topic from the beginning with a fresh
 // consumer group, passes each record unchanged through an identity handler, produces it to
-// a fresh output topic (idempotent, acks=all), waits for the delivery reports and commits
-// the input offsets. A trial ends when the group's committed offsets equal the input's end
-// offsets (polled with an admin client every 50 ms): the same end condition for both
-// contestants. records/s is -records divided by the time from the first batch handed to
-// user code until that end; the group join before it is reported separately.
+// a fresh output topic (acks=all), waits for the delivery reports and commits the input
+// offsets. A trial ends when the group's committed offsets equal the input's end offsets
+// (polled with an admin client every 50 ms): the same end condition for every
+// contestant. records/s is -records divided by the time from the first batch (goka: the
+// first record) handed to user code until that end; the process start and group join
+// before it are reported separately as the join.
 //
 //   - samsa: processor.New with codec.Bytes() on both sides and a handler that Sends every
-//     record of the batch to the output.
+//     record of the batch to the output (idempotent producer).
 //   - baseline: one poll goroutine collects per-partition batches of -batch records (or
 //     what arrived within the batch wait), produces them with the batch as the message
 //     opaque, re-using the consumed *kafka.Message; a delivery goroutine counts reports per
 //     batch and, once a batch and every batch before it on its partition are acknowledged,
 //     stores the offset after it (auto-store off). librdkafka commits stored offsets
 //     asynchronously (auto-commit on). Every partition's batches are in flight at once.
+//   - goka: goka v1.1.14 (sarama v1.45.1) in the binary built from integration/gokabench,
+//     its own module so that goka and sarama stay out of go.mod; the harness builds it once
+//     per run with go build. One goka processor, goka.Input -> callback -> ctx.Emit to a
+//     goka.Output, codec.Bytes both ways, key kept. goka's defaults except acks=all
+//     (WaitForAll), reading a fresh group from the oldest offset, and the harness's
+//     -commit-interval as sarama's auto-commit interval; among the defaults kept: Snappy
+//     compression (-goka-compression none turns it off), no idempotence (sarama's
+//     default), 100 ms / 64 KiB producer flush. goka marks an input offset after that
+//     record's emits are acknowledged, but sarama keeps the highest mark, so it does not
+//     keep the "every earlier offset acknowledged" order samsa and the baseline keep (see
+//     integration/gokabench's doc). It creates no topic: no group table, no loop topic.
 //
-// Both sides get the same librdkafka properties: the baseline mirrors the framework's
-// consumer and producer configuration (processor/config.go, internal/group,
+// samsa and the baseline get the same librdkafka properties: the baseline mirrors the
+// framework's consumer and producer configuration (processor/config.go, internal/group,
 // internal/produce), -consumer and -producer overrides go to both, and at start the
 // harness asks librdkafka to dump the effective configuration of both sides' clients
 // (debug=conf) and prints any difference, so a change of the framework's defaults cannot
 // silently skew the comparison.
 //
-// The main comparison alternates the contestants trial by trial (B B2 S B B2 S ...; see
-// -contestants) and takes samsa's ratio against the stronger baseline. The tuning
+// # One process per trial
+//
+// Every throughput and tuning trial runs its contestant in a fresh child process: samsa
+// and the baselines in this binary re-executed with -child (a JSON trial spec), goka in
+// the gokabench binary. The child runs until the harness sees the end condition and sends
+// SIGTERM; the harness waits for it by PID (bounded; SIGKILL after 45 s). CPU per record
+// is the child's user+sys time (rusage, librdkafka's or sarama's threads included) over
+// its whole life: start-up, join, the trial and the shutdown. max RSS is the child's
+// ru_maxrss, so it holds the contestant alone, not the harness's admin client, probes,
+// preload producer or reader. The summary also prints each binary's idle max RSS (run
+// with -h: process start and package initialisation), the floor under its figures; this
+// binary's is the larger, as it links the whole harness. Allocations are the child's Go
+// heap allocations over its life (runtime.MemStats at exit). The latency mode still runs
+// samsa and the baseline inside the harness (it needs the per-batch hook).
+//
+// # Output check
+//
+// After each trial (outside the measured window) a reader with no group reads the whole
+// output topic and checks that every input key with the input value appears: missing,
+// duplicate and corrupt (unknown key or wrong value) records are reported per trial. A
+// trial with missing or corrupt records is marked FAILED, left out of the medians, and
+// the harness exits 1 after the summary. Duplicates are allowed (at-least-once) and
+// reported.
+//
+// The main comparison alternates the contestants trial by trial (B B2 S G B B2 S G ...;
+// see -contestants) and prints, per contestant, the median and min-max of records/s and of
+// max RSS, and the ratios of each samsa contestant to the stronger baseline and to goka
+// (records/s, and max RSS against the target of at most 1.5x goka's). The tuning
 // comparison alternates baseline and samsa for several consumer prefetch settings. The
 // latency mode writes -latency-rate records/s for -latency-duration with a nanosecond
 // timestamp in each value and reports, per record, the time from the moment the load
@@ -49,13 +88,14 @@
 // stronger (by median). samsa-nocopy (not run by default) is samsa with input decoders that
 // do not copy, to price codec.Bytes' copy.
 //
-// CPU per record is the process's user+sys time (librdkafka's threads included) over the
-// trial; allocations are Go heap allocations. On a small machine the broker competes for
-// the same CPUs, so a contestant's CPU per record costs it throughput twice.
+// On a small machine the broker competes for the same CPUs, so a contestant's CPU per
+// record costs it throughput twice.
 //
 // Profiles: -cpuprofile and -baseline-cpuprofile write a CPU profile of the last samsa or
-// baseline trial of the main comparison, -memprofile allocation profiles around the last
-// trial of each contestant. -throughput=false -tuning=false runs the latency mode alone.
+// baseline trial of the main comparison (written by the child, from its start until it is
+// told to stop), -memprofile allocation profiles at the start and at the stop of the last
+// trial of each in-binary contestant. -throughput=false -tuning=false runs the latency
+// mode alone.
 package main
 
 import (
@@ -65,6 +105,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -106,6 +147,9 @@ type options struct {
 	checkConfig        bool
 	trialTimeout       time.Duration
 	kafkaVersion       string
+	gokaCompression    string
+
+	child string // -child: run one trial (JSON childSpec) in this process and exit
 }
 
 func main() {
@@ -121,7 +165,8 @@ func main() {
 	flag.Var(&o.consumer, "consumer", "librdkafka consumer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.Var(&o.producer, "producer", "librdkafka producer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.StringVar(&o.samsaCodec, "samsa-codec", "bytes", "samsa's input decoders: bytes (codec.Bytes, copies) or nocopy (a DecoderFunc returning the slice it is given)")
-	flag.StringVar(&o.contestants, "contestants", "baseline,baseline-2g,samsa", "contestants of the main comparison, in alternation order: baseline, baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off)")
+	flag.StringVar(&o.contestants, "contestants", "baseline,baseline-2g,samsa,goka", "contestants of the main comparison, in alternation order: baseline, baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off), goka (goka v1.1.14 on sarama, built from integration/gokabench)")
+	flag.StringVar(&o.gokaCompression, "goka-compression", "", "goka's producer compression: none, snappy, lz4, zstd, gzip (empty: goka's default, snappy; samsa and the baselines produce uncompressed)")
 	flag.BoolVar(&o.throughput, "throughput", true, "run the main throughput comparison")
 	flag.BoolVar(&o.tuning, "tuning", true, "run the consumer prefetch tuning comparison")
 	flag.IntVar(&o.tuningTrials, "tuning-trials", 2, "trials per contestant and variant in the tuning comparison")
@@ -138,11 +183,15 @@ func main() {
 	flag.BoolVar(&o.checkConfig, "check-config", true, "compare the effective librdkafka configuration of both sides (debug=conf) before measuring")
 	flag.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "a trial that has not committed everything by then fails the run")
 	flag.StringVar(&o.kafkaVersion, "kafka-version", "", "Kafka version to start when -brokers is empty (default: the launcher's)")
+	flag.StringVar(&o.child, "child", "", "internal: run one trial described by this JSON in this process (the harness re-executes itself so that each trial has a process of its own)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./integration/bench [flags]\n\n%s\n\nflags:\n", strings.TrimSpace(usageText))
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if o.child != "" {
+		os.Exit(childMain(o.child))
+	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
@@ -158,8 +207,9 @@ func main() {
 
 const usageText = `
 Measures records/s end to end (consume -> identity handler -> produce -> ack -> commit) of
-samsa and of a hand-written confluent-kafka-go loop with the same client settings,
-alternating trials, and prints the ratio; then a consumer-prefetch tuning comparison and
+samsa, of a hand-written confluent-kafka-go loop with the same client settings and of goka,
+each trial in a process of its own, alternating trials, checks every output, and prints
+the ratios and each contestant's max RSS; then a consumer-prefetch tuning comparison and
 p50/p99 latency at a fixed rate. Example:
 
   go run ./integration/bench -records 1000000 -trials 3`
@@ -178,7 +228,7 @@ func (o *options) validate() error {
 	}
 	for _, c := range splitList(o.contestants) {
 		if _, ok := findContestant(c); !ok {
-			return fmt.Errorf("-contestants: unknown %q (have baseline, baseline-2g, samsa, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr)", c)
+			return fmt.Errorf("-contestants: unknown %q (have baseline, baseline-2g, samsa, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
 		}
 	}
 	for _, v := range splitList(o.variants) {
@@ -192,6 +242,24 @@ func (o *options) validate() error {
 func benchmark(ctx context.Context, o options) error {
 	start := time.Now()
 	rep := &report{opts: o, cmd: commandLine(), load0: loadAvg()}
+	var gokaBin string
+	if o.throughput && slices.Contains(splitList(o.contestants), gokaContestant.name) {
+		dir, err := os.MkdirTemp("", "samsa-bench-goka-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Println("building integration/gokabench (goka contestant)...")
+		if gokaBin, err = buildGoka(ctx, dir); err != nil {
+			return err
+		}
+		if rep.gokaIdleRSS, err = idleRSS(ctx, gokaBin); err != nil {
+			return fmt.Errorf("idle RSS of gokabench: %w", err)
+		}
+	}
+	if self, err := os.Executable(); err == nil {
+		rep.selfIdleRSS, _ = idleRSS(ctx, self)
+	}
 	if o.brokers == "" {
 		fmt.Println("starting a single-node Kafka (stack.StartKafka)...")
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -225,6 +293,7 @@ func benchmark(ctx context.Context, o options) error {
 		return err
 	}
 	defer env.close()
+	env.gokaBin = gokaBin
 
 	fmt.Printf("preloading %d records (%d partitions, %d-byte values) into %s...\n", o.records, o.partitions, o.valueSize, env.in)
 	took, err := env.preload(ctx)
@@ -318,6 +387,15 @@ func benchmark(ctx context.Context, o options) error {
 	rep.elapsed = time.Since(start)
 	rep.load1 = loadAvg()
 	rep.print(os.Stdout)
+	var failed []string
+	for _, r := range append(slices.Clone(rep.main), rep.tuning...) {
+		if !r.ok() {
+			failed = append(failed, fmt.Sprintf("%s %s #%d (%d missing, %d corrupt)", r.contestant, r.variant, r.trial, r.missing, r.corrupt))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("output check failed in %d trials: %s", len(failed), strings.Join(failed, "; "))
+	}
 	return nil
 }
 
@@ -333,6 +411,8 @@ type report struct {
 	load0       string
 	load1       string
 	elapsed     time.Duration
+	selfIdleRSS int64 // max RSS of this binary run with -h
+	gokaIdleRSS int64 // max RSS of gokabench run with -h; 0: goka not run
 }
 
 func (r *report) print(w *os.File) {
@@ -355,7 +435,22 @@ func (r *report) print(w *os.File) {
 		}
 	}
 	p("rate = records / (end - first batch handed to user code); end = committed offsets == end offsets (50 ms polls)")
-	p("cpu = process user+sys per record (librdkafka threads included); allocs = Go heap allocations per record")
+	p("each trial in a child process: cpu = its user+sys per record over its whole life (client threads included); rss = its max RSS (rusage);")
+	p("  allocs = its Go heap allocations per record; output checked by a reader after the trial (FAILED: records missing or corrupt)")
+	if r.selfIdleRSS > 0 || r.gokaIdleRSS > 0 {
+		s := fmt.Sprintf("idle max RSS (binary run with -h): harness binary (samsa, baselines) %.1f MiB", float64(r.selfIdleRSS)/(1<<20))
+		if r.gokaIdleRSS > 0 {
+			s += fmt.Sprintf(", gokabench %.1f MiB", float64(r.gokaIdleRSS)/(1<<20))
+		}
+		p("%s", s)
+	}
+	if slices.Contains(splitList(o.contestants), gokaContestant.name) {
+		comp := o.gokaCompression
+		if comp == "" {
+			comp = "snappy (goka's default)"
+		}
+		p("goka:      v1.1.14 on sarama v1.45.1, acks=all, compression %s, no idempotence; samsa and the baselines: idempotent, uncompressed", comp)
+	}
 	p("")
 	if len(r.main) > 0 {
 		p("throughput, framework defaults, samsa codec %s:", o.samsaCodec)
@@ -395,20 +490,55 @@ func (r *report) print(w *os.File) {
 	p("======================================================================")
 }
 
-// ratioBlock prints each contestant's medians and the ratio of each samsa contestant to
-// the strongest baseline (by median records/s).
+// ratioBlock prints each contestant's medians and min-max, and the ratios of each samsa
+// contestant to the strongest baseline (by median records/s) and to goka.
 func (r *report) ratioBlock(p func(string, ...any), rs []result, variant string) {
+	names := splitList(r.opts.contestants)
+	p("%-13s %-10s %-30s %-10s %-30s %s", "contestant", "ok", "records/s median (min-max)", "cpu us/rec", "max RSS MiB median (min-max)", "allocs/rec, B/rec")
+	rate := func(x result) float64 { return x.rate() }
+	rss := func(x result) float64 { return x.rssMiB() }
+	for _, name := range names {
+		ok, n := 0, 0
+		for _, x := range rs {
+			if x.contestant == name {
+				n++
+				if x.ok() {
+					ok++
+				}
+			}
+		}
+		status := fmt.Sprintf("%d/%d", ok, n)
+		if ok < n {
+			status += " FAILED"
+		}
+		lo, hi := rangeOf(rs, name, rate)
+		rlo, rhi := rangeOf(rs, name, rss)
+		p("%-13s %-10s %-30s %-10.2f %-30s %.1f, %.0f", name, status,
+			fmt.Sprintf("%.0f (%.0f-%.0f)", medianRate(rs, name), lo, hi), medianOf(rs, name, result.cpuPerRecord),
+			fmt.Sprintf("%.0f (%.0f-%.0f)", medianOf(rs, name, rss), rlo, rhi),
+			medianOf(rs, name, result.allocsPerRecord), medianOf(rs, name, result.bytesPerRecord))
+	}
 	best, b := "", 0.0
-	for _, name := range splitList(r.opts.contestants) {
-		p("median %-12s %8.0f records/s, cpu %.2f us/rec, %.1f allocs/rec, %.0f B/rec", name, medianRate(rs, name),
-			medianOf(rs, name, result.cpuPerRecord), medianOf(rs, name, result.allocsPerRecord), medianOf(rs, name, result.bytesPerRecord))
+	for _, name := range names {
 		if m := medianRate(rs, name); strings.HasPrefix(name, "baseline") && m > b {
 			best, b = name, m
 		}
 	}
-	for _, name := range splitList(r.opts.contestants) {
-		if s := medianRate(rs, name); !strings.HasPrefix(name, "baseline") && b > 0 && s > 0 {
-			p("RATIO %s/%s at batch size %d: %.2f (target >= 0.90)", name, best, r.opts.batch, s/b)
+	g, gRSS := medianRate(rs, gokaContestant.name), medianOf(rs, gokaContestant.name, rss)
+	for _, name := range names {
+		if !strings.HasPrefix(name, "samsa") {
+			continue
+		}
+		s := medianRate(rs, name)
+		if s == 0 {
+			continue
+		}
+		if b > 0 {
+			p("RATIO %s/%s records/s at batch size %d: %.2f (target >= 0.90)", name, best, r.opts.batch, s/b)
+		}
+		if g > 0 {
+			p("RATIO %s/goka records/s: %.2f", name, s/g)
+			p("RATIO %s/goka max RSS: %.2f (target <= 1.50)", name, medianOf(rs, name, rss)/gRSS)
 		}
 	}
 	if on, off := medianRate(rs, "samsa-otel"), medianRate(rs, "samsa"); on > 0 && off > 0 {
@@ -425,21 +555,35 @@ func medianRate(rs []result, name string) float64 {
 	return medianOf(rs, name, func(x result) float64 { return x.rate() })
 }
 
-func medianOf(rs []result, name string, f func(result) float64) float64 {
+// values returns f of name's trials that passed the output check, sorted.
+func values(rs []result, name string, f func(result) float64) []float64 {
 	var xs []float64
 	for _, r := range rs {
-		if r.contestant == name {
+		if r.contestant == name && r.ok() {
 			xs = append(xs, f(r))
 		}
 	}
+	sort.Float64s(xs)
+	return xs
+}
+
+func medianOf(rs []result, name string, f func(result) float64) float64 {
+	xs := values(rs, name, f)
 	if len(xs) == 0 {
 		return 0
 	}
-	sort.Float64s(xs)
 	if len(xs)%2 == 1 {
 		return xs[len(xs)/2]
 	}
 	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+func rangeOf(rs []result, name string, f func(result) float64) (lo, hi float64) {
+	xs := values(rs, name, f)
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	return xs[0], xs[len(xs)-1]
 }
 
 func commandLine() string {

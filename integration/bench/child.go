@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Every throughput trial runs its contestant in a child process of its own, so that CPU
+// and max RSS come from that process's rusage and not from the harness (which holds the
+// admin client, the probes and the output reader). samsa and the baselines run in the
+// harness's own binary re-executed with -child; goka runs in the gokabench binary.
+//
+// A child writes two lines to stdout for the harness: "first <unix ns>" when user code
+// first sees a record, and "mem <mallocs> <bytes allocated> <GCs>" just before it exits.
+// It runs until SIGTERM, then shuts down (committing what it acknowledged) and exits 0,
+// or non-zero with the error on stderr.
+
+// childSpec is one trial of an in-binary contestant, passed as JSON in -child.
+type childSpec struct {
+	Contestant     string
+	Brokers        string
+	Group          string
+	In, Out        string
+	Batch          int
+	BatchWait      time.Duration
+	CommitInterval time.Duration
+	Consumer       map[string]string // librdkafka properties, parsed as the -consumer flag is
+	Producer       map[string]string
+	Codec          string
+	CPUProfile     string // written from start until SIGTERM
+	MemProfile     string // PREFIX.before at start, PREFIX.after at SIGTERM
+}
+
+func stringMap(m map[string]any) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = fmt.Sprint(v)
+	}
+	return out
+}
+
+func anyMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = parseValue(v)
+	}
+	return out
+}
+
+// childMain runs one trial's contestant in this process (the -child mode) and returns the
+// exit code.
+func childMain(specJSON string) int {
+	var s childSpec
+	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
+		fmt.Fprintln(os.Stderr, "bench child: -child:", err)
+		return 2
+	}
+	c, ok := findContestant(s.Contestant)
+	if !ok || c.run == nil {
+		fmt.Fprintf(os.Stderr, "bench child: %q does not run in the harness binary\n", s.Contestant)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	r := run{
+		brokers: s.Brokers, group: s.Group, in: s.In, out: s.Out,
+		batch: s.Batch, batchWait: s.BatchWait, commitInterval: s.CommitInterval,
+		consumer: anyMap(s.Consumer), producer: anyMap(s.Producer), codec: s.Codec,
+		first: &firstMark{notify: func(t time.Time) { fmt.Printf("first %d\n", t.UnixNano()) }},
+	}
+	if s.MemProfile != "" {
+		if err := writeAllocs(s.MemProfile + ".before"); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+	}
+	if s.CPUProfile != "" {
+		f, err := os.Create(s.CPUProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.run(ctx, r) }()
+	var err error
+	select {
+	case <-ctx.Done():
+		// The harness saw everything committed: profiles end here, before the shutdown.
+		if s.CPUProfile != "" {
+			pprof.StopCPUProfile()
+		}
+		if s.MemProfile != "" {
+			if werr := writeAllocs(s.MemProfile + ".after"); werr != nil {
+				fmt.Fprintln(os.Stderr, "bench child:", werr)
+			}
+		}
+		err = <-errc
+	case err = <-errc:
+		if s.CPUProfile != "" {
+			pprof.StopCPUProfile()
+		}
+		if err == nil {
+			err = errors.New("returned before it was told to stop")
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("mem %d %d %d\n", ms.Mallocs, ms.TotalAlloc, ms.NumGC)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench child %s: %v\n", s.Contestant, err)
+		return 1
+	}
+	return 0
+}
+
+// child is a running contestant process.
+type child struct {
+	name  string
+	cmd   *exec.Cmd
+	first atomic.Int64 // unix ns from its "first" line
+
+	mu      sync.Mutex
+	mem     [3]uint64 // mallocs, bytes, GCs from its "mem" line
+	haveMem bool
+
+	stderr *tail
+	done   chan struct{} // closed when Wait has returned
+	err    error         // Wait's result, once done is closed
+}
+
+// startChild starts path with args. The child gets SIGKILL if the harness dies
+// (Pdeathsig), so a crashed harness leaves no contestant running.
+func startChild(name, path string, args ...string) (*child, error) {
+	ch := &child{name: name, stderr: &tail{max: 16 << 10}, done: make(chan struct{})}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout = &lineWriter{line: ch.parse}
+	cmd.Stderr = ch.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Bounds Wait's copying of stdout/stderr should the pipes outlive the process.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	ch.cmd = cmd
+	go func() {
+		ch.err = cmd.Wait()
+		close(ch.done)
+	}()
+	return ch, nil
+}
+
+func (c *child) parse(line string) {
+	f := strings.Fields(line)
+	switch {
+	case len(f) == 2 && f[0] == "first":
+		if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+			c.first.CompareAndSwap(0, ns)
+		}
+	case len(f) == 4 && f[0] == "mem":
+		var m [3]uint64
+		for i := range m {
+			m[i], _ = strconv.ParseUint(f[i+1], 10, 64)
+		}
+		c.mu.Lock()
+		c.mem, c.haveMem = m, true
+		c.mu.Unlock()
+	}
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// stop sends SIGTERM and waits up to grace for the child to exit; a child still running
+// then gets SIGKILL and another bounded wait. It returns an error if the child did not
+// exit on SIGTERM or exited non-zero.
+func (c *child) stop(grace time.Duration) error {
+	select {
+	case <-c.done:
+		return c.exitErr()
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return c.exitErr()
+	case <-time.After(grace):
+	}
+	_ = c.cmd.Process.Kill()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s (pid %d) survived SIGKILL for 10s", c.name, c.pid())
+	}
+	return fmt.Errorf("%s (pid %d) did not exit within %s of SIGTERM; killed%s", c.name, c.pid(), grace, c.stderr.suffix())
+}
+
+// kill ends a child that is still running (error paths); bounded.
+func (c *child) kill() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Kill()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		fmt.Fprintf(os.Stderr, "bench: %s (pid %d) survived SIGKILL for 10s\n", c.name, c.pid())
+	}
+}
+
+func (c *child) exitErr() error {
+	if c.err != nil {
+		return fmt.Errorf("%s (pid %d): %w%s", c.name, c.pid(), c.err, c.stderr.suffix())
+	}
+	return nil
+}
+
+// usage returns the exited child's user+sys CPU time and max RSS in bytes.
+func (c *child) usage() (time.Duration, int64) {
+	ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok || ru == nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Maxrss * 1024 // Linux: KiB
+}
+
+func (c *child) memStats() ([3]uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mem, c.haveMem
+}
+
+// idleRSS runs path with -h (process start and package initialisation, no work) and
+// returns its max RSS: the floor under each binary's figures.
+func idleRSS(ctx context.Context, path string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "-h")
+	_ = cmd.Run() // the exit status of -h does not matter, its rusage does
+	if cmd.ProcessState == nil {
+		return 0, fmt.Errorf("%s -h did not run", path)
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, errors.New("no rusage")
+	}
+	return ru.Maxrss * 1024, nil
+}
+
+// lineWriter calls line for every complete line written to it.
+type lineWriter struct {
+	buf  []byte
+	line func(string)
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > 64<<10 { // a child writing without newlines: drop it
+		w.buf = w.buf[:0]
+	}
+	return len(p), nil
+}
+
+// tail keeps the last max bytes written to it (a child's stderr, for error reports).
+type tail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// suffix formats the kept stderr for an error message.
+func (t *tail) suffix() string {
+	s := strings.TrimSpace(t.String())
+	if s == "" {
+		return ""
+	}
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		lines = append(lines, "    "+sc.Text())
+	}
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return "; its stderr ends:\n" + strings.Join(lines, "\n")
+}
