@@ -293,7 +293,6 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 		HeartbeatInterval: n.member.HeartbeatInterval,
 		MaxPollInterval:   n.member.MaxPollInterval,
 		CommitInterval:    5 * time.Second,
-		QueueRecords:      1000,
 		RevokeTimeout:     n.cfg.StopTimeout,
 		PauseFetch:        true,
 		HoldStuck:         true,
