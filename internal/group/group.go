@@ -86,7 +86,6 @@ type Config struct {
 	HeartbeatInterval time.Duration // classic protocols only
 	MaxPollInterval   time.Duration
 	CommitInterval    time.Duration // how often stored offsets are committed asynchronously
-	QueueRecords      int           // unused; kept until distributed stops setting it
 	// TakeRecords is the most records a worker takes from its slot at once (the batch size).
 	TakeRecords int
 	// BufferBytes bounds the bytes of fetched records the slots hold together: each slot
