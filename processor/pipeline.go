@@ -224,6 +224,9 @@ func (pl *pipeline[K, V]) settleHead() error {
 		if err != nil {
 			return err
 		}
+		// Every output is acknowledged: nothing refers to the batch's records any more.
+		pl.run.recycle(f.outs)
+		pl.s.Recycle(f.inputs)
 	}
 	return nil
 }

@@ -106,7 +106,9 @@ func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) erro
 
 // Batch is up to Config.BatchSize records of one partition (of every co-partitioned
 // input), in offset order per topic. It is valid only during the Handle call that
-// receives it.
+// receives it: its Records slice is reused for the partition's next batch, so keep
+// copies of records (not pointers into the slice) beyond the call. A Batch is not safe
+// for concurrent use: send from the handler's goroutine.
 type Batch[K, V any] struct {
 	// Partition is the partition number the batch comes from.
 	Partition int32

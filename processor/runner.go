@@ -51,13 +51,41 @@ type runner[K, V any] struct {
 
 	applied map[string]int64 // with a checkpoint: per topic, records below are applied
 	skipped int
+
+	records []Record[K, V]     // reused by every batch: a Batch is valid only during Handle
+	spare   [][]record.Message // output slices of settled batches, for reuse
 }
+
+// outputs returns an empty slice for a batch's outputs, reusing a settled batch's.
+func (r *runner[K, V]) outputs(n int) []record.Message {
+	if k := len(r.spare); k > 0 {
+		outs := r.spare[k-1]
+		r.spare = r.spare[:k-1]
+		return outs
+	}
+	return make([]record.Message, 0, n) // most handlers send about one output per input
+}
+
+// recycle takes back a settled batch's outputs: acknowledged, referred to by nothing.
+func (r *runner[K, V]) recycle(outs []record.Message) {
+	if cap(outs) == 0 || len(r.spare) >= maxSpareOutputs {
+		return
+	}
+	clear(outs)
+	r.spare = append(r.spare, outs[:0])
+}
+
+// maxSpareOutputs bounds the output slices a runner keeps: about the batches in flight.
+const maxSpareOutputs = 8
 
 // handle decodes inputs and runs the handler under the error policy. It returns the
 // outputs to produce, dead-letter records included.
 func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]record.Message, error) {
-	outs := make([]record.Message, 0, len(inputs)) // most handlers send about one output per input
-	batch := &Batch[K, V]{Partition: r.slot, Records: make([]Record[K, V], 0, len(inputs)), outs: &outs}
+	outs := r.outputs(len(inputs))
+	if cap(r.records) < len(inputs) {
+		r.records = make([]Record[K, V], 0, len(inputs))
+	}
+	batch := &Batch[K, V]{Partition: r.slot, Records: r.records[:0], outs: &outs}
 	var source []*record.Message // source[i] is the input of batch.Records[i]
 	for i := range inputs {
 		if r.applied != nil && inputs[i].Offset < r.applied[inputs[i].Topic] {

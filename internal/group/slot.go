@@ -40,10 +40,11 @@ type Slot struct {
 
 	mu     sync.Mutex
 	parts  []record.TopicPartition
-	chunks []chunk // oldest first; only the last one may still be filling
-	bytes  int64   // held in chunks
-	paused bool    // wanted: the slot is over its share and waits to drain
-	hint   int     // capacity of the next chunk: the length of the last one taken
+	chunks []chunk            // oldest first; only the last one may still be filling
+	bytes  int64              // held in chunks
+	paused bool               // wanted: the slot is over its share and waits to drain
+	hint   int                // capacity of the next chunk: the length of the last one taken
+	spare  [][]record.Message // chunks given back by the worker (Recycle), for reuse
 	ready  chan struct{}
 	stored map[string]int64
 
@@ -104,7 +105,8 @@ func (s *Slot) Peek() (n int, first time.Time) {
 }
 
 // Take removes and returns the oldest chunk, in offset order per topic (nil when the slot
-// is empty). The slice is the caller's: the slot never touches it again.
+// is empty). The slice is the caller's: the slot never touches it again unless it is
+// given back with Recycle.
 func (s *Slot) Take() []record.Message {
 	s.mu.Lock()
 	if len(s.chunks) == 0 {
@@ -132,6 +134,25 @@ func (s *Slot) Take() []record.Message {
 	return c.msgs
 }
 
+// maxSpare bounds the chunks a slot keeps for reuse: about the batches in flight.
+const maxSpare = 8
+
+// Recycle gives back a slice returned by Take once nothing refers to its records any
+// more, so the slot can fill it again instead of allocating: a steady stream then
+// allocates no chunk arrays. Optional.
+func (s *Slot) Recycle(msgs []record.Message) {
+	if cap(msgs) == 0 {
+		return
+	}
+	msgs = msgs[:cap(msgs)]
+	clear(msgs) // drop the records' keys and values now
+	s.mu.Lock()
+	if len(s.spare) < maxSpare {
+		s.spare = append(s.spare, msgs[:0])
+	}
+	s.mu.Unlock()
+}
+
 // Buffered returns the bytes of records the slot holds.
 func (s *Slot) Buffered() int64 {
 	s.mu.Lock()
@@ -148,7 +169,13 @@ func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause
 		if s.hint == 0 {
 			s.hint = min(take, 256)
 		}
-		s.chunks = append(s.chunks, chunk{msgs: make([]record.Message, 0, s.hint), first: time.Now()})
+		var msgs []record.Message
+		if k := len(s.spare); k > 0 && cap(s.spare[k-1]) >= s.hint {
+			msgs, s.spare = s.spare[k-1], s.spare[:k-1]
+		} else {
+			msgs = make([]record.Message, 0, s.hint)
+		}
+		s.chunks = append(s.chunks, chunk{msgs: msgs, first: time.Now()})
 		signal = n == 0
 	}
 	c := &s.chunks[len(s.chunks)-1]
