@@ -4,13 +4,18 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: test test-short test-fault vet compose-check stack kafka-jars jaeger quickstart bench bench-eos
+.PHONY: deps test test-short test-fault vet compose-check stack kafka-jars jaeger quickstart bench bench-eos
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
 ## OTEL_EXPORTER_OTLP_ENDPOINT + JAEGER_QUERY_URL).
-test: vet compose-check
+test: deps vet compose-check
 	$(STACK) run -- $(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+
+## deps: install what the tests need and a bare machine lacks (redis-server, via apt when
+## root or passwordless sudo is there; otherwise it says what to run and fails).
+deps:
+	@bash .ci/install-deps
 
 ## compose-check: load docker-compose.yml with compose-go and check it against the
 ## README, examples and launchers (a separate module: compose-go stays out of go.mod).
@@ -19,7 +24,7 @@ compose-check:
 
 ## test-fault: the long fault suites (exactly-once crash loops, zombie fencing, broker
 ## kills on a three-node cluster). .ci/run runs it after make test.
-test-fault:
+test-fault: deps
 	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'Fault' -timeout 40m ./integration/
 
 ## bench / bench-eos: throughput harnesses on the real broker (print figures; not tests).
@@ -29,6 +34,11 @@ bench:
 
 bench-eos:
 	$(GO) run ./integration/eosbench
+
+## bench-mem: peak RSS of a processor with a slow handler against its documented memory
+## budget (exits 3 when the budget is exceeded).
+bench-mem:
+	$(GO) run ./integration/membench
 
 ## test-short: unit tests only, no broker (integration tests skip and say why).
 test-short:
