@@ -297,10 +297,13 @@ var (
 	}}
 	// gokaContestant is the gokabench binary (integration/gokabench, its own module).
 	gokaContestant = contestant{name: "goka"}
+	// samsaBefore is samsa as built into the -before binary: this harness built from an
+	// earlier commit, for a before/after comparison in one interleaved run.
+	samsaBefore = contestant{name: "samsa-before", run: runSamsa}
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader, gokaContestant} {
+	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader, gokaContestant, samsaBefore} {
 		if c.name == name {
 			return c, true
 		}
@@ -391,8 +394,12 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 	group := stack.UniqueName("bench-" + c.name)
 	path, args := e.gokaBin, e.gokaArgs(group, out, e.o.commitInterval)
 	if c.run != nil {
+		name, self := c.name, e.self
+		if c.name == samsaBefore.name {
+			name, self = samsaContestant.name, e.o.before
+		}
 		spec, err := json.Marshal(childSpec{
-			Contestant: c.name, Brokers: e.o.brokers, Group: group, In: e.in, Out: out,
+			Contestant: name, Brokers: e.o.brokers, Group: group, In: e.in, Out: out,
 			Batch: e.o.batch, BatchWait: e.o.batchWait, CommitInterval: e.o.commitInterval,
 			Consumer: stringMap(mergeAny(e.o.consumer, v.consumer)), Producer: stringMap(mergeAny(e.o.producer)),
 			Codec: e.o.samsaCodec, CPUProfile: prof.cpu, MemProfile: prof.mem,
@@ -400,7 +407,7 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 		if err != nil {
 			return result{}, err
 		}
-		path, args = e.self, []string{"-child", string(spec)}
+		path, args = self, []string{"-child", string(spec)}
 	}
 	start := time.Now()
 	ch, err := startChild(c.name, path, args...)

@@ -128,6 +128,7 @@ type options struct {
 	producer       kvFlag
 	samsaCodec     string
 	contestants    string
+	before         string
 
 	throughput   bool
 	tuning       bool
@@ -183,6 +184,7 @@ func main() {
 	flag.BoolVar(&o.checkConfig, "check-config", true, "compare the effective librdkafka configuration of both sides (debug=conf) before measuring")
 	flag.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "a trial that has not committed everything by then fails the run")
 	flag.StringVar(&o.kafkaVersion, "kafka-version", "", "Kafka version to start when -brokers is empty (default: the launcher's)")
+	flag.StringVar(&o.before, "before", "", "a binary of this harness built from an earlier commit; adds the contestant samsa-before, which runs samsa as that binary has it (build it from a worktree of the commit with this harness's files; the child protocol must match)")
 	flag.StringVar(&o.child, "child", "", "internal: run one trial described by this JSON in this process (the harness re-executes itself so that each trial has a process of its own)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./integration/bench [flags]\n\n%s\n\nflags:\n", strings.TrimSpace(usageText))
@@ -227,6 +229,9 @@ func (o *options) validate() error {
 		return fmt.Errorf("-contestants: none given")
 	}
 	for _, c := range splitList(o.contestants) {
+		if c == samsaBefore.name && o.before == "" {
+			return fmt.Errorf("-contestants: samsa-before needs -before PATH")
+		}
 		if _, ok := findContestant(c); !ok {
 			return fmt.Errorf("-contestants: unknown %q (have baseline, baseline-2g, samsa, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
 		}
