@@ -147,6 +147,47 @@ type child struct {
 	stderr *tail
 	done   chan struct{} // closed when Wait has returned
 	err    error         // Wait's result, once done is closed
+
+	hwm atomic.Int64 // the child's VmHWM (peak RSS), bytes, as last sampled
+}
+
+// sampleHWM reads the child's peak RSS (VmHWM in /proc/PID/status) every 50 ms until it
+// exits. rusage's max RSS cannot be used: Go starts children with vfork, so the child
+// runs in the harness's address space until it execs, and Linux carries that address
+// space's high-water mark into the child's rusage. The harness grows (the output reader
+// holds a trial's records), so that figure rose trial by trial for every contestant.
+// VmHWM belongs to the address space the child got at exec; it misses only growth in
+// the last 50 ms before exit (the shutdown after SIGTERM).
+func (c *child) sampleHWM() {
+	path := fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if kb := readStatusKB(path, "VmHWM:"); kb > 0 {
+			c.hwm.Store(kb << 10)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// readStatusKB returns the value in kB of one field of a /proc status file (0 when it
+// cannot be read).
+func readStatusKB(path, field string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // startChild starts path with args. The child gets SIGKILL if the harness dies
@@ -167,6 +208,7 @@ func startChild(name, path string, args ...string) (*child, error) {
 		ch.err = cmd.Wait()
 		close(ch.done)
 	}()
+	go ch.sampleHWM()
 	return ch, nil
 }
 
@@ -236,13 +278,14 @@ func (c *child) exitErr() error {
 	return nil
 }
 
-// usage returns the exited child's user+sys CPU time and max RSS in bytes.
+// usage returns the exited child's user+sys CPU time (rusage) and peak RSS in bytes
+// (sampled VmHWM; see sampleHWM).
 func (c *child) usage() (time.Duration, int64) {
 	ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if !ok || ru == nil {
-		return 0, 0
+		return 0, c.hwm.Load()
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Maxrss * 1024 // Linux: KiB
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), c.hwm.Load()
 }
 
 func (c *child) memStats() ([3]uint64, bool) {
@@ -252,16 +295,27 @@ func (c *child) memStats() ([3]uint64, bool) {
 }
 
 // idleRSS runs path with -h (process start and package initialisation, no work) and
-// returns its max RSS: the floor under each binary's figures.
+// returns its peak RSS as the child itself saw it: the floor under each binary's figures.
+// The binary may exit before a sample is taken; then rusage's figure is returned, which
+// is the harness's own RSS at that moment (see sampleHWM), an upper bound.
 func idleRSS(ctx context.Context, path string) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, "-h")
-	_ = cmd.Run() // the exit status of -h does not matter, its rusage does
-	if cmd.ProcessState == nil {
-		return 0, fmt.Errorf("%s -h did not run", path)
+	ch, err := startChild("idle", path, "-h")
+	if err != nil {
+		return 0, err
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	select {
+	case <-ch.done:
+	case <-time.After(30 * time.Second):
+		ch.kill()
+		return 0, fmt.Errorf("%s -h did not exit within 30s", path)
+	case <-ctx.Done():
+		ch.kill()
+		return 0, ctx.Err()
+	}
+	if hwm := ch.hwm.Load(); hwm > 0 {
+		return hwm, nil
+	}
+	ru, ok := ch.cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if !ok {
 		return 0, errors.New("no rusage")
 	}

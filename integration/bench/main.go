@@ -54,9 +54,10 @@
 // the gokabench binary. The child runs until the harness sees the end condition and sends
 // SIGTERM; the harness waits for it by PID (bounded; SIGKILL after 45 s). CPU per record
 // is the child's user+sys time (rusage, librdkafka's or sarama's threads included) over
-// its whole life: start-up, join, the trial and the shutdown. max RSS is the child's
-// ru_maxrss, so it holds the contestant alone, not the harness's admin client, probes,
-// preload producer or reader. The summary also prints each binary's idle max RSS (run
+// its whole life: start-up, join, the trial and the shutdown. max RSS is the child's peak
+// RSS (VmHWM, sampled every 50 ms), so it holds the contestant alone, not the harness's
+// admin client, probes, preload producer or reader (rusage's ru_maxrss would not: a child
+// started with vfork inherits the harness's high-water mark). The summary also prints each binary's idle max RSS (run
 // with -h: process start and package initialisation), the floor under its figures; this
 // binary's is the larger, as it links the whole harness. Allocations are the child's Go
 // heap allocations over its life (runtime.MemStats at exit). The latency mode still runs
@@ -440,7 +441,7 @@ func (r *report) print(w *os.File) {
 		}
 	}
 	p("rate = records / (end - first batch handed to user code); end = committed offsets == end offsets (50 ms polls)")
-	p("each trial in a child process: cpu = its user+sys per record over its whole life (client threads included); rss = its max RSS (rusage);")
+	p("each trial in a child process: cpu = its user+sys per record over its whole life (client threads included); rss = its peak RSS (VmHWM, sampled);")
 	p("  allocs = its Go heap allocations per record; output checked by a reader after the trial (FAILED: records missing or corrupt)")
 	if r.selfIdleRSS > 0 || r.gokaIdleRSS > 0 {
 		s := fmt.Sprintf("idle max RSS (binary run with -h): harness binary (samsa, baselines) %.1f MiB", float64(r.selfIdleRSS)/(1<<20))
