@@ -23,7 +23,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func broker(t *testing.T) string {
+func broker(t testing.TB) string {
 	t.Helper()
 	b, err := embedded.Start()
 	require.NoError(t, err)
@@ -31,7 +31,7 @@ func broker(t *testing.T) string {
 	return b.Bootstrap()
 }
 
-func node(t *testing.T, brokers, id string) *distributed.Node {
+func node(t testing.TB, brokers, id string) *distributed.Node {
 	t.Helper()
 	n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: id, Partitions: 4,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, StopTimeout: 5 * time.Second})
@@ -89,7 +89,7 @@ func (tr *tracker) where() map[int][]string {
 	return out
 }
 
-func start(t *testing.T, n *distributed.Node, name string, procs []distributed.Process) (stop func() error) {
+func start(t testing.TB, n *distributed.Node, name string, procs []distributed.Process) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx, name, procs) }()
