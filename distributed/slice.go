@@ -10,11 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
@@ -119,7 +114,7 @@ func (c *cluster) runSlice(s *group.Slot) error {
 		return nil
 	}
 	assigned := time.Now()
-	token, err := c.write(context.Background(), s.Context(), s.ID, "claim")
+	token, err := c.write(s.Context(), s.ID, "claim", nil)
 	if err != nil {
 		if s.Context().Err() != nil {
 			return nil // revoked before the claim landed: nothing started
@@ -127,8 +122,7 @@ func (c *cluster) runSlice(s *group.Slot) error {
 		return fmt.Errorf("distributed: %s slice %d: claim: %w", c.name, s.ID, err)
 	}
 	log.Info("distributed: slice starting", "token", token, "processes", idx)
-	tel := c.node.tel
-	sliceAttrs := c.attrs(s.ID)
+	obs := c.node.tel.SliceObserver(c.name, s.ID, c.node.cfg.NodeID)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -136,9 +130,7 @@ func (c *cluster) runSlice(s *group.Slot) error {
 	for _, i := range idx {
 		info := Info{Name: c.name, Index: i, Slice: s.ID, Token: token, Node: c.node.cfg.NodeID}
 		pctx := context.WithValue(ctx, infoKey{}, info)
-		pctx = context.WithValue(pctx, restartKey{}, func() {
-			tel.Restarts.Add(context.Background(), 1, metric.WithAttributes(sliceAttrs...))
-		})
+		pctx = context.WithValue(pctx, restartKey{}, obs.Restarted)
 		c.setRunning(i, true)
 		go func() {
 			err := runProcess(pctx, c.processes[i])
@@ -146,15 +138,13 @@ func (c *cluster) runSlice(s *group.Slot) error {
 			results <- result{i, err}
 		}()
 	}
-	started := time.Now()
-	tel.ProcsRunning.Add(context.Background(), int64(len(idx)), metric.WithAttributes(sliceAttrs...))
-	tel.HandoffDuration.Record(context.Background(), started.Sub(assigned).Seconds(), metric.WithAttributes(append(sliceAttrs, attribute.String("phase", "start"))...))
-	tracingDone := make(chan struct{})
-	go func() { // the start span links to the previous owner's release; reading it must not delay the start
-		defer close(tracingDone)
-		c.traceStart(s.Context(), s.ID, token, len(idx), assigned, started)
+	obs.Started(token, len(idx), assigned, time.Now())
+	previousDone := make(chan struct{})
+	go func() { // reading the previous owner's release must not delay the start
+		defer close(previousDone)
+		obs.Previous(c.previous(s.Context(), s.ID, token))
 	}()
-	defer func() { <-tracingDone }()
+	defer func() { <-previousDone }()
 	remaining := len(idx)
 	var failure error
 	var stopping time.Time
@@ -190,21 +180,11 @@ func (c *cluster) runSlice(s *group.Slot) error {
 		stopping = time.Now()
 	}
 	stopped := time.Now()
-	tel.ProcsRunning.Add(context.Background(), -int64(len(idx)), metric.WithAttributes(sliceAttrs...))
-	tel.HandoffDuration.Record(context.Background(), stopped.Sub(stopping).Seconds(), metric.WithAttributes(append(sliceAttrs, attribute.String("phase", "stop"))...))
 	log.Info("distributed: slice stopped", "stop", stopped.Sub(stopping))
-	// The stop span's context travels in the release record to the next owner.
-	spanCtx, span := tel.Tracer.Start(context.Background(), "slice stop "+c.name, trace.WithTimestamp(stopping),
-		trace.WithAttributes(sliceAttrs...), trace.WithAttributes(attribute.Int64("samsa.distributed.token", token),
-			attribute.Int("samsa.distributed.processes", len(idx)), attribute.Bool("samsa.distributed.lost", s.Lost())))
-	if failure != nil {
-		span.RecordError(failure)
-		span.SetStatus(codes.Error, "process failed")
-	}
-	span.End(trace.WithTimestamp(stopped))
+	releaseHeaders := obs.Stopped(stopping, stopped, s.Lost(), failure)
 	if !s.Lost() {
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if _, err := c.write(spanCtx, rctx, s.ID, "release"); err != nil {
+		if _, err := c.write(rctx, s.ID, "release", releaseHeaders); err != nil {
 			log.Warn("distributed: release record", "err", err)
 		}
 		rcancel()
@@ -212,37 +192,26 @@ func (c *cluster) runSlice(s *group.Slot) error {
 	return failure
 }
 
-func (c *cluster) attrs(slice int32) []attribute.KeyValue {
-	return []attribute.KeyValue{
-		attribute.String("samsa.distributed.name", c.name),
-		attribute.Int("samsa.distributed.slice", int(slice)),
-		attribute.String("samsa.distributed.node", c.node.cfg.NodeID),
-	}
-}
+// previousTimeout bounds the read of the record before a claim.
+const previousTimeout = 3 * time.Second
 
-// traceStart records the slice's start span (assign → processes started) after the fact,
-// as a child of the previous owner's stop span when the record before this claim is that
-// owner's release, so one trace shows the slice moving between nodes.
-func (c *cluster) traceStart(slotCtx context.Context, slice int32, token int64, processes int, assigned, started time.Time) {
-	tel := c.node.tel
-	parent := context.Background()
-	var links []trace.Link
-	if token > 0 {
-		// Bounded, and cut short by a revoke so the stop never waits for tracing.
-		ctx, cancel := context.WithTimeout(slotCtx, 3*time.Second)
-		prev, err := admin.ReadOne(ctx, c.node.cfg.Brokers, toMap(c.node.cfg.Overrides), c.topic, slice, token-1)
-		cancel()
-		if err == nil {
-			if sc := tel.Extract(prev.Headers); sc.IsValid() {
-				parent = trace.ContextWithRemoteSpanContext(parent, sc)
-				links = append(links, trace.Link{SpanContext: sc})
-			}
-		}
+// previous returns the headers of the record before the claim at token on slice's
+// partition (the previous owner's release, whose headers carry its stop span), read
+// with a short-lived consumer; nil when there is none or it could not be read in time.
+// A revoke cuts the read short, so the stop never waits for it.
+func (c *cluster) previous(slotCtx context.Context, slice int32, token int64) []record.Header {
+	if token == 0 {
+		return nil
 	}
-	_, span := tel.Tracer.Start(parent, "slice start "+c.name, trace.WithTimestamp(assigned), trace.WithLinks(links...),
-		trace.WithAttributes(c.attrs(slice)...), trace.WithAttributes(attribute.Int64("samsa.distributed.token", token),
-			attribute.Int("samsa.distributed.processes", processes)))
-	span.End(trace.WithTimestamp(started))
+	ctx, cancel := context.WithTimeout(slotCtx, previousTimeout)
+	defer cancel()
+	prev, err := admin.ReadOne(ctx, c.node.cfg.Brokers, toMap(c.node.cfg.Overrides), c.topic, slice, token-1)
+	if err != nil {
+		c.node.log.Debug("distributed: previous owner's release not read; the start span is not linked to it",
+			"name", c.name, "slice", slice, "offset", token-1, "err", err)
+		return nil
+	}
+	return prev.Headers
 }
 
 func (c *cluster) setRunning(i int, on bool) {
@@ -282,9 +251,9 @@ func runProcess(ctx context.Context, p Process) (err error) {
 // writeBackoff paces the retries of a claim or release record.
 var writeBackoff = group.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 
-// write produces a claim or release record to the slice's partition and returns its
-// offset once acknowledged, retrying until ctx ends.
-func (c *cluster) write(spanCtx, ctx context.Context, slice int32, kind string) (int64, error) {
+// write produces a claim or release record, with the extra (trace) headers, to the
+// slice's partition and returns its offset once acknowledged, retrying until ctx ends.
+func (c *cluster) write(ctx context.Context, slice int32, kind string, extra []record.Header) (int64, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
 		m := &record.Message{
@@ -292,14 +261,13 @@ func (c *cluster) write(spanCtx, ctx context.Context, slice int32, kind string) 
 			Partition: slice,
 			Key:       []byte(c.name),
 			Value:     []byte(kind + " " + c.node.cfg.NodeID),
-			Headers: []record.Header{
+			Headers: append([]record.Header{
 				{Key: HeaderKind, Value: []byte(kind)},
 				{Key: HeaderNode, Value: []byte(c.node.cfg.NodeID)},
 				{Key: HeaderCluster, Value: []byte(c.name)},
-			},
+			}, extra...),
 			Timestamp: time.Now(),
 		}
-		c.node.tel.Inject(spanCtx, &m.Headers)
 		ack := make(ackChan, 1)
 		if err := c.prod.Produce(ctx, m, ack); err != nil {
 			last = err
