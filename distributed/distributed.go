@@ -258,7 +258,7 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 	n.running[name] = true
 	n.mu.Unlock()
 	// Released when the engine has really stopped, which after ErrStuck is later than
-	// Run's return: until then the name stays taken and the producer open.
+	// Run's return: until then the name stays taken and the producer and reader open.
 	release := func() {
 		n.mu.Lock()
 		delete(n.running, name)
@@ -281,7 +281,9 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 		return fmt.Errorf("distributed: %w", err)
 	}
 
-	c := &cluster{node: n, name: name, topic: topic, partitions: partitions, processes: processes, prod: prod}
+	// One reader per Run, connected at the first slice start that needs it.
+	reader := admin.NewReader(n.cfg.Brokers, toMap(n.cfg.Overrides))
+	c := &cluster{node: n, name: name, topic: topic, partitions: partitions, processes: processes, prod: prod, reader: reader}
 	stuck := make(chan error, 1)
 	eng, err := group.New(group.Config{
 		Brokers:           n.cfg.Brokers,
@@ -309,6 +311,7 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 	}, c.runSlice)
 	if err != nil {
 		prod.Close(5 * time.Second)
+		reader.Close()
 		return fmt.Errorf("distributed: %w", err)
 	}
 	n.log.Info("distributed: starting", "name", name, "topic", topic, "slices", partitions, "processes", len(processes), "node", n.cfg.NodeID)
@@ -319,6 +322,7 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 		defer n.engines.Done()
 		err := eng.Run(ctx)
 		prod.Close(5 * time.Second)
+		reader.Close()
 		release()
 		done <- err
 	}()

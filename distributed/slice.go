@@ -84,6 +84,7 @@ type cluster struct {
 	partitions int
 	processes  []Process
 	prod       *produce.Producer
+	reader     *admin.Reader // reads the previous owner's release at each slice start
 
 	mu      sync.Mutex
 	running map[int]bool // process indexes with a live instance on this node
@@ -197,7 +198,7 @@ const previousTimeout = 3 * time.Second
 
 // previous returns the headers of the record before the claim at token on slice's
 // partition (the previous owner's release, whose headers carry its stop span), read
-// with a short-lived consumer; nil when there is none or it could not be read in time.
+// through the Run's one reader; nil when there is none or it could not be read in time.
 // A revoke cuts the read short, so the stop never waits for it.
 func (c *cluster) previous(slotCtx context.Context, slice int32, token int64) []record.Header {
 	if token == 0 {
@@ -205,7 +206,7 @@ func (c *cluster) previous(slotCtx context.Context, slice int32, token int64) []
 	}
 	ctx, cancel := context.WithTimeout(slotCtx, previousTimeout)
 	defer cancel()
-	prev, err := admin.ReadOne(ctx, c.node.cfg.Brokers, toMap(c.node.cfg.Overrides), c.topic, slice, token-1)
+	prev, err := c.reader.ReadAt(ctx, c.topic, slice, token-1)
 	if err != nil {
 		c.node.log.Debug("distributed: previous owner's release not read; the start span is not linked to it",
 			"name", c.name, "slice", slice, "offset", token-1, "err", err)
