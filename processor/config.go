@@ -45,14 +45,12 @@ type Config struct {
 	// outputs' acknowledgements while later batches are handled. 1 handles strictly one
 	// batch at a time. Default: 8.
 	MaxInFlightBatches int
-	// MaxBufferedBytes bounds the fetched records (keys, values, headers, plus about 128
-	// bytes each) that wait in this instance for their handlers, over all its partitions.
-	// Each owned partition gets an equal share (at least 256 KiB); a partition over its
-	// share is paused, and resumed once its handler has drained it below half of it.
-	// Records already fetched are never dropped to apply this bound. Together with
-	// librdkafka's prefetch queue (queued.max.messages.kbytes, 32 MiB by default here) and
-	// the outputs in flight (up to MaxInFlightBatches batches per partition), it makes
-	// the instance's memory budget; see the package doc. Default: 64 MiB.
+	// MaxBufferedBytes bounds the records this instance holds: fetched and waiting for
+	// their handler, being handled, and in flight with their outputs until those are
+	// acknowledged. Each owned partition gets an equal share (at least 256 KiB); a
+	// partition that holds its share is paused until it holds less than half of it.
+	// Fetched records are never dropped to apply it. See "Memory" in the package doc for
+	// the whole budget. Default: 64 MiB.
 	MaxBufferedBytes int64
 
 	// Protocol is the group protocol. Default: Cooperative for one input, Eager for several.

@@ -117,24 +117,26 @@
 //
 // # Memory
 //
-// An instance's memory for records is bounded by three budgets, each a setting:
+// MaxBufferedBytes (64 MiB) bounds the records an instance holds: fetched and waiting,
+// being handled, and in flight with their outputs until those are acknowledged (keys,
+// values and headers, plus about 128 bytes a record). Each owned partition gets an equal
+// share (at least 256 KiB). A partition is paused when it holds its share and resumed
+// once it holds less than half of it; a batch is cut at a quarter of the share (or
+// BatchSize records), and a new batch starts only while the partition's batches in
+// flight hold less than half of it (one always may, however large). So a partition
+// holds at most its share plus one batch's outputs, and the instance about
+// MaxBufferedBytes plus that. Records already fetched are never dropped to apply the
+// bound (librdkafka drops what it had prefetched for a paused partition and fetches it
+// again after the resume, which the gap between the two marks makes rare).
 //
-//   - librdkafka's prefetch queue: queued.max.messages.kbytes (32 MiB by default here),
-//     which librdkafka may overshoot by one fetch response. The poll goroutine empties it
-//     as fast as records arrive, so it is mostly a short hand-off.
-//   - the partitions' buffers: MaxBufferedBytes (64 MiB), shared equally by the owned
-//     partitions. A partition over its share is paused and resumed once its handler has
-//     drained it below half of it; records already fetched are kept, never dropped to
-//     apply the bound (librdkafka drops what it had prefetched for a paused partition
-//     and fetches it again after the resume, which the gap between the two marks makes
-//     rare).
-//   - outputs in flight: at most MaxInFlightBatches handled batches per partition wait
-//     for their acknowledgements, so about partitions × MaxInFlightBatches × BatchSize ×
-//     (input + output record size) at worst; librdkafka's producer queue
-//     (queue.buffering.max.kbytes) also bounds it.
-//
-// Lower MaxBufferedBytes and queued.max.messages.kbytes (ConsumerOverrides) to shrink
-// the footprint, at some cost in throughput when handlers are faster than the fetches.
+// Around that: librdkafka's prefetch queue (queued.max.messages.kbytes, 32 MiB here, may
+// be overshot by one fetch response) and its copies of the outputs in flight (at most
+// half of MaxBufferedBytes); and Go's collector, which at the default GOGC lets the heap
+// grow to about twice what is live before it collects (set GOMEMLIMIT to hold it). A
+// process's resident memory for records is thus about 3.5 × MaxBufferedBytes +
+// queued.max.messages.kbytes above its idle size: about 260 MiB at the defaults. Lower
+// MaxBufferedBytes (and queued.max.messages.kbytes through ConsumerOverrides) to shrink
+// it; with many partitions the 256 KiB floor per partition decides instead.
 //
 // # Tuning
 //

@@ -29,10 +29,11 @@ type pipeline[K, V any] struct {
 	sink  sink
 	obs   telemetry.Observer
 
-	maxInFlight int
-	drainBound  time.Duration
-	inflight    []*flight    // in batch order
-	done        chan *flight // completed delivery rounds
+	maxInFlight   int
+	drainBound    time.Duration
+	inflight      []*flight    // in batch order
+	inflightBytes int64        // what the batches in flight hold: inputs and outputs
+	done          chan *flight // completed delivery rounds
 }
 
 // batcher is the second stage: it hands the pipeline a batch once the slot's oldest chunk
@@ -44,21 +45,22 @@ type batcher struct {
 	merge bool // several co-partitioned inputs: order each batch by timestamp
 }
 
-// next returns the next batch and when its first record arrived, or nil and the time at
-// which the oldest chunk is due (zero when the slot is empty: wait for Slot.Ready).
-func (b *batcher) next() (batch []record.Message, arrived, due time.Time) {
-	n, first := b.s.Peek()
+// next returns the next batch, its size in bytes and when its first record arrived, or
+// nil and the time at which the oldest chunk is due (zero when the slot is empty: wait
+// for Slot.Ready). A chunk the slot closed early (its byte limit) is due at once.
+func (b *batcher) next() (batch []record.Message, size int64, arrived, due time.Time) {
+	n, first, full := b.s.Peek()
 	if n == 0 {
-		return nil, time.Time{}, time.Time{}
+		return nil, 0, time.Time{}, time.Time{}
 	}
-	if n < b.size && time.Since(first) < b.wait {
-		return nil, time.Time{}, first.Add(b.wait)
+	if !full && n < b.size && time.Since(first) < b.wait {
+		return nil, 0, time.Time{}, first.Add(b.wait)
 	}
-	batch = b.s.Take()
+	batch, size = b.s.Take()
 	if b.merge {
 		batch = mergeByTimestamp(batch)
 	}
-	return batch, first, time.Time{}
+	return batch, size, first, time.Time{}
 }
 
 // runSlot is the engine's worker for one slot.
@@ -143,10 +145,10 @@ func (pl *pipeline[K, V]) loop() error {
 			return err
 		}
 		var wake <-chan time.Time
-		if len(pl.inflight) < pl.maxInFlight {
-			batch, arrived, due := pl.batch.next()
+		if pl.canStart() {
+			batch, size, arrived, due := pl.batch.next()
 			if batch != nil {
-				if err := pl.process(batch, arrived); err != nil {
+				if err := pl.process(batch, size, arrived); err != nil {
 					return err
 				}
 				continue
@@ -167,8 +169,18 @@ func (pl *pipeline[K, V]) loop() error {
 	}
 }
 
+// canStart reports whether another batch may be handled now: fewer than
+// MaxInFlightBatches wait for acknowledgements, and what they hold (inputs and outputs)
+// is below half of the slot's share of MaxBufferedBytes, so in-flight batches cannot
+// crowd out the fetched records. With nothing in flight a batch always starts, however
+// large.
+func (pl *pipeline[K, V]) canStart() bool {
+	n := len(pl.inflight)
+	return n == 0 || (n < pl.maxInFlight && pl.inflightBytes < pl.s.Share()/2)
+}
+
 // process runs one batch through the runner and hands its outputs to the sink.
-func (pl *pipeline[K, V]) process(inputs []record.Message, arrived time.Time) error {
+func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived time.Time) error {
 	ctx := pl.obs.Batch(pl.run.ctx, inputs)
 	started := time.Now()
 	outs, err := pl.run.handle(ctx, inputs)
@@ -181,6 +193,10 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, arrived time.Time) er
 		return err
 	}
 	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
+	out := recordsSize(outs)
+	pl.s.Hold(out)
+	f.held = size + out
+	pl.inflightBytes += f.held
 	f.sendCtx = pl.obs.Send(ctx, outs)
 	f.sentAt = time.Now()
 	pl.inflight = append(pl.inflight, f)
@@ -216,6 +232,8 @@ func (pl *pipeline[K, V]) settleHead() error {
 		}
 		pl.inflight[0] = nil
 		pl.inflight = pl.inflight[1:]
+		pl.inflightBytes -= f.held
+		pl.s.Release(f.held)
 		if isAbandon(err) {
 			pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, nil)
 			return err
@@ -255,6 +273,16 @@ func (pl *pipeline[K, V]) drain() error {
 		}
 	}
 	return nil
+}
+
+// recordsSize is what msgs count against a slot's share, as the engine counts fetched
+// records.
+func recordsSize(msgs []record.Message) int64 {
+	var n int64
+	for i := range msgs {
+		n += group.RecordSize(&msgs[i])
+	}
+	return n
 }
 
 // nextOffsets returns, per topic, the offset after the batch's last record.

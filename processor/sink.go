@@ -61,6 +61,7 @@ type flight struct {
 	sendCtx   context.Context // the send's; nil without outputs
 	arrivedAt time.Time       // when the batch's first record was queued
 	sentAt    time.Time
+	held      int64 // bytes counted against the slot: inputs and outputs
 
 	// Worker goroutine only:
 	arrived      bool // the current delivery round completed

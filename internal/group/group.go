@@ -20,10 +20,11 @@
 //   - A slot's record chunks have their own mutex: the poll goroutine appends, the worker
 //     takes. The poll goroutine reads the slot table without Engine.mu (it is the only
 //     writer; it writes under Engine.mu for the other readers). A slot over its share of
-//     Config.BufferBytes is paused by the poll goroutine; the worker's Take resumes it once
-//     it drained below half of its share. Both apply the slot's wanted state to librdkafka
-//     under Engine.mu (syncPause), so never for a slot whose ownership ended or while the
-//     consumer closes, and never in the wrong order.
+//     Config.BufferBytes (records queued plus what the worker holds until its outputs are
+//     acknowledged) is paused by the poll goroutine or the worker's Hold; the worker's
+//     Release resumes it once the slot is below half of its share. Both apply the slot's
+//     wanted state to librdkafka under Engine.mu (syncPause), so never for a slot whose
+//     ownership ended or while the consumer closes, and never in the wrong order.
 //   - Lock order: Engine.mu before Slot.mu. Nothing holds Slot.mu while taking Engine.mu.
 package group
 
@@ -88,9 +89,9 @@ type Config struct {
 	CommitInterval    time.Duration // how often stored offsets are committed asynchronously
 	// TakeRecords is the most records a worker takes from its slot at once (the batch size).
 	TakeRecords int
-	// BufferBytes bounds the bytes of fetched records the slots hold together: each slot
-	// gets an equal share (at least minShare); a slot over its share is paused until its
-	// worker drained it below half of it.
+	// BufferBytes bounds the bytes the slots hold together: records fetched and not yet
+	// released by their workers (see Slot). Each slot gets an equal share (at least
+	// minShare); a slot over its share is paused until it is below half of it.
 	BufferBytes     int64
 	RevokeTimeout   time.Duration // how long revoke waits for a worker to return
 	ReadCommitted   bool          // isolation.level=read_committed (else read_uncommitted)
@@ -255,6 +256,16 @@ const DefaultBufferBytes = 64 << 20
 // BufferBytes (unless BufferBytes itself is smaller): below it a partition would be
 // paused and resumed for every batch.
 const minShare = 256 << 10
+
+// RecordSize is what a record counts against a slot's share: its key, value and headers
+// plus recordOverhead.
+func RecordSize(m *record.Message) int64 {
+	n := int64(len(m.Key)+len(m.Value)) + recordOverhead
+	for _, h := range m.Headers {
+		n += int64(len(h.Key)+len(h.Value)) + 40
+	}
+	return n
+}
 
 // recordOverhead approximates what a queued record costs besides its key, value and
 // headers (the record struct, slice headers, the topic string it shares).
@@ -485,16 +496,12 @@ func (e *Engine) dispatch(m *kafka.Message) {
 		Value:     m.Value,
 		Timestamp: m.Timestamp,
 	}
-	size := int64(len(m.Key)+len(m.Value)) + recordOverhead
 	if len(m.Headers) > 0 {
 		// The client allocates a message's headers for it alone and never touches them
 		// again: share the slice instead of converting a copy.
 		msg.Headers = unsafe.Slice((*record.Header)(unsafe.Pointer(unsafe.SliceData(m.Headers))), len(m.Headers))
-		for _, h := range m.Headers {
-			size += int64(len(h.Key)+len(h.Value)) + 40
-		}
 	}
-	if s.push(&msg, size, e.cfg.TakeRecords, e.slotShare()) {
+	if s.push(&msg, RecordSize(&msg), e.cfg.TakeRecords, e.slotShare()) {
 		e.syncPause(s)
 	}
 }

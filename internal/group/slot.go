@@ -17,14 +17,19 @@ import (
 // assignment. Its worker reads records with Ready, Peek and Take, and stores the offsets of
 // finished work with Store.
 //
-// Fetched records wait in the slot in chunks of Config.TakeRecords: the poll goroutine
-// appends to the newest chunk and the worker takes the oldest one whole, so a record is
-// copied once on its way from librdkafka to a handler's batch. The bytes the slot holds
-// are counted; over its share of Config.BufferBytes the slot's partitions are paused, and
-// they are resumed only once the worker has drained the slot below half of that share.
-// The gap between the two marks keeps a partition that is fetched faster than it is
-// handled from being paused and resumed on every take: a pause makes librdkafka drop
-// what it had prefetched for the partition, which is then fetched again.
+// Fetched records wait in the slot in chunks of at most Config.TakeRecords records (and
+// about a quarter of the slot's share of Config.BufferBytes): the poll goroutine appends
+// to the newest chunk and the worker takes the oldest one whole, so a record is copied
+// once on its way from librdkafka to a handler's batch.
+//
+// The slot counts the bytes it holds: records queued, plus what the worker holds for
+// them after Take (the taken records and their outputs, declared with Hold) until it
+// gives them back with Release, once the outputs are acknowledged. Over its share of
+// BufferBytes the slot's partitions are paused; they are resumed once the count is
+// below half of the share. The gap between the two marks keeps a partition that is
+// fetched faster than it is handled from being paused and resumed on every batch: a
+// pause makes librdkafka drop what it had prefetched for the partition, which is then
+// fetched again.
 type Slot struct {
 	// ID is the partition number, the same in every co-partitioned topic.
 	ID int32
@@ -56,6 +61,7 @@ type chunk struct {
 	msgs  []record.Message
 	bytes int64
 	first time.Time // when its first record was queued
+	full  bool      // no more records go in: take records or a quarter of the share
 }
 
 func newSlot(e *Engine, id int32, epoch uint64, parts []record.TopicPartition) *Slot {
@@ -93,25 +99,28 @@ func (s *Slot) Partitions() []record.TopicPartition {
 // signal is lost.
 func (s *Slot) Ready() <-chan struct{} { return s.ready }
 
-// Peek reports how many records the oldest chunk holds (at most Config.TakeRecords) and
-// when its first record was queued; n is 0 when the slot is empty.
-func (s *Slot) Peek() (n int, first time.Time) {
+// Peek reports how many records the oldest chunk holds (at most Config.TakeRecords),
+// when its first record was queued, and whether it is full (no more records go in); n is
+// 0 when the slot is empty.
+func (s *Slot) Peek() (n int, first time.Time, full bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.chunks) == 0 {
-		return 0, time.Time{}
+		return 0, time.Time{}, false
 	}
-	return len(s.chunks[0].msgs), s.chunks[0].first
+	c := &s.chunks[0]
+	return len(c.msgs), c.first, c.full
 }
 
-// Take removes and returns the oldest chunk, in offset order per topic (nil when the slot
-// is empty). The slice is the caller's: the slot never touches it again unless it is
-// given back with Recycle.
-func (s *Slot) Take() []record.Message {
+// Take removes and returns the oldest chunk, in offset order per topic, and its size in
+// bytes (nil, 0 when the slot is empty). The bytes stay counted against the slot until
+// the worker Releases them. The slice is the caller's: the slot never touches it again
+// unless it is given back with Recycle.
+func (s *Slot) Take() ([]record.Message, int64) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(s.chunks) == 0 {
-		s.mu.Unlock()
-		return nil
+		return nil, 0
 	}
 	c := s.chunks[0]
 	s.chunks[0] = chunk{}
@@ -119,20 +128,45 @@ func (s *Slot) Take() []record.Message {
 	if len(s.chunks) == 0 {
 		s.chunks = nil // let the array go; the next push starts a new one
 	}
-	s.bytes -= c.bytes
 	// A chunk of a busy partition fills up; one of a quiet partition holds what arrived
 	// within the batch wait: size the next one alike, so neither grows nor wastes much.
 	s.hint = max(len(c.msgs), 16)
+	return c.msgs, c.bytes
+}
+
+// Hold counts n more bytes against the slot (a batch's outputs, until they are
+// acknowledged); over the slot's share its partitions are paused.
+func (s *Slot) Hold(n int64) {
+	s.mu.Lock()
+	s.bytes += n
+	pause := !s.paused && s.bytes >= s.e.slotShare()
+	if pause {
+		s.paused = true
+	}
+	s.mu.Unlock()
+	if pause {
+		s.e.syncPause(s) // outside s.mu: the engine lock is taken before slot locks
+	}
+}
+
+// Release gives back n bytes counted by Take or Hold; below half of the slot's share
+// its partitions are resumed.
+func (s *Slot) Release(n int64) {
+	s.mu.Lock()
+	s.bytes -= n
 	resume := s.paused && s.bytes <= s.e.slotShare()/2
 	if resume {
 		s.paused = false
 	}
 	s.mu.Unlock()
 	if resume {
-		s.e.syncPause(s) // outside s.mu: the engine lock is taken before slot locks
+		s.e.syncPause(s)
 	}
-	return c.msgs
 }
+
+// Share is the slot's share of Config.BufferBytes: the bytes it may hold before its
+// partitions are paused. It changes as slots are assigned and revoked.
+func (s *Slot) Share() int64 { return s.e.slotShare() }
 
 // maxSpare bounds the chunks a slot keeps for reuse: about the batches in flight.
 const maxSpare = 8
@@ -153,7 +187,7 @@ func (s *Slot) Recycle(msgs []record.Message) {
 	s.mu.Unlock()
 }
 
-// Buffered returns the bytes of records the slot holds.
+// Buffered returns the bytes the slot counts: records queued and what the worker holds.
 func (s *Slot) Buffered() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -161,11 +195,13 @@ func (s *Slot) Buffered() int64 {
 }
 
 // push appends m (size bytes) and reports whether the slot just went over its share and
-// must be paused. Called on the poll goroutine only.
+// must be paused. A chunk is full at take records or a quarter of the share, so that a
+// batch never holds most of what its partition may buffer. Called on the poll goroutine
+// only.
 func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause bool) {
 	s.mu.Lock()
 	signal := false
-	if n := len(s.chunks); n == 0 || len(s.chunks[n-1].msgs) >= take {
+	if n := len(s.chunks); n == 0 || s.chunks[n-1].full {
 		if s.hint == 0 {
 			s.hint = min(take, 256)
 		}
@@ -182,7 +218,8 @@ func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause
 	c.msgs = append(c.msgs, *m)
 	c.bytes += size
 	s.bytes += size
-	if len(c.msgs) == take {
+	if len(c.msgs) >= take || c.bytes >= share/4 {
+		c.full = true
 		signal = true
 	}
 	if !s.paused && s.bytes >= share {
