@@ -86,6 +86,9 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		r.records = make([]Record[K, V], 0, len(inputs))
 	}
 	batch := &Batch[K, V]{Partition: r.slot, Records: r.records[:0], outs: &outs}
+	// The decoded records must not outlive the call in the reused slice: what they hold
+	// would stay live until the partition's next batch, uncounted against its share.
+	defer func() { clear(r.records[:cap(r.records)]) }()
 	var source []*record.Message // source[i] is the input of batch.Records[i]
 	for i := range inputs {
 		if r.applied != nil && inputs[i].Offset < r.applied[inputs[i].Topic] {
