@@ -42,6 +42,7 @@ type childSpec struct {
 	Consumer       map[string]string // librdkafka properties, parsed as the -consumer flag is
 	Producer       map[string]string
 	Codec          string
+	Buffer         int64  // samsa's MaxBufferedBytes (0: its default)
 	CPUProfile     string // written from start until SIGTERM
 	MemProfile     string // PREFIX.before at start, PREFIX.after at SIGTERM
 }
@@ -80,7 +81,7 @@ func childMain(specJSON string) int {
 	r := run{
 		brokers: s.Brokers, group: s.Group, in: s.In, out: s.Out,
 		batch: s.Batch, batchWait: s.BatchWait, commitInterval: s.CommitInterval,
-		consumer: anyMap(s.Consumer), producer: anyMap(s.Producer), codec: s.Codec,
+		consumer: anyMap(s.Consumer), producer: anyMap(s.Producer), codec: s.Codec, buffer: s.Buffer,
 		first: &firstMark{notify: func(t time.Time) { fmt.Printf("first %d\n", t.UnixNano()) }},
 	}
 	if s.MemProfile != "" {

@@ -252,6 +252,7 @@ type run struct {
 	consumer       map[string]any
 	producer       map[string]any
 	codec          string
+	buffer         int64
 	otel           bool // tracing (SDK, every span sampled) and Prometheus metrics on
 	metricsOnly    bool // Prometheus metrics on, tracing off
 	header         bool // every output carries a constant traceparent-sized header (no tracing)
@@ -402,7 +403,7 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 			Contestant: name, Brokers: e.o.brokers, Group: group, In: e.in, Out: out,
 			Batch: e.o.batch, BatchWait: e.o.batchWait, CommitInterval: e.o.commitInterval,
 			Consumer: stringMap(mergeAny(e.o.consumer, v.consumer)), Producer: stringMap(mergeAny(e.o.producer)),
-			Codec: e.o.samsaCodec, CPUProfile: prof.cpu, MemProfile: prof.mem,
+			Codec: e.o.samsaCodec, Buffer: e.o.samsaBuffer, CPUProfile: prof.cpu, MemProfile: prof.mem,
 		})
 		if err != nil {
 			return result{}, err

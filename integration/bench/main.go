@@ -130,6 +130,7 @@ type options struct {
 	samsaCodec     string
 	contestants    string
 	before         string
+	samsaBuffer    int64
 
 	throughput   bool
 	tuning       bool
@@ -185,6 +186,7 @@ func main() {
 	flag.BoolVar(&o.checkConfig, "check-config", true, "compare the effective librdkafka configuration of both sides (debug=conf) before measuring")
 	flag.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "a trial that has not committed everything by then fails the run")
 	flag.StringVar(&o.kafkaVersion, "kafka-version", "", "Kafka version to start when -brokers is empty (default: the launcher's)")
+	flag.Int64Var(&o.samsaBuffer, "samsa-buffer", 0, "samsa's MaxBufferedBytes in bytes (0: the framework's default)")
 	flag.StringVar(&o.before, "before", "", "a binary of this harness built from an earlier commit; adds the contestant samsa-before, which runs samsa as that binary has it (build it from a worktree of the commit with this harness's files; the child protocol must match)")
 	flag.StringVar(&o.child, "child", "", "internal: run one trial described by this JSON in this process (the harness re-executes itself so that each trial has a process of its own)")
 	flag.Usage = func() {

@@ -53,6 +53,7 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 		BatchSize:         r.batch,
 		BatchWait:         r.batchWait,
 		CommitInterval:    r.commitInterval,
+		MaxBufferedBytes:  r.buffer,
 		ConsumerOverrides: r.consumer,
 		ProducerOverrides: r.producer,
 	}
