@@ -13,7 +13,6 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/samsa-go/samsa/internal/kconf"
-	"github.com/samsa-go/samsa/internal/record"
 )
 
 // Client is a short-lived admin connection.
@@ -131,36 +130,3 @@ func CheckCoPartitioned(counts map[string]int, order []string) error {
 	return fmt.Errorf("input topics %s are not co-partitioned: partition p of every input goes to one handler, so they need the same partition count", msg)
 }
 
-// ReadOne reads the record at offset of topic's partition with a short-lived consumer
-// in assign mode (no group), waiting at most until ctx ends.
-func ReadOne(ctx context.Context, brokers string, overrides kconf.Map, topic string, partition int32, offset int64) (record.Message, error) {
-	cm := kconf.Build(kconf.Map{"log_level": 3}, overrides, kconf.Map{
-		"bootstrap.servers": brokers, "group.id": "samsa-reader", "enable.auto.commit": false,
-		"fetch.wait.max.ms": 10, "isolation.level": "read_uncommitted",
-	})
-	for k := range *cm {
-		if !connectionKey(k) && k != "group.id" && k != "enable.auto.commit" && k != "fetch.wait.max.ms" && k != "isolation.level" {
-			delete(*cm, k)
-		}
-	}
-	c, err := kafka.NewConsumer(cm)
-	if err != nil {
-		return record.Message{}, fmt.Errorf("admin: reader: %w", err)
-	}
-	defer c.Close()
-	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: partition, Offset: kafka.Offset(offset)}}); err != nil {
-		return record.Message{}, fmt.Errorf("admin: reader: %w", err)
-	}
-	for ctx.Err() == nil {
-		m, ok := c.Poll(50).(*kafka.Message)
-		if !ok || m.TopicPartition.Error != nil || int64(m.TopicPartition.Offset) != offset {
-			continue
-		}
-		out := record.Message{Topic: topic, Partition: partition, Offset: offset, Key: m.Key, Value: m.Value, Timestamp: m.Timestamp}
-		for _, h := range m.Headers {
-			out.Headers = append(out.Headers, record.Header{Key: h.Key, Value: h.Value})
-		}
-		return out, nil
-	}
-	return record.Message{}, fmt.Errorf("admin: read %s[%d]@%d: %w", topic, partition, offset, ctx.Err())
-}

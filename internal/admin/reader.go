@@ -16,7 +16,7 @@ var ErrReaderClosed = errors.New("admin: reader closed")
 
 // Reader reads single records by offset through one consumer in assign mode (no group),
 // created at the first read and kept until Close, for a caller that reads now and then
-// and should not start a client each time (ReadOne does). It is safe for concurrent use:
+// and should not start a client each time. It is safe for concurrent use:
 // reads take turns, and one waiting for its turn gives up when its context ends.
 type Reader struct {
 	cm   *kafka.ConfigMap
