@@ -129,4 +129,3 @@ func CheckCoPartitioned(counts map[string]int, order []string) error {
 	}
 	return fmt.Errorf("input topics %s are not co-partitioned: partition p of every input goes to one handler, so they need the same partition count", msg)
 }
-
