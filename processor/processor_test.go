@@ -364,3 +364,40 @@ func TestCheckpointSkipsAppliedRecords(t *testing.T) {
 	assert.ElementsMatch(t, []int64{6, 7, 8, 9}, seen, "only partition 0's offsets 6-9 are unapplied")
 	assert.Contains(t, next, map[string]int64{"in": 10})
 }
+
+// TestShutdownEndsRetryBackoff: cancelling Run's context while a failing batch waits out
+// a Retry backoff ends the wait at once; the batch is left uncommitted for the next owner.
+func TestShutdownEndsRetryBackoff(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
+	produceInts(t, brokers, "in", 1, 3)
+	failed := make(chan struct{}, 1)
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+		ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: time.Hour, Max: time.Hour}, processor.Stop())},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+			return errors.New("downstream unavailable")
+		}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case <-failed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler was never called")
+	}
+	time.Sleep(100 * time.Millisecond) // into the backoff (up to an hour)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "a clean stop, not the retried batch's failure")
+	case <-time.After(20 * time.Second): // far below the backoff and the 30 s DrainTimeout
+		t.Fatal("Run waited out the retry backoff after its context was cancelled")
+	}
+	assert.Less(t, committed(t, brokers, "g", "in", 1)[0], int64(0), "the failing batch is not committed")
+}
