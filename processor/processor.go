@@ -85,7 +85,8 @@ type Checkpoint interface {
 // Batch.NextOffsets through the same store (see state.Table.Apply).
 func WithCheckpoint(c Checkpoint) Option { return func(o *options) { o.checkpoint = c } }
 
-// WithLogger sets the logger for the processor and librdkafka's logs. Default: discard.
+// WithLogger sets the logger for the processor and librdkafka's logs. Default (or nil):
+// discard.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // Processor consumes its inputs in a consumer group, hands each partition's batches to
@@ -149,9 +150,14 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	if len(errs) > 0 {
 		return nil, &ConfigError{Errs: errs}
 	}
-	o := options{logger: slog.New(slog.DiscardHandler)}
+	var o options
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
 	}
 	tel := telemetry.New(o.tp, o.mp, o.prop)
 	tel.RecordKeys = o.recordKeys

@@ -401,3 +401,41 @@ func TestShutdownEndsRetryBackoff(t *testing.T) {
 	}
 	assert.Less(t, committed(t, brokers, "g", "in", 1)[0], int64(0), "the failing batch is not committed")
 }
+
+// TestNullKeysStayNull: a string pass-through keeps a null key null (SendNullKey) and an
+// empty key empty; the two are different records on the wire.
+func TestNullKeysStayNull(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
+	produceRaw(t, brokers, "in", 0, nil, []byte("keyless"))
+	produceRaw(t, brokers, "in", 0, []byte{}, []byte("empty key"))
+	produceRaw(t, brokers, "in", 0, []byte("k"), []byte("keyed"))
+	out := processor.NewOutput("out", codec.String(), codec.String())
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+		processor.HandlerFunc[string, string](func(_ context.Context, b *processor.Batch[string, string]) error {
+			for _, r := range b.Records {
+				var err error
+				if r.NullKey {
+					err = out.SendNullKey(b, r.Value)
+				} else {
+					err = out.Send(b, r.Key, r.Value)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool { return committed(t, brokers, "g", "in", 1)[0] == 3 }))
+	got := consumeAll(t, brokers, "out", 3, 30*time.Second)
+	require.Len(t, got, 3)
+	byValue := map[string][]byte{}
+	for _, m := range got {
+		byValue[string(m.Value)] = m.Key
+	}
+	assert.Nil(t, byValue["keyless"], "a null key stays null")
+	assert.NotNil(t, byValue["empty key"], "an empty key stays an empty key, not null")
+	assert.Empty(t, byValue["empty key"])
+	assert.Equal(t, []byte("k"), byValue["keyed"])
+}

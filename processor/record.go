@@ -85,6 +85,26 @@ func (o Output[K, V]) SendTombstone(s Sender, key K, headers ...Header) error {
 	return o.send(s, key, nil, headers)
 }
 
+// SendNullKey queues a record whose key is null on the wire, as a record read with
+// Record.NullKey should be passed on: a key encoder such as codec.String turns the zero
+// key into an empty key, which is not the same (the producer spreads null-keyed records
+// over the partitions but hashes every empty key to one, and compaction treats them
+// differently).
+func (o Output[K, V]) SendNullKey(s Sender, value V, headers ...Header) error {
+	if o.value == nil {
+		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: errNoEncoder}
+	}
+	v, err := o.value.Encode(value)
+	if err != nil {
+		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: err}
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	o.enqueue(s, nil, v, headers)
+	return nil
+}
+
 func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) error {
 	var k []byte
 	if o.key != nil {
@@ -93,7 +113,13 @@ func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) erro
 			return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: err}
 		}
 	}
-	m := record.Message{Topic: o.topic, Partition: anyPartition, Key: k, Value: value}
+	o.enqueue(s, k, value, headers) // a nil k (no key encoder, or it returned nil) is a null key
+
+	return nil
+}
+
+func (o Output[K, V]) enqueue(s Sender, key, value []byte, headers []Header) {
+	m := record.Message{Topic: o.topic, Partition: anyPartition, Key: key, Value: value}
 	if len(headers) > 0 {
 		m.Headers = make([]record.Header, len(headers))
 		for i, h := range headers {
@@ -101,7 +127,6 @@ func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) erro
 		}
 	}
 	s.enqueue(m)
-	return nil
 }
 
 // Batch is up to Config.BatchSize records of one partition (of every co-partitioned
