@@ -337,7 +337,7 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 }
 
 func (n *Node) ensureTopic(ctx context.Context, topic string) (int, error) {
-	ac, err := admin.Dial(n.cfg.Brokers, toMap(n.cfg.Overrides))
+	ac, err := admin.Dial(n.cfg.Brokers, toMap(n.cfg.Overrides), n.log)
 	if err != nil {
 		return 0, fmt.Errorf("distributed: %w", err)
 	}

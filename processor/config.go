@@ -73,6 +73,10 @@ type Config struct {
 	// batches to be acknowledged; what is not done by then is not committed and will be
 	// processed again by the next owner. Must be below MaxPollInterval. Default: 30s.
 	DrainTimeout time.Duration
+	// StartTimeout bounds how long Run waits at start for the brokers to answer (the
+	// topic checks); past it Run fails with an error naming the addresses and what a
+	// connection to each of them says. Default: 30s.
+	StartTimeout time.Duration
 	// StartFromLatest starts partitions with no committed offset at the end instead of the
 	// beginning. Default: false (earliest).
 	StartFromLatest bool
@@ -150,6 +154,9 @@ func (c Config) withDefaults(inputs int) Config {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
 	if c.TransactionTimeout == 0 {
 		c.TransactionTimeout = 10 * time.Second
 	}
@@ -170,7 +177,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s = %d, must not be negative", name, v))
 		}
 	}
-	for name, v := range map[string]time.Duration{"BatchWait": c.BatchWait, "CommitInterval": c.CommitInterval} {
+	for name, v := range map[string]time.Duration{"BatchWait": c.BatchWait, "CommitInterval": c.CommitInterval, "StartTimeout": c.StartTimeout} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, v))
 		}

@@ -314,12 +314,12 @@ func remoteAssignor(p Protocol, inputs int) string {
 }
 
 func (p *Processor[K, V]) checkTopics(ctx context.Context, topics []string) error {
-	ac, err := admin.Dial(p.cfg.Brokers, toMap(p.cfg.Overrides))
+	ac, err := admin.Dial(p.cfg.Brokers, toMap(p.cfg.Overrides), p.log)
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
 	defer ac.Close()
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
 	defer cancel()
 	counts, err := ac.PartitionCounts(cctx, topics)
 	if err != nil {

@@ -439,3 +439,24 @@ func TestNullKeysStayNull(t *testing.T) {
 	assert.Empty(t, byValue["empty key"])
 	assert.Equal(t, []byte("k"), byValue["keyed"])
 }
+
+// TestUnreachableBrokerFailsWithinStartTimeout: with nothing listening at the bootstrap
+// address, Run fails once StartTimeout has passed, naming the address and the cause.
+func TestUnreachableBrokerFailsWithinStartTimeout(t *testing.T) {
+	p, err := processor.New(processor.Config{Brokers: "127.0.0.1:1", Group: "g", StartTimeout: 2 * time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](doubler))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second): // the old fixed bound; StartTimeout is 2 s
+		t.Fatal("Run did not fail within its start timeout")
+	}
+	require.Error(t, err)
+	t.Log(err)
+	assert.ErrorContains(t, err, "127.0.0.1:1", "the error names the address")
+	assert.ErrorContains(t, err, "connection refused", "the error says what a connection to it says")
+	assert.ErrorContains(t, err, "within 2s")
+}

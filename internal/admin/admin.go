@@ -6,8 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -17,15 +20,24 @@ import (
 
 // Client is a short-lived admin connection.
 type Client struct {
-	ac *kafka.AdminClient
+	ac      *kafka.AdminClient
+	brokers string
+	logs    chan struct{} // closed when log forwarding ended
 }
+
+// ErrUnreachable is wrapped by PartitionCounts when no broker answered in time.
+var ErrUnreachable = errors.New("brokers unreachable")
 
 // ErrUnknownTopic is wrapped by PartitionCounts for a topic the cluster does not have.
 var ErrUnknownTopic = errors.New("topic does not exist")
 
-// Dial connects an admin client with the user's connection overrides (TLS, SASL).
-func Dial(brokers string, overrides kconf.Map) (*Client, error) {
-	cm := kconf.Build(kconf.Map{"log_level": 3}, overrides, kconf.Map{"bootstrap.servers": brokers})
+// Dial connects an admin client with the user's connection overrides (TLS, SASL); its
+// librdkafka log lines go to log (nil: discarded).
+func Dial(brokers string, overrides kconf.Map, log *slog.Logger) (*Client, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cm := kconf.Build(kconf.Map{"log_level": 3}, overrides, kconf.Map{"bootstrap.servers": brokers, "go.logs.channel.enable": true})
 	// Consumer-only and producer-only properties would make the admin client fail; keep
 	// only what concerns the connection.
 	for k := range *cm {
@@ -37,12 +49,17 @@ func Dial(brokers string, overrides kconf.Map) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: connect: %w", err)
 	}
-	return &Client{ac: ac}, nil
+	c := &Client{ac: ac, brokers: brokers, logs: make(chan struct{})}
+	go func() {
+		defer close(c.logs)
+		kconf.ForwardLogs(log, ac.Logs())
+	}()
+	return c, nil
 }
 
 func connectionKey(k string) bool {
 	switch k {
-	case "bootstrap.servers", "log_level", "client.id", "client.rack", "socket.timeout.ms",
+	case "bootstrap.servers", "log_level", "go.logs.channel.enable", "client.id", "client.rack", "socket.timeout.ms",
 		"security.protocol", "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
 		"broker.address.family", "metadata.max.age.ms", "debug":
 		return true
@@ -50,8 +67,32 @@ func connectionKey(k string) bool {
 	return len(k) > 4 && (k[:4] == "ssl." || k[:5] == "sasl.")
 }
 
+// unreachable explains a metadata request that no broker answered: it names every
+// bootstrap address with what a plain TCP connection to it says (refused, no route,
+// timed out), or that TCP connects and the client's security settings are the suspect.
+func (c *Client) unreachable(waited time.Duration, cause error) error {
+	var probes []string
+	for _, addr := range strings.Split(c.brokers, ",") {
+		addr = strings.TrimSpace(addr)
+		if addr == "" {
+			continue
+		}
+		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			probes = append(probes, err.Error())
+			continue
+		}
+		conn.Close()
+		probes = append(probes, addr+": TCP connects, but no Kafka answer (check security.protocol, TLS and SASL settings, and that this is a Kafka listener)")
+	}
+	return fmt.Errorf("admin: %w: no answer from %s within %s (%s): %w", ErrUnreachable, c.brokers, waited.Round(time.Millisecond), strings.Join(probes, "; "), cause)
+}
+
 // Close releases the client.
-func (c *Client) Close() { c.ac.Close() }
+func (c *Client) Close() {
+	c.ac.Close()
+	<-c.logs
+}
 
 // PartitionCounts returns the partition count of every topic, failing with every missing
 // topic named (wrapping ErrUnknownTopic).
@@ -63,8 +104,15 @@ func (c *Client) PartitionCounts(ctx context.Context, topics []string) (map[stri
 	counts := make(map[string]int, len(topics))
 	var errs []error
 	for _, t := range topics {
-		md, err := c.ac.GetMetadata(&t, false, int(timeout.Milliseconds()))
+		md, err := c.ac.GetMetadata(&t, false, int(max(timeout, time.Millisecond).Milliseconds()))
 		if err != nil {
+			var kerr kafka.Error
+			if errors.As(err, &kerr) {
+				switch kerr.Code() {
+				case kafka.ErrTimedOut, kafka.ErrTransport, kafka.ErrAllBrokersDown:
+					return nil, c.unreachable(timeout, err)
+				}
+			}
 			return nil, fmt.Errorf("admin: metadata of %q: %w", t, err)
 		}
 		tm, ok := md.Topics[t]
