@@ -460,3 +460,28 @@ func TestUnreachableBrokerFailsWithinStartTimeout(t *testing.T) {
 	assert.ErrorContains(t, err, "connection refused", "the error says what a connection to it says")
 	assert.ErrorContains(t, err, "within 2s")
 }
+
+// TestProduceFailureNamesTheOutputTopic: an output the client refuses (larger than
+// message.max.bytes) stops the processor with an error naming the output topic, not
+// only the input record.
+func TestProduceFailureNamesTheOutputTopic(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "big-out", Partitions: 1})
+	produceInts(t, brokers, "in", 1, 1)
+	out := processor.NewOutput("big-out", codec.Int64(), codec.Bytes())
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
+			for _, r := range b.Records {
+				if err := out.Send(b, r.Key, make([]byte, 2<<20)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	require.NoError(t, err)
+	err = runUntil(t, p, func() bool { return false })
+	var perr *processor.Error
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, processor.StageProduce, perr.Stage)
+	assert.ErrorContains(t, err, "big-out")
+}

@@ -120,6 +120,7 @@ func (p *Producer) deliveries() {
 					err = fmt.Errorf("%w: %w", ErrFatal, err)
 				}
 				p.mu.Unlock()
+				err = fmt.Errorf("produce: to %s: %w", m.msg.Topic, err)
 			}
 			if err == nil {
 				m.msg.Partition = ev.TopicPartition.Partition
