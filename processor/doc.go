@@ -100,9 +100,11 @@
 // its own worker goroutine, so handlers of different partitions run in parallel while
 // one partition's batches are handled one at a time, in order. A shared Handler must be
 // safe for concurrent use; a Factory's handlers need not be. A handler's context is
-// cancelled DrainTimeout after its partition is revoked, or at once when the assignment
-// is lost; a handler stuck beyond that makes Run fail rather than let the partition run
-// twice. No goroutine started by Run outlives it, except one waiting (to close it) on a
+// cancelled DrainTimeout after its partition is revoked or Run's context ends (at once
+// when the assignment is lost). A handler that returns then leaves its batch uncommitted
+// for the next owner, and a shutdown still returns nil; one that has not returned 5 s
+// later makes Run fail with an error wrapping the group's revoke timeout, rather than let
+// the partition run twice. No goroutine started by Run outlives it, except one waiting (to close it) on a
 // replaced exactly-once producer whose librdkafka call never returned.
 //
 // # Telemetry cost
