@@ -21,7 +21,7 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
-// Checking helpers shared by the processor tests (KAFKA-NOTES §7 C1 "Checker"): an outside
+// Checking helpers shared by the processor tests, judging from outside the framework: an outside
 // producer of keyed, sequenced records; a reader that reads a topic back to its end
 // offsets; and the tally of lost records, duplicates and per-key order violations.
 

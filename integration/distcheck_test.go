@@ -18,8 +18,9 @@ import (
 	"unsafe"
 )
 
-// The judge of the distributed-process tests (KAFKA-NOTES §7 C1 "Checker", overlap_ms and
-// the protected-resource counter). It runs in the test process and listens on a Unix
+// The judge of the distributed-process tests: an outside checker that measures the
+// overlap of two instances of one process (overlap_ms) and counts concurrent holders of
+// a protected resource. It runs in the test process and listens on a Unix
 // socket; every process instance in every distnode OS process connects and reports its
 // start, a heartbeat every 5ms, and its stop, each stamped with CLOCK_MONOTONIC by the
 // sender (one machine, one clock; the receipt time is kept too, to bound the reporting

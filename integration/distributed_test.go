@@ -20,8 +20,8 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
-// Multi-process fault tests of the distributed package on a real Kafka (KAFKA-NOTES §7,
-// scenarios 21, 22 and 24, and hand-offs). Every node is a distnode OS process, so
+// Multi-process fault tests of the distributed package on a real Kafka (SIGTERM, SIGKILL,
+// a SIGSTOPped node, a stuck process, and hand-offs). Every node is a distnode OS process, so
 // SIGTERM, SIGKILL and SIGSTOP hit one node; the judge is the checker (distcheck_test.go),
 // fed by the process instances themselves over a Unix socket, never the framework. Every
 // cluster: 20 processes over a technical topic of 8 partitions created by the framework,

@@ -27,7 +27,7 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
-// Exactly-once fault tests (KAFKA-NOTES §7 scenarios 12, 13 and 14) on a three-node KRaft
+// Exactly-once fault tests (crash loop, fenced zombie, broker kills) on a three-node KRaft
 // cluster (replication 3, min.insync.replicas 2) that each test starts for itself. The
 // processor runs as integration/eosworker, built with -tags chaos, in its own OS process,
 // so it can be SIGKILLed at the framework's fail-points, SIGSTOPped and restarted. A
@@ -681,7 +681,8 @@ func killedBy(w *workerProc, sig syscall.Signal) bool {
 	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
-// TestEOSFaultCrashLoop: Kafka's EOS crash test (KAFKA-NOTES §7 scenario 12). 50,000
+// TestEOSFaultCrashLoop: modelled on Kafka's own EOS system test (hard-kill the
+// processor repeatedly; read_committed must see every output once). 50,000
 // keyed, sequenced records flow into 8 partitions (paced at 330/s, ~150 s; 2,000 before
 // the first worker starts) while an eosworker is SIGKILLed 10 times: at the fail-points
 // eos-before-send-offsets (outputs produced, offsets not sent), eos-before-commit
@@ -870,7 +871,7 @@ func clientID(w *workerProc) string { return "eosworker-" + strconv.Itoa(w.pid()
 // zombieLines are the stderr lines of a fenced or rejoining worker worth reporting.
 var zombieLines = regexp.MustCompile(`(?i)fenc|illegal_generation|unknown_member|generation|exactly-once|abort|lost|revoked|assigned|rewound|epoch|processor failed|error class|max.poll|timed out|stopped cleanly`)
 
-// TestEOSFaultZombieFenced: KAFKA-NOTES §7 scenario 13. Two eosworkers (dynamic members,
+// TestEOSFaultZombieFenced: a paused instance must be fenced (KIP-447). Two eosworkers (dynamic members,
 // KIP-447 random transactional ids) share 8 partitions while input flows; worker A (2 s
 // transactions) is SIGSTOPped with its transaction open until worker B owns all of A's partitions (at
 // least the pause), then gets SIGCONT. Two pauses: 12 s (2× the 6 s session timeout,
@@ -1135,7 +1136,7 @@ func leaders(ac *kafka.AdminClient, topic string) (map[int32]int32, error) {
 	return out, nil
 }
 
-// TestEOSFaultBrokerKill: KAFKA-NOTES §7 scenario 14. One eosworker (fixed transactional
+// TestEOSFaultBrokerKill: coordinator failover mid-transaction. One eosworker (fixed transactional
 // id) copies 36,000 records from 8 partitions while brokers are SIGKILLed in turn, each
 // kept down 5 s and restarted: first the leader of its transaction coordinator's
 // __transaction_state partition, then the group coordinator (or, when that is the same

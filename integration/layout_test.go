@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestLayout keeps the data flow one way (DESIGN.md "Layout"): confluent-kafka-go only
+// TestLayout keeps the data flow one way: confluent-kafka-go only
 // under internal/ (plus the tests, examples and launchers that play outside clients), no
 // public package importing another it must not, nothing importing integration/.
 func TestLayout(t *testing.T) {
@@ -53,7 +53,7 @@ func TestLayout(t *testing.T) {
 			}
 			for _, f := range forbidden[top] {
 				bad := imp == f || strings.HasPrefix(imp, f+"/")
-				assert.False(t, bad, "%s must not import %s (DESIGN.md: arrows point down only)", p.ImportPath, imp)
+				assert.False(t, bad, "%s must not import %s (imports point down only: examples → public packages → codec, internal)", p.ImportPath, imp)
 			}
 		}
 	}

@@ -26,8 +26,8 @@ import (
 	"github.com/samsa-go/samsa/processor"
 )
 
-// Real-broker tests of the processor package (DESIGN.md "Processor semantics"; KAFKA-NOTES
-// §7 scenarios 2, 3, 6, 25, 26). Each logs one greppable line of figures:
+// Real-broker tests of the processor package (at-least-once under churn and crashes,
+// poison records to a dead-letter topic, startup errors). Each logs one greppable line of figures:
 //
 //	churn: records=… lost=… dups=…
 //	crash: seed=… kills=… records=… lost=… dups=…
@@ -529,8 +529,7 @@ func tallyInt64(outputs []rec, want map[int64]bool) (lost, dups, unexpected int)
 
 // TestProcessorPoisonToDeadLetter: poison records among good ones go to the dead-letter
 // topic once each, with their original bytes and the source named in headers, while every
-// good record is processed once and the offsets are committed to the end (KAFKA-NOTES §7
-// scenarios 25 and 26).
+// good record is processed once and the offsets are committed to the end.
 func TestProcessorPoisonToDeadLetter(t *testing.T) {
 	requireReal(t)
 	brokers := stack.KafkaBrokers(t)

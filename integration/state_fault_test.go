@@ -31,7 +31,7 @@ import (
 
 // State fault tests: exactly-once effects of a processor in Redis (state.Table with
 // processor.WithCheckpoint) under worker crashes and Redis outages, on the real stack
-// (KAFKA-NOTES §7 scenario 2's stateful variant, 17 and 18). The processor is
+// (crash/restart with state, a Redis outage, Redis restarted without persistence). The processor is
 // integration/sumworker, built with -tags chaos, in its own OS process: the Kafka Streams
 // EOS test's running sum per key, plus a count per key, in a Redis table. The input is
 // deterministic (seeded int64 values over string keys, partition = key index mod
@@ -881,7 +881,7 @@ func durSince(from, to time.Time) string {
 }
 
 // TestStateFaultRedisNoPersistence reports (it does not assert) what happens when Redis
-// restarts without persistence under a running processor (KAFKA-NOTES §7 scenario 18):
+// restarts without persistence under a running processor:
 // the first half of the input is applied and committed, Redis is SIGKILLed and restarted
 // empty, and the second half arrives.
 //
@@ -977,7 +977,7 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	t.Logf("state-nopersist: seed=%d applied_before_kill=%d applied_after_restart=%d committed_at_kill=%d; restarted worker (exit %d): %s state_conflicts_reported=%d errors_logged=%d: silent divergence of %d keys (%d records' effects lost) total=%s",
 		seed, progress(appliedBefore), progress(appliedAfter), progress(half), code, v,
 		sfCount(log2, "sumworker: state conflict"), sfCount(log2, "level=ERROR"), v.SumMismatches, v.Losses, time.Since(start).Round(time.Millisecond))
-	t.Logf("state-nopersist: NOTE: the processor reads Applied on assignment but does not compare it with the group's committed offset, so a table that lost its state behind committed offsets is resumed from the committed offsets without an error (KAFKA-NOTES §7 #18 wants detection or a rebuild)")
+	t.Logf("state-nopersist: NOTE: the processor reads Applied on assignment but does not compare it with the group's committed offset, so a table that lost its state behind committed offsets is resumed from the committed offsets without an error (it should be detected, or the table rebuilt)")
 	assert.Equal(t, records, v.Records, "input records read back")
 }
 

@@ -316,7 +316,7 @@ func TestStateRedisFencedWrite(t *testing.T) {
 }
 
 // replyCutter is a TCP proxy in front of Redis that can drop one reply and close the
-// connection: Redis has run the command, the client sees EOF (KAFKA-NOTES scenario 19).
+// connection: Redis has run the command, the client sees EOF (an ambiguous write).
 type replyCutter struct {
 	l      net.Listener
 	target string
