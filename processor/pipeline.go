@@ -234,11 +234,11 @@ func (pl *pipeline[K, V]) settleHead() error {
 		pl.inflight = pl.inflight[1:]
 		pl.inflightBytes -= f.held
 		pl.s.Release(f.held)
+		observed := err
 		if isAbandon(err) {
-			pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, nil)
-			return err
+			observed = nil // not a failure: the next owner commits these offsets
 		}
-		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, err)
+		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, observed)
 		if err != nil {
 			return err
 		}

@@ -88,7 +88,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	batch := &Batch[K, V]{Partition: r.slot, Records: r.records[:0], outs: &outs}
 	// The decoded records must not outlive the call in the reused slice: what they hold
 	// would stay live until the partition's next batch, uncounted against its share.
-	defer func() { clear(r.records[:cap(r.records)]) }()
+	defer clear(r.records[:len(inputs)]) // the most a batch of these inputs fills
 	var source []*record.Message // source[i] is the input of batch.Records[i]
 	for i := range inputs {
 		if r.applied != nil && inputs[i].Offset < r.applied[inputs[i].Topic] {
