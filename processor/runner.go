@@ -89,7 +89,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	// The decoded records must not outlive the call in the reused slice: what they hold
 	// would stay live until the partition's next batch, uncounted against its share.
 	defer clear(r.records[:len(inputs)]) // the most a batch of these inputs fills
-	var source []*record.Message // source[i] is the input of batch.Records[i]
+	var source []*record.Message         // source[i] is the input of batch.Records[i]
 	for i := range inputs {
 		if r.applied != nil && inputs[i].Offset < r.applied[inputs[i].Topic] {
 			r.skipped++ // its effects are in the store already; only its offset is committed
