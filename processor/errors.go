@@ -45,3 +45,22 @@ var ErrClosed = errors.New("processor: closed")
 var ErrHandlerPanic = errors.New("handler panicked")
 
 var errNoEncoder = errors.New("output declared without a value encoder")
+
+// ErrPermanent marks a handler error that retrying cannot fix (a malformed record, a
+// rule the data breaks): under Retry, a batch failing with it goes straight to the
+// policy's final step instead of waiting out its retries. Wrap an error with Permanent
+// and test for it with errors.Is.
+var ErrPermanent = errors.New("permanent")
+
+// Permanent marks err as permanent (see ErrPermanent); errors.Is(Permanent(err), err)
+// holds and the message is err's. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() []error { return []error{e.error, ErrPermanent} }

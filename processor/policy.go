@@ -47,7 +47,8 @@ func Skip() Policy { return Policy{kind: kindSkip} }
 func DeadLetter(topic string) Policy { return Policy{kind: kindDeadLetter, topic: topic} }
 
 // Retry retries a failed batch up to retries more times, waiting b between attempts,
-// then applies then (which must not be another Retry).
+// then applies then (which must not be another Retry). A handler error marked with
+// Permanent is not retried: its batch goes to then at once.
 func Retry(retries int, b Backoff, then Policy) Policy {
 	return Policy{kind: kindRetry, retries: retries, backoff: b, then: &then}
 }

@@ -120,7 +120,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		if r.ctx.Err() != nil {
 			return nil, errAbandoned
 		}
-		if pol.kind == kindRetry && attempt < pol.retries {
+		if pol.kind == kindRetry && attempt < pol.retries && !errors.Is(err, ErrPermanent) {
 			r.log.Warn("processor: batch failed, retrying", "topic", source[0].Topic, "partition", r.slot,
 				"offset", source[0].Offset, "records", len(batch.Records), "attempt", attempt+1, "err", err)
 			if !pol.backoff.sleep(r.wait, attempt) {
@@ -139,6 +139,8 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	}
 
 	// The batch keeps failing: run its records one at a time to find the failing ones.
+	r.log.Warn("processor: batch keeps failing, handling its records one at a time", "topic", source[0].Topic,
+		"partition", r.slot, "offset", source[0].Offset, "records", len(batch.Records))
 	outs = outs[:kept]
 	all := batch.Records
 	for i := range all {

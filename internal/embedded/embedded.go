@@ -51,6 +51,9 @@ func Start(topics ...Topic) (*Broker, error) {
 // Bootstrap is the broker's address for bootstrap.servers.
 func (b *Broker) Bootstrap() string { return strings.Join(b.c.ListenAddrs(), ",") }
 
+// Cluster is the fake itself, for the test kit's fault controls.
+func (b *Broker) Cluster() *kfake.Cluster { return b.c }
+
 // Close stops the broker; everything it stored is gone.
 func (b *Broker) Close() { b.c.Close() }
 
