@@ -1,0 +1,221 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/admin"
+	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// ProducerConfig configures a Producer.
+type ProducerConfig struct {
+	// Brokers is the bootstrap server list, "host:port,host:port".
+	Brokers string
+	// Overrides are librdkafka producer properties (TLS, SASL, linger.ms,
+	// compression.type). The properties that make it idempotent and Kafka-partitioned
+	// are the framework's and are rejected.
+	Overrides map[string]any
+	// Logger receives librdkafka's log lines. Default (or nil): discard.
+	Logger *slog.Logger
+	// CloseTimeout bounds how long Close waits for records still in flight. Default: 10s.
+	CloseTimeout time.Duration
+}
+
+// Producer writes typed records to one topic from outside a processor: a service that
+// feeds a processor's input, a backfill, a test. It produces the way outputs are
+// produced, so a record lands where a processor's output of the same key would:
+// idempotently (acks=all; retries make no duplicates, order per partition is kept) and
+// partitioned by the murmur2 hash of the encoded key, as Kafka's Java clients do
+// (librdkafka's own default, consistent_random, puts keys elsewhere, and a lookup of
+// a state.Table by key would then miss). A null key spreads records over partitions.
+//
+// A Producer is safe for concurrent use. Close it when done.
+type Producer[K, V any] struct {
+	out     Output[K, V]
+	prod    *produce.Producer
+	timeout time.Duration
+	once    sync.Once
+}
+
+// NewProducer returns a producer to out's topic, encoding with out's encoders.
+func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V]) (*Producer[K, V], error) {
+	var errs []error
+	if cfg.Brokers == "" {
+		errs = append(errs, errors.New("Brokers is required (host:port[,host:port...])"))
+	}
+	if out.topic == "" {
+		errs = append(errs, errors.New("the output has no topic"))
+	}
+	if out.value == nil {
+		errs = append(errs, fmt.Errorf("output %q: %w", out.topic, errNoEncoder))
+	}
+	overrides := kconf.Map(cfg.Overrides)
+	errs = append(errs, kconf.CheckOverrides(overrides, produce.OwnedKeys, "Overrides")...)
+	if _, ok := overrides["partitioner"]; ok {
+		errs = append(errs, errors.New(`Overrides: "partitioner" is owned by the framework: records are partitioned by murmur2, as outputs are`))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("processor: producer config: %w", errors.Join(errs...))
+	}
+	timeout := cfg.CloseTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, Defaults: producerDefaults, Overrides: overrides, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Producer[K, V]{out: out, prod: prod, timeout: timeout}, nil
+}
+
+// ProducerRecord is one record for Producer.SendMany.
+type ProducerRecord[K, V any] struct {
+	Key   K
+	Value V
+	// NullKey sends a null key (Key is ignored); Tombstone a null value (Value is ignored).
+	NullKey, Tombstone bool
+	Headers            []Header
+	// Timestamp of the record; zero: now.
+	Timestamp time.Time
+}
+
+// Send produces one record and waits for the broker's acknowledgement.
+func (p *Producer[K, V]) Send(ctx context.Context, key K, value V, headers ...Header) error {
+	return p.SendMany(ctx, []ProducerRecord[K, V]{{Key: key, Value: value, Headers: headers}})
+}
+
+// SendMany produces records in order and waits until every one is acknowledged or ctx
+// ends. It returns the first failure, naming the topic and the record's index; records
+// of one partition that were acknowledged stay written.
+func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[K, V]) error {
+	if len(records) == 0 {
+		return nil
+	}
+	msgs := make([]record.Message, len(records))
+	for i := range records {
+		m, err := p.encode(&records[i])
+		if err != nil {
+			return fmt.Errorf("processor: producer: record %d to %q: %w", i, p.out.topic, err)
+		}
+		msgs[i] = m
+	}
+	acks := &producerAcks{index: make(map[*record.Message]int, len(msgs)), done: make(chan struct{})}
+	acks.remaining.Store(int64(len(msgs)))
+	ptrs := pointers(msgs)
+	for i, m := range ptrs {
+		acks.index[m] = i
+	}
+	p.prod.ProduceBatch(ctx, ptrs, acks)
+	select {
+	case <-acks.done:
+	case <-ctx.Done():
+		return fmt.Errorf("processor: producer: to %q: %d of %d records not acknowledged: %w", p.out.topic, acks.remaining.Load(), len(msgs), ctx.Err())
+	}
+	if acks.err != nil {
+		return fmt.Errorf("processor: producer: record %d to %q: %w", acks.first, p.out.topic, acks.err)
+	}
+	return nil
+}
+
+func (p *Producer[K, V]) encode(r *ProducerRecord[K, V]) (record.Message, error) {
+	m := record.Message{Topic: p.out.topic, Partition: anyPartition, Timestamp: r.Timestamp}
+	if m.Timestamp.IsZero() {
+		m.Timestamp = time.Now()
+	}
+	if !r.NullKey && p.out.key != nil {
+		k, err := p.out.key.Encode(r.Key)
+		if err != nil {
+			return m, fmt.Errorf("key: %w", err)
+		}
+		m.Key = k
+	}
+	if !r.Tombstone {
+		v, err := p.out.value.Encode(r.Value)
+		if err != nil {
+			return m, fmt.Errorf("value: %w", err)
+		}
+		if v == nil {
+			v = []byte{}
+		}
+		m.Value = v
+	}
+	for _, h := range r.Headers {
+		m.Headers = append(m.Headers, record.Header{Key: h.Key, Value: h.Value})
+	}
+	return m, nil
+}
+
+// Close waits for records in flight (up to ProducerConfig.CloseTimeout) and releases
+// the producer. It is idempotent.
+func (p *Producer[K, V]) Close() {
+	p.once.Do(func() { p.prod.Close(p.timeout) })
+}
+
+type producerAcks struct {
+	index     map[*record.Message]int // read-only once producing starts
+	remaining atomic.Int64
+	mu        sync.Mutex
+	err       error
+	first     int
+	done      chan struct{}
+}
+
+func (a *producerAcks) Delivered(m *record.Message, err error) {
+	if err != nil {
+		a.mu.Lock()
+		if i := a.index[m]; a.err == nil || i < a.first {
+			a.err, a.first = err, i
+		}
+		a.mu.Unlock()
+	}
+	if a.remaining.Add(-1) == 0 {
+		close(a.done)
+	}
+}
+
+// TopicSpec is a topic for CreateTopics.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+	// ReplicationFactor; 0: the broker's default.
+	ReplicationFactor int
+}
+
+// CreateTopics creates every topic that does not exist yet, with its partition count
+// and replication factor, and fails when an existing topic has another partition count
+// (its keys would not land where the processor's partitions expect them). overrides are
+// librdkafka properties for the admin connection (TLS, SASL).
+func CreateTopics(ctx context.Context, brokers string, overrides map[string]any, topics ...TopicSpec) error {
+	for _, t := range topics {
+		if t.Name == "" || t.Partitions < 1 || t.ReplicationFactor < 0 {
+			return fmt.Errorf("processor: create topic %q: want a name, at least 1 partition and a replication factor ≥ 0, got %d partitions, rf %d", t.Name, t.Partitions, t.ReplicationFactor)
+		}
+	}
+	c, err := admin.Dial(brokers, kconf.Map(overrides), nil)
+	if err != nil {
+		return fmt.Errorf("processor: create topics: %w", err)
+	}
+	defer c.Close()
+	for _, t := range topics {
+		rf := t.ReplicationFactor
+		if rf == 0 {
+			rf = -1
+		}
+		n, err := c.EnsureTopic(ctx, t.Name, t.Partitions, rf)
+		if err != nil {
+			return fmt.Errorf("processor: create topic %q: %w", t.Name, err)
+		}
+		if n != t.Partitions {
+			return fmt.Errorf("processor: topic %q exists with %d partitions, want %d", t.Name, n, t.Partitions)
+		}
+	}
+	return nil
+}
