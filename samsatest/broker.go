@@ -1,0 +1,242 @@
+package samsatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/samsa-go/samsa/internal/embedded"
+)
+
+// Topic is a topic to create, with its partition count.
+type Topic struct {
+	Name       string
+	Partitions int32
+}
+
+// Broker is an in-process Kafka-protocol broker (franz-go's kfake) on a free 127.0.0.1
+// port: enough of Kafka for processors and distributed nodes to produce, consume,
+// commit, run transactions and rebalance, started in milliseconds with nothing
+// installed. It also injects the faults a real cluster makes hard to script: failed
+// produce requests, a lost assignment, an outage.
+//
+// It is a fake. It keeps everything in memory, has one node, and answers some requests
+// differently from Apache Kafka (timings, quotas, errors a real broker never returns).
+// Test what matters to you on a real cluster too.
+type Broker struct {
+	b *embedded.Broker
+	c *kfake.Cluster
+
+	mu     sync.Mutex
+	outage *outage
+}
+
+// StartBroker starts a broker with topics created. Close it when done.
+func StartBroker(topics ...Topic) (*Broker, error) {
+	et := make([]embedded.Topic, len(topics))
+	for i, t := range topics {
+		et[i] = embedded.Topic{Name: t.Name, Partitions: t.Partitions}
+	}
+	b, err := embedded.Start(et...)
+	if err != nil {
+		return nil, fmt.Errorf("samsatest: %w", err)
+	}
+	return &Broker{b: b, c: b.Cluster()}, nil
+}
+
+// NewBroker starts a broker with topics created and closes it when tb's test ends.
+func NewBroker(tb testing.TB, topics ...Topic) *Broker {
+	tb.Helper()
+	b, err := StartBroker(topics...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(b.Close)
+	return b
+}
+
+// Addr is the broker's address, for Config.Brokers.
+func (b *Broker) Addr() string { return b.b.Bootstrap() }
+
+// Close stops the broker; what it stored is gone.
+func (b *Broker) Close() {
+	b.mu.Lock()
+	if b.outage != nil {
+		b.outage.end()
+	}
+	b.mu.Unlock()
+	b.b.Close()
+}
+
+// CreateTopic creates a topic with partitions partitions.
+func (b *Broker) CreateTopic(name string, partitions int32) error {
+	if name == "" || partitions < 1 {
+		return fmt.Errorf("samsatest: topic %q with %d partitions: want a name and at least 1 partition", name, partitions)
+	}
+	if err := b.c.CreateTopic(name, partitions, nil); err != nil {
+		return fmt.Errorf("samsatest: create topic %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteTopic deletes a topic and its records.
+func (b *Broker) DeleteTopic(name string) error {
+	if err := b.c.DeleteTopic(name); err != nil {
+		return fmt.Errorf("samsatest: delete topic %q: %w", name, err)
+	}
+	return nil
+}
+
+// EndOffsets returns, per partition of topic, the offset the next record will get (the
+// high watermark). It fails for a topic the broker does not have.
+func (b *Broker) EndOffsets(topic string) (map[int32]int64, error) {
+	infos := b.c.PartitionInfos(topic)
+	if infos == nil {
+		return nil, fmt.Errorf("samsatest: topic %q does not exist", topic)
+	}
+	ends := make(map[int32]int64, len(infos))
+	for _, pi := range infos {
+		ends[pi.Partition] = pi.HighWatermark
+	}
+	return ends, nil
+}
+
+// Committed returns group's committed offset of every partition of topic it committed.
+func (b *Broker) Committed(group, topic string) map[int32]int64 {
+	out := map[int32]int64{}
+	gi := b.c.GroupInfo(group)
+	if gi == nil {
+		return out
+	}
+	for p, c := range gi.Commits[topic] {
+		out[p] = c.Offset
+	}
+	return out
+}
+
+// Assignment returns the group's current members (by client-side member id) and the
+// partitions of topic each holds.
+func (b *Broker) Assignment(group, topic string) map[string][]int32 {
+	out := map[string][]int32{}
+	gi := b.c.GroupInfo(group)
+	if gi == nil {
+		return out
+	}
+	for _, m := range gi.Members {
+		out[m.MemberID] = append([]int32(nil), m.Assignment[topic]...)
+	}
+	return out
+}
+
+// WaitBalanced waits until group has members members and every one of topic's
+// partitions is assigned, or ctx ends.
+func (b *Broker) WaitBalanced(ctx context.Context, group, topic string, members int) error {
+	infos := b.c.PartitionInfos(topic)
+	if infos == nil {
+		return fmt.Errorf("samsatest: topic %q does not exist", topic)
+	}
+	want := len(infos)
+	var last *kfake.GroupInfo
+	_, err := b.c.WaitGroupInfo(ctx, group, func(gi *kfake.GroupInfo) bool {
+		last = gi
+		if gi.State != "Stable" || len(gi.Members) != members {
+			return false
+		}
+		n := 0
+		for _, m := range gi.Members {
+			n += len(m.Assignment[topic])
+		}
+		return n == want
+	})
+	if err != nil {
+		state := "no group"
+		if last != nil {
+			state = fmt.Sprintf("state %s, %d members, %d partitions assigned", last.State, len(last.Members), last.NumAssigned())
+		}
+		return fmt.Errorf("samsatest: group %q not balanced over %d members and %d partitions of %q (%s): %w", group, members, want, topic, state, err)
+	}
+	return nil
+}
+
+// FailProduce makes the broker refuse the next requests produce requests that write to
+// topic, with a non-retriable error (INVALID_RECORD): the producer gives the records up,
+// and a processor's error policy sees an output that was not acknowledged. The returned
+// function waits until all of them were refused (or ctx ends).
+func (b *Broker) FailProduce(topic string, requests int) (wait func(ctx context.Context) error) {
+	if requests < 1 {
+		requests = 1
+	}
+	h := b.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: requests})
+	return func(ctx context.Context) error { return h.Wait(ctx, requests) }
+}
+
+// LoseAssignment makes the group coordinator answer the next heartbeat of a member of
+// group with UNKNOWN_MEMBER_ID, as it does for a member it timed out: that member loses
+// its partitions without a revoke (it must not commit them any more) and joins again.
+// The returned function waits until a heartbeat was answered so (or ctx ends).
+func (b *Broker) LoseAssignment(group string) (wait func(ctx context.Context) error) {
+	h := b.c.Fault(kfake.Fault{
+		Keys:  []kmsg.Key{kmsg.Heartbeat, kmsg.ConsumerGroupHeartbeat},
+		Group: group, Err: kerr.UnknownMemberID, TopLevel: true, Count: 1,
+	})
+	return func(ctx context.Context) error { return h.Wait(ctx, 1) }
+}
+
+// Outage makes the broker unreachable for d: every request in that time closes its
+// connection unanswered, as a broker that went away does. Clients retry and reconnect
+// once it ends. Outage returns at once; a second outage while one runs extends it.
+func (b *Broker) Outage(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	until := time.Now().Add(d)
+	if b.outage != nil && !b.outage.over() {
+		b.outage.extend(until)
+		return
+	}
+	o := &outage{}
+	o.extend(until)
+	b.outage = o
+	b.c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		if o.over() {
+			b.c.DropControl()
+			return nil, nil, false
+		}
+		b.c.KeepControl()
+		return nil, errOutage, true
+	})
+}
+
+var errOutage = errors.New("samsatest: broker outage")
+
+type outage struct {
+	mu    sync.Mutex
+	until time.Time
+	ended bool
+}
+
+func (o *outage) extend(t time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if t.After(o.until) {
+		o.until = t
+	}
+}
+
+func (o *outage) over() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.ended || time.Now().After(o.until)
+}
+
+func (o *outage) end() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ended = true
+}
