@@ -29,6 +29,7 @@ func TestLayout(t *testing.T) {
 		"state":       {mod + "processor", mod + "distributed", mod + "examples"},
 		"metrics":     {mod + "processor", mod + "distributed", mod + "state", mod + "examples"},
 		"internal":    {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "examples"},
+		"samsatest":   {mod + "examples"},
 		"codec":       {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "internal", mod + "examples"},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))

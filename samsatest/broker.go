@@ -136,15 +136,23 @@ func (b *Broker) Assignment(group, topic string) map[string][]int32 {
 }
 
 // WaitBalanced waits until group has members members and every one of topic's
-// partitions is assigned, or ctx ends.
+// partitions is assigned, or ctx ends (also while the topic does not exist yet).
 func (b *Broker) WaitBalanced(ctx context.Context, group, topic string, members int) error {
 	infos := b.c.PartitionInfos(topic)
-	if infos == nil {
-		return fmt.Errorf("samsatest: topic %q does not exist", topic)
+	for infos == nil { // a distributed node creates its topic as it starts
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("samsatest: topic %q does not exist: %w", topic, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+		infos = b.c.PartitionInfos(topic)
 	}
 	want := len(infos)
 	var last *kfake.GroupInfo
 	_, err := b.c.WaitGroupInfo(ctx, group, func(gi *kfake.GroupInfo) bool {
+		if gi == nil {
+			return false // no group yet
+		}
 		last = gi
 		if gi.State != "Stable" || len(gi.Members) != members {
 			return false

@@ -14,6 +14,14 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
+// RunnerFunc adapts a function to Runner, for a distributed node:
+//
+//	samsatest.RunnerFunc(func(ctx context.Context) error { return node.Run(ctx, "jobs", processes) })
+type RunnerFunc func(ctx context.Context) error
+
+// Run calls f(ctx).
+func (f RunnerFunc) Run(ctx context.Context) error { return f(ctx) }
+
 // Driver runs instances of a processor (or of any Runner: a distributed node's Run
 // wrapped in a func) against a broker, and scripts their life: add and remove instances
 // (each change moves partitions between them), while the Broker injects faults. Stop
