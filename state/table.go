@@ -49,6 +49,8 @@ type Table[K comparable, V any] struct {
 // tableBackend moves a table's data. Partitions are validated and errors wrapped by Table.
 type tableBackend[K comparable, V any] interface {
 	kind() string
+	// encodeKey is the key as the table's producers encode it, for PartitionOf.
+	encodeKey(key K) ([]byte, error)
 	get(ctx context.Context, p int32, key K) (V, bool, error)
 	getMany(ctx context.Context, p int32, keys []K) ([]V, []bool, error)
 	putMany(ctx context.Context, p int32, entries []Entry[K, V]) error
@@ -363,4 +365,69 @@ func (s partitionStore[K, V]) Delete(ctx context.Context, keys ...K) error {
 		return s.t.fail("Delete", s.p, len(keys), err)
 	}
 	return nil
+}
+
+// PartitionOf returns the partition a key encoded as key lands in among partitions:
+// the positive murmur2 hash of the bytes modulo the count, as Kafka's Java clients,
+// samsa's processor outputs and processor.Producer partition. A service that answers
+// lookups uses it to find which table partition (and so which processor instance) holds
+// a key. It panics when partitions < 1.
+func PartitionOf(key []byte, partitions int32) int32 {
+	if partitions < 1 {
+		panic(fmt.Sprintf("state: PartitionOf with %d partitions", partitions))
+	}
+	return int32(int64(murmur2(key)&0x7fffffff) % int64(partitions))
+}
+
+// Lookup answers key from any node: it reads the key from the table partition
+// PartitionOf puts it in, given the input topic's partition count. The key is encoded
+// with the table's key codec, which must encode keys as the input's producers do (the
+// table's partitions are the input's). An in-memory table encodes string and []byte
+// keys as their bytes and refuses other key types.
+func (t *Table[K, V]) Lookup(ctx context.Context, partitions int32, key K) (V, bool, error) {
+	var zero V
+	if partitions < 1 {
+		return zero, false, t.fail("Lookup", -1, 1, fmt.Errorf("partitions = %d, want the input topic's partition count", partitions))
+	}
+	kb, err := t.b.encodeKey(key)
+	if err != nil {
+		return zero, false, t.fail("Lookup", -1, 1, err)
+	}
+	return t.Partition(PartitionOf(kb, partitions)).Get(ctx, key)
+}
+
+// murmur2 is Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2): seed
+// 0x9747b28c, 4-byte little-endian blocks, the tail folded in, then the final mix.
+func murmur2(data []byte) int32 {
+	const (
+		seed uint32 = 0x9747b28c
+		m    uint32 = 0x5bd1e995
+		r           = 24
+	)
+	n := len(data)
+	h := seed ^ uint32(n)
+	for i := 0; i+4 <= n; i += 4 {
+		k := uint32(data[i]) | uint32(data[i+1])<<8 | uint32(data[i+2])<<16 | uint32(data[i+3])<<24
+		k *= m
+		k ^= k >> r
+		k *= m
+		h *= m
+		h ^= k
+	}
+	tail := data[n&^3:]
+	switch len(tail) {
+	case 3:
+		h ^= uint32(tail[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(tail[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(tail[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return int32(h)
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -19,6 +20,16 @@ type memPart[K comparable, V any] struct {
 }
 
 func (m *memTable[K, V]) kind() string { return "memory" }
+
+func (m *memTable[K, V]) encodeKey(key K) ([]byte, error) {
+	switch k := any(key).(type) {
+	case string:
+		return []byte(k), nil
+	case []byte:
+		return k, nil
+	}
+	return nil, fmt.Errorf("an in-memory table cannot encode a %T key: use PartitionOf with the key's bytes", key)
+}
 
 // part returns p's data, creating it; m.mu must be held for writing.
 func (m *memTable[K, V]) part(p int32) *memPart[K, V] {

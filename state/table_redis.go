@@ -25,6 +25,8 @@ type redisTable[K comparable, V any] struct {
 
 func (r *redisTable[K, V]) kind() string { return "redis" }
 
+func (r *redisTable[K, V]) encodeKey(key K) ([]byte, error) { return r.key.Encode(key) }
+
 func (r *redisTable[K, V]) tag(p int32) string {
 	return "{" + r.ns + ":" + strconv.FormatInt(int64(p), 10) + "}"
 }
