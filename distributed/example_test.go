@@ -7,13 +7,18 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/distributed"
-	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/samsatest"
 )
 
 func ExampleNode_Run() {
-	b, _ := embedded.Start()
+	// An in-process broker from the test kit; a real cluster's address works the same.
+	b, err := samsatest.StartBroker()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer b.Close()
-	node, err := distributed.New(distributed.Config{Brokers: b.Bootstrap(), Partitions: 2, NodeID: "node-1"})
+	node, err := distributed.New(distributed.Config{Brokers: b.Addr(), Partitions: 2, NodeID: "node-1"})
 	if err != nil {
 		fmt.Println(err)
 		return

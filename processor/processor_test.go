@@ -312,25 +312,6 @@ func TestCoPartitioningCheckedAtStart(t *testing.T) {
 	assert.ErrorContains(t, p.Run(context.Background()), `topic does not exist: "missing"`)
 }
 
-func produceExample(brokers, topic string, values ...string) {
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
-	if err != nil {
-		panic(err)
-	}
-	defer p.Close()
-	dr := make(chan kafka.Event, len(values))
-	for _, v := range values {
-		if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0}, Value: []byte(v)}, dr); err != nil {
-			panic(err)
-		}
-	}
-	for range values {
-		if err := (<-dr).(*kafka.Message).TopicPartition.Error; err != nil {
-			panic(err)
-		}
-	}
-}
-
 type fixedCheckpoint map[int32]int64
 
 func (c fixedCheckpoint) Applied(_ context.Context, _ string, p int32) (int64, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/processor"
 )
 
 // Topic is a topic to create, with its partition count.
@@ -247,4 +249,26 @@ func (o *outage) end() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ended = true
+}
+
+// BrokersFromEnv is the zero-setup rule of samsa's examples and tests: with
+// KAFKA_BROKERS set it returns that cluster, creating the topics that are missing there
+// (the broker's default replication); otherwise it starts an in-process broker with the
+// topics. stop releases what it started.
+func BrokersFromEnv(ctx context.Context, topics ...Topic) (brokers string, embedded bool, stop func(), err error) {
+	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
+		specs := make([]processor.TopicSpec, len(topics))
+		for i, t := range topics {
+			specs[i] = processor.TopicSpec{Name: t.Name, Partitions: int(t.Partitions)}
+		}
+		if err := processor.CreateTopics(ctx, env, nil, specs...); err != nil {
+			return "", false, nil, err
+		}
+		return env, false, func() {}, nil
+	}
+	b, err := StartBroker(topics...)
+	if err != nil {
+		return "", false, nil, errors.Join(err, errors.New("samsatest: set KAFKA_BROKERS to use a running cluster instead"))
+	}
+	return b.Addr(), true, b.Close, nil
 }

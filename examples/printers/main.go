@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/distributed"
-	"github.com/samsa-go/samsa/examples/internal/exkafka"
-	"github.com/samsa-go/samsa/examples/internal/exobs"
+	"github.com/samsa-go/samsa/metrics"
+	"github.com/samsa-go/samsa/samsatest"
 )
 
 func main() {
@@ -46,12 +46,12 @@ func main() {
 }
 
 func run(ctx context.Context, name string, n int, every time.Duration) error {
-	brokers, release, err := exkafka.Setup(ctx)
+	brokers, _, release, err := samsatest.BrokersFromEnv(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
-	obs, err := exobs.Setup(ctx, "printers")
+	obs, err := metrics.FromEnv(ctx, "printers", slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,9 @@
 // that is assigned partition p reads the totals of the batch's users from Redis, adds the
 // batch, and writes them back with the batch's offsets in one atomic Apply, so a batch
 // replayed after a crash or a rebalance does not count twice. Every node answers
-// GET /users/{id} from Redis: it computes the user's partition the way Kafka's producer
-// did (murmur2 of the key), so it knows which table partition to read.
+// GET /users/{id} from Redis with Table.Lookup: the user's partition is where the
+// producer put it (murmur2 of the key, state.PartitionOf), so any node knows which table
+// partition to read.
 //
 // REDIS_ADDR (host:port; several comma-separated addresses mean a Redis Cluster) is
 // needed for more than one node. Without it the totals live in this process only (a
@@ -41,12 +42,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/samsa-go/samsa/codec"
-	"github.com/samsa-go/samsa/examples/internal/exkafka"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
 	"github.com/samsa-go/samsa/state"
 )
 
@@ -87,7 +87,7 @@ func main() {
 	flag.StringVar(&cfg.Node, "node", fmt.Sprintf("%s-%d", host, os.Getpid()), "this node's name, in logs and in the totals it writes")
 	flag.StringVar(&cfg.HTTP, "http", "127.0.0.1:8081", "address of the HTTP endpoint (GET /users/{id})")
 	flag.StringVar(&cfg.Group, "group", "purchases-totals", "consumer group of the processor")
-	flag.IntVar(&cfg.Partitions, "partitions", 8, "partitions of the purchases topic, when this node creates it")
+	flag.IntVar(&cfg.Partitions, "partitions", 8, "partitions of the purchases topic (created with this many; an existing topic must have as many)")
 	flag.IntVar(&cfg.Produce, "produce", 0, "purchase events to produce at start")
 	flag.IntVar(&cfg.Users, "users", 20, "distinct users the produced events are spread over")
 	runFor := flag.Duration("for", 0, "stop after this long (0: until interrupted)")
@@ -107,17 +107,14 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config) error {
-	brokers, release, err := exkafka.Setup(ctx, exkafka.Topic{Name: cfg.Topic, Partitions: cfg.Partitions})
+	// The HTTP endpoint computes partitions, so it needs the topic's real partition
+	// count: BrokersFromEnv fails when the topic exists with another one.
+	brokers, _, release, err := samsatest.BrokersFromEnv(ctx, samsatest.Topic{Name: cfg.Topic, Partitions: int32(cfg.Partitions)})
 	if err != nil {
 		return err
 	}
 	defer release()
-	// The HTTP endpoint computes partitions, so it needs the topic's real partition count
-	// (the topic may have been created elsewhere with another one).
-	partitions, err := partitionCount(ctx, brokers, cfg.Topic)
-	if err != nil {
-		return err
-	}
+	partitions := cfg.Partitions
 
 	var table *state.Table[string, Totals]
 	if cfg.RedisAddr != "" {
@@ -248,8 +245,8 @@ func usersHandler(table *state.Table[string, Totals], partitions int, node strin
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /users/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		p := partitionOf([]byte(id), partitions)
-		t, found, err := table.Partition(p).Get(r.Context(), id)
+		t, found, err := table.Lookup(r.Context(), int32(partitions), id)
+		p := state.PartitionOf([]byte(id), int32(partitions))
 		// A found user's Partition is the one Kafka put its purchases in, as recorded by the
 		// handler: the same as p, or the user would not have been found there.
 		reply := userReply{Totals: t, ServedBy: node}
@@ -273,22 +270,18 @@ func usersHandler(table *state.Table[string, Totals], partitions int, node strin
 // produce writes purchases from..from+n-1 (see purchaseN): spread over users u00, u01, ...
 // with amounts that make each user's expected totals easy to recompute (see expected).
 func produce(ctx context.Context, brokers, topic string, from, n, users int) error {
-	prod, err := exkafka.NewProducer(brokers)
+	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers},
+		processor.NewOutput(topic, codec.String(), codec.JSON[Purchase]()))
 	if err != nil {
 		return err
 	}
 	defer prod.Close()
+	recs := make([]processor.ProducerRecord[string, Purchase], 0, n)
 	for i := from; i < from+n; i++ {
 		p := purchaseN(i, users)
-		v, err := json.Marshal(p)
-		if err != nil {
-			return err
-		}
-		if err := prod.Send(topic, []byte(p.User), v); err != nil {
-			return err
-		}
+		recs = append(recs, processor.ProducerRecord[string, Purchase]{Key: p.User, Value: p})
 	}
-	return prod.Wait(ctx)
+	return prod.SendMany(ctx, recs)
 }
 
 // purchaseN is the i-th produced purchase.
@@ -306,29 +299,4 @@ func expected(n, users int) map[string]Totals {
 		want[p.User] = t
 	}
 	return want
-}
-
-// partitionCount asks the cluster how many partitions the topic has.
-func partitionCount(ctx context.Context, brokers, topic string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
-	if err != nil {
-		return 0, err
-	}
-	defer ac.Close()
-	name := topic
-	for {
-		md, err := ac.GetMetadata(&name, false, 5000)
-		if err == nil {
-			if tm, ok := md.Topics[name]; ok && tm.Error.Code() == kafka.ErrNoError && len(tm.Partitions) > 0 {
-				return len(tm.Partitions), nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("partitions of %q: %w (last error: %v)", name, ctx.Err(), err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -17,7 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/integration/stack"
-	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/samsatest"
+	"github.com/samsa-go/samsa/state"
 )
 
 func TestMain(m *testing.M) { os.Exit(stack.RunTests(m)) }
@@ -104,7 +105,7 @@ func waitTotals(t *testing.T, want map[string]Totals, nodes ...*node) {
 					last = fmt.Sprintf("node %s user %s: status %d, %+v, err %v; want count %d spent %d", n.name, user, status, r, err, w.Count, w.SpentCents)
 					return false
 				}
-				if r.ServedBy != n.name || r.Partition != partitionOf([]byte(user), 8) {
+				if r.ServedBy != n.name || r.Partition != state.PartitionOf([]byte(user), 8) {
 					last = fmt.Sprintf("node %s user %s: %+v", n.name, user, r)
 					return false
 				}
@@ -128,7 +129,7 @@ func TestPurchasesOneNode(t *testing.T) {
 	r, status, err := n.user("nobody")
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusNotFound, status)
-	assert.Equal(t, partitionOf([]byte("nobody"), 8), r.Partition)
+	assert.Equal(t, state.PartitionOf([]byte("nobody"), 8), r.Partition)
 	cancel()
 	n.stop(t)
 }
@@ -145,10 +146,8 @@ func TestPurchasesTwoNodes(t *testing.T) {
 	defer cancel()
 	name := stack.UniqueName("purchases")
 	if os.Getenv("KAFKA_BROKERS") == "" {
-		b, err := embedded.Start(embedded.Topic{Name: name, Partitions: 8})
-		require.NoError(t, err)
-		t.Cleanup(b.Close)
-		t.Setenv("KAFKA_BROKERS", b.Bootstrap())
+		b := samsatest.NewBroker(t, samsatest.Topic{Name: name, Partitions: 8})
+		t.Setenv("KAFKA_BROKERS", b.Addr())
 	}
 	redisAddr := stack.RedisAddr(t)
 

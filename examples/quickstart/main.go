@@ -10,18 +10,18 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
-	"github.com/samsa-go/samsa/examples/internal/exkafka"
-	"github.com/samsa-go/samsa/examples/internal/exobs"
+	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
 )
 
 const count = 1000
@@ -29,6 +29,9 @@ const count = 1000
 // doubled is the typed output topic: int64 keys and values (8 bytes big-endian, the
 // encoding of Kafka's Java LongSerializer).
 var doubled = processor.NewOutput("doubled", codec.Int64(), codec.Int64())
+
+// numbers is the input topic, written from outside with a processor.Producer.
+var numbers = processor.NewOutput("numbers", codec.Int64(), codec.Int64())
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -39,31 +42,29 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	brokers, release, err := exkafka.Setup(ctx, exkafka.Topic{Name: "numbers", Partitions: 4}, exkafka.Topic{Name: "doubled", Partitions: 4})
+	brokers, _, release, err := samsatest.BrokersFromEnv(ctx, samsatest.Topic{Name: "numbers", Partitions: 4}, samsatest.Topic{Name: "doubled", Partitions: 4})
 	if err != nil {
 		return err
 	}
 	defer release()
 	fmt.Printf("brokers: %s\n", brokers)
-	obs, err := exobs.Setup(ctx, "quickstart")
+	obs, err := metrics.FromEnv(ctx, "quickstart", slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err
 	}
 	defer obs.Close()
 
-	// The outside world: 1..1000 into "numbers".
-	prod, err := exkafka.NewProducer(brokers)
+	// The outside world: 1..1000 into "numbers", partitioned by key as outputs are.
+	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, numbers)
 	if err != nil {
 		return err
 	}
 	defer prod.Close()
-	for i := int64(1); i <= count; i++ {
-		b := binary.BigEndian.AppendUint64(nil, uint64(i))
-		if err := prod.Send("numbers", b, b); err != nil {
-			return err
-		}
+	recs := make([]processor.ProducerRecord[int64, int64], count)
+	for i := range recs {
+		recs[i] = processor.ProducerRecord[int64, int64]{Key: int64(i + 1), Value: int64(i + 1)}
 	}
-	if err := prod.Wait(ctx); err != nil {
+	if err := prod.SendMany(ctx, recs); err != nil {
 		return err
 	}
 
@@ -100,14 +101,25 @@ func run(ctx context.Context) error {
 	defer cancelRead()
 	seen := map[int64]bool{}
 	var sum int64
-	err = exkafka.Read(readCtx, brokers, "doubled", func(r exkafka.Record) bool {
-		n := int64(binary.BigEndian.Uint64(r.Key))
-		if !seen[n] {
-			seen[n] = true
-			sum += int64(binary.BigEndian.Uint64(r.Value))
+	for len(seen) < count && err == nil {
+		var out []processor.Record[int64, int64]
+		if out, err = samsatest.ReadAll(readCtx, brokers, "doubled", codec.Int64(), codec.Int64()); err != nil {
+			break
 		}
-		return len(seen) < count
-	})
+		for _, r := range out {
+			if !seen[r.Key] {
+				seen[r.Key] = true
+				sum += r.Value
+			}
+		}
+		if len(seen) < count {
+			select {
+			case <-readCtx.Done():
+				err = readCtx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 	cancel()
 	if rerr := <-runErr; rerr != nil {
 		return rerr

@@ -12,18 +12,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log"
 	"os"
 	"os/signal"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
-	"github.com/samsa-go/samsa/examples/internal/exkafka"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
 )
 
 // Follow is one event on "followers".
@@ -106,49 +104,47 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	brokers, release, err := exkafka.Setup(ctx,
-		exkafka.Topic{Name: "followers", Partitions: 4}, exkafka.Topic{Name: "tweets", Partitions: 4}, exkafka.Topic{Name: "reach", Partitions: 4})
+	brokers, _, release, err := samsatest.BrokersFromEnv(ctx,
+		samsatest.Topic{Name: "followers", Partitions: 4}, samsatest.Topic{Name: "tweets", Partitions: 4}, samsatest.Topic{Name: "reach", Partitions: 4})
 	if err != nil {
 		return err
 	}
 	defer release()
 
 	// Followers first, then the tweets: users u0..u9, user ui has 10·i followers, one of
-	// whom unfollows again; every user tweets twice.
-	prod, err := exkafka.NewProducer(brokers)
+	// whom unfollows again; every user tweets twice. The producers partition by key as
+	// the processor's outputs do, so a user's follows and tweets meet in one partition.
+	pcfg := processor.ProducerConfig{Brokers: brokers}
+	follows, err := processor.NewProducer(pcfg, processor.NewOutput("followers", codec.String(), codec.JSON[Follow]()))
 	if err != nil {
 		return err
 	}
-	defer prod.Close()
+	defer follows.Close()
+	tweets, err := processor.NewProducer(pcfg, processor.NewOutput("tweets", codec.String(), codec.JSON[Tweet]()))
+	if err != nil {
+		return err
+	}
+	defer tweets.Close()
 	want := map[string]int{}
 	for i := range 10 {
 		user := fmt.Sprintf("u%d", i)
+		var fs []processor.ProducerRecord[string, Follow]
 		for f := range 10 * i {
-			ev, _ := json.Marshal(Follow{Follower: fmt.Sprintf("f%d", f)})
-			if err := prod.Send("followers", []byte(user), ev); err != nil {
-				return err
-			}
+			fs = append(fs, processor.ProducerRecord[string, Follow]{Key: user, Value: Follow{Follower: fmt.Sprintf("f%d", f)}})
 		}
 		if i > 0 {
-			ev, _ := json.Marshal(Follow{Follower: "f0", Unfollow: true})
-			if err := prod.Send("followers", []byte(user), ev); err != nil {
-				return err
-			}
+			fs = append(fs, processor.ProducerRecord[string, Follow]{Key: user, Value: Follow{Follower: "f0", Unfollow: true}})
 		}
-		if err := prod.Wait(ctx); err != nil { // followers are in before the tweets
+		if err := follows.SendMany(ctx, fs); err != nil { // followers are in before the tweets
 			return err
 		}
 		for n := range 2 {
 			id := fmt.Sprintf("%s-t%d", user, n)
-			tw, _ := json.Marshal(Tweet{ID: id, Text: "hello"})
-			if err := prod.Send("tweets", []byte(user), tw); err != nil {
+			if err := tweets.Send(ctx, user, Tweet{ID: id, Text: "hello"}); err != nil {
 				return err
 			}
 			want[id] = max(10*i-1, 0)
 		}
-	}
-	if err := prod.Wait(ctx); err != nil {
-		return err
 	}
 
 	// Both topics are already written, so the first batch of each partition holds both, and
@@ -170,17 +166,23 @@ func run(ctx context.Context) error {
 
 	readCtx, cancelRead := context.WithTimeout(ctx, time.Minute)
 	defer cancelRead()
-	var mu sync.Mutex
 	got := map[string]Reach{}
-	err = exkafka.Read(readCtx, brokers, "reach", func(r exkafka.Record) bool {
-		var reach Reach
-		if json.Unmarshal(r.Value, &reach) == nil {
-			mu.Lock()
-			got[reach.Tweet] = reach
-			mu.Unlock()
+	for len(got) < len(want) && err == nil {
+		var out []processor.Record[string, Reach]
+		if out, err = samsatest.ReadAll(readCtx, brokers, "reach", codec.String(), codec.JSON[Reach]()); err != nil {
+			break
 		}
-		return len(got) < len(want)
-	})
+		for _, r := range out {
+			got[r.Value.Tweet] = r.Value
+		}
+		if len(got) < len(want) {
+			select {
+			case <-readCtx.Done():
+				err = readCtx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 	cancel()
 	if rerr := <-runErr; rerr != nil {
 		return rerr
