@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"errors"
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
@@ -60,12 +61,17 @@ func (o Output[K, V]) Topic() string { return o.topic }
 // Sender collects a batch's outputs; *Batch implements it. Outputs are produced after the
 // handler returns successfully, and the batch's input offsets are committed only once
 // every output is acknowledged.
+//
+// Only the framework makes Senders: to test a handler without a broker, run it with
+// samsatest.HandlerDriver, which returns what it sent. A Sender is not safe for
+// concurrent use: send from the goroutine that runs the handler.
 type Sender interface {
-	enqueue(m record.Message)
+	enqueue(m record.Message) error
 }
 
 // Send encodes key and value and queues the record for production. It fails only when
-// an encoder fails or the output was declared without a value encoder.
+// an encoder fails, the output was declared without a value encoder, or s is not a
+// Batch the framework made (a hand-built one in a test).
 func (o Output[K, V]) Send(s Sender, key K, value V, headers ...Header) error {
 	if o.value == nil {
 		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: errNoEncoder}
@@ -101,8 +107,7 @@ func (o Output[K, V]) SendNullKey(s Sender, value V, headers ...Header) error {
 	if v == nil {
 		v = []byte{}
 	}
-	o.enqueue(s, nil, v, headers)
-	return nil
+	return o.enqueue(s, nil, v, headers)
 }
 
 func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) error {
@@ -113,12 +118,10 @@ func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) erro
 			return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: err}
 		}
 	}
-	o.enqueue(s, k, value, headers) // a nil k (no key encoder, or it returned nil) is a null key
-
-	return nil
+	return o.enqueue(s, k, value, headers) // a nil k (no key encoder, or it returned nil) is a null key
 }
 
-func (o Output[K, V]) enqueue(s Sender, key, value []byte, headers []Header) {
+func (o Output[K, V]) enqueue(s Sender, key, value []byte, headers []Header) error {
 	m := record.Message{Topic: o.topic, Partition: anyPartition, Key: key, Value: value}
 	if len(headers) > 0 {
 		m.Headers = make([]record.Header, len(headers))
@@ -126,7 +129,10 @@ func (o Output[K, V]) enqueue(s Sender, key, value []byte, headers []Header) {
 			m.Headers[i] = record.Header{Key: h.Key, Value: h.Value}
 		}
 	}
-	s.enqueue(m)
+	if s == nil {
+		return errForeignBatch
+	}
+	return s.enqueue(m)
 }
 
 // Batch is up to Config.BatchSize records of one partition (of every co-partitioned
@@ -144,7 +150,15 @@ type Batch[K, V any] struct {
 	outs *[]record.Message
 }
 
-func (b *Batch[K, V]) enqueue(m record.Message) { *b.outs = append(*b.outs, m) }
+func (b *Batch[K, V]) enqueue(m record.Message) error {
+	if b == nil || b.outs == nil {
+		return errForeignBatch
+	}
+	*b.outs = append(*b.outs, m)
+	return nil
+}
+
+var errForeignBatch = errors.New("processor: Send on a Batch the framework did not make (test handlers with samsatest.HandlerDriver)")
 
 // NextOffsets returns, per input topic in the batch, the offset after its last record:
 // what a checkpointed store records as applied together with the batch's effects.

@@ -142,3 +142,11 @@ func codecBytes(t *testing.T, v int64) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// A Batch built by hand is not a Sender: Send says what to use instead of crashing.
+func TestHandBuiltBatchSendFails(t *testing.T) {
+	err := totals.Send(&processor.Batch[string, int64]{}, "a", 1)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "samsatest.HandlerDriver")
+	assert.Error(t, totals.Send(nil, "a", 1))
+}
