@@ -163,7 +163,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 
 // outputsFailed decides what happens to a batch some of whose outputs were not
 // acknowledged: Retry produces the failed ones again; then Skip gives up on them,
-// DeadLetter sends the batch's inputs to the dead-letter topic, and Stop stops the
+// DeadLetter sends the inputs whose outputs failed to the dead-letter topic, and Stop stops the
 // processor. It returns the messages to send as the batch's next round (none: the batch
 // is done).
 func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Message, error) {
@@ -199,15 +199,72 @@ func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Me
 		r.obs.Skipped(len(f.inputs))
 		return nil, nil
 	case kindDeadLetter:
+		// Only the inputs whose outputs failed belong in the dead-letter topic: the others'
+		// outputs are acknowledged, and dead-lettering them too would duplicate them when
+		// the dead letters are redriven.
+		guilty := r.attribute(f.inputs, of.failed)
 		f.deadLettered = true
-		f.outs = make([]record.Message, len(f.inputs))
-		for i := range f.inputs {
-			f.outs[i] = r.deadLetter(final.topic, &f.inputs[i], StageProduce, of.err)
+		f.outs = make([]record.Message, len(guilty))
+		for k, i := range guilty {
+			f.outs[k] = r.deadLetter(final.topic, &f.inputs[i], StageProduce, of.err)
 		}
-		r.obs.DeadLettered(len(f.inputs))
+		r.obs.DeadLettered(len(guilty))
+		if len(guilty) < len(f.inputs) {
+			r.log.Warn("processor: dead-lettering the records whose outputs failed", "topic", first.Topic, "partition", first.Partition,
+				"offset", first.Offset, "records", len(f.inputs), "dead_lettered", len(guilty))
+		}
 		return pointers(f.outs), nil
 	}
 	return nil, stop
+}
+
+// attribute finds the inputs whose outputs are among failed, by handling each input of
+// the batch again on its own and matching what it sends (topic, key and value) against
+// the failed outputs. Handlers may run more than once for a batch anyway. When no input
+// can be matched (a handler whose outputs differ from one run to the next), it returns
+// every input, as there is no telling which are safe to drop.
+func (r *runner[K, V]) attribute(inputs []record.Message, failed []*record.Message) []int {
+	all := make([]int, len(inputs))
+	for i := range all {
+		all[i] = i
+	}
+	if len(inputs) == 1 || len(failed) == 0 {
+		return all
+	}
+	type id struct{ topic, key, value string }
+	want := make(map[id]bool, len(failed))
+	for _, m := range failed {
+		want[id{m.Topic, string(m.Key), string(m.Value)}] = true
+	}
+	var guilty []int
+	var outs []record.Message
+	for i := range inputs {
+		m := &inputs[i]
+		if r.applied != nil && m.Offset < r.applied[m.Topic] {
+			continue
+		}
+		rec, err := r.decode(m)
+		if err != nil {
+			continue // dead-lettered at decode already
+		}
+		outs = outs[:0]
+		b := &Batch[K, V]{Partition: r.slot, Records: []Record[K, V]{rec}, outs: &outs}
+		if err := r.call(r.ctx, b); err != nil {
+			continue
+		}
+		for _, o := range outs {
+			if want[id{o.Topic, string(o.Key), string(o.Value)}] {
+				guilty = append(guilty, i)
+				break
+			}
+		}
+	}
+	if len(guilty) == 0 {
+		r.log.Warn("processor: cannot tell which records' outputs failed (the handler sends different outputs when run again); dead-lettering the whole batch",
+			"topic", inputs[0].Topic, "partition", inputs[0].Partition, "offset", inputs[0].Offset, "records", len(inputs))
+		return all
+	}
+	return guilty
 }
 
 // loadApplied asks the checkpoint which records of the slot are applied, retrying while

@@ -175,28 +175,38 @@ func (b *Broker) WaitBalanced(ctx context.Context, group, topic string, members 
 	return nil
 }
 
+// Fault is an injected fault: it answers matching requests until it has answered its
+// count, or is removed.
+type Fault struct{ h *kfake.FaultHandle }
+
+// Wait waits until the fault has answered at least one request, or ctx ends.
+func (f *Fault) Wait(ctx context.Context) error { return f.h.Wait(ctx, 1) }
+
+// Hits is how many requests the fault has answered.
+func (f *Fault) Hits() int { return f.h.Hits() }
+
+// Remove ends the fault.
+func (f *Fault) Remove() { f.h.Remove() }
+
 // FailProduce makes the broker refuse the next requests produce requests that write to
-// topic, with a non-retriable error (INVALID_RECORD): the producer gives the records up,
-// and a processor's error policy sees an output that was not acknowledged. The returned
-// function waits until all of them were refused (or ctx ends).
-func (b *Broker) FailProduce(topic string, requests int) (wait func(ctx context.Context) error) {
-	if requests < 1 {
+// topic (-1: until removed), with a non-retriable error (INVALID_RECORD): the producer
+// gives those records up, and a processor's error policy sees outputs that were not
+// acknowledged.
+func (b *Broker) FailProduce(topic string, requests int) *Fault {
+	if requests == 0 || requests < -1 {
 		requests = 1
 	}
-	h := b.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: requests})
-	return func(ctx context.Context) error { return h.Wait(ctx, requests) }
+	return &Fault{b.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: requests})}
 }
 
 // LoseAssignment makes the group coordinator answer the next heartbeat of a member of
 // group with UNKNOWN_MEMBER_ID, as it does for a member it timed out: that member loses
 // its partitions without a revoke (it must not commit them any more) and joins again.
-// The returned function waits until a heartbeat was answered so (or ctx ends).
-func (b *Broker) LoseAssignment(group string) (wait func(ctx context.Context) error) {
-	h := b.c.Fault(kfake.Fault{
+func (b *Broker) LoseAssignment(group string) *Fault {
+	return &Fault{b.c.Fault(kfake.Fault{
 		Keys:  []kmsg.Key{kmsg.Heartbeat, kmsg.ConsumerGroupHeartbeat},
 		Group: group, Err: kerr.UnknownMemberID, TopLevel: true, Count: 1,
-	})
-	return func(ctx context.Context) error { return h.Wait(ctx, 1) }
+	})}
 }
 
 // Outage makes the broker unreachable for d: every request in that time closes its

@@ -72,14 +72,14 @@ func TestDriverRebalancesAndFaults(t *testing.T) {
 
 	wait := b.FailProduce(out, 1)
 	produce(500)
-	require.NoError(t, wait(ctx), "the produce fault was hit")
+	require.NoError(t, wait.Wait(ctx), "the produce fault was hit")
 
 	require.NoError(t, d.Remove(first, 30*time.Second)) // move 2: all to the second
 	balanced(1)
 	produce(500)
 
 	lost := b.LoseAssignment(group)
-	require.NoError(t, lost(ctx), "the lost-assignment fault was hit")
+	require.NoError(t, lost.Wait(ctx), "the lost-assignment fault was hit")
 	balanced(1)
 	produce(500)
 
