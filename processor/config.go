@@ -71,7 +71,11 @@ type Config struct {
 	CommitInterval time.Duration
 	// DrainTimeout bounds how long a revoked partition (or a shutdown) waits for in-flight
 	// batches to be acknowledged; what is not done by then is not committed and will be
-	// processed again by the next owner. Must be below MaxPollInterval. Default: 30s.
+	// processed again by the next owner. It is the shutdown bound: Run returns within
+	// DrainTimeout + 5 s of its context ending, even with a handler that never returns
+	// (Run then fails naming its partitions). The default keeps that under the 30 s an
+	// orchestrator usually grants between SIGTERM and SIGKILL. Must be below
+	// MaxPollInterval. Default: 20s.
 	DrainTimeout time.Duration
 	// StartTimeout bounds how long Run waits at start for the brokers to answer (the
 	// topic checks); past it Run fails with an error naming the addresses and what a
@@ -152,7 +156,7 @@ func (c Config) withDefaults(inputs int) Config {
 		c.CommitInterval = time.Second
 	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 30 * time.Second
+		c.DrainTimeout = 20 * time.Second
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second

@@ -104,7 +104,9 @@
 // when the assignment is lost). A handler that returns then leaves its batch uncommitted
 // for the next owner, and a shutdown still returns nil; one that has not returned 5 s
 // later makes Run fail with an error wrapping the group's revoke timeout, rather than let
-// the partition run twice. No goroutine started by Run outlives it, except one waiting (to close it) on a
+// the partition run twice. So Run returns within DrainTimeout + 5 s of its context
+// ending (25 s by default, under an orchestrator's usual 30 s grace period), and Close
+// returns after Run. No goroutine started by Run outlives it, except one waiting (to close it) on a
 // replaced exactly-once producer whose librdkafka call never returned.
 //
 // # Telemetry cost

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -202,7 +203,18 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer out.close(p.cfg.DrainTimeout)
+	// The shutdown bound is paid once: the producer's close gets what is left of
+	// DrainTimeout + stopMargin after Run's context ended (at least a second to flush).
+	var stopBy atomic.Int64
+	stopWatch := context.AfterFunc(ctx, func() { stopBy.Store(time.Now().Add(p.cfg.DrainTimeout + stopMargin).UnixNano()) })
+	defer stopWatch()
+	defer func() {
+		bound := p.cfg.DrainTimeout
+		if at := stopBy.Load(); at != 0 {
+			bound = max(time.Until(time.Unix(0, at)), time.Second)
+		}
+		out.close(bound)
+	}()
 
 	gcfg := group.Config{
 		Brokers:           p.cfg.Brokers,
@@ -219,7 +231,7 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		BufferBytes:       p.cfg.MaxBufferedBytes,
 		// The engine's own bound sits above the workers' drain, so a worker that honours
 		// DrainTimeout is never reported stuck.
-		RevokeTimeout:   p.cfg.DrainTimeout + 5*time.Second,
+		RevokeTimeout:   p.cfg.DrainTimeout + stopMargin,
 		StartFromLatest: p.cfg.StartFromLatest,
 		Defaults:        consumerDefaults,
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
@@ -337,8 +349,14 @@ func (p *Processor[K, V]) checkTopics(ctx context.Context, topics []string) erro
 	return nil
 }
 
+// stopMargin is how long past DrainTimeout a handler that ignores its cancelled context
+// may run before Run gives up on it: Run returns within DrainTimeout + stopMargin of its
+// context ending.
+const stopMargin = 5 * time.Second
+
 // Close stops a running processor as cancelling Run's context would, and waits for Run
-// to return (bounded by DrainTimeout plus a margin). It is idempotent; after Close, Run
+// to return (within DrainTimeout + 5 s; Close gives up 10 s after that, which only a
+// librdkafka call that never returns can cause). It is idempotent; after Close, Run
 // returns ErrClosed.
 func (p *Processor[K, V]) Close() error {
 	p.mu.Lock()
@@ -356,7 +374,7 @@ func (p *Processor[K, V]) Close() error {
 	select {
 	case <-p.finished:
 		return nil
-	case <-time.After(p.cfg.DrainTimeout + 15*time.Second):
+	case <-time.After(p.cfg.DrainTimeout + stopMargin + 10*time.Second):
 		return errors.New("processor: Close timed out waiting for Run to return")
 	}
 }

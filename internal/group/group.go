@@ -457,6 +457,13 @@ func (e *Engine) awaitStopped(c *kafka.Consumer, slots []*Slot) {
 		if !reported && time.Now().After(deadline) {
 			reported = true
 			slices.Sort(stuck)
+			for _, s := range slots {
+				select {
+				case <-s.done:
+				default:
+					s.stuck.Store(true)
+				}
+			}
 			err := fmt.Errorf("%w (%s, group %q, slots %v, on shutdown)", ErrRevokeTimeout, e.cfg.RevokeTimeout, e.cfg.GroupID, stuck)
 			e.fail(err)
 			e.log.Error("group: workers stuck on shutdown", "group", e.cfg.GroupID, "slots", stuck, "hold", e.cfg.HoldStuck)
@@ -619,7 +626,16 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 	deadline := time.NewTimer(e.cfg.RevokeTimeout)
 	defer deadline.Stop()
 	var stuck []string
+	reported := true // every stuck worker was reported on shutdown already
 	for _, s := range slots {
+		if s.stuck.Load() {
+			// Waited for and reported on shutdown: the bound is paid once.
+			stuck = append(stuck, fmt.Sprint(s.ID))
+			e.mu.Lock()
+			s.closed.Store(true)
+			e.mu.Unlock()
+			continue
+		}
 		select {
 		case <-s.done:
 		case <-deadline.C:
@@ -628,6 +644,7 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 		case <-s.done:
 		default:
 			stuck = append(stuck, fmt.Sprint(s.ID))
+			reported = false
 		}
 		e.mu.Lock()
 		s.closed.Store(true)
@@ -637,7 +654,7 @@ func (e *Engine) revoke(c *kafka.Consumer, tps []kafka.TopicPartition, lost bool
 	for i, s := range slots {
 		ids[i] = s.ID
 	}
-	if len(stuck) > 0 {
+	if len(stuck) > 0 && !reported {
 		err := fmt.Errorf("%w (%s, group %q, slots %s)", ErrRevokeTimeout, e.cfg.RevokeTimeout, e.cfg.GroupID, strings.Join(stuck, ","))
 		e.fail(err)
 		e.log.Error("group: workers stuck after revoke", "group", e.cfg.GroupID, "slots", stuck, "hold", e.cfg.HoldStuck)

@@ -42,6 +42,9 @@ type Slot struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool // ownership ended: records are dropped, stores rejected
+	// stuck: the worker was reported stuck on shutdown; the final revoke does not wait
+	// for it a second time.
+	stuck atomic.Bool
 
 	mu     sync.Mutex
 	parts  []record.TopicPartition

@@ -1,0 +1,67 @@
+package processor_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
+)
+
+// A handler that never returns, even once its context is cancelled: shutdown pays the
+// bound (DrainTimeout + 5 s) once, Run fails naming the stuck partition, and Close
+// returns only after Run did.
+func TestShutdownWithStuckHandlerPaysTheBoundOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a shutdown bound (about 7 s)")
+	}
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 1})
+	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), samsatest.KV[string, string]{Key: "k", Value: "v"})
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	const drain = 2 * time.Second
+	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "stuck", DrainTimeout: drain},
+		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+		processor.HandlerFunc[string, string](func(ctx context.Context, bt *processor.Batch[string, string]) error {
+			close(entered)
+			<-release // ignores ctx
+			return nil
+		}))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	var returned time.Time
+	go func() {
+		err := p.Run(context.Background())
+		returned = time.Now()
+		done <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler was never called")
+	}
+	start := time.Now()
+	closeErr := p.Close()
+	closed := time.Now()
+	var runErr error
+	select {
+	case runErr = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return")
+	}
+	took := returned.Sub(start)
+	t.Logf("Run returned %s after Close was called (bound %s)", took.Round(time.Millisecond), drain+5*time.Second)
+	require.Error(t, runErr)
+	assert.ErrorContains(t, runErr, "slots [0]", "the error names the stuck partition")
+	assert.NoError(t, closeErr)
+	assert.False(t, closed.Before(returned), "Close returned before Run")
+	// Paid once: about 7 s; twice would be 14 s.
+	assert.Less(t, took, 2*(drain+5*time.Second)-3*time.Second, "the shutdown bound was paid more than once")
+	assert.GreaterOrEqual(t, took, drain, "Run waited for the handler at least DrainTimeout")
+}
