@@ -126,9 +126,14 @@ var consumerDefaults = kconf.Map{
 	"fetch.queue.backoff.ms":     10,
 }
 
+// Producer defaults. topic.metadata.propagation.max.ms is how long librdkafka keeps
+// believing a topic it cannot find is about to appear (its default, 30 s, is for topics
+// created a moment before): an output topic that does not exist fails its batch after 5
+// s instead of 31, with an error naming the topic.
 var producerDefaults = kconf.Map{
-	"partitioner": "murmur2_random",
-	"linger.ms":   5,
+	"partitioner":                       "murmur2_random",
+	"linger.ms":                         5,
+	"topic.metadata.propagation.max.ms": 5000,
 }
 
 func (c Config) withDefaults(inputs int) Config {

@@ -261,12 +261,54 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	p.log.Info("processor: starting", "group", p.cfg.Group, "inputs", topics, "policy", p.cfg.ErrorPolicy.String(),
 		"exactly_once", p.cfg.ExactlyOnce, "consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
 	out.start(ctx, eng, cancel)
+	watchCtx, stopInputWatch := context.WithCancel(ctx)
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- p.watchInputs(watchCtx, topics, cancel) }()
 	err = eng.Run(ctx)
 	cancel()
+	stopInputWatch()
+	werr := <-watchErr
 	if serr := out.wait(); serr != nil {
 		return serr
 	}
+	if werr != nil {
+		return werr
+	}
 	return err
+}
+
+// inputCheckInterval is how often a running processor checks that its inputs exist.
+const inputCheckInterval = 5 * time.Second
+
+// watchInputs checks every inputCheckInterval that the input topics still exist. One
+// deleted while the processor runs would otherwise go unnoticed (the consumer only logs
+// that it is not available); instead it stops Run (through stop: in-flight batches are
+// finished and committed as on any shutdown) and returns an error naming the topic. An
+// unreachable cluster is not its business: the consumer rides that out.
+func (p *Processor[K, V]) watchInputs(ctx context.Context, topics []string, stop context.CancelFunc) error {
+	ac, err := admin.Dial(p.cfg.Brokers, toMap(p.cfg.Overrides), p.log)
+	if err != nil {
+		p.log.Warn("processor: cannot watch the input topics", "err", err)
+		return nil
+	}
+	defer ac.Close()
+	t := time.NewTicker(inputCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, inputCheckInterval)
+		_, err := ac.PartitionCounts(cctx, topics)
+		cancel()
+		if errors.Is(err, admin.ErrUnknownTopic) && ctx.Err() == nil {
+			p.log.Error("processor: an input topic was deleted; stopping", "group", p.cfg.Group, "err", err)
+			stop()
+			return fmt.Errorf("processor: input deleted while running: %w", err)
+		}
+	}
 }
 
 // newSink makes the sink of the configured delivery mode, with its producer.

@@ -1,0 +1,108 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
+)
+
+func copyHandler(out processor.Output[string, string]) processor.Handler[string, string] {
+	return processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
+		for _, r := range b.Records {
+			if err := out.Send(b, r.Key, r.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func produceStrings(t *testing.T, brokers, topic string, from, n int) {
+	t.Helper()
+	recs := make([]samsatest.KV[string, string], n)
+	for i := range recs {
+		recs[i] = samsatest.KV[string, string]{Key: key(from + i), Value: fmt.Sprintf("v%d", from+i)}
+	}
+	samsatest.Produce(t, brokers, processor.NewOutput(topic, codec.String(), codec.String()), recs...)
+}
+
+// An input topic deleted while the processor runs: Run stops by itself with an error
+// naming the topic, after committing what it processed.
+func TestInputTopicDeletedStopsRun(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	in, out, group := stack.UniqueName("del-in"), stack.UniqueName("del-out"), stack.UniqueName("del")
+	createTopic(t, brokers, in, 2, 1)
+	createTopic(t, brokers, out, 2, 1)
+	produceStrings(t, brokers, in, 0, 200)
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, CommitInterval: 100 * time.Millisecond},
+		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		copyHandler(processor.NewOutput(out, codec.String(), codec.String())))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	require.Eventually(t, func() bool {
+		c := committedOffsets(t, brokers, group, in, 2)
+		return c[0]+c[1] == 200
+	}, time.Minute, 100*time.Millisecond, "the 200 records were never committed")
+
+	ac := newAdmin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = ac.DeleteTopics(ctx, []string{in})
+	require.NoError(t, err)
+	deleted := time.Now()
+	select {
+	case err := <-done:
+		t.Logf("Run returned %s after the topic was deleted: %v", time.Since(deleted).Round(time.Millisecond), err)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), in, "the error names the deleted topic")
+	case <-time.After(45 * time.Second):
+		p.Close()
+		t.Fatal("Run went on after its input topic was deleted")
+	}
+}
+
+// An output topic that does not exist (auto-creation is off on the test broker): Run
+// fails with an error naming the topic, without waiting out the producer's whole
+// message timeout, and commits nothing.
+func TestMissingOutputTopicFailsNamingIt(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	in, out, group := stack.UniqueName("noout-in"), stack.UniqueName("noout-missing"), stack.UniqueName("noout")
+	createTopic(t, brokers, in, 1, 1)
+	produceStrings(t, brokers, in, 0, 10)
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: group},
+		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		copyHandler(processor.NewOutput(out, codec.String(), codec.String())))
+	require.NoError(t, err)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err = p.Run(ctx)
+	took := time.Since(start)
+	t.Logf("Run failed after %s: %v", took.Round(time.Millisecond), err)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), out, "the error names the missing output topic")
+	assert.Less(t, took, 25*time.Second, "librdkafka's 30 s topic propagation wait is not the processor's")
+	assert.Equal(t, map[int32]int64{}, nonZero(committedOffsets(t, brokers, group, in, 1)), "nothing committed")
+}
+
+func nonZero(m map[int32]int64) map[int32]int64 {
+	out := map[int32]int64{}
+	for p, o := range m {
+		if o > 0 {
+			out[p] = o
+		}
+	}
+	return out
+}
