@@ -121,6 +121,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 			return nil, errAbandoned
 		}
 		if pol.kind == kindRetry && attempt < pol.retries && !errors.Is(err, ErrPermanent) {
+			r.obs.Retried("retry")
 			r.log.Warn("processor: batch failed, retrying", "topic", source[0].Topic, "partition", r.slot,
 				"offset", source[0].Offset, "records", len(batch.Records), "attempt", attempt+1, "err", err)
 			if !pol.backoff.sleep(r.wait, attempt) {
@@ -139,6 +140,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	}
 
 	// The batch keeps failing: run its records one at a time to find the failing ones.
+	r.obs.Retried("narrow")
 	r.log.Warn("processor: batch keeps failing, handling its records one at a time", "topic", source[0].Topic,
 		"partition", r.slot, "offset", source[0].Offset, "records", len(batch.Records))
 	outs = outs[:kept]
@@ -187,6 +189,7 @@ func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Me
 		if !pol.backoff.sleep(r.wait, f.retries-1) {
 			return nil, errAbandoned
 		}
+		r.obs.Retried("resend")
 		return of.failed, nil
 	}
 	if f.deadLettered {

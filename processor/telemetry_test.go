@@ -2,6 +2,7 @@ package processor_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
 )
 
 // produceTraced writes one record whose headers carry the context of a producer span of
@@ -205,4 +207,37 @@ func TestEmptyPropagatorWritesNoHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Every retry and narrowing of a failing batch is counted (samsa.batch.retries, by reason).
+func TestRetriesAreCounted(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	inputs := []processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}}
+	p, err := processor.New(processor.Config{Brokers: "unused:9092", Group: "g",
+		ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: time.Millisecond}, processor.Skip())}, inputs,
+		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
+			return errors.New("store down")
+		}), processor.WithMeterProvider(mp))
+	require.NoError(t, err)
+	d, err := samsatest.DriveProcessor(p, inputs, 0)
+	require.NoError(t, err)
+	res, err := d.Handle(t.Context(), processor.Record[string, string]{Key: "a", Value: "1"}, processor.Record[string, string]{Key: "b", Value: "2"})
+	require.NoError(t, err)
+	require.NoError(t, res.Err)
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	byReason := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if d, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "samsa.batch.retries" {
+				for _, dp := range d.DataPoints {
+					r, _ := dp.Attributes.Value("reason")
+					byReason[r.AsString()] += dp.Value
+				}
+			}
+		}
+	}
+	assert.Equal(t, map[string]int64{"retry": 2, "narrow": 1}, byReason)
 }

@@ -35,6 +35,9 @@ type Observer interface {
 	// dead-letter topic.
 	Skipped(n int)
 	DeadLettered(n int)
+	// Retried counts a batch handled or produced again after a failure; reason is
+	// "retry", "narrow" or "resend".
+	Retried(reason string)
 }
 
 // ProcessorObserver returns the OTel observer of one slot of a processor in group.
@@ -140,4 +143,8 @@ func (o *slotObserver) Skipped(n int) {
 
 func (o *slotObserver) DeadLettered(n int) {
 	o.t.DeadLettered.Add(context.Background(), int64(n), o.attrs)
+}
+
+func (o *slotObserver) Retried(reason string) {
+	o.t.Retries.Add(context.Background(), 1, o.attrs, metric.WithAttributes(attribute.String("reason", reason)))
 }
