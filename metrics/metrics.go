@@ -5,7 +5,7 @@
 // # Instruments
 //
 // processor: samsa.records.consumed, samsa.records.produced, samsa.records.skipped,
-// samsa.records.dead_lettered, samsa.batch.size, samsa.batch.handle.duration,
+// samsa.records.dead_lettered, samsa.batch.retries (by reason), samsa.batch.size, samsa.batch.handle.duration,
 // samsa.batch.produce.duration, samsa.batch.commit.latency, samsa.rebalances,
 // samsa.consumer.lag (per owned partition). distributed:
 // samsa.distributed.processes.running, samsa.distributed.handoff.duration,
