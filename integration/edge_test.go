@@ -3,9 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -105,4 +107,66 @@ func nonZero(m map[int32]int64) map[int32]int64 {
 		}
 	}
 	return out
+}
+
+// Outputs the broker refuses for good (over the topic's max.message.bytes) under
+// DeadLetter: the error is permanent, so the records go to the dead-letter topic at once
+// rather than after the producer's retries, and only those records.
+func TestOversizeOutputsDeadLetteredPromptly(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	in, out, dlq, group := stack.UniqueName("big-in"), stack.UniqueName("big-out"), stack.UniqueName("big-dlq"), stack.UniqueName("big")
+	createTopic(t, brokers, in, 2, 1)
+	createTopic(t, brokers, dlq, 1, 1)
+	ac := newAdmin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: out, NumPartitions: 2, ReplicationFactor: 1,
+		Config: map[string]string{"max.message.bytes": "2000"}}})
+	require.NoError(t, err)
+	require.Equal(t, kafka.ErrNoError, res[0].Error.Code(), "%v", res[0].Error)
+	const n = 200
+	produceStrings(t, brokers, in, 0, n)
+	outT := processor.NewOutput(out, codec.String(), codec.String())
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, CommitInterval: 100 * time.Millisecond,
+		ErrorPolicy: processor.DeadLetter(dlq)},
+		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
+			for _, r := range b.Records {
+				v := r.Value
+				if r.Offset%10 == 3 { // one in ten is far over the topic's limit
+					v = strings.Repeat("x", 8000)
+				}
+				if err := outT.Send(b, r.Key, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Run(runCtx) }()
+	require.Eventually(t, func() bool {
+		c := committedOffsets(t, brokers, group, in, 2)
+		return c[0]+c[1] == n
+	}, 90*time.Second, 100*time.Millisecond, "the inputs were never all committed")
+	took := time.Since(start)
+	stop()
+	require.NoError(t, <-done)
+	dls, err := samsatest.ReadAll(ctx, brokers, dlq, codec.String(), codec.String())
+	require.NoError(t, err)
+	outs, err := samsatest.ReadAll(ctx, brokers, out, codec.String(), codec.String())
+	require.NoError(t, err)
+	t.Logf("%d inputs committed in %s: %d dead letters, %d outputs", n, took.Round(time.Millisecond), len(dls), len(outs))
+	assert.Len(t, dls, n/10, "one in ten dead-lettered")
+	assert.Len(t, outs, n-n/10, "the others produced")
+	for _, d := range dls {
+		for _, h := range d.Headers {
+			if h.Key == processor.HeaderStage {
+				assert.Equal(t, "produce", string(h.Value))
+			}
+		}
+	}
 }

@@ -117,6 +117,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		drainBound:  p.cfg.DrainTimeout,
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
 	}
+	pl.run.isolate = pl.isolate
 	if p.cp != nil {
 		if err := pl.run.loadApplied(p.cp, s.Partitions()); err != nil {
 			return nil // revoked while the store was unreachable
@@ -247,6 +248,29 @@ func (pl *pipeline[K, V]) settleHead() error {
 		pl.s.Recycle(f.inputs)
 	}
 	return nil
+}
+
+// isolate produces each of msgs on its own, one after the other, and returns those the
+// broker refuses alone: a broker refuses a whole produce request for one record it will
+// never take (over max.message.bytes, say), failing the records that shared the request
+// with it. ok is false when the slot's work was abandoned meanwhile.
+func (pl *pipeline[K, V]) isolate(msgs []*record.Message) (refused []*record.Message, ok bool) {
+	ch := make(chan *flight, 1)
+	for _, m := range msgs {
+		alone := &flight{doneCh: ch}
+		if err := pl.sink.send(pl.run.ctx, pl.s, alone, []*record.Message{m}); err != nil {
+			return nil, false
+		}
+		select {
+		case <-ch:
+		case <-pl.run.ctx.Done():
+			return nil, false
+		}
+		if err, _ := alone.outcome(); err != nil {
+			refused = append(refused, m)
+		}
+	}
+	return refused, true
 }
 
 // drain waits (bounded by DrainTimeout) for in-flight batches and settles them. Records

@@ -52,6 +52,9 @@ type runner[K, V any] struct {
 	applied map[string]int64 // with a checkpoint: per topic, records below are applied
 	skipped int
 
+	// isolate produces failed outputs one at a time and returns those refused alone.
+	isolate func(msgs []*record.Message) (refused []*record.Message, ok bool)
+
 	records []Record[K, V]     // reused by every batch: a Batch is valid only during Handle
 	spare   [][]record.Message // output slices of settled batches, for reuse
 }
@@ -196,7 +199,23 @@ func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Me
 		stop.Stage = StageDeadLetter // the dead-letter writes themselves failed
 		return nil, stop
 	}
-	switch final := pol.final(); final.kind {
+	final := pol.final()
+	if final.kind != kindStop && len(of.failed) > 1 && r.isolate != nil && produce.RefusesRequest(of.err) {
+		// Before giving records up, find those whose own outputs fail: the others may have
+		// failed only for sharing a produce request with them.
+		refused, ok := r.isolate(of.failed)
+		if !ok {
+			return nil, errAbandoned
+		}
+		r.obs.Retried("isolate")
+		r.log.Warn("processor: produced the failed outputs one at a time", "topic", first.Topic, "partition", first.Partition,
+			"offset", first.Offset, "failed", len(of.failed), "refused_alone", len(refused))
+		if len(refused) == 0 {
+			return nil, nil // every one went through on its own
+		}
+		of = &outputsFailed{err: of.err, failed: refused}
+	}
+	switch final.kind {
 	case kindSkip:
 		r.log.Warn("processor: skipping batch whose outputs failed", "topic", first.Topic, "partition", first.Partition, "offset", first.Offset, "records", len(f.inputs))
 		r.obs.Skipped(len(f.inputs))

@@ -151,6 +151,22 @@ type delivery struct {
 // only while they are) for Produce to pass headers without copying them.
 var _ = kafka.Header(record.Header{})
 
+// RefusesRequest reports whether err is a broker's refusal of a whole produce request
+// for what one of its records is (too large for the topic, or invalid): the request's
+// other records failed with it through no fault of their own, and go through when
+// produced apart.
+func RefusesRequest(err error) bool {
+	var ke kafka.Error
+	if !errors.As(err, &ke) {
+		return false
+	}
+	switch ke.Code() {
+	case kafka.ErrMsgSizeTooLarge, kafka.ErrRecordListTooLarge, kafka.ErrInvalidRecord:
+		return true
+	}
+	return false
+}
+
 // ErrFatal wraps the fatal error that made the producer unusable (for example a fenced
 // idempotent producer); the owner must stop.
 var ErrFatal = errors.New("produce: producer failed fatally")

@@ -68,7 +68,7 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.Text
 	t.RecordsProduced, _ = m.Int64Counter("samsa.records.produced", metric.WithDescription("Output records acknowledged by the broker."), metric.WithUnit("{record}"))
 	t.RecordsSkipped, _ = m.Int64Counter("samsa.records.skipped", metric.WithDescription("Records skipped by the Skip policy or as already applied (checkpoint)."), metric.WithUnit("{record}"))
 	t.DeadLettered, _ = m.Int64Counter("samsa.records.dead_lettered", metric.WithDescription("Records written to the dead-letter topic."), metric.WithUnit("{record}"))
-	t.Retries, _ = m.Int64Counter("samsa.batch.retries", metric.WithDescription("Batches handled or produced again after a failure, by reason: retry (Retry policy), narrow (handled one record at a time to find the failing ones), resend (outputs produced again)."), metric.WithUnit("{batch}"))
+	t.Retries, _ = m.Int64Counter("samsa.batch.retries", metric.WithDescription("Batches handled or produced again after a failure, by reason: retry (Retry policy), narrow (handled one record at a time to find the failing ones), resend (outputs produced again), isolate (failed outputs produced one at a time to find those the broker refuses)."), metric.WithUnit("{batch}"))
 	t.BatchSize, _ = m.Int64Histogram("samsa.batch.size", metric.WithDescription("Records per batch."), metric.WithUnit("{record}"),
 		metric.WithExplicitBucketBoundaries(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000))
 	t.HandleDuration, _ = m.Float64Histogram("samsa.batch.handle.duration", metric.WithDescription("Time in the handler per batch."), metric.WithUnit("s"), secs)
