@@ -33,7 +33,7 @@ func TestDeadLetterOnlyInputsWhoseOutputsFailed(t *testing.T) {
 	}
 	recs[3].Value, recs[7].Value = "special-3", "special-7" // these two go to out.special
 	samsatest.Produce(t, b.Addr(), in, recs...)
-	wait := b.FailProduce("out.special", 1000) // every produce to out.special is refused
+	wait := b.FailProduce("out.special", -1, false) // every produce to out.special is refused
 
 	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "dl", BatchWait: 200 * time.Millisecond,
 		ErrorPolicy: processor.DeadLetter("in.dlq")},

@@ -49,6 +49,12 @@ func DeadLetter(topic string) Policy { return Policy{kind: kindDeadLetter, topic
 // Retry retries a failed batch up to retries more times, waiting b between attempts,
 // then applies then (which must not be another Retry). A handler error marked with
 // Permanent is not retried: its batch goes to then at once.
+//
+// Outputs the broker refused for good (a non-retriable produce error) are produced
+// again under Retry. With MaxInFlightBatches > 1, later batches of the partition may
+// have been produced meanwhile, so a resent output lands after them: per-key order holds
+// across such a failure only with MaxInFlightBatches = 1. (Retriable produce errors are
+// retried by the producer itself, in order, and never reach the policy.)
 func Retry(retries int, b Backoff, then Policy) Policy {
 	return Policy{kind: kindRetry, retries: retries, backoff: b, then: &then}
 }

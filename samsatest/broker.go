@@ -189,14 +189,19 @@ func (f *Fault) Hits() int { return f.h.Hits() }
 func (f *Fault) Remove() { f.h.Remove() }
 
 // FailProduce makes the broker refuse the next requests produce requests that write to
-// topic (-1: until removed), with a non-retriable error (INVALID_RECORD): the producer
-// gives those records up, and a processor's error policy sees outputs that were not
-// acknowledged.
-func (b *Broker) FailProduce(topic string, requests int) *Fault {
+// topic (-1: until removed). A retriable refusal (NOT_ENOUGH_REPLICAS, as when replicas
+// are down) is retried by the producer itself, in order, and a processor never sees it;
+// a non-retriable one (INVALID_RECORD) fails those records, and a processor's error
+// policy sees outputs that were not acknowledged.
+func (b *Broker) FailProduce(topic string, requests int, retriable bool) *Fault {
 	if requests == 0 || requests < -1 {
 		requests = 1
 	}
-	return &Fault{b.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: requests})}
+	code := kerr.InvalidRecord
+	if retriable {
+		code = kerr.NotEnoughReplicas
+	}
+	return &Fault{b.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: code, Count: requests})}
 }
 
 // LoseAssignment makes the group coordinator answer the next heartbeat of a member of

@@ -31,7 +31,7 @@ func TestDriverRebalancesAndFaults(t *testing.T) {
 	d := samsatest.NewDriver(t, func(i int) (samsatest.Runner, error) {
 		return processor.New(processor.Config{
 			Brokers: b.Addr(), Group: group,
-			SessionTimeout: time.Second, HeartbeatInterval: 100 * time.Millisecond,
+			SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
 			CommitInterval: 100 * time.Millisecond, BatchWait: 5 * time.Millisecond,
 			ErrorPolicy: processor.Retry(5, processor.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}, processor.Stop()),
 		}, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
@@ -70,7 +70,10 @@ func TestDriverRebalancesAndFaults(t *testing.T) {
 	balanced(2)
 	produce(500)
 
-	wait := b.FailProduce(out, 1)
+	// A produce request refused with a retriable error: the producer retries it in order.
+	// (A non-retriable refusal under Retry resends the failed outputs after later batches'
+	// outputs of the partition: see processor.Retry.)
+	wait := b.FailProduce(out, 1, true)
 	produce(500)
 	require.NoError(t, wait.Wait(ctx), "the produce fault was hit")
 
