@@ -41,16 +41,28 @@ type Group struct {
 // DescribeGroup returns the group's state and members. A group that is Dead with no
 // committed offsets (the broker keeps no record of it) fails with ErrUnknownGroup.
 func (c *Client) DescribeGroup(ctx context.Context, group string) (Group, error) {
-	res, err := c.ac.DescribeConsumerGroups(ctx, []string{group})
-	if err != nil {
-		return Group{}, c.classify(ctx, fmt.Sprintf("describe group %q", group), err)
+	start := time.Now()
+	var d kafka.ConsumerGroupDescription
+	for attempt := 0; ; attempt++ {
+		res, err := c.ac.DescribeConsumerGroups(ctx, []string{group})
+		if err == nil && len(res.ConsumerGroupDescriptions) != 1 {
+			err = fmt.Errorf("%d descriptions returned", len(res.ConsumerGroupDescriptions))
+		}
+		if err == nil {
+			d = res.ConsumerGroupDescriptions[0]
+			if d.Error.Code() == kafka.ErrNoError || !d.Error.IsRetriable() {
+				break
+			}
+			err = d.Error
+		}
+		// A coordinator that is moving or loading answers with a retriable error.
+		var kerr kafka.Error
+		if !errors.As(err, &kerr) || !kerr.IsRetriable() || !retryPause(ctx, attempt) {
+			return Group{}, c.classify(ctx, start, fmt.Sprintf("describe group %q", group), err)
+		}
 	}
-	if len(res.ConsumerGroupDescriptions) != 1 {
-		return Group{}, fmt.Errorf("admin: describe group %q: %d descriptions returned", group, len(res.ConsumerGroupDescriptions))
-	}
-	d := res.ConsumerGroupDescriptions[0]
 	if code := d.Error.Code(); code == kafka.ErrGroupIDNotFound {
-		return Group{}, fmt.Errorf("admin: %w: %q", ErrUnknownGroup, group)
+		return Group{}, unknownGroup(group)
 	} else if code != kafka.ErrNoError {
 		return Group{}, fmt.Errorf("admin: describe group %q: %w", group, d.Error)
 	}
@@ -70,18 +82,33 @@ func (c *Client) DescribeGroup(ctx context.Context, group string) (Group, error)
 			return Group{}, err
 		}
 		if len(committed) == 0 {
-			return Group{}, fmt.Errorf("admin: %w: %q", ErrUnknownGroup, group)
+			return Group{}, unknownGroup(group)
 		}
 	}
 	return g, nil
 }
 
+func unknownGroup(group string) error {
+	return fmt.Errorf("admin: consumer group %q: %w (no members, no committed offsets)", group, ErrUnknownGroup)
+}
+
+// retryPause waits before retry attempt n of a retriable error; false when ctx ended.
+func retryPause(ctx context.Context, n int) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Duration(min(n+1, 10)) * 100 * time.Millisecond):
+		return true
+	}
+}
+
 // Committed returns every offset the group has committed (the next offset to read, per
 // partition).
 func (c *Client) Committed(ctx context.Context, group string) (map[record.TopicPartition]int64, error) {
+	start := time.Now()
 	res, err := c.ac.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}}, kafka.SetAdminRequireStableOffsets(true))
 	if err != nil {
-		return nil, c.classify(ctx, fmt.Sprintf("committed offsets of group %q", group), err)
+		return nil, c.classify(ctx, start, fmt.Sprintf("committed offsets of group %q", group), err)
 	}
 	out := map[record.TopicPartition]int64{}
 	for _, g := range res.ConsumerGroupsTopicPartitions {
@@ -100,6 +127,7 @@ func (c *Client) Committed(ctx context.Context, group string) (map[record.TopicP
 // AlterOffsets sets the group's committed offsets. The broker refuses while the group has
 // members (ErrGroupActive), so a running consumer never has its position moved under it.
 func (c *Client) AlterOffsets(ctx context.Context, group string, offsets []record.Offset) error {
+	start := time.Now()
 	tps := make([]kafka.TopicPartition, len(offsets))
 	for i, o := range offsets {
 		tps[i] = kafka.TopicPartition{Topic: &offsets[i].Topic, Partition: o.Partition, Offset: kafka.Offset(o.Offset)}
@@ -110,7 +138,7 @@ func (c *Client) AlterOffsets(ctx context.Context, group string, offsets []recor
 		if errors.As(err, &kerr) && (kerr.Code() == kafka.ErrUnknownMemberID || kerr.Code() == kafka.ErrNonEmptyGroup) {
 			return fmt.Errorf("admin: %w: %q (%v)", ErrGroupActive, group, err)
 		}
-		return c.classify(ctx, fmt.Sprintf("alter offsets of group %q", group), err)
+		return c.classify(ctx, start, fmt.Sprintf("alter offsets of group %q", group), err)
 	}
 	var errs []error
 	for _, g := range res.ConsumerGroupsTopicPartitions {
@@ -159,9 +187,10 @@ func (c *Client) ListOffsets(ctx context.Context, tps []record.TopicPartition, s
 	if len(tps) == 0 {
 		return out, nil
 	}
+	start := time.Now()
 	res, err := c.ac.ListOffsets(ctx, req, kafka.SetAdminIsolationLevel(kafka.IsolationLevelReadCommitted))
 	if err != nil {
-		return nil, c.classify(ctx, "list offsets", err)
+		return nil, c.classify(ctx, start, "list offsets", err)
 	}
 	var errs []error
 	for tp, info := range res.ResultInfos {
@@ -209,20 +238,16 @@ func (c *Client) Partitions(ctx context.Context, topic string) ([]record.TopicPa
 }
 
 // classify turns a client error into one naming the brokers when none answered.
-func (c *Client) classify(ctx context.Context, what string, err error) error {
+func (c *Client) classify(ctx context.Context, start time.Time, what string, err error) error {
 	var kerr kafka.Error
 	if errors.As(err, &kerr) {
 		switch kerr.Code() {
 		case kafka.ErrTimedOut, kafka.ErrTransport, kafka.ErrAllBrokersDown:
-			waited := 10 * time.Second
-			if d, ok := ctx.Deadline(); ok {
-				waited = max(time.Until(d), 0)
-			}
-			return c.unreachable(waited, err)
+			return c.unreachable(time.Since(start), fmt.Errorf("%s: %w", what, err))
 		}
 	}
 	if ctx.Err() != nil {
-		return c.unreachable(0, fmt.Errorf("%s: %w", what, err))
+		return c.unreachable(time.Since(start), fmt.Errorf("%s: %w", what, err))
 	}
 	return fmt.Errorf("admin: %s: %w", what, err)
 }
