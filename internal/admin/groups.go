@@ -89,7 +89,7 @@ func (c *Client) DescribeGroup(ctx context.Context, group string) (Group, error)
 }
 
 func unknownGroup(group string) error {
-	return fmt.Errorf("admin: consumer group %q: %w (no members, no committed offsets)", group, ErrUnknownGroup)
+	return fmt.Errorf("admin: %w: %q has no members and no committed offsets", ErrUnknownGroup, group)
 }
 
 // retryPause waits before retry attempt n of a retriable error; false when ctx ended.
