@@ -103,16 +103,20 @@ func (a *TableAdmin) ClearPartition(ctx context.Context, p int32) (int, error) {
 
 // PartitionDiff compares one partition of two namespaces.
 type PartitionDiff struct {
-	Partition int32
+	Partition int32 `json:"partition"`
 	// Applied offsets of each side (input topic -> next offset).
-	AppliedA, AppliedB map[string]int64
+	AppliedA map[string]int64 `json:"applied_a"`
+	AppliedB map[string]int64 `json:"applied_b"`
 	// KeysA and KeysB count each side's data keys.
-	KeysA, KeysB int
+	KeysA int `json:"keys_a"`
+	KeysB int `json:"keys_b"`
 	// OnlyA and OnlyB count keys one side has and the other lacks; Differ counts keys
 	// whose values differ.
-	OnlyA, OnlyB, Differ int
+	OnlyA  int `json:"only_a"`
+	OnlyB  int `json:"only_b"`
+	Differ int `json:"differ"`
 	// Examples are up to five differing keys (as their codec encoded them).
-	Examples []string
+	Examples []string `json:"examples,omitempty"`
 }
 
 // Equal reports whether both sides hold the same keys and values and the same applied
