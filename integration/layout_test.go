@@ -30,6 +30,7 @@ func TestLayout(t *testing.T) {
 		"metrics":     {mod + "processor", mod + "distributed", mod + "state", mod + "examples"},
 		"internal":    {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "examples"},
 		"codec":       {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "internal", mod + "examples"},
+		"cmd":         {mod + "examples"},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	n := 0
