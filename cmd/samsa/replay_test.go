@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -129,4 +132,111 @@ func total(m map[record.TopicPartition]int64) int64 {
 		n += v
 	}
 	return n
+}
+
+// TestReplayEndsAfterTransactionMarker: an input written in transactions ends with a
+// commit marker, so the plan's end offset (the last stable offset) lies past the last
+// record. The replay (reading read_committed, as exactly-once processors do) still
+// stops there, by its position, and counts every committed record once; an aborted
+// transaction's records are not handled.
+func TestReplayEndsAfterTransactionMarker(t *testing.T) {
+	brokers, _ := realStack(t)
+	in, group := stack.UniqueName("replay-txn"), stack.UniqueName("replay-txn-g")
+	createTopic(t, brokers, in, 1)
+	p, err := produce.New(produce.Config{Brokers: brokers, TransactionalID: stack.UniqueName("replay-txn-id"), TransactionTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, p.InitTransactions(ctx))
+	txn := func(commit bool, values ...int64) {
+		require.NoError(t, p.BeginTransaction())
+		acks := make(chan error, len(values))
+		for _, v := range values {
+			require.NoError(t, p.Produce(ctx, int64Msg(in, 0, "k", v, time.Now()), ackFunc(func(_ *record.Message, err error) { acks <- err })))
+		}
+		for range values {
+			require.NoError(t, <-acks)
+		}
+		if commit {
+			require.NoError(t, p.CommitTransaction(ctx))
+		} else {
+			require.NoError(t, p.AbortTransaction(ctx))
+		}
+	}
+	txn(true, 1, 2, 3)
+	txn(false, 1000)
+	txn(true, 4)
+	p.Close(10 * time.Second)
+
+	stdout, _, code := samsa(t, brokers, "replay", "plan", "-group", group, "-topic", in)
+	require.Equal(t, 0, code)
+	var plan processor.ReplayPlan
+	require.NoError(t, json.Unmarshal([]byte(stdout), &plan))
+	// 3 records + marker, 1 aborted + marker, 1 record + marker.
+	require.Equal(t, []processor.PartitionOffset{{Topic: in, Partition: 0, Offset: 8}}, plan.Until)
+
+	var sum, n atomic.Int64
+	h := processor.HandlerFunc[string, int64](func(_ context.Context, b *processor.Batch[string, int64]) error {
+		for _, r := range b.Records {
+			sum.Add(r.Value)
+			n.Add(1)
+		}
+		return nil
+	})
+	cfg := testConfig(brokers, group, "replay-txn")
+	cfg.ExactlyOnce = true
+	rp, err := processor.New(cfg, sumInputs(in), h, processor.WithReplay(plan.Replay))
+	require.NoError(t, err)
+	require.NoError(t, rp.Run(ctx), "the replay stops at the end offset past the commit marker")
+	assert.EqualValues(t, 4, n.Load())
+	assert.EqualValues(t, 10, sum.Load())
+}
+
+// TestReplayUnfinished: a replay stopped before its end offsets commits what it
+// finished and says so; run again, it resumes and handles each record once.
+func TestReplayUnfinished(t *testing.T) {
+	brokers, _ := realStack(t)
+	in, group := stack.UniqueName("replay-stop"), stack.UniqueName("replay-stop-g")
+	createTopic(t, brokers, in, 1)
+	var msgs []*record.Message
+	for i := range 20 {
+		msgs = append(msgs, int64Msg(in, 0, "k", int64(i), time.Now()))
+	}
+	produceAll(t, brokers, msgs)
+	ends := endOffsets(t, brokers, in)
+	replay := processor.Replay{SuppressOutputs: true, Until: []processor.PartitionOffset{{Topic: in, Partition: 0, Offset: ends[record.TopicPartition{Topic: in, Partition: 0}]}}}
+
+	var handled atomic.Int64
+	stopAfter := make(chan struct{})
+	h := processor.HandlerFunc[string, int64](func(_ context.Context, b *processor.Batch[string, int64]) error {
+		if handled.Add(int64(len(b.Records))) >= 5 && handled.Load()-int64(len(b.Records)) < 5 {
+			close(stopAfter)
+		}
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	cfg := testConfig(brokers, group, "replay-stop")
+	cfg.BatchSize = 1
+	p, err := processor.New(cfg, sumInputs(in), h, processor.WithReplay(replay))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-stopAfter:
+		case <-time.After(30 * time.Second):
+		}
+		cancel()
+	}()
+	err = p.Run(ctx)
+	require.ErrorIs(t, err, processor.ErrReplayUnfinished)
+	first := handled.Load()
+	require.Less(t, first, int64(20))
+	assert.Equal(t, first, committed(t, brokers, group)[record.TopicPartition{Topic: in, Partition: 0}], "what it handled is committed")
+
+	p, err = processor.New(cfg, sumInputs(in), h, processor.WithReplay(replay))
+	require.NoError(t, err)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	require.NoError(t, p.Run(ctx2))
+	assert.EqualValues(t, 20, handled.Load(), "each record handled once over both runs")
 }
