@@ -134,4 +134,16 @@ func TestDLQRedrive(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, got, processed)
+	// To another topic (partitioned by key): once, then nothing.
+	other := stack.UniqueName("dlq-other")
+	createTopic(t, brokers, other, 2)
+	stdout, _, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "-to", other, "-source-partition", "1", "--execute")
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, fmt.Sprintf("%d chosen, 0 already redriven (skipped), %d sent to %s", perPartition[1], perPartition[1], other))
+	stdout, _, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "-to", other, "-source-partition", "1", "--execute")
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, fmt.Sprintf("%d chosen, %d already redriven (skipped), 0 sent", perPartition[1], perPartition[1]))
+	assert.EqualValues(t, perPartition[1], total(endOffsets(t, brokers, other)))
+	_, stderr, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "-to", stack.UniqueName("nosuch"), "--execute")
+	requireOneLine(t, code, stderr, 1, "redrive target: admin: topic does not exist")
 }

@@ -140,11 +140,12 @@ func oneLine(s string) string {
 
 // conn holds the connection flags every command shares.
 type conn struct {
-	brokers string
-	props   multiFlag
-	config  string
-	output  string
-	timeout time.Duration
+	brokers    string
+	brokersSet bool // -brokers was given: it beats bootstrap.servers from -config or -X
+	props      multiFlag
+	config     string
+	output     string
+	timeout    time.Duration
 }
 
 type multiFlag []string
@@ -158,7 +159,7 @@ func newFlags(e *env, name, synopsis, about string) (*flag.FlagSet, *conn) {
 	fs := flag.NewFlagSet("samsa "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	c := &conn{}
-	fs.StringVar(&c.brokers, "brokers", os.Getenv("KAFKA_BROKERS"), "bootstrap servers `host:port,...` (default $KAFKA_BROKERS)")
+	fs.StringVar(&c.brokers, "brokers", "", "bootstrap servers `host:port,...` (default: bootstrap.servers from -config or -X, else $KAFKA_BROKERS)")
 	fs.Var(&c.props, "X", "librdkafka `key=value` setting (TLS, SASL, client.id; repeatable; overrides -config)")
 	fs.StringVar(&c.config, "config", "", "properties `file` of librdkafka settings (key=value lines, # comments)")
 	fs.StringVar(&c.output, "o", "text", "output `format`: text or json")
@@ -182,6 +183,7 @@ func (c *conn) parse(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) { c.brokersSet = c.brokersSet || f.Name == "brokers" })
 	if c.output != "text" && c.output != "json" {
 		return usagef("-o %q: want text or json", c.output)
 	}
@@ -224,8 +226,11 @@ func (c *conn) settings() (string, kconf.Map, error) {
 		m[strings.TrimSpace(k)] = v
 	}
 	brokers := c.brokers
-	if b, ok := m["bootstrap.servers"]; ok && brokers == "" {
+	if b, ok := m["bootstrap.servers"]; ok && !c.brokersSet {
 		brokers = fmt.Sprint(b)
+	}
+	if brokers == "" {
+		brokers = os.Getenv("KAFKA_BROKERS")
 	}
 	delete(m, "bootstrap.servers")
 	if strings.TrimSpace(brokers) == "" {

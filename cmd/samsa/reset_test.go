@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -65,6 +67,16 @@ func TestReset(t *testing.T) {
 	assert.Contains(t, stdout, "dry run: nothing changed")
 	assert.Regexp(t, topic+`\s+0\s+10\s+5\s+-5`, stdout)
 	assert.Contains(t, stdout, "state tables: not checked")
+	assert.Equal(t, all, committed(t, brokers, group), "a dry run changed offsets")
+
+	// Explicit offsets, one past the end: moved to the end, and the plan says so. The
+	// connection settings come from a properties file.
+	props := filepath.Join(t.TempDir(), "client.properties")
+	require.NoError(t, os.WriteFile(props, []byte("# the shared test broker\nbootstrap.servers="+brokers+"\nclient.id=samsa-ops\n"), 0o600))
+	stdout, _, code = samsa(t, "", "reset", "-config", props, "-group", group, "-topic", topic, "-offsets", "0=3,1=99")
+	require.Equal(t, 0, code)
+	assert.Regexp(t, topic+`\s+0\s+10\s+3\s+-7\s+-\s+-`, stdout)
+	assert.Regexp(t, topic+`\s+1\s+10\s+10\s+\+0\s+-\s+99 is past the end 10`, stdout)
 	assert.Equal(t, all, committed(t, brokers, group), "a dry run changed offsets")
 
 	// The table has applied everything: moving below it is refused.
