@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -38,11 +39,11 @@ func Scan(ctx context.Context, brokers string, overrides kconf.Map, ranges []Ran
 	cm := kconf.Build(kconf.Map{"log_level": 3}, overrides, kconf.Map{
 		"bootstrap.servers": brokers, "group.id": "samsa-scan", "enable.auto.commit": false,
 		"enable.auto.offset.store": false, "fetch.wait.max.ms": 10, "isolation.level": "read_committed",
-		"auto.offset.reset": "error",
+		"auto.offset.reset": "error", "go.logs.channel.enable": true,
 	})
 	for k := range *cm {
 		switch k {
-		case "group.id", "enable.auto.commit", "enable.auto.offset.store", "fetch.wait.max.ms", "isolation.level", "auto.offset.reset":
+		case "group.id", "enable.auto.commit", "enable.auto.offset.store", "fetch.wait.max.ms", "isolation.level", "auto.offset.reset", "go.logs.channel.enable":
 		default:
 			if !connectionKey(k) {
 				delete(*cm, k)
@@ -53,7 +54,16 @@ func Scan(ctx context.Context, brokers string, overrides kconf.Map, ranges []Ran
 	if err != nil {
 		return fmt.Errorf("admin: scan: %w", err)
 	}
-	defer c.Close()
+	// librdkafka's log lines go nowhere: a scan's failures are its returned error.
+	logs := make(chan struct{})
+	go func() {
+		defer close(logs)
+		kconf.ForwardLogs(slog.New(slog.DiscardHandler), c.Logs())
+	}()
+	defer func() {
+		c.Close()
+		<-logs
+	}()
 	if err := c.Assign(assign); err != nil {
 		return fmt.Errorf("admin: scan: %w", err)
 	}
