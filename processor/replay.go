@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,7 +72,7 @@ func ReadReplayPlan(path string) (ReplayPlan, error) {
 		return ReplayPlan{}, fmt.Errorf("processor: replay plan: %w", err)
 	}
 	var p ReplayPlan
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		return ReplayPlan{}, fmt.Errorf("processor: replay plan %s: %w", path, err)

@@ -64,8 +64,8 @@ type partitionJSON struct {
 	Partition int32  `json:"partition"`
 	Committed *int64 `json:"committed"` // null: nothing committed
 	End       int64  `json:"end"`
-	Lag       *int64 `json:"lag"` // null without a committed offset
-	Owner     string `json:"owner,omitempty"`
+	Lag       *int64 `json:"lag"`             // null without a committed offset
+	Owner     string `json:"owner,omitempty"` // client id@host of the member assigned it
 }
 
 type groupJSON struct {
@@ -97,7 +97,7 @@ func groupStatus(ctx context.Context, e *env, c *conn, ac *admin.Client, group s
 		mj := memberJSON{ClientID: m.ClientID, ConsumerID: m.ConsumerID, InstanceID: m.InstanceID, Host: m.Host, Assignment: []string{}}
 		for _, tp := range m.Assignment {
 			mj.Assignment = append(mj.Assignment, fmt.Sprintf("%s[%d]", tp.Topic, tp.Partition))
-			owner[tp] = m.ClientID
+			owner[tp] = m.ClientID + "@" + m.Host
 			set[tp] = true
 		}
 		out.Members = append(out.Members, mj)

@@ -88,7 +88,7 @@ func TestStatusGroup(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(stdout), &g))
 	require.Len(t, g.Partitions, 3)
 	assert.EqualValues(t, 1, *g.Partitions[2].Lag)
-	assert.Equal(t, "CLIENT-A", g.Partitions[2].Owner)
+	assert.Equal(t, "CLIENT-A@"+g.Members[0].Host, g.Partitions[2].Owner)
 	require.NoError(t, live.stop())
 
 	// Bad input: one line, non-zero.
