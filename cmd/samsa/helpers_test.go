@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/integration/stack"
@@ -23,7 +24,21 @@ import (
 	"github.com/samsa-go/samsa/state"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.RunTests(m)) }
+// TestMain stops what the stack helpers started, then checks that no goroutine of the
+// command or the clients it made outlived the tests.
+func TestMain(m *testing.M) {
+	code := stack.RunTests(m)
+	if code == 0 {
+		if err := goleak.Find(
+			// librdkafka's cgo callbacks park goroutines in the runtime briefly after Close.
+			goleak.IgnoreTopFunction("github.com/confluentinc/confluent-kafka-go/v2/kafka.(*handle).cleanup"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // realStack returns the brokers and Redis of the real stack ($KAFKA_BROKERS and
 // $REDIS_ADDR, or started once for this binary). In -short mode the test is skipped.
