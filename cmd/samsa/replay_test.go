@@ -143,30 +143,9 @@ func TestReplayEndsAfterTransactionMarker(t *testing.T) {
 	brokers, _ := realStack(t)
 	in, group := stack.UniqueName("replay-txn"), stack.UniqueName("replay-txn-g")
 	createTopic(t, brokers, in, 1)
-	p, err := produce.New(produce.Config{Brokers: brokers, TransactionalID: stack.UniqueName("replay-txn-id"), TransactionTimeout: 10 * time.Second})
-	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, p.InitTransactions(ctx))
-	txn := func(commit bool, values ...int64) {
-		require.NoError(t, p.BeginTransaction())
-		acks := make(chan error, len(values))
-		for _, v := range values {
-			require.NoError(t, p.Produce(ctx, int64Msg(in, 0, "k", v, time.Now()), ackFunc(func(_ *record.Message, err error) { acks <- err })))
-		}
-		for range values {
-			require.NoError(t, <-acks)
-		}
-		if commit {
-			require.NoError(t, p.CommitTransaction(ctx))
-		} else {
-			require.NoError(t, p.AbortTransaction(ctx))
-		}
-	}
-	txn(true, 1, 2, 3)
-	txn(false, 1000)
-	txn(true, 4)
-	p.Close(10 * time.Second)
+	writeTransactions(t, brokers, in)
 
 	stdout, _, code := samsa(t, brokers, "replay", "plan", "-group", group, "-topic", in)
 	require.Equal(t, 0, code)
@@ -239,4 +218,35 @@ func TestReplayUnfinished(t *testing.T) {
 	defer cancel2()
 	require.NoError(t, p.Run(ctx2))
 	assert.EqualValues(t, 20, handled.Load(), "each record handled once over both runs")
+}
+
+// writeTransactions writes to partition 0 of topic, in transactions: values 1, 2, 3
+// committed (offsets 0-2, marker 3), 1000 aborted (4, marker 5), 4 committed (6, marker
+// 7).
+func writeTransactions(t *testing.T, brokers, topic string) {
+	t.Helper()
+	p, err := produce.New(produce.Config{Brokers: brokers, TransactionalID: stack.UniqueName("txn-id"), TransactionTimeout: 10 * time.Second})
+	require.NoError(t, err)
+	defer p.Close(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, p.InitTransactions(ctx))
+	txn := func(commit bool, values ...int64) {
+		require.NoError(t, p.BeginTransaction())
+		acks := make(chan error, len(values))
+		for _, v := range values {
+			require.NoError(t, p.Produce(ctx, int64Msg(topic, 0, "k", v, time.Now()), ackFunc(func(_ *record.Message, err error) { acks <- err })))
+		}
+		for range values {
+			require.NoError(t, <-acks)
+		}
+		if commit {
+			require.NoError(t, p.CommitTransaction(ctx))
+		} else {
+			require.NoError(t, p.AbortTransaction(ctx))
+		}
+	}
+	txn(true, 1, 2, 3)
+	txn(false, 1000)
+	txn(true, 4)
 }
