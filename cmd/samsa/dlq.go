@@ -249,8 +249,8 @@ func listDeadLetters(e *env, c *conn, topic string, letters []deadLetter, foreig
 	t.add("PARTITION", "OFFSET", "SOURCE", "STAGE", "SOURCE-TIME", "GROUP", "KEY", "ERROR")
 	for _, d := range letters {
 		errText := d.Error
-		if len(errText) > 100 {
-			errText = errText[:100] + "…"
+		if r := []rune(errText); len(r) > 100 {
+			errText = string(r[:100]) + "…" // the whole error is in -o json
 		}
 		if d.RedrivenFrom != "" {
 			errText += " (redriven from " + d.RedrivenFrom + ")"
