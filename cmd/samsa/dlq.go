@@ -17,9 +17,9 @@ import (
 	"github.com/samsa-go/samsa/processor"
 )
 
-// HeaderRedriveFrom marks a redriven record with the dead letter it came from:
+// headerRedriveFrom marks a redriven record with the dead letter it came from:
 // "<dead-letter topic>/<partition>/<offset>".
-const HeaderRedriveFrom = "samsa.redrive.from"
+const headerRedriveFrom = "samsa.redrive.from"
 
 const dlqAbout = `
 dlq list reads a dead-letter topic (written by processor.DeadLetter) and shows each dead
@@ -209,7 +209,7 @@ func decodeDeadLetter(m record.Message) (deadLetter, bool) {
 		Error: header(m, processor.HeaderError), Stage: header(m, processor.HeaderStage),
 		SourceTopic: src, SourcePartition: int32(p), SourceOffset: o,
 		Group: header(m, processor.HeaderGroup), ValueBytes: len(m.Value),
-		RedrivenFrom: header(m, HeaderRedriveFrom),
+		RedrivenFrom: header(m, headerRedriveFrom),
 		msg:          m,
 	}
 	if ms, err := strconv.ParseInt(header(m, processor.HeaderSourceTimestamp), 10, 64); err == nil {
@@ -337,7 +337,7 @@ func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers str
 		}
 		prefix := dlqTopic + "/"
 		err = admin.Scan(ctx, brokers, props, ranges, func(m record.Message) error {
-			if from := header(m, HeaderRedriveFrom); strings.HasPrefix(from, prefix) {
+			if from := header(m, headerRedriveFrom); strings.HasPrefix(from, prefix) {
 				redriven[from] = true
 			}
 			return nil
@@ -355,11 +355,11 @@ func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers str
 		}
 		h := make([]record.Header, 0, len(d.msg.Headers)+1)
 		for _, x := range d.msg.Headers {
-			if !strings.HasPrefix(x.Key, "samsa.dlq.") && x.Key != HeaderRedriveFrom {
+			if !strings.HasPrefix(x.Key, "samsa.dlq.") && x.Key != headerRedriveFrom {
 				h = append(h, x)
 			}
 		}
-		h = append(h, record.Header{Key: HeaderRedriveFrom, Value: []byte(id)})
+		h = append(h, record.Header{Key: headerRedriveFrom, Value: []byte(id)})
 		todo = append(todo, &record.Message{Topic: dest[i].topic, Partition: dest[i].partition, Key: d.msg.Key, Value: d.msg.Value, Headers: h, Timestamp: d.msg.Timestamp})
 	}
 	if execute && len(todo) > 0 {
