@@ -31,6 +31,7 @@ func TestLayout(t *testing.T) {
 		"internal":    {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "examples"},
 		"samsatest":   {mod + "examples"},
 		"codec":       {mod + "processor", mod + "distributed", mod + "state", mod + "metrics", mod + "internal", mod + "examples"},
+		"cmd":         {mod + "examples"},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	n := 0

@@ -85,6 +85,21 @@
 //
 // Outputs are partitioned by the murmur2 hash of their key, as Kafka's Java clients do.
 //
+// # Replay
+//
+// WithReplay runs a processor as a bounded re-run of its inputs (KaufmannEx's
+// reinit_service): records below each partition's end offset in Replay.Until are
+// handled as usual, none at or past it, and Run returns nil once every partition the
+// instance owns has reached its end (a position past a transaction marker or a
+// compacted-away offset counts) and its offsets are committed. With
+// Replay.SuppressOutputs nothing is published: handlers and their state effects run,
+// and what they send (dead letters included) counts as acknowledged without being
+// produced. Run a replay in its own consumer group: the live processor keeps running
+// on its own. Stopped early, a replay commits what it finished and Run returns an error
+// wrapping ErrReplayUnfinished; run again, it resumes. `samsa replay plan` writes the
+// end offsets (ReadReplayPlan reads them) and `samsa table compare` compares a table
+// rebuilt into a new namespace with the live one.
+//
 // # Lifecycle
 //
 // New validates the configuration (every problem at once, as a *ConfigError) and

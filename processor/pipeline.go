@@ -28,6 +28,8 @@ type pipeline[K, V any] struct {
 	run   *runner[K, V]
 	sink  sink
 	obs   telemetry.Observer
+	// replay follows the slot's progress toward its end offsets (nil unless WithReplay).
+	replay *replaySlot
 
 	maxInFlight   int
 	drainBound    time.Duration
@@ -123,6 +125,11 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 			return nil // revoked while the store was unreachable
 		}
 	}
+	if p.replay != nil {
+		if pl.replay, err = p.replay.slot(handlerCtx, s); err != nil {
+			return err
+		}
+	}
 	err = pl.loop()
 	if pl.run.skipped > 0 {
 		p.log.Info("processor: skipped records already applied", "partition", s.ID, "records", pl.run.skipped)
@@ -164,6 +171,7 @@ func (pl *pipeline[K, V]) loop() error {
 		case f := <-pl.done:
 			f.arrived = true
 		case <-wake:
+		case <-pl.replayWake():
 		case <-ctx.Done():
 		}
 		timer.Stop()
@@ -182,6 +190,11 @@ func (pl *pipeline[K, V]) canStart() bool {
 
 // process runs one batch through the runner and hands its outputs to the sink.
 func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived time.Time) error {
+	if pl.replay != nil {
+		if inputs, size = pl.replayFilter(inputs, size); len(inputs) == 0 {
+			return nil
+		}
+	}
 	ctx := pl.obs.Batch(pl.run.ctx, inputs)
 	started := time.Now()
 	outs, err := pl.run.handle(ctx, inputs)

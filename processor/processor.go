@@ -55,6 +55,7 @@ type options struct {
 	mp         metric.MeterProvider
 	prop       propagation.TextMapPropagator
 	recordKeys bool
+	replay     *Replay
 }
 
 // WithTracerProvider sets where spans go. Default: the OTel global provider.
@@ -100,6 +101,7 @@ type Processor[K, V any] struct {
 	log     *slog.Logger
 	cp      Checkpoint
 	tel     *telemetry.Telemetry
+	replay  *replayRun // nil unless WithReplay
 
 	mu       sync.Mutex
 	ran      bool
@@ -160,6 +162,9 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
+	if err := o.replay.validate(); err != nil {
+		return nil, &ConfigError{Errs: []error{err}}
+	}
 	tel := telemetry.New(o.tp, o.mp, o.prop)
 	tel.RecordKeys = o.recordKeys
 	return &Processor[K, V]{
@@ -169,6 +174,7 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 		log:      o.logger,
 		cp:       o.checkpoint,
 		tel:      tel,
+		replay:   newReplayRun(o.replay),
 		finished: make(chan struct{}),
 	}, nil
 }
@@ -198,6 +204,11 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	if err := p.checkTopics(ctx, topics); err != nil {
 		return err
 	}
+	endReplay, err := p.beginReplay(ctx, topics, cancel)
+	if err != nil {
+		return err
+	}
+	defer endReplay()
 
 	out, err := p.newSink(ctx)
 	if err != nil {
@@ -239,6 +250,9 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Hooks:           p.rebalanceHooks(),
 	}
 	out.configure(&gcfg)
+	if p.replay != nil {
+		gcfg.Hooks = p.replay.hooks(gcfg.Hooks)
+	}
 	eng, err := group.New(gcfg, func(s *group.Slot) error { return p.runSlot(s, out) })
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
@@ -273,6 +287,9 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	}
 	if werr != nil {
 		return werr
+	}
+	if err == nil && p.replay != nil {
+		return p.replay.result()
 	}
 	return err
 }
@@ -318,6 +335,9 @@ func (p *Processor[K, V]) newSink(ctx context.Context) (sink, error) {
 		Defaults:  producerDefaults,
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,
+	}
+	if p.replay != nil && p.replay.r.SuppressOutputs {
+		return discard{readCommitted: p.cfg.ExactlyOnce}, nil
 	}
 	if !p.cfg.ExactlyOnce {
 		s, err := newAtLeastOnce(pcfg)

@@ -22,6 +22,10 @@
 // records below. In Redis the writes and the offsets commit in one Lua script, all keys of
 // a partition sharing the Cluster hash slot of the tag {namespace:partition}.
 //
+// [TableAdmin] works on a Redis table's namespace as bytes, for tools (the samsa
+// command): a partition's applied offsets, clearing a partition, and [Compare] of two
+// namespaces, such as a table rebuilt by a replay and the live one.
+//
 // # Lifecycle
 //
 // Stores and tables hold no goroutines and no resources of their own: there is nothing to

@@ -352,3 +352,26 @@ func (e *Engine) syncPause(s *Slot) {
 	}
 	s.pausedInClient = want
 }
+
+// Position returns, per topic of the slot, the consumer's fetch position: the offset
+// after the last record handed to the slot (past transaction markers and compacted-away
+// offsets), or no entry while librdkafka does not know it yet. Safe from any goroutine.
+func (s *Slot) Position() map[string]int64 {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]int64{}
+	if e.c == nil || e.closing || s.closed.Load() {
+		return out
+	}
+	pos, err := e.c.Position(s.tps())
+	if err != nil {
+		return out
+	}
+	for _, p := range pos {
+		if p.Offset >= 0 {
+			out[*p.Topic] = int64(p.Offset)
+		}
+	}
+	return out
+}
