@@ -30,6 +30,8 @@ type pipeline[K, V any] struct {
 	obs   telemetry.Observer
 	// replay follows the slot's progress toward its end offsets (nil unless WithReplay).
 	replay *replaySlot
+	// recorder is the checkpoint's, when it is a Recorder: commits record its offsets.
+	recorder Recorder
 
 	maxInFlight   int
 	drainBound    time.Duration
@@ -124,6 +126,15 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		if err := pl.run.loadApplied(p.cp, s.Partitions()); err != nil {
 			return nil // revoked while the store was unreachable
 		}
+		if rec, ok := p.cp.(Recorder); ok {
+			pl.recorder = rec
+			if err := pl.run.checkCommitted(s.Committed); err != nil {
+				if isAbandon(err) {
+					return nil
+				}
+				return err
+			}
+		}
 	}
 	if p.replay != nil {
 		if pl.replay, err = p.replay.slot(handlerCtx, s); err != nil {
@@ -207,6 +218,9 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 		return err
 	}
 	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
+	if pl.recorder != nil {
+		withApplied(pl.recorder, f.next) // the handler has applied the batch by now
+	}
 	out := recordsSize(outs)
 	pl.s.Hold(out)
 	f.held = size + out

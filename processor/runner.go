@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
@@ -307,6 +308,24 @@ func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition)
 		}
 	}
 	return nil
+}
+
+// checkCommitted compares the applied offsets loadApplied read with those the group's
+// last commits recorded (see Recorder), asking the coordinator until it answers or the
+// slot is revoked.
+func (r *runner[K, V]) checkCommitted(committed committedOf) error {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		offs, err := committed(ctx)
+		cancel()
+		if err == nil {
+			return checkBehind(r.applied, offs, r.slot)
+		}
+		r.log.Warn("processor: committed offsets unavailable, retrying", "partition", r.slot, "attempt", attempt+1, "err", err)
+		if !(Backoff{}).sleep(r.wait, attempt) {
+			return errAbandoned
+		}
+	}
 }
 
 // call calls the handler, turning a panic into an error that carries the stack and

@@ -165,6 +165,18 @@ func (t *Table[K, V]) Applied(ctx context.Context, topic string, partition int32
 	return next, nil
 }
 
+// Recorded returns the applied offset of topic in partition as this Table last read or
+// wrote it (Applied, Apply), without asking Redis; ok is false when it has none. A
+// processor given the table as its checkpoint records it with its commits, so that at
+// the next assignment a table that lost writes (Applied reports less) is detected
+// instead of silently resumed (processor.Recorder).
+func (t *Table[K, V]) Recorded(topic string, partition int32) (next int64, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next, ok = t.seen[partition][topic]
+	return next, ok
+}
+
 // seenOf returns the partition's seen map; t.mu must be held.
 func (t *Table[K, V]) seenOf(p int32) map[string]int64 {
 	m := t.seen[p]

@@ -818,6 +818,9 @@ func (e *Engine) store(s *Slot, offsets []record.Offset) error {
 	tps := make([]kafka.TopicPartition, len(offsets))
 	for i := range offsets {
 		tps[i] = kafka.TopicPartition{Topic: &offsets[i].Topic, Partition: offsets[i].Partition, Offset: kafka.Offset(offsets[i].Offset)}
+		if offsets[i].Metadata != "" {
+			tps[i].Metadata = &offsets[i].Metadata
+		}
 	}
 	if _, err := e.c.StoreOffsets(tps); err != nil {
 		var kerr kafka.Error
@@ -829,9 +832,46 @@ func (e *Engine) store(s *Slot, offsets []record.Offset) error {
 	s.mu.Lock()
 	for _, o := range offsets {
 		s.stored[o.Topic] = o.Offset
+		if o.Metadata != "" {
+			s.storedMeta[o.Topic] = o.Metadata
+		} else {
+			delete(s.storedMeta, o.Topic)
+		}
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// Committed returns the group's committed offset and its metadata for each partition of
+// the slot that has one, asking the group coordinator (bounded by ctx).
+func (s *Slot) Committed(ctx context.Context) ([]record.Offset, error) {
+	e := s.e
+	e.mu.Lock()
+	c := e.c
+	e.mu.Unlock()
+	if c == nil {
+		return nil, errors.New("group: not running")
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	tps, err := c.Committed(s.tps(), int(timeout.Milliseconds()))
+	if err != nil {
+		return nil, fmt.Errorf("group: committed offsets: %w", err)
+	}
+	var out []record.Offset
+	for _, tp := range tps {
+		if tp.Offset < 0 || tp.Topic == nil {
+			continue // nothing committed
+		}
+		o := record.Offset{TopicPartition: record.TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}, Offset: int64(tp.Offset)}
+		if tp.Metadata != nil {
+			o.Metadata = *tp.Metadata
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // ErrNotOwned is returned by Slot.Store after the slot's ownership ended: the offsets

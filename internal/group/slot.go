@@ -55,6 +55,8 @@ type Slot struct {
 	spare  [][]record.Message // chunks given back by the worker (Recycle), for reuse
 	ready  chan struct{}
 	stored map[string]int64
+	// storedMeta is the metadata stored with stored's offsets, per topic.
+	storedMeta map[string]string
 
 	pausedInClient bool // what librdkafka was last told (Pause/Resume); under Engine.mu
 }
@@ -70,15 +72,16 @@ type chunk struct {
 func newSlot(e *Engine, id int32, epoch uint64, parts []record.TopicPartition) *Slot {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Slot{
-		ID:     id,
-		Epoch:  epoch,
-		e:      e,
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
-		parts:  parts,
-		ready:  make(chan struct{}, 1),
-		stored: make(map[string]int64),
+		ID:         id,
+		Epoch:      epoch,
+		e:          e,
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		parts:      parts,
+		ready:      make(chan struct{}, 1),
+		stored:     make(map[string]int64),
+		storedMeta: make(map[string]string),
 	}
 }
 
@@ -253,7 +256,11 @@ func (s *Slot) storedOffsets() []kafka.TopicPartition {
 	for _, p := range s.parts {
 		if off, ok := s.stored[p.Topic]; ok {
 			topic := p.Topic
-			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.Partition, Offset: kafka.Offset(off)})
+			tp := kafka.TopicPartition{Topic: &topic, Partition: p.Partition, Offset: kafka.Offset(off)}
+			if md, ok := s.storedMeta[p.Topic]; ok {
+				tp.Metadata = &md
+			}
+			tps = append(tps, tp)
 		}
 	}
 	return tps

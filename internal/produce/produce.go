@@ -378,6 +378,9 @@ func (p *Producer) SendOffsets(ctx context.Context, offsets []record.Offset, md 
 	tps := make([]kafka.TopicPartition, len(offsets))
 	for i := range offsets {
 		tps[i] = kafka.TopicPartition{Topic: &offsets[i].Topic, Partition: offsets[i].Partition, Offset: kafka.Offset(offsets[i].Offset)}
+		if offsets[i].Metadata != "" {
+			tps[i].Metadata = &offsets[i].Metadata
+		}
 	}
 	return p.classify("send offsets to transaction", p.p.SendOffsetsToTransaction(ctx, tps, md))
 }

@@ -34,4 +34,6 @@ type TopicPartition struct {
 type Offset struct {
 	TopicPartition
 	Offset int64
+	// Metadata is committed with the offset ("" for none).
+	Metadata string
 }

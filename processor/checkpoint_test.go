@@ -1,0 +1,113 @@
+package processor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
+	"github.com/samsa-go/samsa/state"
+)
+
+// counter counts records per key in a table, applying each batch with its offsets.
+func counter(tbl *state.Table[string, int64]) processor.Handler[string, string] {
+	return processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
+		counts := map[string]int64{}
+		for _, r := range b.Records {
+			counts[r.Key]++
+		}
+		keys := make([]string, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		old, _, err := tbl.Partition(b.Partition).GetMany(ctx, keys)
+		if err != nil {
+			return err
+		}
+		puts := make([]state.Entry[string, int64], len(keys))
+		for i, k := range keys {
+			puts[i] = state.Entry[string, int64]{Key: k, Value: old[i] + counts[k]}
+		}
+		if err := tbl.Apply(ctx, b.Partition, puts, nil, b.NextOffsets()); err != nil && !errors.Is(err, state.ErrAlreadyApplied) {
+			return err
+		}
+		return nil
+	})
+}
+
+// runUntilCommitted runs a counting processor over tbl until the group committed the
+// input's end, then stops it; it returns what Run returned.
+func runCounter(t *testing.T, b *samsatest.Broker, group string, tbl *state.Table[string, int64], until int64) error {
+	t.Helper()
+	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+		counter(tbl), processor.WithCheckpoint(tbl))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+		c := b.Committed(group, "in")
+		if c[0]+c[1] >= until {
+			cancel()
+			return <-done
+		}
+	}
+}
+
+// A table that lost its writes (here: a new, empty one, as a Redis restarted without
+// persistence comes back) is detected at assignment: Run fails naming the partitions
+// instead of resuming from the committed offsets on empty state. The same table, kept,
+// resumes fine; a group whose commits recorded nothing (a checkpoint added later) too.
+func TestCheckpointBehindCommitsIsDetected(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processors on the in-process broker")
+	}
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2})
+	in := processor.NewOutput("in", codec.String(), codec.String())
+	var recs []samsatest.KV[string, string]
+	for i := range 100 {
+		recs = append(recs, samsatest.KV[string, string]{Key: fmt.Sprintf("k%d", i%7), Value: "x"})
+	}
+	samsatest.Produce(t, b.Addr(), in, recs...)
+
+	kept := state.NewMemoryTable[string, int64]()
+	require.NoError(t, runCounter(t, b, "counts", kept, 100))
+
+	samsatest.Produce(t, b.Addr(), in, recs...)
+	require.NoError(t, runCounter(t, b, "counts", kept, 200), "the same table resumes")
+
+	lost := state.NewMemoryTable[string, int64]()
+	err := runCounter(t, b, "counts", lost, 1<<62)
+	require.Error(t, err, "an empty table behind the commits must not be resumed")
+	assert.ErrorIs(t, err, processor.ErrCheckpointBehind)
+	assert.Regexp(t, `in\[[01]\]: the checkpoint reports offset 0 applied, but the group's commit at offset \d+ recorded \d+`, err.Error())
+	n, _, _ := lost.Lookup(t.Context(), 2, "k1")
+	assert.Zero(t, n, "nothing was applied to the lost table")
+
+	// A group committed without a recorder (the checkpoint is new to it): nothing to compare.
+	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "plain", CommitInterval: 50 * time.Millisecond},
+		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+		processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	require.Eventually(t, func() bool { c := b.Committed("plain", "in"); return c[0]+c[1] == 200 }, 30*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, runCounter(t, b, "plain", state.NewMemoryTable[string, int64](), 200), "no recorded offsets: the new table is accepted")
+}
