@@ -240,22 +240,53 @@ func (c *Client) Register(subject string, s Schema) (int, error) {
 // rule without registering it. It returns nil when s is compatible or the subject has no
 // versions yet, and an [*IncompatibleError] when it is not.
 func (c *Client) Check(subject string, s Schema) error {
-	ok, err := c.c.TestSubjectCompatibility(subject, s.info())
+	level, err := c.Compatibility(subject)
 	if err != nil {
-		var re *rest.Error
-		if errors.As(err, &re) && (re.Code == 40401 || re.Code == 404) {
-			return nil // no versions to be incompatible with
-		}
+		return err
+	}
+	ok, err := c.c.TestSubjectCompatibility(subject, s.info())
+	var re *rest.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &re) && re.Code == 40401:
+		return nil // no versions to be incompatible with
+	case errors.Is(err, codec.ErrUnavailable) || errors.As(err, &re):
 		return wrapErr("registry: check compatibility of subject "+subject, err)
+	default:
+		// Registries without the all-versions endpoint (POST /compatibility/subjects/
+		// {subject}/versions) answer 404 with an empty body: test version by version as
+		// the rule says, the latest one or, for a transitive rule, every one.
+		if ok, err = c.checkVersions(subject, level, s); err != nil {
+			return err
+		}
 	}
 	if ok {
 		return nil
 	}
-	level, lerr := c.Compatibility(subject)
-	if lerr != nil {
-		level = "(unknown: " + lerr.Error() + ")"
-	}
 	return &IncompatibleError{Subject: subject, Compatibility: level}
+}
+
+func (c *Client) checkVersions(subject, level string, s Schema) (bool, error) {
+	versions, err := c.c.GetAllVersions(subject)
+	var re *rest.Error
+	if errors.As(err, &re) && re.Code == 40401 {
+		return true, nil
+	} else if err != nil {
+		return false, wrapErr("registry: versions of subject "+subject, err)
+	}
+	if !strings.HasSuffix(level, "_TRANSITIVE") && len(versions) > 1 {
+		versions = versions[len(versions)-1:]
+	}
+	for _, v := range versions {
+		ok, err := c.c.TestCompatibility(subject, v, s.info())
+		if err != nil {
+			return false, wrapErr(fmt.Sprintf("registry: check compatibility of subject %s with version %d", subject, v), err)
+		}
+		if !ok {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Compatibility returns subject's compatibility rule, or the registry's default when the
@@ -285,6 +316,19 @@ func (c *Client) SetCompatibility(subject, level string) error {
 	}
 	_, err := c.c.UpdateCompatibility(subject, l)
 	return wrapErr("registry: set compatibility of subject "+subject, err)
+}
+
+// SchemaByID returns the schema with the given ID, from the cache once fetched.
+func (c *Client) SchemaByID(id int) (Schema, error) {
+	info, err := c.c.GetBySubjectAndID("", id)
+	if err != nil {
+		return Schema{}, wrapErr(fmt.Sprintf("registry: schema ID %d", id), err)
+	}
+	t := info.SchemaType
+	if t == "" {
+		t = "AVRO"
+	}
+	return Schema{Type: t, Text: info.Schema}, nil
 }
 
 // Latest returns the ID and schema of subject's latest version.

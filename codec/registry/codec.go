@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde/avrov2"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde/jsonschema"
@@ -65,6 +66,9 @@ type Options struct {
 	Key bool
 	// Subject is the subject-name strategy. Default: TopicName.
 	Subject SubjectStrategy
+	// SubjectName, when set, is the subject of the codec's schema whatever the topic and
+	// Subject, e.g. an event name when each event type has its own subject.
+	SubjectName string
 	// UseLatest encodes with the subject's latest registered schema instead of the one
 	// derived from T, and registers nothing: for services whose schemas are registered
 	// ahead of time (a migration step). T's fields must match that schema's by name.
@@ -75,6 +79,17 @@ type Options struct {
 	// Validate makes the JSON Schema codec validate values against the schema on encode
 	// and on decode. Ignored by the other formats, whose encodings are the schema.
 	Validate bool
+}
+
+// fixSubject replaces the serdes' strategies by one naming o.SubjectName, when set.
+func (o Options) fixSubject(strategies ...*serde.SubjectNameStrategyFunc) {
+	if o.SubjectName == "" {
+		return
+	}
+	subject := o.SubjectName
+	for _, s := range strategies {
+		*s = func(string, serde.Type, schemaregistry.SchemaInfo) (string, error) { return subject, nil }
+	}
 }
 
 func (o Options) serdeType() serde.Type {
@@ -115,6 +130,7 @@ func Avro[T any](c *Client, topic string, o Options) (codec.Codec[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: Avro[%s] deserializer: %w", typ, err)
 	}
+	o.fixSubject(&ser.SubjectNameStrategy, &de.SubjectNameStrategy)
 	return &serdeCodec[T]{name: "avro", typ: typ.String(), topic: topic, header: 5,
 		ser: ser.Serialize, de: de.DeserializeInto}, nil
 }
@@ -148,6 +164,7 @@ func JSONSchema[T any](c *Client, topic string, o Options) (codec.Codec[T], erro
 	if err != nil {
 		return nil, fmt.Errorf("registry: JSONSchema[%s] deserializer: %w", typ, err)
 	}
+	o.fixSubject(&ser.SubjectNameStrategy, &de.SubjectNameStrategy)
 	return &serdeCodec[T]{name: "jsonschema", typ: typ.String(), topic: topic, header: 5,
 		ser: ser.Serialize, de: de.DeserializeInto}, nil
 }
@@ -179,6 +196,7 @@ func Protobuf[T proto.Message](c *Client, topic string, o Options) (codec.Codec[
 	if err != nil {
 		return nil, fmt.Errorf("registry: Protobuf[%s] deserializer: %w", typ, err)
 	}
+	o.fixSubject(&ser.SubjectNameStrategy, &de.SubjectNameStrategy)
 	elem := typ.Elem()
 	return &protoCodec[T]{serdeCodec[T]{name: "protobuf", typ: typ.String(), topic: topic, header: 6,
 		ser: ser.Serialize, de: de.DeserializeInto}, elem}, nil

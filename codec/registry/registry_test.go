@@ -220,3 +220,19 @@ func TestIncompatibleErrorMessage(t *testing.T) {
 	assert.Equal(t, `schema for subject "s-value" is incompatible with its registered versions under compatibility BACKWARD: reader field x has no default`, err.Error())
 	assert.False(t, strings.Contains((&registry.Error{Code: 1}).Error(), "%"))
 }
+
+func TestExplicitSubjectAndSchemaByID(t *testing.T) {
+	c := mockClient(t)
+	cd, err := registry.Avro[purchase](c, "events", registry.Options{SubjectName: "purchase.created"})
+	require.NoError(t, err)
+	b, err := cd.Encode(purchase{User: "u"})
+	require.NoError(t, err)
+	id, latest, err := c.Latest("purchase.created")
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0, 0, 0, byte(id)}, b[1:5])
+	s, err := c.SchemaByID(id)
+	require.NoError(t, err)
+	assert.Equal(t, latest, s)
+	assert.Equal(t, "AVRO", s.Type)
+	assert.Contains(t, s.Text, `"amount"`)
+}
