@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -105,7 +107,9 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.TLS != nil {
 		base.TLSClientConfig = cfg.TLS.Clone()
 	}
-	conf.HTTPClient = &http.Client{Transport: classifying{base}, Timeout: cfg.RequestTimeout}
+	// The timeout is the transport's, not http.Client.Timeout: the client replaces the
+	// error of a request it timed out by one of its own, losing the classification.
+	conf.HTTPClient = &http.Client{Transport: classifying{rt: base, timeout: cfg.RequestTimeout}}
 	c, err := schemaregistry.NewClient(conf)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
@@ -120,19 +124,38 @@ func (c *Client) Close() error { return c.c.Close() }
 // later" (408, 429, 5xx), as unavailability. The registry client retries both the same
 // way; what it finally returns then matches codec.ErrUnavailable, which the processor
 // treats as a reason to wait and retry rather than as a bad record.
-type classifying struct{ rt http.RoundTripper }
+type classifying struct {
+	rt      http.RoundTripper
+	timeout time.Duration // of one request, body included
+}
 
 func (t classifying) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.rt.RoundTrip(req)
+	ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
+	resp, err := t.rt.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		cancel()
 		return nil, &unavailableError{err: err}
 	}
 	switch s := resp.StatusCode; {
 	case s == http.StatusRequestTimeout, s == http.StatusTooManyRequests, s >= 500:
 		resp.Body.Close()
+		cancel()
 		return nil, &unavailableError{status: resp.Status}
 	}
+	resp.Body = cancelOnClose{resp.Body, cancel}
 	return resp, nil
+}
+
+// cancelOnClose ends a request's timeout context once its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // unavailableError is a registry that did not answer, or answered "try later".

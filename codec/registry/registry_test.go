@@ -236,3 +236,26 @@ func TestExplicitSubjectAndSchemaByID(t *testing.T) {
 	assert.Equal(t, "AVRO", s.Type)
 	assert.Contains(t, s.Text, `"amount"`)
 }
+
+// A registry that accepts connections but does not answer (a hung or paused process)
+// times out as an outage.
+func TestHungRegistryTimesOutAsUnavailable(t *testing.T) {
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hung.Close()
+	defer close(release)
+	c, err := registry.NewClient(registry.Config{URL: hung.URL, Retries: -1, RequestTimeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	defer c.Close()
+	cd, err := registry.Avro[purchase](c, "t", registry.Options{})
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = cd.Decode([]byte{0, 0, 0, 0, 7, 2, 'x'})
+	assert.ErrorIs(t, err, codec.ErrUnavailable)
+	assert.Less(t, time.Since(start), 5*time.Second)
+}
