@@ -81,7 +81,12 @@ type Options struct {
 	Validate bool
 }
 
-// fixSubject replaces the serdes' strategies by one naming o.SubjectName, when set.
+// anySubject makes a deserializer fetch writer schemas by ID alone (GET /schemas/ids/
+// {id}): IDs are global, and a record's subject need not be the one the topic implies
+// (several event types on one topic, records copied between topics).
+func anySubject(string, serde.Type, schemaregistry.SchemaInfo) (string, error) { return "", nil }
+
+// fixSubject replaces the serializers' strategies by one naming o.SubjectName, when set.
 func (o Options) fixSubject(strategies ...*serde.SubjectNameStrategyFunc) {
 	if o.SubjectName == "" {
 		return
@@ -130,7 +135,8 @@ func Avro[T any](c *Client, topic string, o Options) (codec.Codec[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: Avro[%s] deserializer: %w", typ, err)
 	}
-	o.fixSubject(&ser.SubjectNameStrategy, &de.SubjectNameStrategy)
+	o.fixSubject(&ser.SubjectNameStrategy)
+	de.SubjectNameStrategy = anySubject
 	return &serdeCodec[T]{name: "avro", typ: typ.String(), topic: topic, header: 5,
 		ser: ser.Serialize, de: de.DeserializeInto}, nil
 }
@@ -164,7 +170,8 @@ func JSONSchema[T any](c *Client, topic string, o Options) (codec.Codec[T], erro
 	if err != nil {
 		return nil, fmt.Errorf("registry: JSONSchema[%s] deserializer: %w", typ, err)
 	}
-	o.fixSubject(&ser.SubjectNameStrategy, &de.SubjectNameStrategy)
+	o.fixSubject(&ser.SubjectNameStrategy)
+	de.SubjectNameStrategy = anySubject
 	return &serdeCodec[T]{name: "jsonschema", typ: typ.String(), topic: topic, header: 5,
 		ser: ser.Serialize, de: de.DeserializeInto}, nil
 }
@@ -196,7 +203,8 @@ func Protobuf[T proto.Message](c *Client, topic string, o Options) (codec.Codec[
 	if err != nil {
 		return nil, fmt.Errorf("registry: Protobuf[%s] deserializer: %w", typ, err)
 	}
-	o.fixSubject(&ser.SubjectNameStrategy, &de.SubjectNameStrategy)
+	o.fixSubject(&ser.SubjectNameStrategy)
+	de.SubjectNameStrategy = anySubject
 	elem := typ.Elem()
 	return &protoCodec[T]{serdeCodec[T]{name: "protobuf", typ: typ.String(), topic: topic, header: 6,
 		ser: ser.Serialize, de: de.DeserializeInto}, elem}, nil
