@@ -354,9 +354,17 @@ func (c *Client) SchemaByID(id int) (Schema, error) {
 	return Schema{Type: t, Text: info.Schema}, nil
 }
 
-// Latest returns the ID and schema of subject's latest version.
+// Latest returns the ID and schema of subject's latest version, as the registry has it
+// now (codecs with UseLatest keep the version they first read).
 func (c *Client) Latest(subject string) (int, Schema, error) {
-	m, err := c.c.GetLatestSchemaMetadata(subject)
+	versions, err := c.c.GetAllVersions(subject)
+	if err == nil && len(versions) == 0 {
+		err = &rest.Error{Code: 40401, Message: "subject has no versions"}
+	}
+	if err != nil {
+		return 0, Schema{}, wrapErr("registry: latest schema of subject "+subject, err)
+	}
+	m, err := c.c.GetSchemaMetadata(subject, versions[len(versions)-1])
 	if err != nil {
 		return 0, Schema{}, wrapErr("registry: latest schema of subject "+subject, err)
 	}

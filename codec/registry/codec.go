@@ -72,6 +72,8 @@ type Options struct {
 	// UseLatest encodes with the subject's latest registered schema instead of the one
 	// derived from T, and registers nothing: for services whose schemas are registered
 	// ahead of time (a migration step). T's fields must match that schema's by name.
+	// The latest version is read once per Client and kept: a running service picks up
+	// a newer version when it builds a new Client (typically, when it restarts).
 	UseLatest bool
 	// NoAutoRegister makes the encoder look its schema up instead of registering it: a
 	// schema not registered yet under the subject fails to encode.
