@@ -1,16 +1,21 @@
 package registry
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
+	"sync/atomic"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde/avrov2"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde/jsonschema"
 	"github.com/confluentinc/confluent-kafka-go/v2/schemaregistry/serde/protobuf"
+	"github.com/hamba/avro/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/samsa-go/samsa/codec"
@@ -139,8 +144,15 @@ func Avro[T any](c *Client, topic string, o Options) (codec.Codec[T], error) {
 	}
 	o.fixSubject(&ser.SubjectNameStrategy)
 	de.SubjectNameStrategy = anySubject
+	fast := &fastPath[T]{client: c, plain: func(info schemaregistry.SchemaInfo) (func(*T) ([]byte, error), error) {
+		schema, err := avro.ParseWithCache(info.Schema, "", &avro.SchemaCache{})
+		if err != nil {
+			return nil, err
+		}
+		return func(v *T) ([]byte, error) { return avroAPI.Marshal(schema, *v) }, nil
+	}}
 	return &serdeCodec[T]{name: "avro", typ: typ.String(), topic: topic, header: 5,
-		ser: ser.Serialize, de: de.DeserializeInto}, nil
+		ser: ser.Serialize, de: de.DeserializeInto, fast: fast}, nil
 }
 
 // JSONSchema returns a codec for T in Confluent's JSON Schema wire format (magic byte
@@ -174,8 +186,14 @@ func JSONSchema[T any](c *Client, topic string, o Options) (codec.Codec[T], erro
 	}
 	o.fixSubject(&ser.SubjectNameStrategy)
 	de.SubjectNameStrategy = anySubject
+	var fast *fastPath[T]
+	if !o.Validate { // validation needs the serializer
+		fast = &fastPath[T]{client: c, plain: func(schemaregistry.SchemaInfo) (func(*T) ([]byte, error), error) {
+			return func(v *T) ([]byte, error) { return json.Marshal(v) }, nil
+		}}
+	}
 	return &serdeCodec[T]{name: "jsonschema", typ: typ.String(), topic: topic, header: 5,
-		ser: ser.Serialize, de: de.DeserializeInto}, nil
+		ser: ser.Serialize, de: de.DeserializeInto, fast: fast}, nil
 }
 
 // Protobuf returns a codec for the generated message type T (a pointer, such as
@@ -208,8 +226,11 @@ func Protobuf[T proto.Message](c *Client, topic string, o Options) (codec.Codec[
 	o.fixSubject(&ser.SubjectNameStrategy)
 	de.SubjectNameStrategy = anySubject
 	elem := typ.Elem()
+	fast := &fastPath[T]{client: c, plain: func(schemaregistry.SchemaInfo) (func(*T) ([]byte, error), error) {
+		return func(v *T) ([]byte, error) { return proto.Marshal(*v) }, nil
+	}}
 	return &protoCodec[T]{serdeCodec[T]{name: "protobuf", typ: typ.String(), topic: topic, header: 6,
-		ser: ser.Serialize, de: de.DeserializeInto}, elem}, nil
+		ser: ser.Serialize, de: de.DeserializeInto, fast: fast}, elem}, nil
 }
 
 // serdeCodec adapts a confluent-kafka-go serializer and deserializer to codec.Codec.
@@ -220,13 +241,18 @@ type serdeCodec[T any] struct {
 	header int // smallest valid payload: magic byte, schema ID, and for Protobuf an index
 	ser    func(topic string, msg any) ([]byte, error)
 	de     func(topic string, payload []byte, msg any) error
+	fast   *fastPath[T] // nil: every encode goes through the serializer
 }
 
 func (c *serdeCodec[T]) Encode(v T) ([]byte, error) {
+	if b, ok := c.fast.encode(&v); ok {
+		return b, nil
+	}
 	b, err := c.ser(c.topic, &v)
 	if err != nil {
 		return nil, &codec.EncodeError{Codec: c.name, Err: wrapErr("encode "+c.typ+" for topic "+c.topic, err)}
 	}
+	c.fast.learn(b, &v)
 	return b, nil
 }
 
@@ -272,10 +298,14 @@ func (c *protoCodec[T]) Encode(v T) ([]byte, error) {
 	if reflect.ValueOf(v).IsNil() {
 		return nil, &codec.EncodeError{Codec: c.name, Err: fmt.Errorf("encode nil %s for topic %s", c.typ, c.topic)}
 	}
+	if b, ok := c.fast.encode(&v); ok {
+		return b, nil
+	}
 	b, err := c.ser(c.topic, v)
 	if err != nil {
 		return nil, &codec.EncodeError{Codec: c.name, Err: wrapErr("encode "+c.typ+" for topic "+c.topic, err)}
 	}
+	c.fast.learn(b, &v)
 	return b, nil
 }
 
@@ -289,4 +319,79 @@ func (c *protoCodec[T]) Decode(data []byte) (T, error) {
 		return zero, c.decodeErr(data, err)
 	}
 	return v, nil
+}
+
+// avroAPI is the configuration the Avro serializer marshals with.
+var avroAPI = avro.Config{}.Freeze()
+
+// fastPath skips the serializer once its output for T is known: the serializers derive
+// T's schema again on every call (reflection, then the schema's canonical text for the
+// cache lookup), which costs several times the encoding itself. After the first
+// successful encode, the framing it wrote (magic byte, schema ID, Protobuf message
+// indexes) is kept and later values are written as framing + the format's own encoding
+// with the same schema, which is what the serializer writes. Schemas with references
+// or data-contract rules (which transform values) always go through the serializer.
+type fastPath[T any] struct {
+	client *Client
+	// plain returns the format's encoding of T under the registered schema info.
+	plain func(info schemaregistry.SchemaInfo) (func(*T) ([]byte, error), error)
+
+	mu       sync.Mutex
+	attempts int
+	ready    atomic.Pointer[fastEncoder[T]]
+}
+
+type fastEncoder[T any] struct {
+	prefix []byte
+	plain  func(*T) ([]byte, error)
+}
+
+// maxLearnAttempts bounds how often learn tries before leaving every encode to the
+// serializer (an output it cannot reproduce, such as map order in Protobuf).
+const maxLearnAttempts = 3
+
+func (f *fastPath[T]) encode(v *T) ([]byte, bool) {
+	if f == nil {
+		return nil, false
+	}
+	e := f.ready.Load()
+	if e == nil {
+		return nil, false
+	}
+	body, err := e.plain(v)
+	if err != nil {
+		return nil, false // the serializer reports it, in its words
+	}
+	out := make([]byte, len(e.prefix)+len(body))
+	copy(out, e.prefix)
+	copy(out[len(e.prefix):], body)
+	return out, true
+}
+
+// learn derives the framing from the serializer's output b for v.
+func (f *fastPath[T]) learn(b []byte, v *T) {
+	if f == nil || f.ready.Load() != nil || len(b) < 5 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ready.Load() != nil || f.attempts >= maxLearnAttempts {
+		return
+	}
+	f.attempts++
+	info, err := f.client.c.GetBySubjectAndID("", int(binary.BigEndian.Uint32(b[1:5]))) // cached
+	if err != nil || info.RuleSet != nil || len(info.References) > 0 {
+		f.attempts = maxLearnAttempts
+		return
+	}
+	plain, err := f.plain(info)
+	if err != nil {
+		f.attempts = maxLearnAttempts
+		return
+	}
+	body, err := plain(v)
+	if err != nil || len(body)+5 > len(b) || !bytes.Equal(b[len(b)-len(body):], body) {
+		return
+	}
+	f.ready.Store(&fastEncoder[T]{prefix: bytes.Clone(b[:len(b)-len(body)]), plain: plain})
 }

@@ -259,3 +259,47 @@ func TestHungRegistryTimesOutAsUnavailable(t *testing.T) {
 	assert.ErrorIs(t, err, codec.ErrUnavailable)
 	assert.Less(t, time.Since(start), 5*time.Second)
 }
+
+// After its first record a codec writes framing + plain encoding itself instead of
+// calling the serializer (which derives the schema on every call): its output must be
+// byte for byte what the serializer writes.
+func TestFastEncodeMatchesSerializer(t *testing.T) {
+	c := mockClient(t)
+	values := []purchase{{}, {User: "a"}, {User: "bé", Amount: -1, Note: strings.Repeat("x", 300)}, {User: "c", Amount: 1 << 40}}
+	type mk func() (codec.Codec[purchase], error)
+	for name, build := range map[string]mk{
+		"avro":       func() (codec.Codec[purchase], error) { return registry.Avro[purchase](c, "fast", registry.Options{}) },
+		"jsonschema": func() (codec.Codec[purchase], error) { return registry.JSONSchema[purchase](c, "fast-js", registry.Options{}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			warm, err := build()
+			require.NoError(t, err)
+			for _, v := range values {
+				got, err := warm.Encode(v) // the first goes through the serializer, then fast
+				require.NoError(t, err)
+				fresh, err := build()
+				require.NoError(t, err)
+				want, err := fresh.Encode(v) // always the serializer: its first call
+				require.NoError(t, err)
+				assert.Equal(t, want, got, "%+v", v)
+				back, err := warm.Decode(got)
+				require.NoError(t, err)
+				assert.Equal(t, v, back)
+			}
+		})
+	}
+	t.Run("protobuf", func(t *testing.T) {
+		warm, err := registry.Protobuf[*testpb.Order](c, "fast-pb", registry.Options{})
+		require.NoError(t, err)
+		for i := range 4 {
+			o := &testpb.Order{Id: strings.Repeat("o", i*50), AmountCents: int64(i) << 33, Items: make([]string, i)}
+			got, err := warm.Encode(o)
+			require.NoError(t, err)
+			fresh, err := registry.Protobuf[*testpb.Order](c, "fast-pb", registry.Options{})
+			require.NoError(t, err)
+			want, err := fresh.Encode(o)
+			require.NoError(t, err)
+			assert.Equal(t, want, got)
+		}
+	})
+}
