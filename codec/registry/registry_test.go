@@ -268,8 +268,10 @@ func TestFastEncodeMatchesSerializer(t *testing.T) {
 	values := []purchase{{}, {User: "a"}, {User: "bé", Amount: -1, Note: strings.Repeat("x", 300)}, {User: "c", Amount: 1 << 40}}
 	type mk func() (codec.Codec[purchase], error)
 	for name, build := range map[string]mk{
-		"avro":       func() (codec.Codec[purchase], error) { return registry.Avro[purchase](c, "fast", registry.Options{}) },
-		"jsonschema": func() (codec.Codec[purchase], error) { return registry.JSONSchema[purchase](c, "fast-js", registry.Options{}) },
+		"avro": func() (codec.Codec[purchase], error) { return registry.Avro[purchase](c, "fast", registry.Options{}) },
+		"jsonschema": func() (codec.Codec[purchase], error) {
+			return registry.JSONSchema[purchase](c, "fast-js", registry.Options{})
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			warm, err := build()
