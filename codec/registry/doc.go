@@ -16,9 +16,16 @@
 // Every record starts with magic byte 0 and the 4-byte big-endian schema ID (Protobuf
 // adds the message indexes), then the encoding proper. The encoder registers its
 // schema on first use (or looks it up, or takes the subject's latest version; see
-// [Options]) and keeps the ID; the decoder fetches a schema by ID the first time it
-// sees that ID. Both are cached by the [Client] for its lifetime, so a running service
-// needs the registry only for schemas it has not seen yet.
+// [Options]) and keeps the ID; the decoder fetches a writer's schema by its ID alone
+// the first time it sees that ID, whatever subject it was registered under, and
+// resolves it into T. Both are cached by the [Client] for its lifetime, so a running
+// service needs the registry only for schemas it has not seen yet.
+//
+// After its first record an encoder writes the framing it learned followed by the
+// format's own encoding, instead of calling confluent-kafka-go's serializer again,
+// which derives T's schema by reflection on every call; the bytes are the same.
+// Schemas with references or data-contract rules, and validating JSON Schema codecs,
+// always go through the serializer.
 //
 // # Errors
 //
