@@ -103,8 +103,9 @@ type Service struct {
 	topic  string
 	log    *slog.Logger
 
-	routes map[string]*route
-	out    processor.Output[string, []byte] // error events, already encoded
+	routes         map[string]*route
+	out            processor.Output[string, []byte] // error events, already encoded
+	allErrorEvents bool
 
 	names sync.Map // schema ID → event name (the schema's full record name)
 }
@@ -118,13 +119,24 @@ type route struct {
 	errCodec    codec.Codec[envelope[ErrorPayload]]
 }
 
+// ServiceOption configures a Service.
+type ServiceOption func(*Service)
+
+// AllErrorEvents makes every handler emit error events, as [WithErrorEvents] does for
+// one (KaufmannEx's default).
+func AllErrorEvents() ServiceOption { return func(s *Service) { s.allErrorEvents = true } }
+
 // NewService routes the events of topic. Handlers are added with [Handle].
-func NewService(client *registry.Client, topic string, log *slog.Logger) *Service {
+func NewService(client *registry.Client, topic string, log *slog.Logger, opts ...ServiceOption) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{client: client, topic: topic, log: log, routes: map[string]*route{},
+	s := &Service{client: client, topic: topic, log: log, routes: map[string]*route{},
 		out: processor.NewOutput[string, []byte](topic, codec.String(), codec.Bytes())}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // HandleOption configures one handler.
@@ -152,7 +164,8 @@ func Handle[T any](s *Service, name string, h func(context.Context, Event[T]) er
 			e, err := c.Decode(b)
 			return e.Payload, e.Meta.meta(), err
 		},
-		handle: func(ctx context.Context, m Meta, p any) error { return h(ctx, Event[T]{Meta: m, Payload: p.(T)}) },
+		handle:      func(ctx context.Context, m Meta, p any) error { return h(ctx, Event[T]{Meta: m, Payload: p.(T)}) },
+		errorEvents: s.allErrorEvents,
 	}
 	for _, o := range opts {
 		o(r)
@@ -276,7 +289,7 @@ func (s *Service) Handler() processor.HandlerFunc[string, Incoming] {
 			if r.Tombstone || in.route == nil {
 				continue
 			}
-			err := in.route.handle(ctx, in.Meta, in.payload)
+			err := in.route.call(ctx, in.Meta, in.payload)
 			if err == nil {
 				continue
 			}
@@ -290,6 +303,19 @@ func (s *Service) Handler() processor.HandlerFunc[string, Incoming] {
 		}
 		return nil
 	}
+}
+
+// call runs the handler; with error events, a panic is the event's error like any other
+// (without them the processor recovers it and applies its error policy).
+func (r *route) call(ctx context.Context, m Meta, p any) (err error) {
+	if r.errorEvents {
+		defer func() {
+			if v := recover(); v != nil {
+				err = fmt.Errorf("handler panicked: %v", v)
+			}
+		}()
+	}
+	return r.handle(ctx, m, p)
 }
 
 func (s *Service) emitError(b *processor.Batch[string, Incoming], key string, in Incoming, cause error) error {
