@@ -30,8 +30,8 @@ type Config struct {
 	TLS *tls.Config
 	// RequestTimeout bounds one HTTP request. Default: 10s.
 	RequestTimeout time.Duration
-	// Retries is how many times a request that got no answer, or a 408, 429 or 5xx
-	// answer, is retried before the call fails. Negative: never. Default: 2.
+	// Retries is how many times a request that got no answer, or a 401, 403, 408, 429 or
+	// 5xx answer, is retried before the call fails. Negative: never. Default: 2.
 	Retries int
 	// RetryWait is the first retry's upper bound; later ones double it (full jitter),
 	// up to 2s. Default: 100ms.
@@ -120,8 +120,8 @@ func NewClient(cfg Config) (*Client, error) {
 // Close releases the client's connections. It is idempotent.
 func (c *Client) Close() error { return c.c.Close() }
 
-// classifying marks every failure to get an answer, and every answer that says "try
-// later" (408, 429, 5xx), as unavailability. The registry client retries both the same
+// classifying marks every failure to get an answer, every answer that says "try later"
+// (408, 429, 5xx) and refused credentials (401, 403) as unavailability. The registry client retries both the same
 // way; what it finally returns then matches codec.ErrUnavailable, which the processor
 // treats as a reason to wait and retry rather than as a bad record.
 type classifying struct {
@@ -137,7 +137,10 @@ func (t classifying) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &unavailableError{err: err}
 	}
 	switch s := resp.StatusCode; {
-	case s == http.StatusRequestTimeout, s == http.StatusTooManyRequests, s >= 500:
+	case s == http.StatusRequestTimeout, s == http.StatusTooManyRequests, s >= 500,
+		// Refused credentials are no record's fault either: waiting (and logging) until
+		// they are fixed loses nothing, dead-lettering every record would.
+		s == http.StatusUnauthorized, s == http.StatusForbidden:
 		resp.Body.Close()
 		cancel()
 		return nil, &unavailableError{status: resp.Status}
@@ -168,7 +171,7 @@ func (e *unavailableError) Error() string {
 	if e.err != nil {
 		return "schema registry unreachable: " + e.err.Error()
 	}
-	return "schema registry unavailable: HTTP " + e.status
+	return "schema registry answered HTTP " + e.status
 }
 
 func (e *unavailableError) Unwrap() []error {

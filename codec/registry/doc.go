@@ -32,8 +32,9 @@
 // Decoding a record that does not start with the magic byte, is too short, or names a
 // schema ID the registry does not know returns a [*codec.DecodeError]: the record is
 // bad, and the processor's error policy applies (a dead-letter topic keeps it with the
-// reason). A registry that does not answer, or answers 408, 429 or 5xx, makes the
-// codec's error match [codec.ErrUnavailable] instead: the processor then waits and
+// reason). A registry that does not answer (a TLS handshake that fails included),
+// answers 408, 429 or 5xx, or refuses the credentials (401, 403) makes the codec's
+// error match [codec.ErrUnavailable] instead: the processor then waits and
 // retries the batch rather than treating good records as bad. Schemas the subject's
 // compatibility rule refuses are an [*IncompatibleError] naming the subject and the
 // rule. Error messages carry no payload bytes from this package; the underlying

@@ -175,6 +175,11 @@ func TestUnavailableIsClassified(t *testing.T) {
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 	}))
 	defer busy.Close()
+	denied := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error_code":401,"message":"Unauthorized"}`))
+	}))
+	defer denied.Close()
 	notFound := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
@@ -189,6 +194,7 @@ func TestUnavailableIsClassified(t *testing.T) {
 	}{
 		"refused":   {closedURL, true},
 		"503":       {busy.URL, true},
+		"401":       {denied.URL, true},
 		"not found": {notFound.URL, false},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -304,4 +310,35 @@ func TestFastEncodeMatchesSerializer(t *testing.T) {
 			assert.Equal(t, want, got)
 		}
 	})
+}
+
+// Basic auth and TLS reach the registry as configured: the server sees the credentials,
+// and the client trusts the server through Config.TLS (without it the handshake fails).
+func TestBasicAuthAndTLS(t *testing.T) {
+	var user, pass atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, _ := r.BasicAuth()
+		user.Store(u)
+		pass.Store(p)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"compatibilityLevel":"FULL"}`))
+	}))
+	defer srv.Close()
+
+	c, err := registry.NewClient(registry.Config{URL: srv.URL, Username: "svc", Password: "s3cret",
+		TLS: srv.Client().Transport.(*http.Transport).TLSClientConfig, Retries: -1})
+	require.NoError(t, err)
+	defer c.Close()
+	level, err := c.Compatibility("s")
+	require.NoError(t, err)
+	assert.Equal(t, "FULL", level)
+	assert.Equal(t, "svc", user.Load())
+	assert.Equal(t, "s3cret", pass.Load())
+
+	untrusting, err := registry.NewClient(registry.Config{URL: srv.URL, Retries: -1})
+	require.NoError(t, err)
+	defer untrusting.Close()
+	_, err = untrusting.Compatibility("s")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "certificate")
 }
