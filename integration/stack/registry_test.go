@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +79,42 @@ func TestRegistryBinaryCached(t *testing.T) {
 	st2, err := os.Stat(bin2)
 	require.NoError(t, err)
 	assert.Equal(t, st1.ModTime(), st2.ModTime(), "rebuilt")
+}
+
+// TestRegistryBuildWithFakeCargo checks the install steps without the 5-minute build: a
+// stand-in cargo that records its arguments and writes <root>/bin/rivven-schema. A
+// failing build leaves nothing a later run would take for a finished binary.
+func TestRegistryBuildWithFakeCargo(t *testing.T) {
+	bin := t.TempDir()
+	args := filepath.Join(t.TempDir(), "args")
+	fake := `#!/bin/sh
+echo "$@" > ` + args + `
+[ -n "$FAIL_BUILD" ] && { echo "error: could not compile" >&2; exit 101; }
+root=""; while [ $# -gt 0 ]; do [ "$1" = "--root" ] && root="$2"; shift; done
+mkdir -p "$root/bin" && printf '#!/bin/sh\n' > "$root/bin/rivven-schema" && chmod +x "$root/bin/rivven-schema"
+`
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "cargo"), []byte(fake), 0o755))
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cache := t.TempDir()
+	t.Setenv("SAMSA_CACHE_DIR", cache)
+	ctx := context.Background()
+
+	t.Setenv("FAIL_BUILD", "1")
+	_, err := RegistryBinary(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "could not compile")
+	assert.NoFileExists(t, filepath.Join(cache, "rivven-schema-"+registryVersion, "bin", "rivven-schema"))
+
+	t.Setenv("FAIL_BUILD", "")
+	path, err := RegistryBinary(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(cache, "rivven-schema-"+registryVersion, "bin", "rivven-schema"), path)
+	b, err := os.ReadFile(args)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "install rivven-schema --version "+registryVersion+" --locked --root ")
+	entries, err := os.ReadDir(cache)
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.NotContains(t, e.Name(), "build", "temporary build dirs are removed")
+	}
 }
