@@ -191,8 +191,43 @@ func (r *Registry) URL() string { return r.url }
 func (r *Registry) PID() int { return r.proc.PID() }
 
 // Pause stops the registry process (SIGSTOP) without losing its in-memory schemas: new
-// connections are accepted by the kernel but never answered, as with a hung server.
-func (r *Registry) Pause() error { return r.proc.signal(syscall.SIGSTOP) }
+// connections are accepted by the kernel but never answered, as with a hung server. It
+// returns once every thread of the process is stopped: a signal is delivered
+// asynchronously, and a thread still running could answer one more request.
+func (r *Registry) Pause() error {
+	if err := r.proc.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !allThreadsStopped(r.proc.PID()) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("stack: rivven-schema (pid %d) not stopped 5s after SIGSTOP", r.proc.PID())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// allThreadsStopped reports whether every thread of pid is in state T (stopped), from
+// /proc/<pid>/task/*/stat.
+func allThreadsStopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			return false
+		}
+		// "pid (comm) S ...": the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume continues a paused registry (SIGCONT).
 func (r *Registry) Resume() error { return r.proc.signal(syscall.SIGCONT) }
