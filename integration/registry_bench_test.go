@@ -20,7 +20,8 @@ import (
 // and with codec.JSON: b.N records through a processor on real Kafka for each, end to
 // end (from the first batch handled, so the group join is excluded, until the group
 // has committed them all), and the
-// codecs alone (decode + encode of the same records, no Kafka). Metrics: avro-ns/rec,
+// codecs alone (decode + encode of the same records, no Kafka; fastest of three passes).
+// Metrics: avro-ns/rec,
 // json-ns/rec, avro/json (end to end), and the same with a codec- prefix.
 //
 //	go test -run '^$' -bench AvroVsJSON -benchtime 20000x ./integration/
@@ -69,18 +70,23 @@ func BenchmarkAvroVsJSONThroughProcessor(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		// The codecs alone.
-		start := time.Now()
-		for _, data := range encoded {
-			v, err := f.in.Decode(data)
-			if err != nil {
-				b.Fatal(err)
+		// The codecs alone: the fastest of three passes, since the machine is shared.
+		for range 3 {
+			start := time.Now()
+			for _, data := range encoded {
+				v, err := f.in.Decode(data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := f.out.Encode(v); err != nil {
+					b.Fatal(err)
+				}
 			}
-			if _, err := f.out.Encode(v); err != nil {
-				b.Fatal(err)
+			ns := float64(time.Since(start).Nanoseconds()) / float64(n)
+			if c, ok := codecOnly[f.name]; !ok || ns < c {
+				codecOnly[f.name] = ns
 			}
 		}
-		codecOnly[f.name] = float64(time.Since(start).Nanoseconds()) / float64(n)
 
 		msgs := make([]*kafka.Message, n)
 		for i := range msgs {
