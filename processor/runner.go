@@ -163,6 +163,13 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		mark := len(outs)
 		batch.Records = all[i : i+1]
 		err := r.call(ctx, batch)
+		for down := 0; errors.Is(err, codec.ErrUnavailable) && r.ctx.Err() == nil; down++ {
+			if !r.unavailableBackoff().sleep(r.wait, down) { // as above: no policy for an outage
+				return nil, errAbandoned
+			}
+			outs = outs[:mark]
+			err = r.call(ctx, batch)
+		}
 		if err == nil {
 			continue
 		}

@@ -80,3 +80,39 @@ func TestCodecUnavailableWaitsInsteadOfDeadLettering(t *testing.T) {
 	assert.Len(t, consumeAll(t, brokers, "out", 100, 20*time.Second), 100)
 	assert.Empty(t, consumeAll(t, brokers, "dlq", 1, 2*time.Second), "an outage dead-letters nothing")
 }
+
+// The same while a failing batch is being split into single records: a record whose
+// handler call meets the outage waits for it instead of being dead-lettered.
+func TestCodecUnavailableWhileSplittingABatch(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1}, embedded.Topic{Name: "dlq", Partitions: 1})
+	produceInts(t, brokers, "in", 1, 20)
+
+	var down atomic.Bool
+	down.Store(true)
+	var failures atomic.Int32
+	out := processor.NewOutput("out", codec.Int64(), codec.Encoder[int64](codec.EncoderFunc[int64](func(v int64) ([]byte, error) {
+		if down.Load() {
+			failures.Add(1)
+			return nil, fmt.Errorf("registry: %w", codec.ErrUnavailable)
+		}
+		return binary.BigEndian.AppendUint64(nil, uint64(v)), nil
+	})))
+	var splitCalls atomic.Int32
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 20, BatchWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+		ErrorPolicy: processor.DeadLetter("dlq")},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
+			if len(b.Records) > 1 {
+				return fmt.Errorf("batch-level failure") // sends the batch to the one-at-a-time pass
+			}
+			if splitCalls.Add(1) == 5 {
+				go func() { time.Sleep(300 * time.Millisecond); down.Store(false) }()
+			}
+			return out.Send(b, b.Records[0].Key, b.Records[0].Value)
+		}))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool { return committed(t, brokers, "g", "in", 1)[0] == 20 }))
+	assert.Positive(t, failures.Load())
+	assert.Len(t, consumeAll(t, brokers, "out", 20, 20*time.Second), 20)
+	assert.Empty(t, consumeAll(t, brokers, "dlq", 1, 2*time.Second), "an outage dead-letters nothing")
+}
