@@ -4,7 +4,7 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: deps test test-short test-fault vet compose-check stack kafka-jars jaeger quickstart bench bench-eos
+.PHONY: deps test test-short test-fault vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
@@ -47,16 +47,20 @@ test-short:
 vet:
 	$(GO) vet $(PKGS)
 
-## stack: start Kafka, Redis and Jaeger on loopback and print the environment to export.
+## stack: start Kafka, Redis, Jaeger and the schema registry on loopback and print the
+## environment to export.
 stack:
 	$(STACK) up
 
-## kafka-jars / jaeger: fetch or build the test components ahead of time (cached).
+## kafka-jars / jaeger / registry: fetch or build the test components ahead of time (cached).
 kafka-jars:
 	$(GO) test -count=1 -run TestKafkaJarsCached ./integration/stack/
 
 jaeger:
 	$(GO) test -count=1 -run TestJaegerBinaryCached ./integration/stack/
+
+registry:
+	$(GO) test -count=1 -timeout 40m -run TestRegistryBinaryCached ./integration/stack/
 
 quickstart:
 	$(GO) run ./examples/quickstart

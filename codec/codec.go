@@ -1,5 +1,13 @@
 package codec
 
+import "errors"
+
+// ErrUnavailable is matched (errors.Is) by codec errors whose cause is a service the
+// codec depends on, such as a schema registry, that did not answer: the data may be
+// fine and the same call may succeed later. The processor retries a batch that fails
+// this way instead of applying the error policy to its records.
+var ErrUnavailable = errors.New("codec: a service the codec depends on is unavailable")
+
 // Encoder turns a value into bytes. Implementations must be safe for
 // concurrent use.
 type Encoder[T any] interface {

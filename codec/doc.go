@@ -22,6 +22,9 @@
 //
 // [Int64] and [Int32] reject input of any other length rather than guessing.
 //
+// Package codec/registry adds Avro, Protobuf and JSON Schema codecs in a schema
+// registry's wire format.
+//
 // # Tombstones
 //
 // Kafka distinguishes a nil value (a tombstone, typically a delete on a
@@ -43,6 +46,10 @@
 // satisfy this.
 //
 // # Errors
+//
+// A codec error that matches [ErrUnavailable] (errors.Is) says a service the codec
+// depends on did not answer, not that the data is bad: the processor waits and retries
+// instead of applying its error policy to the record.
 //
 // The built-in decoders return a [*DecodeError] (use errors.As), which the
 // framework wraps with the topic, partition and offset. Error messages never

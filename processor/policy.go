@@ -15,6 +15,12 @@ import (
 // runs its records one at a time to find the failing ones, and the final policy (Stop,
 // Skip or DeadLetter) applies to each of those alone; the others are processed normally.
 // Decode failures are deterministic and go straight to the final policy.
+//
+// A decode or handler failure matching codec.ErrUnavailable (a codec's dependency, such
+// as a schema registry, did not answer) is no record's fault: no policy applies to it.
+// The batch waits with the policy's backoff (Retry's, else the default) and tries again,
+// without limit and with nothing committed, until the dependency answers or the
+// partition is revoked or the processor stops.
 type Policy struct {
 	kind    policyKind
 	topic   string

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
@@ -100,7 +101,12 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 			continue
 		}
 		rec, err := r.decode(&inputs[i])
-		if err != nil {
+		if errors.Is(err, codec.ErrUnavailable) {
+			rec, err = r.awaitDecode(&inputs[i], err)
+		}
+		if errors.Is(err, errAbandoned) {
+			return nil, err
+		} else if err != nil {
 			if err := r.fail(&inputs[i], StageDecode, err, &outs); err != nil {
 				return nil, err
 			}
@@ -115,6 +121,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	kept := len(outs) // dead letters of decode failures stay whatever the handler does
 
 	pol := r.policy
+	down := 0 // attempts that failed on a codec dependency's outage
 	for attempt := 0; ; attempt++ {
 		outs = outs[:kept]
 		err := r.call(ctx, batch)
@@ -123,6 +130,17 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		}
 		if r.ctx.Err() != nil {
 			return nil, errAbandoned
+		}
+		if errors.Is(err, codec.ErrUnavailable) {
+			// An encoder's dependency is down: no record's fault, so no policy applies.
+			r.log.Warn("processor: codec dependency unavailable, retrying batch", "topic", source[0].Topic, "partition", r.slot,
+				"offset", source[0].Offset, "attempt", down+1, "err", err)
+			if !r.unavailableBackoff().sleep(r.wait, down) {
+				return nil, errAbandoned
+			}
+			down++
+			attempt-- // does not count against Retry's attempts
+			continue
 		}
 		if pol.kind == kindRetry && attempt < pol.retries && !errors.Is(err, ErrPermanent) {
 			r.obs.Retried("retry")
@@ -153,6 +171,13 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		mark := len(outs)
 		batch.Records = all[i : i+1]
 		err := r.call(ctx, batch)
+		for down := 0; errors.Is(err, codec.ErrUnavailable) && r.ctx.Err() == nil; down++ {
+			if !r.unavailableBackoff().sleep(r.wait, down) { // as above: no policy for an outage
+				return nil, errAbandoned
+			}
+			outs = outs[:mark]
+			err = r.call(ctx, batch)
+		}
 		if err == nil {
 			continue
 		}
@@ -326,6 +351,32 @@ func (r *runner[K, V]) checkCommitted(committed committedOf) error {
 			return errAbandoned
 		}
 	}
+}
+
+// awaitDecode decodes m again until the codec's dependency (a schema registry) answers:
+// an outage is no fault of the record, so no policy applies to it, and nothing of the
+// batch is committed meanwhile. It gives up only when the slot ends (errAbandoned).
+func (r *runner[K, V]) awaitDecode(m *record.Message, err error) (Record[K, V], error) {
+	for attempt := 0; ; attempt++ {
+		r.log.Warn("processor: codec dependency unavailable, retrying decode", "topic", m.Topic, "partition", m.Partition,
+			"offset", m.Offset, "attempt", attempt+1, "err", err)
+		if !r.unavailableBackoff().sleep(r.wait, attempt) {
+			return Record[K, V]{}, errAbandoned
+		}
+		var rec Record[K, V]
+		if rec, err = r.decode(m); !errors.Is(err, codec.ErrUnavailable) {
+			return rec, err
+		}
+	}
+}
+
+// unavailableBackoff paces retries while a codec's dependency is down: Retry's backoff,
+// else the default one.
+func (r *runner[K, V]) unavailableBackoff() Backoff {
+	if r.policy.kind == kindRetry {
+		return r.policy.backoff
+	}
+	return Backoff{}
 }
 
 // call calls the handler, turning a panic into an error that carries the stack and

@@ -1,6 +1,7 @@
 // Package stack starts the real components the integration tests run against: Apache
 // Kafka in KRaft mode (1 or 3 nodes) from the release jars on Maven Central, Debian's
-// redis-server, and Jaeger all-in-one built from the Go module proxy. Everything listens
+// redis-server, Jaeger all-in-one built from the Go module proxy, and a Confluent-API schema
+// registry (rivven-schema) built with cargo. Everything listens
 // on 127.0.0.1 on free ports, runs as a child process stopped by PID, and dies with the
 // test binary.
 //
@@ -12,6 +13,7 @@
 //	REDIS_ADDR                    host:port of a running Redis
 //	OTEL_EXPORTER_OTLP_ENDPOINT   OTLP/HTTP endpoint (http://host:4318) of a running collector
 //	JAEGER_QUERY_URL              Jaeger's query API (http://host:16686)
+//	SCHEMA_REGISTRY_URL           a Confluent-API schema registry (http://host:8081)
 //
 // When a variable is unset, the helpers here start the real component once per test
 // binary and stop it when the tests end ([RunTests]). `go run ./integration/cmd/stack run
@@ -35,6 +37,8 @@ const (
 	EnvRedisAddr    = "REDIS_ADDR"
 	EnvOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	EnvJaegerQuery  = "JAEGER_QUERY_URL"
+
+	EnvSchemaRegistryURL = "SCHEMA_REGISTRY_URL"
 )
 
 var shared struct {
@@ -42,6 +46,7 @@ var shared struct {
 	kafka  *Kafka
 	redis  *Redis
 	jaeger *Jaeger
+	reg    *Registry
 }
 
 // RunTests runs m and then stops whatever the shared helpers started. Use it from TestMain:
@@ -53,7 +58,8 @@ func RunTests(m *testing.M) int {
 	return code
 }
 
-// CloseShared stops the components started by KafkaBrokers, RedisAddr and JaegerEndpoints.
+// CloseShared stops the components started by KafkaBrokers, RedisAddr, JaegerEndpoints
+// and SchemaRegistryURL.
 func CloseShared() {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
@@ -68,6 +74,10 @@ func CloseShared() {
 	if shared.jaeger != nil {
 		shared.jaeger.Close()
 		shared.jaeger = nil
+	}
+	if shared.reg != nil {
+		shared.reg.Close()
+		shared.reg = nil
 	}
 }
 
@@ -134,6 +144,28 @@ func JaegerEndpoints(tb testing.TB) (otlpHostPort, queryURL string) {
 		shared.jaeger = j
 	}
 	return shared.jaeger.OTLPHTTPEndpoint(), shared.jaeger.QueryURL()
+}
+
+// SchemaRegistryURL returns $SCHEMA_REGISTRY_URL, or starts a schema registry shared by
+// this test binary (building it first if needed; see RegistryBinary). Tests that stop
+// the registry must start their own with StartRegistry.
+func SchemaRegistryURL(tb testing.TB) string {
+	tb.Helper()
+	if v := os.Getenv(EnvSchemaRegistryURL); v != "" {
+		return v
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.reg == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), registryBuildTimeout+time.Minute)
+		defer cancel()
+		r, err := StartRegistry(ctx, RegistryOptions{})
+		if err != nil {
+			tb.Fatalf("start the test schema registry (or set %s): %v", EnvSchemaRegistryURL, err)
+		}
+		shared.reg = r
+	}
+	return shared.reg.URL()
 }
 
 func stripScheme(endpoint string) string {

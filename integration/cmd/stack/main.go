@@ -1,11 +1,11 @@
-// Command stack starts the real test stack (Kafka, Redis, Jaeger) on 127.0.0.1 and either
+// Command stack starts the real test stack (Kafka, Redis, Jaeger, a schema registry) on 127.0.0.1 and either
 // runs a command with the environment contract exported, or prints it and waits.
 //
 //	go run ./integration/cmd/stack run -- go test ./...    start, run, stop
 //	go run ./integration/cmd/stack up                      start, print exports, wait for Ctrl-C
 //
 // A component whose variable is already set (KAFKA_BROKERS, REDIS_ADDR,
-// OTEL_EXPORTER_OTLP_ENDPOINT with JAEGER_QUERY_URL) is not started.
+// OTEL_EXPORTER_OTLP_ENDPOINT with JAEGER_QUERY_URL, SCHEMA_REGISTRY_URL) is not started.
 package main
 
 import (
@@ -42,6 +42,7 @@ func run() error {
 	brokers := fs.Int("brokers", 1, "Kafka nodes to start (1 or 3)")
 	noJaeger := fs.Bool("no-jaeger", false, "do not start Jaeger")
 	noRedis := fs.Bool("no-redis", false, "do not start Redis")
+	noRegistry := fs.Bool("no-registry", false, "do not start the schema registry")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		return err
 	}
@@ -89,6 +90,17 @@ func run() error {
 		closers = append(closers, j.Close)
 		env = append(env, stack.EnvOTLPEndpoint+"=http://"+j.OTLPHTTPEndpoint(), stack.EnvJaegerQuery+"="+j.QueryURL())
 		fmt.Fprintf(os.Stderr, "stack: jaeger query at %s, ready in %s\n", j.QueryURL(), time.Since(t0).Round(100*time.Millisecond))
+	}
+
+	if !*noRegistry && os.Getenv(stack.EnvSchemaRegistryURL) == "" {
+		t0 := time.Now()
+		r, err := stack.StartRegistry(startCtx, stack.RegistryOptions{})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, r.Close)
+		env = append(env, stack.EnvSchemaRegistryURL+"="+r.URL())
+		fmt.Fprintf(os.Stderr, "stack: schema registry at %s, ready in %s\n", r.URL(), time.Since(t0).Round(100*time.Millisecond))
 	}
 
 	if mode == "up" {
