@@ -35,6 +35,10 @@ type txn struct {
 	newProd func() (*produce.Producer, error)
 	prod    *produce.Producer // replaced under mu.Lock when fenced
 	timeout time.Duration     // bound of each transactional call
+	// life is Run's context. While it lives, a retriable failure to abort (the
+	// coordinator is out of reach: "Timed out waiting for operation to finish") is retried
+	// however long the broker stays out of reach, instead of ending Run.
+	life context.Context
 	eng     *group.Engine
 	log     *slog.Logger
 
@@ -65,6 +69,14 @@ const maxRecoveries = 3
 // the broker refuses permanently would otherwise abort, rewind and fail forever).
 const maxConsecutiveAborts = 5
 
+// ended is the txn's life until the sink binds Run's context: before Run, no retry goes
+// past its caller's attempts.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
 var errTxnAborted = errors.New("transaction aborted; partition rewound")
 
 func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, log *slog.Logger) (*txn, error) {
@@ -72,7 +84,7 @@ func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, lo
 	if err != nil {
 		return nil, err
 	}
-	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second,
+	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second, life: ended,
 		pending: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
 }
 
@@ -109,16 +121,8 @@ func (t *txn) begin(ctx context.Context) error {
 }
 
 func (t *txn) beginLocked(ctx context.Context) error {
-	for attempt := 0; ; attempt++ {
-		err := t.call(ctx, "init transactions", t.prod.InitTransactions)
-		if err == nil {
-			break
-		}
-		var te *produce.TxnError
-		if errors.As(err, &te) && te.Retriable && attempt < 10 && ctx.Err() == nil {
-			(Backoff{}).sleep(ctx, attempt)
-			continue
-		}
+	err := t.untilReached(ctx, "init transactions", 10, t.prod.InitTransactions)
+	if err != nil {
 		return fmt.Errorf("processor: exactly-once: %w", err)
 	}
 	if err := t.prod.BeginTransaction(); err != nil {
@@ -262,7 +266,7 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 	if t.aborts > maxConsecutiveAborts {
 		return nil, fmt.Errorf("processor: exactly-once: %d consecutive transactions aborted; an output is probably refused permanently (too large, not authorized)", t.aborts-1)
 	}
-	if err := t.retry(ctx, "abort transaction", t.prod.AbortTransaction); err != nil {
+	if err := t.untilReached(ctx, "abort transaction", 4, t.prod.AbortTransaction); err != nil {
 		var te *produce.TxnError
 		if errors.As(err, &te) && te.Fatal {
 			return t.recoverLocked(ctx, err)
@@ -334,5 +338,42 @@ func (t *txn) retry(ctx context.Context, name string, op func(context.Context) e
 			return err
 		}
 		Backoff{Initial: 50 * time.Millisecond}.sleep(ctx, attempt)
+	}
+}
+
+// untilReached runs op (each call bounded by the transaction timeout) and retries its
+// retriable errors: up to attempts times within ctx, and past that, or past ctx's end,
+// for as long as Run's context lives. Aborting (or registering) cannot be skipped: the
+// open transaction must end before the next can begin, and an instance cut off from
+// the coordinator can only wait for the network to heal (meanwhile the coordinator
+// aborts the transaction itself at the transaction timeout, and the next call says
+// "fenced": the producer is then replaced). Giving up instead would end Run over an
+// outage that at-least-once mode rides out.
+func (t *txn) untilReached(ctx context.Context, name string, attempts int, op func(context.Context) error) error {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		callCtx := ctx
+		if ctx.Err() != nil {
+			callCtx = t.life
+		}
+		err := t.call(callCtx, name, op)
+		var te *produce.TxnError
+		if err == nil || !errors.As(err, &te) || !te.Retriable {
+			if attempt > 0 {
+				t.log.Info("processor: exactly-once: coordinator reached again", "op", name, "attempts", attempt+1, "after", time.Since(start).Round(time.Millisecond), "err", err)
+			}
+			return err
+		}
+		withinCaller := attempt+1 < attempts && ctx.Err() == nil
+		if !withinCaller && t.life.Err() != nil {
+			return err // shutting down: the caller's attempts are spent
+		}
+		t.log.Warn("processor: exactly-once: transactional call failed (retriable); retrying until the coordinator answers",
+			"op", name, "attempt", attempt+1, "since", time.Since(start).Round(time.Millisecond), "err", err)
+		sleepCtx := ctx
+		if !withinCaller {
+			sleepCtx = t.life
+		}
+		(Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}).sleep(sleepCtx, attempt)
 	}
 }
