@@ -39,8 +39,8 @@ type txn struct {
 	// coordinator is out of reach: "Timed out waiting for operation to finish") is retried
 	// however long the broker stays out of reach, instead of ending Run.
 	life context.Context
-	eng     *group.Engine
-	log     *slog.Logger
+	eng  *group.Engine
+	log  *slog.Logger
 
 	mu        sync.RWMutex
 	pmu       sync.Mutex                      // guards pending and slots among mu.RLock holders
