@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/integration/faultproxy"
 )
 
 // DefaultKafkaVersion is the Apache Kafka release the launcher runs unless
@@ -39,6 +41,12 @@ type KafkaOptions struct {
 	Props map[string]string
 	// Dir holds each node's config, data and log. Default: a temp dir removed by Close.
 	Dir string
+	// Proxied gives each node a second client listener, EXTERNAL, reached through a
+	// fault proxy (Kafka.Proxy) whose address is what the listener advertises, so a
+	// client bootstrapped at ProxiedBootstrap talks to every broker only through the
+	// proxies, and a test can delay, black-hole or reset that traffic. Bootstrap stays
+	// direct (inter-broker traffic, the launcher's and the test's own clients).
+	Proxied bool
 }
 
 // Kafka is a running Apache Kafka cluster in KRaft mode on 127.0.0.1, started from the
@@ -49,6 +57,7 @@ type Kafka struct {
 	jars    string
 	heapMB  int
 	nodes   []*kafkaNode
+	proxies []*faultproxy.Proxy // per node, with KafkaOptions.Proxied
 
 	closeOnce sync.Once
 	closeErr  error
@@ -147,6 +156,17 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 		return nil, err
 	}
 	k := &Kafka{dir: opts.Dir, jars: jars, heapMB: opts.HeapMB}
+	if opts.Proxied {
+		for range opts.Brokers {
+			// The target is set once the node's ports are known.
+			px, err := faultproxy.Start("127.0.0.1:1")
+			if err != nil {
+				k.Close()
+				return nil, fmt.Errorf("stack: %w", err)
+			}
+			k.proxies = append(k.proxies, px)
+		}
+	}
 	if k.dir == "" {
 		if k.dir, err = os.MkdirTemp("", "samsa-kafka-"); err != nil {
 			return nil, fmt.Errorf("stack: %w", err)
@@ -169,7 +189,7 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 
 func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 	n := opts.Brokers
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(3 * n) // client, controller and (when proxied) external listener of each node
 	if err != nil {
 		return err
 	}
@@ -195,6 +215,13 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			"advertised.listeners":     fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", ports[i]),
 			"log.dirs":                 filepath.Join(node.dir, "data"),
 		})
+		if opts.Proxied {
+			ext := ports[2*n+i]
+			k.proxies[i].SetTarget(hostPort(ext))
+			props["listeners"] += fmt.Sprintf(",EXTERNAL://127.0.0.1:%d", ext)
+			props["advertised.listeners"] += ",EXTERNAL://" + k.proxies[i].Addr()
+			props["listener.security.protocol.map"] += ",EXTERNAL:PLAINTEXT"
+		}
 		maps.Copy(props, opts.Props)
 		if err := writeProps(filepath.Join(node.dir, "server.properties"), props); err != nil {
 			return err
@@ -378,6 +405,28 @@ func (k *Kafka) Bootstrap() string {
 	return strings.Join(addrs, ",")
 }
 
+// ProxiedBootstrap is the comma-separated list of every node's proxy address (see
+// KafkaOptions.Proxied); empty when the cluster is not proxied.
+func (k *Kafka) ProxiedBootstrap() string {
+	addrs := make([]string, len(k.proxies))
+	for i, px := range k.proxies {
+		addrs[i] = px.Addr()
+	}
+	return strings.Join(addrs, ",")
+}
+
+// Proxy is the fault proxy in front of node id's EXTERNAL listener (see
+// KafkaOptions.Proxied).
+func (k *Kafka) Proxy(id int32) (*faultproxy.Proxy, error) {
+	if len(k.proxies) == 0 {
+		return nil, errors.New("stack: the cluster was started without KafkaOptions.Proxied")
+	}
+	if _, err := k.node(id); err != nil {
+		return nil, err
+	}
+	return k.proxies[id-1], nil
+}
+
 // NodeIDs lists the cluster's node ids (1..n).
 func (k *Kafka) NodeIDs() []int32 {
 	ids := make([]int32, len(k.nodes))
@@ -487,6 +536,9 @@ func (k *Kafka) Close() error {
 			if p := n.process(); p != nil {
 				errs = append(errs, p.kill())
 			}
+		}
+		for _, px := range k.proxies {
+			errs = append(errs, px.Close())
 		}
 		if k.tempDir {
 			errs = append(errs, os.RemoveAll(k.dir))
