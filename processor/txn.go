@@ -163,7 +163,9 @@ var errWedged = errors.New("the call did not return within its timeout (librdkaf
 // produce puts a batch's outputs into the open transaction and registers its offsets.
 // It returns errAbandoned when the slot's work was aborted: its rewind is coming.
 func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error {
-	t.mu.RLock()
+	if !t.rlock(ctx, s.Context()) {
+		return errAbandoned // revoked (or Run ending) while a commit or abort held the lock
+	}
 	defer t.mu.RUnlock()
 	if t.dead[s.Epoch] || !t.eng.Owned(s) {
 		return errAbandoned // aborted (a rewind is coming) or revoked: not ours to commit
@@ -188,6 +190,31 @@ func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*rec
 	}
 	t.pmu.Unlock()
 	return nil
+}
+
+// rlock takes mu.RLock for a worker, or gives up when the worker's slot is revoked or ctx
+// ends first. A commit or abort holds mu.Lock, and while the coordinator is out of reach
+// an abort is retried for as long as the outage lasts: a worker waiting on a plain RLock
+// would outlive its slot's revoke timeout and fail Run. The wait polls (TryRLock every
+// 5 ms) only while a commit or abort holds the lock.
+func (t *txn) rlock(ctx, slot context.Context) bool {
+	if t.mu.TryRLock() {
+		return true
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-slot.Done():
+			return false
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+		if t.mu.TryRLock() {
+			return true
+		}
+	}
 }
 
 // commit commits the open transaction with the registered offsets and opens the next.
