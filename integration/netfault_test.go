@@ -1,0 +1,238 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/integration/faultproxy"
+	"github.com/samsa-go/samsa/integration/stack"
+)
+
+// Network fault tests: a client is cut off from the broker by a fault proxy
+// (integration/faultproxy) while the rest of the system keeps running. The broker is a
+// single node of its own, started with stack.KafkaOptions.Proxied so that it advertises
+// the proxy: a worker bootstrapped at the proxy talks to the broker only through it,
+// while the other worker, the input producer and the readers connect directly. Each test
+// logs one greppable line of figures ("net-partition:", "net-dist-margin:").
+// They run in `make test-fault` and skip unless SAMSA_FAULT_TESTS=1.
+
+// netEnv is a proxied single-node broker with the worker binaries built.
+type netEnv struct {
+	k       *stack.Kafka
+	px      *faultproxy.Proxy
+	direct  string // bootstrap that bypasses the proxy
+	proxied string // bootstrap through the proxy
+	eosBin  string
+	procBin string
+	envBin  string
+}
+
+// newNetEnv starts the proxied broker while the workers build.
+func newNetEnv(t *testing.T) *netEnv {
+	t.Helper()
+	e := &netEnv{}
+	built := make(chan error, 1)
+	go func() {
+		var err error
+		if e.eosBin, err = buildEOSWorker(t); err == nil {
+			e.procBin, err = goBuild(t, "./procworker")
+		}
+		built <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	k, err := stack.StartKafka(ctx, stack.KafkaOptions{Proxied: true, HeapMB: 320})
+	require.NoError(t, err, "start the proxied broker")
+	t.Cleanup(func() { k.Close() })
+	require.NoError(t, <-built)
+	e.k, e.direct, e.proxied = k, k.Bootstrap(), k.ProxiedBootstrap()
+	e.px, err = k.Proxy(1)
+	require.NoError(t, err)
+	e.envBin, err = exec.LookPath("env")
+	require.NoError(t, err)
+	return e
+}
+
+// goBuild compiles a package under integration/ into a temp dir.
+func goBuild(t *testing.T, pkg string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("the network fault tests build their workers with the go tool: %w", err)
+	}
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg)
+	cmd.Dir = integrationDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+	}
+	return bin, nil
+}
+
+// integrationDir is integration/, wherever the test binary runs.
+func integrationDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(file)
+}
+
+// outputGaps returns the longest pause in the outputs of any one input partition, between
+// consecutive arrivals at the reader in [from, to], and when it began: for the partitions
+// the cut-off worker owned, the time until the other worker's outputs for them became
+// visible.
+func outputGaps(recs []txnRec, from, to time.Time) (longest time.Duration, at time.Time) {
+	byPart := map[int32][]time.Time{}
+	for _, r := range recs {
+		if _, p, _, _, ok := r.fields(); ok && !r.Arrived.Before(from) && !r.Arrived.After(to) {
+			byPart[p] = append(byPart[p], r.Arrived)
+		}
+	}
+	for _, times := range byPart {
+		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		prev := from
+		for _, ts := range append(times, to) {
+			if d := ts.Sub(prev); d > longest {
+				longest, at = d, prev
+			}
+			prev = ts
+		}
+	}
+	return longest, at
+}
+
+// firstArrivalAfter is when the reader first received a record by writer after t0.
+func firstArrivalAfter(recs []txnRec, writer string, t0 time.Time) (time.Time, bool) {
+	var first time.Time
+	for _, r := range recs {
+		if r.writer() == writer && r.Arrived.After(t0) && (first.IsZero() || r.Arrived.Before(first)) {
+			first = r.Arrived
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// TestNetFaultProcessorPartition: two processor instances copy a keyed, sequenced input
+// (4 partitions, 500 records/s) while one of them is cut off from the broker for 60 s,
+// ten times its 6 s session timeout: every byte between it and the broker is black-holed
+// in both directions by the proxy. The other instance takes its partitions over. When the
+// network heals, the cut-off instance must still be running (not exited) and rejoin the
+// group; at the end both stop cleanly on SIGTERM, the group's commits reach the input's
+// end and:
+//   - at-least-once: no input lost, per-key order of first copies kept (duplicates are
+//     counted: the cut-off instance's unacknowledged work is redone by the other);
+//   - exactly-once: read_committed output == input exactly, during the cut and at the end
+//     (no loss, no duplicate, per-key and per-partition order, running sums).
+//
+// Figures: the longest pause in the output seen by a reader during the cut (the
+// session-timeout takeover, and for exactly-once the cut-off instance's open transaction
+// holding back read_committed readers), and the time from healing to the cut-off
+// instance's first output (its rejoin).
+func TestNetFaultProcessorPartition(t *testing.T) {
+	requireFaultSuite(t)
+	e := newNetEnv(t)
+	for _, mode := range []string{"at-least-once", "exactly-once"} {
+		t.Run(mode, func(t *testing.T) { netPartitionRun(t, e, mode) })
+	}
+}
+
+func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
+	const (
+		partitions = 4
+		keys       = 200
+		perSec     = 500
+		before     = 15 * time.Second
+		cut        = 60 * time.Second
+		after      = 30 * time.Second
+	)
+	eos := mode == "exactly-once"
+	n := int((before + cut + after).Seconds()+10) * perSec
+	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
+	e.ac = newAdmin(t, e.brokers)
+	e.in, e.out, e.group = stack.UniqueName("netpart-in"), stack.UniqueName("netpart-out"), stack.UniqueName("netpart")
+	createTopic(t, e.brokers, e.in, partitions, 1)
+	createTopic(t, e.brokers, e.out, partitions, 1)
+
+	iso := "read_uncommitted"
+	if eos {
+		iso = "read_committed"
+	}
+	live := startTopicReader(t, e.brokers, e.out, partitions, iso)
+	dir := t.TempDir()
+	start := func(name, brokers string) *workerProc {
+		logPath := filepath.Join(dir, name+".log")
+		logOnFailure(t, name, logPath)
+		if eos {
+			return e.startEOSWorker(logPath, "", "-brokers", brokers)
+		}
+		args := []string{"-brokers", brokers, "-group", e.group, "-in", e.in, "-out", e.out}
+		return startWorker(t, ne.procBin, logPath, append(args, eosWorkerArgs...)...)
+	}
+	sp := startSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
+	steady := start("steady", ne.direct)
+	cutoff := start("cutoff", ne.proxied)
+	cutID := strconv.Itoa(cutoff.pid())
+	alive := func() error {
+		for _, w := range []*workerProc{steady, cutoff} {
+			if !w.running() {
+				return fmt.Errorf("worker %d ended: %s", w.pid(), exitDesc(w))
+			}
+		}
+		return nil
+	}
+	require.Eventually(t, func() bool {
+		_, a := live.seen(cutID)
+		_, b := live.seen(strconv.Itoa(steady.pid()))
+		return (a && b) || alive() != nil
+	}, 90*time.Second, 100*time.Millisecond, "both workers never produced output")
+	require.NoError(t, alive())
+	time.Sleep(time.Until(e.started.Add(before)))
+
+	ne.px.Blackhole(faultproxy.Both)
+	cutAt := time.Now()
+	t.Logf("%s: cut worker %s off the broker at +%s", mode, cutID, cutAt.Sub(e.started).Round(time.Millisecond))
+	for time.Since(cutAt) < cut {
+		require.NoError(t, alive(), "a worker ended during the cut")
+		time.Sleep(200 * time.Millisecond)
+	}
+	ne.px.Heal()
+	healAt := time.Now()
+	var rejoin time.Duration
+	require.Eventually(t, func() bool {
+		if at, ok := firstArrivalAfter(live.records(), cutID, healAt); ok {
+			rejoin = at.Sub(healAt)
+			return true
+		}
+		return alive() != nil
+	}, 2*time.Minute, 50*time.Millisecond, "the cut-off worker produced nothing after the network healed")
+	require.NoError(t, alive(), "a worker ended after the network healed")
+
+	inputs, outEnds := e.finishRun(sp, alive, func() []*workerProc { return []*workerProc{steady, cutoff} }, nil)
+	stall, stallAt := outputGaps(live.records(), cutAt, healAt)
+	retries := countInFile(filepath.Join(dir, "cutoff.log"), "retrying until the coordinator answers")
+	var verdict string
+	if eos {
+		v, _, _ := e.verify(mode, inputs, outEnds, live, false)
+		verdict = v.String()
+	} else {
+		live.stop()
+		outputs := readTopic(t, e.brokers, e.out, partitions, time.Minute)
+		s := tallySeq(inputs, outputs)
+		verdict = fmt.Sprintf("outputs=%d lost=%d dups=%d unexpected=%d key_order_violations=%d", s.Outputs, s.Lost, s.Dups, s.Unexpected, s.OrderViolations)
+		assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
+		assert.Zero(t, s.Unexpected)
+		assert.Zero(t, s.OrderViolations, "keys whose first copies are out of input order")
+	}
+	t.Logf("net-partition: mode=%s inputs=%d cut=%s output_stall_during_cut=%s (from +%s after the cut) rejoin_after_heal=%s cutoff_retry_warnings=%d %s",
+		mode, len(inputs), cut, stall.Round(time.Millisecond), stallAt.Sub(cutAt).Round(time.Millisecond), rejoin.Round(time.Millisecond), retries, verdict)
+	assert.Less(t, stall, cut/2, "the steady worker took over within the session timeout and a transaction's timeout; the output stalled for most of the cut")
+}
