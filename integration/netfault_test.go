@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -155,7 +155,7 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 		after      = 30 * time.Second
 	)
 	eos := mode == "exactly-once"
-	n := int((before + cut + after).Seconds()+10) * perSec
+	n := int((before+cut+after).Seconds()+10) * perSec
 	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
 	e.ac = newAdmin(t, e.brokers)
 	e.in, e.out, e.group = stack.UniqueName("netpart-in"), stack.UniqueName("netpart-out"), stack.UniqueName("netpart")
