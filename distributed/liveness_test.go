@@ -43,7 +43,7 @@ func TestLiveness(t *testing.T) {
 
 	start := time.Now()
 	l.observe(stats(0, "steady"), start) // armed
-	for i := 0; i < 5; i++ {               // receives keep it up past the threshold
+	for i := 0; i < 5; i++ {             // receives keep it up past the threshold
 		time.Sleep(100 * time.Millisecond)
 		l.observe(stats(20*time.Millisecond, "steady"), time.Now())
 	}
