@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,18 +39,12 @@ type netEnv struct {
 	envBin  string
 }
 
-// newNetEnv starts the proxied broker while the workers build.
-func newNetEnv(t *testing.T) *netEnv {
+// newNetEnv starts the proxied broker while build (the workers' build) runs.
+func newNetEnv(t *testing.T, build func(e *netEnv) error) *netEnv {
 	t.Helper()
 	e := &netEnv{}
 	built := make(chan error, 1)
-	go func() {
-		var err error
-		if e.eosBin, err = buildEOSWorker(t); err == nil {
-			e.procBin, err = goBuild(t, "./procworker")
-		}
-		built <- err
-	}()
+	go func() { built <- build(e) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	k, err := stack.StartKafka(ctx, stack.KafkaOptions{Proxied: true, HeapMB: 320})
@@ -139,7 +135,12 @@ func firstArrivalAfter(recs []txnRec, writer string, t0 time.Time) (time.Time, b
 // instance's first output (its rejoin).
 func TestNetFaultProcessorPartition(t *testing.T) {
 	requireFaultSuite(t)
-	e := newNetEnv(t)
+	e := newNetEnv(t, func(e *netEnv) (err error) {
+		if e.eosBin, err = buildEOSWorker(t); err == nil {
+			e.procBin, err = goBuild(t, "./procworker")
+		}
+		return err
+	})
 	for _, mode := range []string{"at-least-once", "exactly-once"} {
 		t.Run(mode, func(t *testing.T) { netPartitionRun(t, e, mode) })
 	}
@@ -235,4 +236,122 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 	t.Logf("net-partition: mode=%s inputs=%d cut=%s output_stall_during_cut=%s (from +%s after the cut) rejoin_after_heal=%s cutoff_retry_warnings=%d %s",
 		mode, len(inputs), cut, stall.Round(time.Millisecond), stallAt.Sub(cutAt).Round(time.Millisecond), rejoin.Round(time.Millisecond), retries, verdict)
 	assert.Less(t, stall, cut/2, "the steady worker took over within the session timeout and a transaction's timeout; the output stalled for most of the cut")
+}
+
+// TestNetFaultDistributedMargin: two distnode nodes share 20 processes over 8 slices
+// (session timeout 6 s, heartbeat 500 ms); one reaches the broker only through the
+// proxy, which black-holes it for twice the session timeout. Its processes must stop
+// before the other node starts them: the margin is, per moved process, the time from its
+// last instance's end on the cut-off node to its start on the other node (the checker's
+// CLOCK_MONOTONIC stamps, reported by the process instances over a Unix socket, not
+// through the proxy). Three runs:
+//
+//   - default: LivenessMargin 3 s: the node stops its processes 3 s before its session
+//     would expire; margin about 3 s, overlap 0;
+//   - starved: the same while the cut-off node gets 20% of a CPU in 100 ms periods
+//     (SIGSTOP 80 ms, SIGCONT 20 ms) during the cut; overlap 0;
+//   - off: LivenessMargin negative: the processes stop when librdkafka declares the
+//     assignment lost; the margin is what is left (reported, not asserted).
+//
+// After the cut heals, the node rejoins and the placement is stable again.
+func TestNetFaultDistributedMargin(t *testing.T) {
+	requireFaultSuite(t)
+	var bin string
+	e := newNetEnv(t, func(*netEnv) error { bin = buildDistnode(t); return nil })
+	for _, tc := range []struct {
+		name, margin string
+		starve       bool
+	}{
+		{"default", "0s", false},
+		{"starved", "0s", true},
+		{"off", "-1s", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { marginRun(t, e, bin, tc.name, tc.margin, tc.starve) })
+	}
+}
+
+func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool) {
+	c := newDistCluster(t, bin, ne.direct, "dist-margin", "cooperative", "-liveness-margin", margin)
+	c.start()
+	victim := c.start("-brokers", ne.proxied)
+	where := c.waitStable(2 * time.Minute)
+	moved := procsOn(where, victim.id)
+	require.NotEmpty(t, moved)
+	t.Cleanup(ne.px.Heal)
+
+	from := distMono()
+	ne.px.Blackhole(faultproxy.Both)
+	cutAt := time.Now()
+	quit, starved := make(chan struct{}), make(chan struct{})
+	if starve {
+		go func() {
+			defer close(starved)
+			defer syscall.Kill(victim.pid, syscall.SIGCONT)
+			for {
+				syscall.Kill(victim.pid, syscall.SIGSTOP)
+				select {
+				case <-quit:
+					return
+				case <-time.After(80 * time.Millisecond):
+				}
+				syscall.Kill(victim.pid, syscall.SIGCONT)
+				select {
+				case <-quit:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+	} else {
+		close(starved)
+	}
+	stopStarving := sync.OnceFunc(func() { close(quit); <-starved })
+	t.Cleanup(stopStarving)
+
+	var takeover time.Duration
+	require.Eventually(t, func() bool {
+		run := c.chk.view().running()
+		for _, p := range moved {
+			if !slices.ContainsFunc(run[p], func(in distInst) bool { return in.node != victim.id }) {
+				return false
+			}
+		}
+		takeover = time.Since(cutAt)
+		return true
+	}, 3*distSession, 20*time.Millisecond, "the cut-off node's processes did not start elsewhere within 3× the session timeout")
+	time.Sleep(time.Until(cutAt.Add(2 * distSession)))
+	stopStarving()
+	ne.px.Heal()
+	healAt := time.Now()
+	require.True(t, victim.running(), "the cut-off node exited:\n%s", distTail(victim.log, 3000))
+	c.waitStable(time.Minute)
+	rejoin := time.Since(healAt)
+
+	v := c.chk.view()
+	hs := v.handoffs(from, func(h distHandoff) bool {
+		return slices.Contains(moved, h.proc) && h.prev.node == victim.id && h.next.node != victim.id
+	})
+	var gaps, stops []time.Duration
+	seen := map[int]bool{}
+	var overlap float64
+	for _, h := range hs {
+		if seen[h.proc] {
+			continue // the first hand-off after the cut
+		}
+		seen[h.proc] = true
+		gaps = append(gaps, h.gap)
+		stops = append(stops, time.Duration(h.prev.end()-from))
+		overlap += v.overlapMs(h.proc, from)
+	}
+	require.Len(t, gaps, len(moved), "a hand-off per moved process")
+	slices.Sort(gaps)
+	t.Logf("net-dist-margin: run=%s liveness_margin=%s starved=%v processes=%d stop_after_cut %s takeover_after_cut=%s margin_ms min=%.1f p50=%.1f max=%.1f overlap_ms=%.1f rejoin_after_heal=%s",
+		label, margin, starve, len(moved), distPercentiles(stops), takeover.Round(time.Millisecond),
+		float64(gaps[0])/1e6, float64(gaps[len(gaps)/2])/1e6, float64(gaps[len(gaps)-1])/1e6, overlap, rejoin.Round(time.Millisecond))
+	if margin != "-1s" {
+		assert.Greater(t, gaps[0], time.Second, "with the liveness margin, every process stops well before the other node starts it")
+		assert.Zero(t, overlap, "overlap_ms")
+		assert.Positive(t, countInFile(victim.log, "stopping this node's processes before the session times out"), "the liveness check fired")
+	}
+	c.requireNoOverlap(moved...)
 }
