@@ -20,6 +20,13 @@ import (
 // hand-off into an overlap. A timer, not the statistics, decides the stop: if the
 // statistics stop coming (the poll goroutine is stalled), the deadline still passes.
 //
+// Silence counts only while the membership is steady: during a join the coordinator
+// holds the JoinGroup request (and answers nothing) until every member rejoined, but it
+// does not expire a member it holds a join for. A poll goroutine blocked in a rebalance
+// callback (a revoke waiting for slow processes) delivers no statistics: past the
+// threshold the node then stops its other slices' processes too, and restarts them once
+// statistics show the coordinator answering, a pause but never an overlap.
+//
 // It is up again after two statistics samples in a row, at least a heartbeat interval
 // apart, show a fresh receive and a steady group membership (join_state "steady"): a
 // heartbeat answered with an error (the member was removed meanwhile) moves librdkafka
@@ -109,6 +116,13 @@ func (l *liveness) observe(stats string, now time.Time) {
 	}
 	rx := now.Add(-time.Duration(coord.RxIdle) * time.Microsecond)
 	steady := s.Cgrp != nil && s.Cgrp.State == "up" && s.Cgrp.JoinState == "steady"
+	if !steady {
+		// Joining: the coordinator holds a JoinGroup until every member rejoined (while a
+		// slow member finishes its revoke, for up to the rebalance timeout) and answers
+		// no heartbeat meanwhile, but it does not expire a member whose join it holds.
+		// Silence counts only in a steady membership.
+		rx = now
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {

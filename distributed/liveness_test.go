@@ -68,6 +68,18 @@ func TestLiveness(t *testing.T) {
 	l.observe(stats(0, "wait-join"), time.Now())
 	require.False(t, closed(up))
 
+	// A join in progress counts as alive (the coordinator holds the JoinGroup request
+	// and answers nothing meanwhile): it moves the deadline but does not bring it up.
+	l2 := newLiveness(threshold, hb, slog.New(slog.DiscardHandler))
+	defer l2.stop()
+	l2.observe(stats(0, "steady"), time.Now())
+	for i := 0; i < 5; i++ {
+		time.Sleep(100 * time.Millisecond)
+		l2.observe(stats(time.Duration(i+1)*100*time.Millisecond, "wait-join"), time.Now())
+	}
+	d2, _ := l2.signals()
+	require.False(t, closed(d2), "silence during a join is not counted")
+
 	// Two fresh, steady samples a heartbeat apart do.
 	l.observe(stats(0, "steady"), time.Now())
 	require.False(t, closed(up), "one sample is not enough")
