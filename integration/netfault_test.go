@@ -355,3 +355,114 @@ func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool)
 	}
 	c.requireNoOverlap(moved...)
 }
+
+// TestNetFaultRedisBlackhole: a checkpointed sumworker (processor.WithCheckpoint on a
+// Redis state.Table) reaches Redis through the proxy, which black-holes that connection
+// both ways for 15 s under load. Unlike a killed Redis, a black hole answers nothing and
+// refuses nothing: the client's calls time out, and what it sent meanwhile reaches Redis
+// late, when the network heals (as TCP retransmission delivers it), after the client has
+// given up on it: the table's applied offsets must make such a late Apply harmless. The
+// worker must keep running, commit nothing the table has not applied, recover by itself,
+// and every key's sum and count must be exact at the end.
+func TestNetFaultRedisBlackhole(t *testing.T) {
+	sfRequire(t)
+	const (
+		records    = 24_000
+		partitions = 8
+		keys       = 500
+		perSec     = 600
+		cut        = 15 * time.Second
+	)
+	start := time.Now()
+	seed := testSeed(t)
+	e := newSFEnv(t, "netredis", partitions, "--appendonly", "yes", "--appendfsync", "always")
+	px, err := faultproxy.Start(e.redis.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { px.Close() })
+	i := slices.Index(e.args, "-redis")
+	require.GreaterOrEqual(t, i, 0)
+	e.args[i+1] = px.Addr()
+	logPath := filepath.Join(t.TempDir(), "sumworker.log")
+	logOnFailure(t, "sumworker", logPath)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, records)
+	w := e.start(logPath, "")
+	alive := func() error {
+		if !w.running() {
+			return fmt.Errorf("sumworker %d exited by itself (%v)", w.pid(), w.state)
+		}
+		return nil
+	}
+	smp := e.startSampler(sp)
+	require.Eventually(t, func() bool {
+		c, err := e.probe.committed()
+		return (err == nil && progress(c) > 0) || alive() != nil
+	}, 90*time.Second, 100*time.Millisecond, "the worker committed nothing within 90s")
+	require.NoError(t, alive())
+	time.Sleep(5 * time.Second)
+
+	px.Blackhole(faultproxy.Both)
+	cutAt := time.Now()
+	maxDuring := map[int32]int64{}
+	for time.Since(cutAt) < cut {
+		require.NoError(t, alive(), "the worker must keep running through the cut")
+		if c, err := e.probe.committed(); err == nil {
+			for p, o := range c {
+				maxDuring[p] = max(maxDuring[p], o)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	// Read the table directly (not through the proxy) before healing: what was applied
+	// by the end of the cut bounds what may have been committed during it.
+	appliedAtHeal, err := e.applied(ctx)
+	require.NoError(t, err)
+	px.Heal()
+	healAt := time.Now()
+	beyond := 0
+	for p, c := range maxDuring {
+		if c > appliedAtHeal[p] {
+			beyond++
+			t.Errorf("partition %d: committed offset %d during the cut is beyond the table's applied offset %d", p, c, appliedAtHeal[p])
+		}
+	}
+	var stateBack time.Duration
+	require.Eventually(t, func() bool {
+		a, err := e.applied(ctx)
+		if err == nil && progress(a) > progress(appliedAtHeal) {
+			stateBack = time.Since(healAt)
+			return true
+		}
+		return alive() != nil
+	}, 2*time.Minute, 20*time.Millisecond, "no state write within 2m of healing")
+	require.NoError(t, alive(), "the worker must recover by itself")
+
+	sp.waitDone(t, 3*time.Minute)
+	ends := endOffsets(t, e.brokers, e.in, partitions)
+	committed, ok := e.probe.waitCommitted(t, ends, 3*time.Minute, alive)
+	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
+	smp.close()
+	_, peakLag := smp.snapshot()
+	code, exited := w.signal(syscall.SIGTERM, time.Minute)
+	require.True(t, exited, "sumworker did not exit within 1m of SIGTERM")
+	assert.Equal(t, 0, code, "sumworker exit code after SIGTERM")
+
+	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
+	v := e.checkSums(ctx, inputs)
+	retries := sfCount(logPath, "batch failed, retrying")
+	already := sfCount(logPath, "sumworker: batch already applied")
+	_, up, down := px.Stats()
+	t.Logf("net-redis: seed=%d cut=%s %s committed_beyond_table=%d state_writes_resumed=%s after heal lag_peak=%d batch_retries_logged=%d already_applied_batches=%d proxy_bytes_up=%d down=%d total=%s",
+		seed, cut, v, beyond, stateBack.Round(time.Millisecond), peakLag, retries, already, up, down, time.Since(start).Round(time.Millisecond))
+	if len(v.Examples) > 0 {
+		t.Logf("net-redis: first mismatches: %v", v.Examples)
+	}
+	assert.Equal(t, records, v.Records, "input records read back")
+	assert.Zero(t, v.DoubleCounts, "double counts")
+	assert.Zero(t, v.Losses, "losses")
+	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
+	assert.Zero(t, v.Missing, "keys missing from the table")
+	assert.Positive(t, retries, "the worker retried batches during the cut")
+}
