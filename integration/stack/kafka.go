@@ -47,6 +47,12 @@ type KafkaOptions struct {
 	// proxies, and a test can delay, black-hole or reset that traffic. Bootstrap stays
 	// direct (inter-broker traffic, the launcher's and the test's own clients).
 	Proxied bool
+	// SASL gives each node a third client listener, SECURE: SASL_PLAINTEXT with
+	// SCRAM-SHA-256 (SASLBootstrap), and turns on the StandardAuthorizer, so clients
+	// there need a SCRAM user (AddSCRAMUser) and ACLs. The PLAINTEXT listener (Bootstrap),
+	// the controller and inter-broker traffic stay unauthenticated, as the super user
+	// User:ANONYMOUS: the test's own admin client creates users and ACLs through it.
+	SASL bool
 }
 
 // Kafka is a running Apache Kafka cluster in KRaft mode on 127.0.0.1, started from the
@@ -58,6 +64,7 @@ type Kafka struct {
 	heapMB  int
 	nodes   []*kafkaNode
 	proxies []*faultproxy.Proxy // per node, with KafkaOptions.Proxied
+	sasl    bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,6 +73,7 @@ type Kafka struct {
 type kafkaNode struct {
 	id         int32
 	clientPort int
+	saslPort   int // with KafkaOptions.SASL
 	dir        string
 	mu         sync.Mutex
 	proc       *process
@@ -155,7 +163,7 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{dir: opts.Dir, jars: jars, heapMB: opts.HeapMB}
+	k := &Kafka{dir: opts.Dir, jars: jars, heapMB: opts.HeapMB, sasl: opts.SASL}
 	if opts.Proxied {
 		for range opts.Brokers {
 			// The target is set once the node's ports are known.
@@ -189,7 +197,7 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 
 func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 	n := opts.Brokers
-	ports, err := freePorts(3 * n) // client, controller and (when proxied) external listener of each node
+	ports, err := freePorts(4 * n) // client, controller, (proxied) external and (SASL) secure listener of each node
 	if err != nil {
 		return err
 	}
@@ -221,6 +229,21 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			props["listeners"] += fmt.Sprintf(",EXTERNAL://127.0.0.1:%d", ext)
 			props["advertised.listeners"] += ",EXTERNAL://" + k.proxies[i].Addr()
 			props["listener.security.protocol.map"] += ",EXTERNAL:PLAINTEXT"
+		}
+		if opts.SASL {
+			sec := ports[3*n+i]
+			props["listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
+			props["advertised.listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
+			props["listener.security.protocol.map"] += ",SECURE:SASL_PLAINTEXT"
+			maps.Copy(props, map[string]string{
+				"sasl.enabled.mechanisms":                             "SCRAM-SHA-256",
+				"listener.name.secure.sasl.enabled.mechanisms":        "SCRAM-SHA-256",
+				"listener.name.secure.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+				"authorizer.class.name":                               "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+				"super.users":                                         "User:ANONYMOUS",
+				"allow.everyone.if.no.acl.found":                      "false",
+			})
+			node.saslPort = sec
 		}
 		maps.Copy(props, opts.Props)
 		if err := writeProps(filepath.Join(node.dir, "server.properties"), props); err != nil {
@@ -413,6 +436,47 @@ func (k *Kafka) ProxiedBootstrap() string {
 		addrs[i] = px.Addr()
 	}
 	return strings.Join(addrs, ",")
+}
+
+// SASLBootstrap is the comma-separated list of every node's SASL/SCRAM listener (see
+// KafkaOptions.SASL); empty when the cluster has none. Clients there set
+// security.protocol=SASL_PLAINTEXT, sasl.mechanisms=SCRAM-SHA-256, sasl.username and
+// sasl.password.
+func (k *Kafka) SASLBootstrap() string {
+	if !k.sasl {
+		return ""
+	}
+	addrs := make([]string, len(k.nodes))
+	for i, n := range k.nodes {
+		addrs[i] = hostPort(n.saslPort)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// AddSCRAMUser creates (or changes the password of) SCRAM-SHA-256 user, through the
+// unauthenticated super-user listener.
+func (k *Kafka) AddSCRAMUser(ctx context.Context, user, password string) error {
+	if !k.sasl {
+		return errors.New("stack: the cluster was started without KafkaOptions.SASL")
+	}
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": k.Bootstrap(), "log_level": 3})
+	if err != nil {
+		return fmt.Errorf("stack: %w", err)
+	}
+	defer ac.Close()
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	res, err := ac.AlterUserScramCredentials(ctx, []kafka.UserScramCredentialUpsertion{{
+		User: user, ScramCredentialInfo: kafka.ScramCredentialInfo{Mechanism: kafka.ScramMechanismSHA256, Iterations: 4096},
+		Password: []byte(password), Salt: salt,
+	}}, nil)
+	if err != nil {
+		return fmt.Errorf("stack: add SCRAM user %q: %w", user, err)
+	}
+	if e := res.Errors[user]; e.Code() != kafka.ErrNoError {
+		return fmt.Errorf("stack: add SCRAM user %q: %v", user, e)
+	}
+	return nil
 }
 
 // Proxy is the fault proxy in front of node id's EXTERNAL listener (see
