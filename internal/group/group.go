@@ -439,6 +439,11 @@ func (e *Engine) onError(err kafka.Error) {
 		return
 	}
 	switch err.Code() {
+	case kafka.ErrGroupAuthorizationFailed:
+		// Retrying cannot help, and librdkafka would retry for good: no member, no commit.
+		e.fail(fmt.Errorf("group: not authorized to use consumer group %q (its principal needs READ on the group): %w", e.cfg.GroupID, err))
+	case kafka.ErrTopicAuthorizationFailed:
+		e.fail(fmt.Errorf("group: not authorized to read topics %q (its principal needs READ and DESCRIBE on them): %w", e.cfg.Topics, err))
 	case kafka.ErrAllBrokersDown, kafka.ErrTransport:
 		e.log.Warn("group: broker connection", "group", e.cfg.GroupID, "err", err)
 	case kafka.ErrMaxPollExceeded:
