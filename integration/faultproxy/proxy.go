@@ -1,6 +1,6 @@
 // Package faultproxy is a TCP proxy for fault tests: it listens on 127.0.0.1, forwards
-// every connection to a target, and on command delays, black-holes or resets the
-// traffic, each direction on its own.
+// every connection to a target, and on command delays (fixed, or with random jitter),
+// black-holes or resets the traffic, each direction on its own.
 //
 // Black-holing holds bytes instead of forwarding them: the proxy keeps reading (up to
 // about 8 MiB per connection and direction, then the sender's socket buffer fills), so
@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -68,8 +69,9 @@ type Proxy struct {
 }
 
 type dirState struct {
-	delay time.Duration
-	hole  chan struct{} // non-nil while black-holed; closed by Heal
+	delay  time.Duration
+	jitter time.Duration // each chunk is held delay plus a uniform random [0, jitter)
+	hole   chan struct{} // non-nil while black-holed; closed by Heal
 }
 
 // Start listens on 127.0.0.1 at an ephemeral port and forwards to target (host:port).
@@ -112,6 +114,19 @@ func (p *Proxy) Delay(dir Direction, d time.Duration) {
 	}
 }
 
+// Jitter holds each chunk of dir's traffic for an extra random time in [0, max) on top
+// of Delay (0 removes it). Chunks of one connection still arrive in order, as TCP
+// delivers them; only the latency varies.
+func (p *Proxy) Jitter(dir Direction, max time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.dirs {
+		if dir&(1<<i) != 0 {
+			p.dirs[i].jitter = max
+		}
+	}
+}
+
 // Blackhole stops forwarding dir's traffic, holding it, until Heal.
 func (p *Proxy) Blackhole(dir Direction) {
 	p.mu.Lock()
@@ -123,7 +138,7 @@ func (p *Proxy) Blackhole(dir Direction) {
 	}
 }
 
-// Heal ends black holes and delays in both directions; held bytes are forwarded.
+// Heal ends black holes, delays and jitter in both directions; held bytes are forwarded.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -253,8 +268,9 @@ func (c *conn) reset() {
 }
 
 type chunk struct {
-	b  []byte
-	at time.Time
+	b     []byte
+	at    time.Time
+	extra time.Duration // drawn once per chunk from the jitter in force when it was read
 }
 
 // pump forwards src to dst for direction i: a reader stamps each chunk, a writer
@@ -270,8 +286,12 @@ func (p *Proxy) pump(c *conn, i int, src, dst *net.TCPConn) {
 			b := make([]byte, 32<<10)
 			n, err := src.Read(b)
 			if n > 0 {
+				var extra time.Duration
+				if j := p.state(i).jitter; j > 0 {
+					extra = rand.N(j)
+				}
 				select {
-				case q <- chunk{b[:n], time.Now()}:
+				case q <- chunk{b[:n], time.Now(), extra}:
 				case <-c.done:
 					return
 				}
@@ -292,7 +312,7 @@ func (p *Proxy) pump(c *conn, i int, src, dst *net.TCPConn) {
 					return
 				}
 			}
-			if wait := time.Until(ch.at.Add(st.delay)); wait > 0 {
+			if wait := time.Until(ch.at.Add(st.delay + ch.extra)); wait > 0 {
 				t := time.NewTimer(wait)
 				select {
 				case <-t.C:

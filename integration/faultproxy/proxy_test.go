@@ -3,6 +3,7 @@ package faultproxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -94,8 +95,16 @@ func TestProxyForwardsAndDelays(t *testing.T) {
 	assert.Equal(t, "slow\n", line)
 	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "both directions' delays apply")
 
+	// Jitter varies the latency and keeps the order.
+	p.Delay(Both, 0)
+	p.Jitter(Up, 100*time.Millisecond)
+	for i := range 5 {
+		line, err = roundTrip(t, c, fmt.Sprint("j", i), 5*time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprint("j", i, "\n"), line)
+	}
 	p.Heal()
-	want := int64(len("hello\nslow\n"))
+	want := int64(len("hello\nslow\nj0\nj1\nj2\nj3\nj4\n"))
 	assert.Eventually(t, func() bool { // counted just after each write
 		accepted, up, down := p.Stats()
 		return accepted == 1 && up == want && down == want
