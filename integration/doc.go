@@ -59,7 +59,7 @@
 // (crash sums, Redis outage, Redis without persistence), netfault_test.go (an instance
 // cut off from the broker by the proxy, at-least-once and exactly-once; a distributed
 // node cut off: its stop-before-takeover margin, also CPU-starved; the Redis connection
-// cut off), security_fault_test.go (SASL/SCRAM and ACLs: right and wrong credentials,
+// cut off; exactly-once under random latency and connection resets), security_fault_test.go (SASL/SCRAM and ACLs: right and wrong credentials,
 // missing topic and group ACLs) and scale_fault_test.go (256 partitions). Each logs one greppable line of
 // figures ("eos-crash:", "net-partition:", "net-dist-margin:", ...).
 //
