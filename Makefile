@@ -4,7 +4,7 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: deps test test-short test-fault vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos
+.PHONY: deps test test-short test-fault test-net-fault soak vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
@@ -26,6 +26,20 @@ compose-check:
 ## kills on a three-node cluster). .ci/run runs it after make test.
 test-fault: deps
 	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'Fault' -timeout 40m ./integration/
+
+## test-net-fault: only the network fault suites (the fault proxy between a client and
+## the broker or Redis), the SASL/ACL suite and the 256-partition scale run; make
+## test-fault runs them too.
+test-net-fault: deps
+	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'NetFault|ScaleFault|FaultSecurity' -timeout 20m ./integration/
+
+## soak: one processor at a steady rate (SOAK_RATE records/s) for SOAK_DURATION with
+## tracing (to the stack's Jaeger) and metrics on; prints RSS, heap and goroutines every
+## 10 s and their growth after the warm-up. Not in CI.
+SOAK_DURATION ?= 30m
+SOAK_RATE     ?= 10000
+soak:
+	$(STACK) run -- $(GO) run ./integration/soak -duration $(SOAK_DURATION) -rate $(SOAK_RATE)
 
 ## bench / bench-eos: throughput harnesses on the real broker (print figures; not tests).
 ## bench builds integration/gokabench (its own module: goka and sarama stay out of go.mod).

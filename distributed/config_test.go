@@ -78,6 +78,19 @@ func TestConfigValidateMembership(t *testing.T) {
 			cfg:  Config{Brokers: "b", Protocol: Consumer, HeartbeatInterval: 10 * time.Second},
 		},
 		{
+			name: "liveness margin must leave two heartbeats",
+			cfg:  Config{Brokers: "b", SessionTimeout: 6 * time.Second, LivenessMargin: 5 * time.Second},
+			want: []string{"LivenessMargin (5s) leaves SessionTimeout (6s) minus it below two HeartbeatIntervals (2s)"},
+		},
+		{
+			name: "liveness check off",
+			cfg:  Config{Brokers: "b", SessionTimeout: 6 * time.Second, LivenessMargin: -1},
+		},
+		{
+			name: "default liveness margin with a short session",
+			cfg:  Config{Brokers: "b", SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond},
+		},
+		{
 			name: "stop timeout checked against the max poll interval",
 			cfg:  Config{Brokers: "b", MaxPollInterval: 20 * time.Second},
 			want: []string{"StopTimeout (30s) must be below MaxPollInterval (20s)", "lower StopTimeout or raise MaxPollInterval"},

@@ -73,6 +73,19 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// MaxPollInterval bounds how long a stuck revoke holds the slices. Default: 5m.
 	MaxPollInterval time.Duration
+	// LivenessMargin: a node stops its processes once the group coordinator has not
+	// answered for SessionTimeout minus LivenessMargin (heartbeats are answered every
+	// HeartbeatInterval while all is well), so they have stopped by the time the broker's
+	// session timeout hands their slices to another node, even after a GC pause or on a
+	// starved CPU. If the coordinator answers again before the slices move, their
+	// processes restart (same fencing token). With the Consumer protocol the session
+	// timeout and heartbeat interval are the broker's (group.consumer.session.timeout.ms,
+	// group.consumer.heartbeat.interval.ms): set SessionTimeout and HeartbeatInterval to
+	// them for the margin to hold. SessionTimeout minus LivenessMargin must be at least two
+	// HeartbeatIntervals. Negative turns the check off: the processes then stop when
+	// librdkafka declares the assignment lost, at about the session timeout, and the
+	// margin is whatever the hand-off leaves. Default: 3s.
+	LivenessMargin time.Duration
 
 	// Overrides are librdkafka properties for every client (TLS, SASL, client.id).
 	Overrides map[string]any
@@ -96,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Protocol == "" {
 		c.Protocol = Cooperative
+	}
+	if c.LivenessMargin == 0 {
+		c.LivenessMargin = 3 * time.Second
 	}
 	m, _ := c.membership()
 	c.SessionTimeout, c.HeartbeatInterval, c.MaxPollInterval = m.SessionTimeout, m.HeartbeatInterval, m.MaxPollInterval
@@ -134,6 +150,11 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, m.Validate("StopTimeout", c.withDefaults().StopTimeout)...)
+	// The Consumer protocol's heartbeat interval is the broker's: not checked here.
+	if d := c.withDefaults(); d.LivenessMargin > 0 && m.Protocol != group.Consumer && d.SessionTimeout-d.LivenessMargin < 2*d.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("LivenessMargin (%s) leaves SessionTimeout (%s) minus it below two HeartbeatIntervals (%s): a healthy node would stop its processes between heartbeats; lower LivenessMargin or HeartbeatInterval, or raise SessionTimeout",
+			d.LivenessMargin, d.SessionTimeout, 2*d.HeartbeatInterval))
+	}
 	owned := kconf.Owned{}
 	for k, v := range group.OwnedKeys {
 		owned[k] = v
@@ -284,6 +305,15 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 	// One reader per Run, connected at the first slice start that needs it.
 	reader := admin.NewReader(n.cfg.Brokers, toMap(n.cfg.Overrides))
 	c := &cluster{node: n, name: name, topic: topic, partitions: partitions, processes: processes, prod: prod, reader: reader}
+	var statsInterval time.Duration
+	var statsHook func(string)
+	if n.cfg.LivenessMargin > 0 {
+		c.live = newLiveness(n.member.SessionTimeout-n.cfg.LivenessMargin, n.member.HeartbeatInterval, n.log.With("name", name, "node", n.cfg.NodeID))
+		// A sample per heartbeat interval (at most one a second) tells when the
+		// coordinator answers again; the stop itself runs off a timer.
+		statsInterval = min(n.member.HeartbeatInterval, time.Second)
+		statsHook = func(js string) { c.live.observe(js, time.Now()) }
+	}
 	stuck := make(chan error, 1)
 	eng, err := group.New(group.Config{
 		Brokers:           n.cfg.Brokers,
@@ -298,6 +328,7 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 		RevokeTimeout:     n.cfg.StopTimeout,
 		PauseFetch:        true,
 		HoldStuck:         true,
+		StatsInterval:     statsInterval,
 		Overrides:         toMap(n.cfg.Overrides),
 		Logger:            n.log,
 		Hooks: group.Hooks{
@@ -307,9 +338,13 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 				default:
 				}
 			},
+			Stats: statsHook,
 		},
 	}, c.runSlice)
 	if err != nil {
+		if c.live != nil {
+			c.live.stop()
+		}
 		prod.Close(5 * time.Second)
 		reader.Close()
 		return fmt.Errorf("distributed: %w", err)
@@ -321,6 +356,9 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 	go func() {
 		defer n.engines.Done()
 		err := eng.Run(ctx)
+		if c.live != nil {
+			c.live.stop()
+		}
 		prod.Close(5 * time.Second)
 		reader.Close()
 		release()

@@ -23,6 +23,15 @@
 // slices that move are stopped. A lost assignment (the node was timed out of the group)
 // cancels at once.
 //
+// A node cut off from the group coordinator stops its processes before the broker's
+// session timeout gives their slices to another node: once the coordinator has not
+// answered for SessionTimeout minus LivenessMargin (3 s by default; heartbeats are
+// answered every HeartbeatInterval), the slices' processes are cancelled and the slices
+// paused. The margin is what a GC pause, a starved CPU or a slow-stopping process can
+// eat before two instances overlap. If the coordinator answers again and the membership
+// is steady before the slices move, their processes restart with the same fencing token;
+// otherwise the slices are revoked as lost and move.
+//
 // A process still running StopTimeout after its cancellation makes Run return an error
 // wrapping ErrStuck that names it. The node then keeps holding the slice so that no other
 // node starts a second instance; the program should exit, which ends the stuck process

@@ -3,6 +3,7 @@ package distributed
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -85,6 +86,7 @@ type cluster struct {
 	processes  []Process
 	prod       *produce.Producer
 	reader     *admin.Reader // reads the previous owner's release at each slice start
+	live       *liveness     // nil when LivenessMargin is negative
 
 	mu      sync.Mutex
 	running map[int]bool // process indexes with a live instance on this node
@@ -125,57 +127,49 @@ func (c *cluster) runSlice(s *group.Slot) error {
 	log.Info("distributed: slice starting", "token", token, "processes", idx)
 	obs := c.node.tel.SliceObserver(c.name, s.ID, c.node.cfg.NodeID)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	results := make(chan result, len(idx))
-	for _, i := range idx {
-		info := Info{Name: c.name, Index: i, Slice: s.ID, Token: token, Node: c.node.cfg.NodeID}
-		pctx := context.WithValue(ctx, infoKey{}, info)
-		pctx = context.WithValue(pctx, restartKey{}, obs.Restarted)
-		c.setRunning(i, true)
-		go func() {
-			err := runProcess(pctx, c.processes[i])
-			c.setRunning(i, false)
-			results <- result{i, err}
-		}()
-	}
-	obs.Started(token, len(idx), assigned, time.Now())
-	previousDone := make(chan struct{})
-	go func() { // reading the previous owner's release must not delay the start
-		defer close(previousDone)
-		obs.Previous(c.previous(s.Context(), s.ID, token))
-	}()
-	defer func() { <-previousDone }()
-	remaining := len(idx)
 	var failure error
 	var stopping time.Time
-	for remaining > 0 && failure == nil {
+	finished := map[int]bool{} // returned nil: done until the slice moves
+	previousDone := make(chan struct{})
+	defer func() { <-previousDone }()
+	for round := 0; ; round++ {
+		var down <-chan struct{} // nil (never ready) without the liveness check
+		if c.live != nil {
+			down, _ = c.live.signals()
+		}
+		started := func() {}
+		if round == 0 {
+			started = func() {
+				obs.Started(token, len(idx), assigned, time.Now())
+				go func() { // reading the previous owner's release must not delay the start
+					defer close(previousDone)
+					obs.Previous(c.previous(s.Context(), s.ID, token))
+				}()
+			}
+		}
+		paused, cancelled := c.runRound(s, idx, token, finished, down, obs.Restarted, started, log, &failure, &stopping)
+		if failure != nil {
+			break
+		}
+		if !cancelled { // every process finished: keep the slice until it moves
+			<-s.Context().Done()
+			stopping = time.Now()
+			break
+		}
+		if !paused || s.Context().Err() != nil {
+			break
+		}
+		log.Warn("distributed: slice paused: its processes stopped while the group coordinator is silent; they restart if it answers before the slice moves",
+			"stop", time.Since(stopping).Round(time.Millisecond))
+		_, up := c.live.signals()
 		select {
 		case <-s.Context().Done():
-			stopping = time.Now()
-			cancel()
-		case r := <-results:
-			remaining--
-			switch {
-			case r.err != nil && ctx.Err() == nil:
-				failure = &ProcessError{Name: c.name, Index: r.index, Slice: s.ID, Err: r.err}
-				log.Error("distributed: process failed; stopping", "index", r.index, "err", r.err)
-			case r.err != nil:
-				log.Debug("distributed: process returned an error after cancellation", "index", r.index, "err", r.err)
-			default:
-				log.Info("distributed: process done", "index", r.index)
-			}
+		case <-up:
 		}
-		if ctx.Err() != nil || failure != nil {
-			cancel()
-			for ; remaining > 0; remaining-- {
-				<-results
-			}
+		if s.Context().Err() != nil || s.Lost() {
+			break
 		}
-	}
-	if failure == nil && ctx.Err() == nil {
-		<-s.Context().Done() // every process finished: keep the slice until it moves
-		stopping = time.Now()
+		log.Info("distributed: slice resumed: restarting its processes", "token", token, "paused", time.Since(stopping).Round(time.Millisecond))
 	}
 	if stopping.IsZero() {
 		stopping = time.Now()
@@ -191,6 +185,64 @@ func (c *cluster) runSlice(s *group.Slot) error {
 		rcancel()
 	}
 	return failure
+}
+
+// runRound starts the slice's processes that have not finished and waits until they all
+// returned: by themselves, after a failure, or cancelled because the slot ended or (down)
+// the group coordinator went silent. It reports whether down stopped them and whether
+// they were cancelled at all. started runs once the processes are started.
+func (c *cluster) runRound(s *group.Slot, idx []int, token int64, finished map[int]bool, down <-chan struct{},
+	restarted func(), started func(), log *slog.Logger, failure *error, stopping *time.Time) (paused, cancelled bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := make(chan result, len(idx))
+	remaining := 0
+	for _, i := range idx {
+		if finished[i] {
+			continue
+		}
+		info := Info{Name: c.name, Index: i, Slice: s.ID, Token: token, Node: c.node.cfg.NodeID}
+		pctx := context.WithValue(ctx, infoKey{}, info)
+		pctx = context.WithValue(pctx, restartKey{}, restarted)
+		c.setRunning(i, true)
+		remaining++
+		go func() {
+			err := runProcess(pctx, c.processes[i])
+			c.setRunning(i, false)
+			results <- result{i, err}
+		}()
+	}
+	started()
+	for remaining > 0 && *failure == nil {
+		select {
+		case <-s.Context().Done():
+			*stopping = time.Now()
+			cancel()
+		case <-down:
+			*stopping = time.Now()
+			paused = true
+			cancel()
+		case r := <-results:
+			remaining--
+			switch {
+			case r.err != nil && ctx.Err() == nil:
+				*failure = &ProcessError{Name: c.name, Index: r.index, Slice: s.ID, Err: r.err}
+				log.Error("distributed: process failed; stopping", "index", r.index, "err", r.err)
+			case r.err != nil:
+				log.Debug("distributed: process returned an error after cancellation", "index", r.index, "err", r.err)
+			case ctx.Err() == nil:
+				finished[r.index] = true
+				log.Info("distributed: process done", "index", r.index)
+			}
+		}
+		if ctx.Err() != nil || *failure != nil {
+			cancel()
+			for ; remaining > 0; remaining-- {
+				<-results
+			}
+		}
+	}
+	return paused, ctx.Err() != nil
 }
 
 // previousTimeout bounds the read of the record before a claim.

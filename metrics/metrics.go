@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	promclient "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -46,9 +47,18 @@ type Prometheus struct {
 }
 
 // NewPrometheus creates a MeterProvider exporting to a private Prometheus registry (so
-// several in one process, as in tests, do not collide), with the Go runtime collectors.
+// several in one process, as in tests, do not collide). The registry also serves the Go
+// runtime collector (go_goroutines, go_memstats_*, go_gc_duration_seconds, ...) and the
+// process collector (process_resident_memory_bytes, process_cpu_seconds_total,
+// process_open_fds, ...; on Linux, read from /proc).
 func NewPrometheus(service string) (*Prometheus, error) {
 	reg := promclient.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("metrics: Go runtime collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("metrics: process collector: %w", err)
+	}
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, fmt.Errorf("metrics: prometheus exporter: %w", err)

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -123,4 +124,32 @@ func metricSum(text, name string) float64 {
 		sum += v
 	}
 	return sum
+}
+
+// TestPrometheusRuntimeCollectors checks that /metrics serves the Go runtime and process
+// collectors next to samsa's instruments: goroutines, heap and resident memory.
+func TestPrometheusRuntimeCollectors(t *testing.T) {
+	prom, err := metrics.NewPrometheus("runtime-test")
+	require.NoError(t, err)
+	defer prom.Shutdown(context.Background())
+	srv := httptest.NewServer(prom.Handler())
+	defer srv.Close()
+
+	resp, err := srv.Client().Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	text := string(body)
+	assert.GreaterOrEqual(t, metricSum(text, "go_goroutines"), 1.0, "%s", text)
+	assert.Greater(t, metricSum(text, "go_memstats_heap_alloc_bytes"), 0.0)
+	if runtime.GOOS == "linux" { // the process collector reads /proc
+		assert.Greater(t, metricSum(text, "process_resident_memory_bytes"), 0.0, "%s", text)
+		assert.Greater(t, metricSum(text, "process_open_fds"), 0.0)
+	}
+
+	// Two providers in one process keep separate registries: no duplicate registration.
+	other, err := metrics.NewPrometheus("runtime-test-2")
+	require.NoError(t, err)
+	require.NoError(t, other.Shutdown(context.Background()))
 }

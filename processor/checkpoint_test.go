@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +47,8 @@ func counter(tbl *state.Table[string, int64]) processor.Handler[string, string] 
 // input's end, then stops it; it returns what Run returned.
 func runCounter(t *testing.T, b *samsatest.Broker, group string, tbl *state.Table[string, int64], until int64) error {
 	t.Helper()
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+	eos := strings.HasSuffix(group, "-eos")
+	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond, ExactlyOnce: eos},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		counter(tbl), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)
@@ -76,6 +78,12 @@ func TestCheckpointBehindCommitsIsDetected(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processors on the in-process broker")
 	}
+	for _, mode := range []string{"alo", "eos"} {
+		t.Run(mode, func(t *testing.T) { testCheckpointBehind(t, "counts-"+mode) })
+	}
+}
+
+func testCheckpointBehind(t *testing.T, group string) {
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2})
 	in := processor.NewOutput("in", codec.String(), codec.String())
 	var recs []samsatest.KV[string, string]
@@ -85,13 +93,13 @@ func TestCheckpointBehindCommitsIsDetected(t *testing.T) {
 	samsatest.Produce(t, b.Addr(), in, recs...)
 
 	kept := state.NewMemoryTable[string, int64]()
-	require.NoError(t, runCounter(t, b, "counts", kept, 100))
+	require.NoError(t, runCounter(t, b, group, kept, 100))
 
 	samsatest.Produce(t, b.Addr(), in, recs...)
-	require.NoError(t, runCounter(t, b, "counts", kept, 200), "the same table resumes")
+	require.NoError(t, runCounter(t, b, group, kept, 200), "the same table resumes")
 
 	lost := state.NewMemoryTable[string, int64]()
-	err := runCounter(t, b, "counts", lost, 1<<62)
+	err := runCounter(t, b, group, lost, 1<<62)
 	require.Error(t, err, "an empty table behind the commits must not be resumed")
 	assert.ErrorIs(t, err, processor.ErrCheckpointBehind)
 	assert.Regexp(t, `in\[[01]\]: the checkpoint reports offset 0 applied, but the group's commit at offset \d+ recorded \d+`, err.Error())

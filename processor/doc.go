@@ -68,6 +68,25 @@
 // aborts in a row stop the processor: an output the broker refuses for good would
 // otherwise loop.
 //
+// An instance cut off from the brokers keeps running: once its partitions are lost
+// (past SessionTimeout) it aborts the open transaction, retrying that abort while the
+// coordinator is out of reach ("Timed out waiting for operation to finish" is
+// retriable), and rejoins the group when the network heals; if the coordinator aborted
+// the transaction in the meantime, the producer comes back fenced and is replaced as
+// above. Only Run's context ends that wait.
+//
+// One instance's open transaction holds back every instance's output from
+// read_committed readers until it ends: such a reader stops at a partition's last
+// stable offset, the first offset of the oldest transaction still open on it, and the
+// outputs of all instances share the output partitions. A transaction normally ends
+// within CommitInterval; one whose instance is cut off, hung or killed stays open until
+// the coordinator aborts it, TransactionTimeout after it began plus up to the broker's
+// transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s by default); about
+// 11 to 14 s with the defaults, during which no reader of the outputs sees anything new.
+// That is why TransactionTimeout defaults to 10 s, well under Kafka's 60 s: raise it
+// only as far as a stalled output is acceptable, and keep it above CommitInterval plus
+// the longest batch.
+//
 // Choose it when a downstream reader must not see duplicates and reads with
 // read_committed. It costs a transaction per CommitInterval per instance (commit
 // latency, and end-to-end latency of up to CommitInterval for read_committed readers),

@@ -87,7 +87,7 @@ type Checkpoint interface {
 // Batch.NextOffsets through the same store (see state.Table.Apply). When c is also a
 // Recorder (state.Table is), commits record the applied offsets, and a store found
 // behind them at assignment (it lost writes) makes Run fail with ErrCheckpointBehind
-// rather than resume on it; in the at-least-once mode.
+// rather than resume on it (in both delivery modes).
 func WithCheckpoint(c Checkpoint) Option { return func(o *options) { o.checkpoint = c } }
 
 // WithLogger sets the logger for the processor and librdkafka's logs. Default (or nil):

@@ -50,6 +50,7 @@ func (e *exactlyOnce) configure(cfg *group.Config) {
 // commit cadence.
 func (e *exactlyOnce) start(ctx context.Context, eng *group.Engine, stop context.CancelFunc) {
 	e.eng, e.t.eng, e.stop = eng, eng, stop
+	e.t.life = ctx
 	e.wg.Go(func() {
 		tick := time.NewTicker(e.commitInterval)
 		defer tick.Stop()
@@ -79,7 +80,10 @@ func (e *exactlyOnce) wait() error {
 
 // beforeUnassign commits the revoked partitions' finished batches while the group
 // generation that owns them is current; a lost assignment aborts instead. It runs on the
-// engine's poll goroutine, after the revoked slots' workers returned.
+// engine's poll goroutine, after the revoked slots' workers returned. An assignment lost
+// to a network partition cannot be aborted until the coordinator is reachable again: the
+// abort is retried until then (or until Run's context ends), so the instance rejoins when
+// the network heals instead of ending Run.
 func (e *exactlyOnce) beforeUnassign(slots []int32, lost bool) ([]group.Epoch, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.drainTimeout)
 	defer cancel()

@@ -35,17 +35,24 @@ type txn struct {
 	newProd func() (*produce.Producer, error)
 	prod    *produce.Producer // replaced under mu.Lock when fenced
 	timeout time.Duration     // bound of each transactional call
-	eng     *group.Engine
-	log     *slog.Logger
+	// life is Run's context. While it lives, a retriable failure to abort (the
+	// coordinator is out of reach: "Timed out waiting for operation to finish") is retried
+	// however long the broker stays out of reach, instead of ending Run.
+	life context.Context
+	eng  *group.Engine
+	log  *slog.Logger
 
-	mu        sync.RWMutex
-	pmu       sync.Mutex                      // guards pending and slots among mu.RLock holders
-	pending   map[record.TopicPartition]int64 // offsets of batches produced in the open transaction
-	slots     map[int32]uint64                // slot -> epoch with work in the open transaction
-	dead      map[uint64]bool                 // slot epochs whose work was aborted (written under mu.Lock)
-	mustAbort bool                            // an output was refused: the transaction cannot commit
-	aborts    int                             // consecutive aborts, for the poison-output guard
-	recovered int                             // producers replaced since the last commit
+	mu      sync.RWMutex
+	pmu     sync.Mutex                      // guards pending and slots among mu.RLock holders
+	pending map[record.TopicPartition]int64 // offsets of batches produced in the open transaction
+	// pendingMeta is the commit metadata of pending's offsets (a checkpoint's applied
+	// offset, see Recorder), when there is any.
+	pendingMeta map[record.TopicPartition]string
+	slots       map[int32]uint64 // slot -> epoch with work in the open transaction
+	dead        map[uint64]bool  // slot epochs whose work was aborted (written under mu.Lock)
+	mustAbort   bool             // an output was refused: the transaction cannot commit
+	aborts      int              // consecutive aborts, for the poison-output guard
+	recovered   int              // producers replaced since the last commit
 
 	// A librdkafka call that ignores its timeout (librdkafka #5456, #5511:
 	// SendOffsetsToTransaction can block for good once the group coordinator went away)
@@ -65,6 +72,14 @@ const maxRecoveries = 3
 // the broker refuses permanently would otherwise abort, rewind and fail forever).
 const maxConsecutiveAborts = 5
 
+// ended is the txn's life until the sink binds Run's context: before Run, no retry goes
+// past its caller's attempts.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
 var errTxnAborted = errors.New("transaction aborted; partition rewound")
 
 func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, log *slog.Logger) (*txn, error) {
@@ -72,8 +87,8 @@ func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, lo
 	if err != nil {
 		return nil, err
 	}
-	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second,
-		pending: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
+	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second, life: ended,
+		pending: map[record.TopicPartition]int64{}, pendingMeta: map[record.TopicPartition]string{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
 }
 
 // close closes the current producer, waiting up to timeout for its deliveries, and
@@ -109,16 +124,8 @@ func (t *txn) begin(ctx context.Context) error {
 }
 
 func (t *txn) beginLocked(ctx context.Context) error {
-	for attempt := 0; ; attempt++ {
-		err := t.call(ctx, "init transactions", t.prod.InitTransactions)
-		if err == nil {
-			break
-		}
-		var te *produce.TxnError
-		if errors.As(err, &te) && te.Retriable && attempt < 10 && ctx.Err() == nil {
-			(Backoff{}).sleep(ctx, attempt)
-			continue
-		}
+	err := t.untilReached(ctx, "init transactions", 10, t.prod.InitTransactions)
+	if err != nil {
 		return fmt.Errorf("processor: exactly-once: %w", err)
 	}
 	if err := t.prod.BeginTransaction(); err != nil {
@@ -159,7 +166,9 @@ var errWedged = errors.New("the call did not return within its timeout (librdkaf
 // produce puts a batch's outputs into the open transaction and registers its offsets.
 // It returns errAbandoned when the slot's work was aborted: its rewind is coming.
 func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error {
-	t.mu.RLock()
+	if !t.rlock(ctx, s.Context()) {
+		return errAbandoned // revoked (or Run ending) while a commit or abort held the lock
+	}
 	defer t.mu.RUnlock()
 	if t.dead[s.Epoch] || !t.eng.Owned(s) {
 		return errAbandoned // aborted (a rewind is coming) or revoked: not ours to commit
@@ -180,10 +189,38 @@ func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*rec
 	for _, o := range f.next {
 		if o.Offset > t.pending[o.TopicPartition] {
 			t.pending[o.TopicPartition] = o.Offset
+			if o.Metadata != "" {
+				t.pendingMeta[o.TopicPartition] = o.Metadata
+			}
 		}
 	}
 	t.pmu.Unlock()
 	return nil
+}
+
+// rlock takes mu.RLock for a worker, or gives up when the worker's slot is revoked or ctx
+// ends first. A commit or abort holds mu.Lock, and while the coordinator is out of reach
+// an abort is retried for as long as the outage lasts: a worker waiting on a plain RLock
+// would outlive its slot's revoke timeout and fail Run. The wait polls (TryRLock every
+// 5 ms) only while a commit or abort holds the lock.
+func (t *txn) rlock(ctx, slot context.Context) bool {
+	if t.mu.TryRLock() {
+		return true
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-slot.Done():
+			return false
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+		if t.mu.TryRLock() {
+			return true
+		}
+	}
 }
 
 // commit commits the open transaction with the registered offsets and opens the next.
@@ -212,7 +249,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 		}
 		return int(a.Partition - b.Partition)
 	}) {
-		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp]})
+		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp], Metadata: t.pendingMeta[tp]})
 	}
 	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
 	err = t.retry(ctx, "send offsets to transaction", func(ctx context.Context) error {
@@ -233,6 +270,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 		t.aborts = 0
 		t.recovered = 0
 		clear(t.pending)
+		clear(t.pendingMeta)
 		clear(t.slots)
 		if err := t.prod.BeginTransaction(); err != nil {
 			return nil, fmt.Errorf("processor: exactly-once: %w", err)
@@ -262,7 +300,7 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 	if t.aborts > maxConsecutiveAborts {
 		return nil, fmt.Errorf("processor: exactly-once: %d consecutive transactions aborted; an output is probably refused permanently (too large, not authorized)", t.aborts-1)
 	}
-	if err := t.retry(ctx, "abort transaction", t.prod.AbortTransaction); err != nil {
+	if err := t.untilReached(ctx, "abort transaction", 4, t.prod.AbortTransaction); err != nil {
 		var te *produce.TxnError
 		if errors.As(err, &te) && te.Fatal {
 			return t.recoverLocked(ctx, err)
@@ -284,6 +322,7 @@ func (t *txn) discardLocked() []group.Epoch {
 		t.dead[t.slots[id]] = true // until rewound, these workers may not produce into the next transaction
 	}
 	clear(t.pending)
+	clear(t.pendingMeta)
 	clear(t.slots)
 	t.mustAbort = false
 	return rewind
@@ -334,5 +373,42 @@ func (t *txn) retry(ctx context.Context, name string, op func(context.Context) e
 			return err
 		}
 		Backoff{Initial: 50 * time.Millisecond}.sleep(ctx, attempt)
+	}
+}
+
+// untilReached runs op (each call bounded by the transaction timeout) and retries its
+// retriable errors: up to attempts times within ctx, and past that, or past ctx's end,
+// for as long as Run's context lives. Aborting (or registering) cannot be skipped: the
+// open transaction must end before the next can begin, and an instance cut off from
+// the coordinator can only wait for the network to heal (meanwhile the coordinator
+// aborts the transaction itself at the transaction timeout, and the next call says
+// "fenced": the producer is then replaced). Giving up instead would end Run over an
+// outage that at-least-once mode rides out.
+func (t *txn) untilReached(ctx context.Context, name string, attempts int, op func(context.Context) error) error {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		callCtx := ctx
+		if ctx.Err() != nil {
+			callCtx = t.life
+		}
+		err := t.call(callCtx, name, op)
+		var te *produce.TxnError
+		if err == nil || !errors.As(err, &te) || !te.Retriable {
+			if attempt > 0 {
+				t.log.Info("processor: exactly-once: coordinator reached again", "op", name, "attempts", attempt+1, "after", time.Since(start).Round(time.Millisecond), "err", err)
+			}
+			return err
+		}
+		withinCaller := attempt+1 < attempts && ctx.Err() == nil
+		if !withinCaller && t.life.Err() != nil {
+			return err // shutting down: the caller's attempts are spent
+		}
+		t.log.Warn("processor: exactly-once: transactional call failed (retriable); retrying until the coordinator answers",
+			"op", name, "attempt", attempt+1, "since", time.Since(start).Round(time.Millisecond), "err", err)
+		sleepCtx := ctx
+		if !withinCaller {
+			sleepCtx = t.life
+		}
+		(Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}).sleep(sleepCtx, attempt)
 	}
 }

@@ -50,3 +50,60 @@ func TestTxnCallWedged(t *testing.T) {
 		t.Fatal("the wedged call's return was not signalled")
 	}
 }
+
+// TestTxnUntilReached: a retriable failure to abort (the coordinator out of reach, as
+// during a network partition longer than the session timeout) is retried past the
+// caller's attempts and past the caller's deadline while Run's context lives, and the
+// call succeeds once the coordinator answers; when Run is ending, the caller's attempts
+// bound it; a non-retriable error returns at once.
+func TestTxnUntilReached(t *testing.T) {
+	timedOut := &produce.TxnError{Op: "abort transaction", Err: errors.New("Timed out waiting for operation to finish"), Retriable: true}
+	failing := func(n int, calls *int) func(context.Context) error {
+		return func(context.Context) error {
+			*calls++
+			if *calls <= n {
+				return timedOut
+			}
+			return nil
+		}
+	}
+
+	t.Run("Run alive: retried until reached", func(t *testing.T) {
+		life, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		tx := &txn{timeout: time.Second, wedgeGrace: time.Second, log: slog.New(slog.DiscardHandler), life: life}
+		caller, ccancel := context.WithTimeout(context.Background(), 100*time.Millisecond) // as the revoke hook's bound
+		defer ccancel()
+		var calls int
+		require.NoError(t, tx.untilReached(caller, "abort transaction", 4, failing(8, &calls)))
+		assert.Equal(t, 9, calls, "eight timeouts, then the coordinator answered")
+	})
+
+	t.Run("Run ending: the caller's attempts bound it", func(t *testing.T) {
+		tx := &txn{timeout: time.Second, wedgeGrace: time.Second, log: slog.New(slog.DiscardHandler), life: ended}
+		var calls int
+		err := tx.untilReached(context.Background(), "abort transaction", 4, failing(100, &calls))
+		require.ErrorIs(t, err, timedOut)
+		assert.Equal(t, 4, calls)
+	})
+
+	t.Run("Run cancelled while retrying", func(t *testing.T) {
+		life, cancel := context.WithCancel(context.Background())
+		tx := &txn{timeout: time.Second, wedgeGrace: time.Second, log: slog.New(slog.DiscardHandler), life: life}
+		var calls int
+		time.AfterFunc(300*time.Millisecond, cancel)
+		start := time.Now()
+		err := tx.untilReached(context.Background(), "abort transaction", 1, failing(1<<30, &calls))
+		require.ErrorIs(t, err, timedOut)
+		assert.Less(t, time.Since(start), 5*time.Second)
+	})
+
+	t.Run("not retriable", func(t *testing.T) {
+		tx := &txn{timeout: time.Second, wedgeGrace: time.Second, log: slog.New(slog.DiscardHandler), life: context.Background()}
+		fenced := &produce.TxnError{Op: "abort transaction", Err: errors.New("fenced"), Fatal: true, Fenced: true}
+		var calls int
+		err := tx.untilReached(context.Background(), "abort transaction", 4, func(context.Context) error { calls++; return fenced })
+		require.ErrorIs(t, err, fenced)
+		assert.Equal(t, 1, calls)
+	})
+}

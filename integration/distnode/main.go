@@ -18,6 +18,7 @@
 // returns nil); 3 when Run returns an error, which is printed to stderr; 2 on bad flags.
 //
 //	distnode -brokers 127.0.0.1:9092 -name g -node n1 -checker /tmp/x/c.sock [-procs 20] [-partitions 8]
+//	         [-liveness-margin 3s]
 package main
 
 import (
@@ -49,6 +50,7 @@ func main() {
 	session := flag.Duration("session", 6*time.Second, "SessionTimeout")
 	heartbeat := flag.Duration("heartbeat", 500*time.Millisecond, "HeartbeatInterval")
 	stopTimeout := flag.Duration("stop-timeout", 10*time.Second, "StopTimeout")
+	margin := flag.Duration("liveness-margin", 0, "LivenessMargin (0: the default; negative: off)")
 	prefix := flag.String("topic-prefix", "", "TopicPrefix (default: the framework's)")
 	checker := flag.String("checker", "", "checker Unix socket path")
 	hb := flag.Duration("hb", 5*time.Millisecond, "process heartbeat interval to the checker")
@@ -76,6 +78,7 @@ func main() {
 		Protocol:          distributed.Protocol(*protocol),
 		SessionTimeout:    *session,
 		HeartbeatInterval: *heartbeat,
+		LivenessMargin:    *margin,
 	}, distributed.WithLogger(log))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "distnode:", err)

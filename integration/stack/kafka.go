@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/samsa-go/samsa/integration/faultproxy"
 )
 
 // DefaultKafkaVersion is the Apache Kafka release the launcher runs unless
@@ -39,6 +41,18 @@ type KafkaOptions struct {
 	Props map[string]string
 	// Dir holds each node's config, data and log. Default: a temp dir removed by Close.
 	Dir string
+	// Proxied gives each node a second client listener, EXTERNAL, reached through a
+	// fault proxy (Kafka.Proxy) whose address is what the listener advertises, so a
+	// client bootstrapped at ProxiedBootstrap talks to every broker only through the
+	// proxies, and a test can delay, black-hole or reset that traffic. Bootstrap stays
+	// direct (inter-broker traffic, the launcher's and the test's own clients).
+	Proxied bool
+	// SASL gives each node a third client listener, SECURE: SASL_PLAINTEXT with
+	// SCRAM-SHA-256 (SASLBootstrap), and turns on the StandardAuthorizer, so clients
+	// there need a SCRAM user (AddSCRAMUser) and ACLs. The PLAINTEXT listener (Bootstrap),
+	// the controller and inter-broker traffic stay unauthenticated, as the super user
+	// User:ANONYMOUS: the test's own admin client creates users and ACLs through it.
+	SASL bool
 }
 
 // Kafka is a running Apache Kafka cluster in KRaft mode on 127.0.0.1, started from the
@@ -49,6 +63,8 @@ type Kafka struct {
 	jars    string
 	heapMB  int
 	nodes   []*kafkaNode
+	proxies []*faultproxy.Proxy // per node, with KafkaOptions.Proxied
+	sasl    bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -57,6 +73,7 @@ type Kafka struct {
 type kafkaNode struct {
 	id         int32
 	clientPort int
+	saslPort   int // with KafkaOptions.SASL
 	dir        string
 	mu         sync.Mutex
 	proc       *process
@@ -146,7 +163,18 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{dir: opts.Dir, jars: jars, heapMB: opts.HeapMB}
+	k := &Kafka{dir: opts.Dir, jars: jars, heapMB: opts.HeapMB, sasl: opts.SASL}
+	if opts.Proxied {
+		for range opts.Brokers {
+			// The target is set once the node's ports are known.
+			px, err := faultproxy.Start("127.0.0.1:1")
+			if err != nil {
+				k.Close()
+				return nil, fmt.Errorf("stack: %w", err)
+			}
+			k.proxies = append(k.proxies, px)
+		}
+	}
 	if k.dir == "" {
 		if k.dir, err = os.MkdirTemp("", "samsa-kafka-"); err != nil {
 			return nil, fmt.Errorf("stack: %w", err)
@@ -169,7 +197,7 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 
 func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 	n := opts.Brokers
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(4 * n) // client, controller, (proxied) external and (SASL) secure listener of each node
 	if err != nil {
 		return err
 	}
@@ -195,6 +223,28 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			"advertised.listeners":     fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", ports[i]),
 			"log.dirs":                 filepath.Join(node.dir, "data"),
 		})
+		if opts.Proxied {
+			ext := ports[2*n+i]
+			k.proxies[i].SetTarget(hostPort(ext))
+			props["listeners"] += fmt.Sprintf(",EXTERNAL://127.0.0.1:%d", ext)
+			props["advertised.listeners"] += ",EXTERNAL://" + k.proxies[i].Addr()
+			props["listener.security.protocol.map"] += ",EXTERNAL:PLAINTEXT"
+		}
+		if opts.SASL {
+			sec := ports[3*n+i]
+			props["listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
+			props["advertised.listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
+			props["listener.security.protocol.map"] += ",SECURE:SASL_PLAINTEXT"
+			maps.Copy(props, map[string]string{
+				"sasl.enabled.mechanisms":                             "SCRAM-SHA-256",
+				"listener.name.secure.sasl.enabled.mechanisms":        "SCRAM-SHA-256",
+				"listener.name.secure.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+				"authorizer.class.name":                               "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+				"super.users":                                         "User:ANONYMOUS",
+				"allow.everyone.if.no.acl.found":                      "false",
+			})
+			node.saslPort = sec
+		}
 		maps.Copy(props, opts.Props)
 		if err := writeProps(filepath.Join(node.dir, "server.properties"), props); err != nil {
 			return err
@@ -378,6 +428,69 @@ func (k *Kafka) Bootstrap() string {
 	return strings.Join(addrs, ",")
 }
 
+// ProxiedBootstrap is the comma-separated list of every node's proxy address (see
+// KafkaOptions.Proxied); empty when the cluster is not proxied.
+func (k *Kafka) ProxiedBootstrap() string {
+	addrs := make([]string, len(k.proxies))
+	for i, px := range k.proxies {
+		addrs[i] = px.Addr()
+	}
+	return strings.Join(addrs, ",")
+}
+
+// SASLBootstrap is the comma-separated list of every node's SASL/SCRAM listener (see
+// KafkaOptions.SASL); empty when the cluster has none. Clients there set
+// security.protocol=SASL_PLAINTEXT, sasl.mechanisms=SCRAM-SHA-256, sasl.username and
+// sasl.password.
+func (k *Kafka) SASLBootstrap() string {
+	if !k.sasl {
+		return ""
+	}
+	addrs := make([]string, len(k.nodes))
+	for i, n := range k.nodes {
+		addrs[i] = hostPort(n.saslPort)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// AddSCRAMUser creates (or changes the password of) SCRAM-SHA-256 user, through the
+// unauthenticated super-user listener.
+func (k *Kafka) AddSCRAMUser(ctx context.Context, user, password string) error {
+	if !k.sasl {
+		return errors.New("stack: the cluster was started without KafkaOptions.SASL")
+	}
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": k.Bootstrap(), "log_level": 3})
+	if err != nil {
+		return fmt.Errorf("stack: %w", err)
+	}
+	defer ac.Close()
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	res, err := ac.AlterUserScramCredentials(ctx, []kafka.UserScramCredentialUpsertion{{
+		User: user, ScramCredentialInfo: kafka.ScramCredentialInfo{Mechanism: kafka.ScramMechanismSHA256, Iterations: 4096},
+		Password: []byte(password), Salt: salt,
+	}}, nil)
+	if err != nil {
+		return fmt.Errorf("stack: add SCRAM user %q: %w", user, err)
+	}
+	if e := res.Errors[user]; e.Code() != kafka.ErrNoError {
+		return fmt.Errorf("stack: add SCRAM user %q: %v", user, e)
+	}
+	return nil
+}
+
+// Proxy is the fault proxy in front of node id's EXTERNAL listener (see
+// KafkaOptions.Proxied).
+func (k *Kafka) Proxy(id int32) (*faultproxy.Proxy, error) {
+	if len(k.proxies) == 0 {
+		return nil, errors.New("stack: the cluster was started without KafkaOptions.Proxied")
+	}
+	if _, err := k.node(id); err != nil {
+		return nil, err
+	}
+	return k.proxies[id-1], nil
+}
+
 // NodeIDs lists the cluster's node ids (1..n).
 func (k *Kafka) NodeIDs() []int32 {
 	ids := make([]int32, len(k.nodes))
@@ -487,6 +600,9 @@ func (k *Kafka) Close() error {
 			if p := n.process(); p != nil {
 				errs = append(errs, p.kill())
 			}
+		}
+		for _, px := range k.proxies {
+			errs = append(errs, px.Close())
 		}
 		if k.tempDir {
 			errs = append(errs, os.RemoveAll(k.dir))

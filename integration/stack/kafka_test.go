@@ -2,12 +2,16 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/integration/faultproxy"
 )
 
 func TestKafkaSingleStartStop(t *testing.T) {
@@ -54,4 +58,53 @@ func TestKafkaJarsCached(t *testing.T) {
 	jars, err := filepath.Glob(filepath.Join(dir, "kafka_2.13-*.jar"))
 	require.NoError(t, err)
 	require.Len(t, jars, 1)
+}
+
+// TestKafkaProxied: a proxied broker advertises its proxy, so a client bootstrapped at
+// ProxiedBootstrap reaches it only through the proxy: a black hole there cuts the client
+// off while the direct listener still answers, and healing restores it.
+func TestKafkaProxied(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode: starting a real Kafka broker takes seconds (needs java and mvn)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	k, err := StartKafka(ctx, KafkaOptions{Proxied: true, HeapMB: 256})
+	require.NoError(t, err)
+	t.Cleanup(func() { k.Close() })
+	px, err := k.Proxy(1)
+	require.NoError(t, err)
+	require.Equal(t, px.Addr(), k.ProxiedBootstrap())
+	_, err = k.Proxy(2)
+	require.Error(t, err)
+
+	metadata := func(bootstrap string) (*kafka.Metadata, error) {
+		ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 2000})
+		require.NoError(t, err)
+		defer ac.Close()
+		return ac.GetMetadata(nil, true, 2000)
+	}
+	md, err := metadata(k.ProxiedBootstrap())
+	require.NoError(t, err)
+	require.Len(t, md.Brokers, 1)
+	require.Equal(t, px.Addr(), fmt.Sprintf("%s:%d", md.Brokers[0].Host, md.Brokers[0].Port), "the EXTERNAL listener advertises the proxy")
+	md, err = metadata(k.Bootstrap())
+	require.NoError(t, err)
+	require.NotEqual(t, px.Addr(), fmt.Sprintf("%s:%d", md.Brokers[0].Host, md.Brokers[0].Port), "the direct listener advertises itself")
+
+	px.Blackhole(faultproxy.Both)
+	_, err = metadata(k.ProxiedBootstrap())
+	require.Error(t, err, "a black-holed client gets no metadata")
+	_, err = metadata(k.Bootstrap())
+	require.NoError(t, err, "the direct listener is not affected")
+	px.Heal()
+	_, err = metadata(k.ProxiedBootstrap())
+	require.NoError(t, err)
+}
+
+// TestKafkaNotProxied: Proxy says how to get one.
+func TestKafkaNotProxied(t *testing.T) {
+	_, err := (&Kafka{}).Proxy(1)
+	require.ErrorContains(t, err, "KafkaOptions.Proxied")
+	require.Empty(t, (&Kafka{}).ProxiedBootstrap())
 }

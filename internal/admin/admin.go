@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -23,10 +24,17 @@ type Client struct {
 	ac      *kafka.AdminClient
 	brokers string
 	logs    chan struct{} // closed when log forwarding ended
+	// authFailed holds librdkafka's message when a broker refused the client's
+	// credentials or TLS handshake: metadata calls then fail at once instead of timing out.
+	authFailed atomic.Pointer[string]
 }
 
 // ErrUnreachable is wrapped by PartitionCounts when no broker answered in time.
 var ErrUnreachable = errors.New("brokers unreachable")
+
+// ErrAuthentication is wrapped by PartitionCounts when a broker refused the client's SASL
+// credentials or its TLS handshake failed.
+var ErrAuthentication = errors.New("authentication failed")
 
 // ErrUnknownTopic is wrapped by PartitionCounts for a topic the cluster does not have.
 var ErrUnknownTopic = errors.New("topic does not exist")
@@ -50,11 +58,30 @@ func Dial(brokers string, overrides kconf.Map, log *slog.Logger) (*Client, error
 		return nil, fmt.Errorf("admin: connect: %w", err)
 	}
 	c := &Client{ac: ac, brokers: brokers, logs: make(chan struct{})}
+	tee := make(chan kafka.LogEvent, 16)
+	go func() {
+		defer close(tee)
+		for ev := range ac.Logs() {
+			if ev.Tag == "FAIL" && authFailure(ev.Message) {
+				msg := ev.Message
+				c.authFailed.CompareAndSwap(nil, &msg)
+			}
+			tee <- ev
+		}
+	}()
 	go func() {
 		defer close(c.logs)
-		kconf.ForwardLogs(log, ac.Logs())
+		kconf.ForwardLogs(log, tee)
 	}()
 	return c, nil
+}
+
+// authFailure tells librdkafka's connection failures that retrying cannot fix: the
+// broker refused the SASL credentials, or the TLS handshake failed.
+func authFailure(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "authentication error") || strings.Contains(m, "authentication failed") ||
+		strings.Contains(m, "ssl handshake failed")
 }
 
 func connectionKey(k string) bool {
@@ -104,8 +131,11 @@ func (c *Client) PartitionCounts(ctx context.Context, topics []string) (map[stri
 	counts := make(map[string]int, len(topics))
 	var errs []error
 	for _, t := range topics {
-		md, err := c.ac.GetMetadata(&t, false, int(max(timeout, time.Millisecond).Milliseconds()))
+		md, err := c.metadata(t, timeout)
 		if err != nil {
+			if errors.Is(err, ErrAuthentication) {
+				return nil, err
+			}
 			var kerr kafka.Error
 			if errors.As(err, &kerr) {
 				switch kerr.Code() {
@@ -130,6 +160,23 @@ func (c *Client) PartitionCounts(ctx context.Context, topics []string) (map[stri
 		return nil, errors.Join(errs...)
 	}
 	return counts, nil
+}
+
+// metadata asks for topic's metadata for up to timeout, in slices of at most a second, so
+// that an authentication failure logged meanwhile ends the wait at once.
+func (c *Client) metadata(topic string, timeout time.Duration) (*kafka.Metadata, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if msg := c.authFailed.Load(); msg != nil {
+			return nil, fmt.Errorf("admin: %w at %s: %s (check sasl.username, sasl.password, sasl.mechanisms and the ssl.* settings)", ErrAuthentication, c.brokers, *msg)
+		}
+		slice := min(time.Until(deadline), time.Second)
+		md, err := c.ac.GetMetadata(&topic, false, int(max(slice, time.Millisecond).Milliseconds()))
+		var kerr kafka.Error
+		if err == nil || time.Until(deadline) <= 0 || !errors.As(err, &kerr) || (kerr.Code() != kafka.ErrTimedOut && kerr.Code() != kafka.ErrTransport) {
+			return md, err
+		}
+	}
 }
 
 // EnsureTopic creates topic with partitions and replication factor rf (-1: the broker's

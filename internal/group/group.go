@@ -107,6 +107,9 @@ type Config struct {
 	// letting the rebalance complete, which would let another member start the slot while
 	// the stuck worker still runs. librdkafka gives up after MaxPollInterval.
 	HoldStuck bool
+	// StatsInterval is statistics.interval.ms: how often Hooks.Stats gets librdkafka's
+	// statistics. 0: none.
+	StatsInterval time.Duration
 
 	Defaults  kconf.Map // tuning defaults, below Overrides
 	Overrides kconf.Map // the user's librdkafka properties (already checked against OwnedKeys)
@@ -121,6 +124,8 @@ type Hooks struct {
 	// Stuck is called when workers did not return within RevokeTimeout, with the error
 	// Run will return.
 	Stuck func(slots []int32, err error)
+	// Stats receives librdkafka's statistics JSON every Config.StatsInterval.
+	Stats func(json string)
 	// BeforeUnassign is called in the revoke path once the revoked slots' workers have
 	// returned, before the partitions are given up: the last moment to commit for them
 	// (exactly-once mode commits its transaction here; with lost, it must abort). It
@@ -308,6 +313,9 @@ func (e *Engine) consumerConfig() *kafka.ConfigMap {
 	if e.cfg.InstanceID != "" {
 		owned["group.instance.id"] = e.cfg.InstanceID
 	}
+	if e.cfg.StatsInterval > 0 {
+		owned["statistics.interval.ms"] = int(e.cfg.StatsInterval.Milliseconds())
+	}
 	if e.cfg.TxnOffsets {
 		owned["enable.auto.commit"] = false
 		delete(owned, "auto.commit.interval.ms")
@@ -371,6 +379,10 @@ func (e *Engine) Run(ctx context.Context) error {
 			if ev.Error != nil {
 				e.log.Warn("group: offset commit failed", "group", e.cfg.GroupID, "err", ev.Error)
 			}
+		case *kafka.Stats:
+			if e.cfg.Hooks.Stats != nil {
+				e.cfg.Hooks.Stats(ev.String())
+			}
 		}
 	}
 
@@ -427,6 +439,11 @@ func (e *Engine) onError(err kafka.Error) {
 		return
 	}
 	switch err.Code() {
+	case kafka.ErrGroupAuthorizationFailed:
+		// Retrying cannot help, and librdkafka would retry for good: no member, no commit.
+		e.fail(fmt.Errorf("group: not authorized to use consumer group %q (its principal needs READ on the group): %w", e.cfg.GroupID, err))
+	case kafka.ErrTopicAuthorizationFailed:
+		e.fail(fmt.Errorf("group: not authorized to read topics %q (its principal needs READ and DESCRIBE on them): %w", e.cfg.Topics, err))
 	case kafka.ErrAllBrokersDown, kafka.ErrTransport:
 		e.log.Warn("group: broker connection", "group", e.cfg.GroupID, "err", err)
 	case kafka.ErrMaxPollExceeded:

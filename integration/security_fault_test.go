@@ -1,0 +1,163 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/processor"
+)
+
+// TestFaultSecuritySASL runs the processor against a broker that requires SASL/SCRAM
+// (SCRAM-SHA-256 over SASL_PLAINTEXT) and authorizes with ACLs (StandardAuthorizer, no
+// ACL means denied), started by stack.KafkaOptions.SASL:
+//
+//   - correct credentials and ACLs (read the input, write the output, read the group):
+//     every record is processed and committed;
+//   - a wrong password: Run fails, fast, with an error that says authentication failed;
+//   - no WRITE on the output topic: Run fails with an error naming the topic, and
+//     nothing is committed;
+//   - no READ on the group: Run fails with an error naming the group, and nothing is
+//     committed.
+//
+// Each case logs its time to fail ("security:").
+func TestFaultSecuritySASL(t *testing.T) {
+	requireFaultSuite(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	k, err := stack.StartKafka(ctx, stack.KafkaOptions{SASL: true, HeapMB: 256})
+	require.NoError(t, err, "start the SASL broker")
+	t.Cleanup(func() { k.Close() })
+	admin := k.Bootstrap() // the unauthenticated super-user listener
+	const user, password = "app", "app-secret"
+	require.NoError(t, k.AddSCRAMUser(ctx, user, password))
+	ac := newAdmin(t, admin)
+
+	const partitions, n = 4, 2000
+	in := stack.UniqueName("sec-in")
+	createTopic(t, admin, in, partitions, 1)
+	sp := startSeqProducer(t, admin, in, partitions, 100, n, 0)
+	<-sp.done
+	require.NoError(t, sp.err)
+	ends := endOffsets(t, admin, in, partitions)
+
+	allow := func(rt kafka.ResourceType, name string, ops ...kafka.ACLOperation) {
+		var acls kafka.ACLBindings
+		for _, op := range ops {
+			acls = append(acls, kafka.ACLBinding{Type: rt, Name: name, ResourcePatternType: kafka.ResourcePatternTypeLiteral,
+				Principal: "User:" + user, Host: "*", Operation: op, PermissionType: kafka.ACLPermissionTypeAllow})
+		}
+		res, err := ac.CreateACLs(ctx, acls)
+		require.NoError(t, err)
+		for _, r := range res {
+			require.Equal(t, kafka.ErrNoError, r.Error.Code(), "create ACL: %v", r.Error)
+		}
+	}
+	allow(kafka.ResourceTopic, in, kafka.ACLOperationRead, kafka.ACLOperationDescribe)
+
+	run := func(t *testing.T, pass, out, group string, timeout time.Duration) (error, time.Duration) {
+		log, _ := newFileLog(t, "processor", slog.LevelInfo)
+		cfg := processor.Config{Brokers: k.SASLBootstrap(), Group: group, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+			Overrides: map[string]any{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
+				"sasl.username": user, "sasl.password": pass}}
+		output := processor.NewOutput(out, codec.String(), codec.String())
+		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+			identityHandler(output, "sec"), processor.WithLogger(log))
+		require.NoError(t, err)
+		rctx, rcancel := context.WithTimeout(context.Background(), timeout)
+		defer rcancel()
+		start := time.Now()
+		errc := make(chan error, 1)
+		go func() { errc <- p.Run(rctx) }()
+		if out == "" {
+			return <-errc, time.Since(start)
+		}
+		select {
+		case err := <-errc:
+			return err, time.Since(start)
+		case <-waitDone(t, admin, group, in, ends, timeout):
+			rcancel()
+			return <-errc, time.Since(start)
+		}
+	}
+	nothingCommitted := func(t *testing.T, group string) {
+		for p, o := range committedOffsets(t, admin, group, in, partitions) {
+			assert.Equal(t, int64(kafka.OffsetInvalid), o, "partition %d committed though the run failed", p)
+		}
+	}
+
+	t.Run("credentials and ACLs", func(t *testing.T) {
+		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-ok")
+		createTopic(t, admin, out, partitions, 1)
+		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
+		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
+		err, took := run(t, password, out, group, 2*time.Minute)
+		require.NoError(t, err)
+		assert.Equal(t, ends, committedOffsets(t, admin, group, in, partitions))
+		s := tallySeq(readTopic(t, admin, in, partitions, time.Minute), readTopic(t, admin, out, partitions, time.Minute))
+		assert.Zero(t, s.Lost)
+		t.Logf("security: ok: %d records processed and committed in %s over SASL/SCRAM with ACLs", n, took.Round(time.Millisecond))
+	})
+
+	t.Run("wrong password", func(t *testing.T) {
+		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-badpw")
+		createTopic(t, admin, out, partitions, 1)
+		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
+		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
+		err, took := run(t, "not-the-password", out, group, 2*time.Minute)
+		t.Logf("security: wrong password: Run returned after %s: %v", took.Round(time.Millisecond), err)
+		require.Error(t, err)
+		assert.Contains(t, strings.ToLower(err.Error()), "authentication")
+		assert.Less(t, took, 45*time.Second, "a wrong password fails fast")
+		nothingCommitted(t, group)
+	})
+
+	t.Run("no write on the output", func(t *testing.T) {
+		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-nowrite")
+		createTopic(t, admin, out, partitions, 1)
+		allow(kafka.ResourceTopic, out, kafka.ACLOperationDescribe)
+		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
+		err, took := run(t, password, out, group, 2*time.Minute)
+		t.Logf("security: no WRITE on %s: Run returned after %s: %v", out, took.Round(time.Millisecond), err)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), out, "the error names the output topic")
+		nothingCommitted(t, group)
+	})
+
+	t.Run("no read on the group", func(t *testing.T) {
+		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-nogroup")
+		createTopic(t, admin, out, partitions, 1)
+		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
+		err, took := run(t, password, out, group, 2*time.Minute)
+		t.Logf("security: no READ on group %s: Run returned after %s: %v", group, took.Round(time.Millisecond), err)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), group, "the error names the group")
+		nothingCommitted(t, group)
+	})
+}
+
+// waitDone is closed once group's committed offsets on topic reach ends (or after
+// timeout, leaving the caller's Run to end by its own context).
+func waitDone(t *testing.T, brokers, group, topic string, ends map[int32]int64, timeout time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			if c, err := fetchCommitted(brokers, group, topic, len(ends)); err == nil && fmt.Sprint(c) == fmt.Sprint(ends) {
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
+	return done
+}
