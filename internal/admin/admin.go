@@ -23,6 +23,7 @@ import (
 type Client struct {
 	ac      *kafka.AdminClient
 	brokers string
+	conn    kconf.Map     // the connection properties (TLS, SASL), for helper clients
 	logs    chan struct{} // closed when log forwarding ended
 	// authFailed holds librdkafka's message when a broker refused the client's
 	// credentials or TLS handshake: metadata calls then fail at once instead of timing out.
@@ -57,7 +58,13 @@ func Dial(brokers string, overrides kconf.Map, log *slog.Logger) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("admin: connect: %w", err)
 	}
-	c := &Client{ac: ac, brokers: brokers, logs: make(chan struct{})}
+	conn := kconf.Map{}
+	for k, v := range *cm {
+		if k != "go.logs.channel.enable" {
+			conn[k] = v
+		}
+	}
+	c := &Client{ac: ac, brokers: brokers, conn: conn, logs: make(chan struct{})}
 	tee := make(chan kafka.LogEvent, 16)
 	go func() {
 		defer close(tee)

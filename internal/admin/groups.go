@@ -103,25 +103,83 @@ func retryPause(ctx context.Context, n int) bool {
 }
 
 // Committed returns every offset the group has committed (the next offset to read, per
-// partition).
+// partition). It asks through a consumer of the group that never joins it
+// (rd_kafka_committed) for every partition of every topic the cluster has, not through
+// the AdminClient's ListConsumerGroupOffsets: librdkafka's handling of that call's
+// response dereferences the consumer-group handle an admin client does not have when the
+// coordinator answers NOT_COORDINATOR or is still loading (librdkafka #5040), and the
+// process dies with SIGSEGV, which a freshly started or restarted broker triggers.
 func (c *Client) Committed(ctx context.Context, group string) (map[record.TopicPartition]int64, error) {
 	start := time.Now()
-	res, err := c.ac.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}}, kafka.SetAdminRequireStableOffsets(true))
-	if err != nil {
-		return nil, c.classify(ctx, start, fmt.Sprintf("committed offsets of group %q", group), err)
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(d), time.Millisecond)
 	}
-	out := map[record.TopicPartition]int64{}
-	for _, g := range res.ConsumerGroupsTopicPartitions {
-		for _, tp := range g.Partitions {
-			if tp.Error != nil {
-				return nil, fmt.Errorf("admin: committed offset of group %q on %s[%d]: %w", group, *tp.Topic, tp.Partition, tp.Error)
-			}
-			if tp.Offset >= 0 {
-				out[record.TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}] = int64(tp.Offset)
-			}
+	md, err := c.ac.GetMetadata(nil, true, int(timeout.Milliseconds()))
+	if err != nil {
+		return nil, c.classify(ctx, start, fmt.Sprintf("committed offsets of group %q: topics", group), err)
+	}
+	var tps []kafka.TopicPartition
+	for _, t := range md.Topics {
+		if strings.HasPrefix(t.Topic, "__") || t.Error.Code() != kafka.ErrNoError {
+			continue // internal topics hold no consumer offsets
+		}
+		for _, p := range t.Partitions {
+			topic := t.Topic
+			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
 		}
 	}
-	return out, nil
+	out := map[record.TopicPartition]int64{}
+	if len(tps) == 0 {
+		return out, nil
+	}
+	cfg := kafka.ConfigMap{}
+	for k, v := range c.conn {
+		cfg[k] = v
+	}
+	cfg["group.id"] = group
+	cfg["enable.auto.commit"] = false
+	cons, err := kafka.NewConsumer(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("admin: committed offsets of group %q: %w", group, err)
+	}
+	defer cons.Close()
+	for attempt := 0; ; attempt++ {
+		left := 10 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			left = max(time.Until(d), time.Millisecond)
+		}
+		var res []kafka.TopicPartition
+		res, err = cons.Committed(tps, int(left.Milliseconds()))
+		if err == nil {
+			for _, tp := range res {
+				if tp.Error != nil {
+					return nil, fmt.Errorf("admin: committed offset of group %q on %s[%d]: %w", group, *tp.Topic, tp.Partition, tp.Error)
+				}
+				if tp.Offset >= 0 {
+					out[record.TopicPartition{Topic: *tp.Topic, Partition: tp.Partition}] = int64(tp.Offset)
+				}
+			}
+			return out, nil
+		}
+		if !coordinatorBusy(err) || !retryPause(ctx, attempt) {
+			return nil, c.classify(ctx, start, fmt.Sprintf("committed offsets of group %q", group), err)
+		}
+	}
+}
+
+// coordinatorBusy reports a retriable error, or a group coordinator that is moving,
+// loading or not yet known (librdkafka does not flag those retriable here).
+func coordinatorBusy(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr.Code() {
+	case kafka.ErrNotCoordinator, kafka.ErrCoordinatorLoadInProgress, kafka.ErrCoordinatorNotAvailable, kafka.ErrTimedOut:
+		return true
+	}
+	return kerr.IsRetriable()
 }
 
 // AlterOffsets sets the group's committed offsets. The broker refuses while the group has
