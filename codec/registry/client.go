@@ -53,7 +53,7 @@ func (c Config) Validate() error {
 		}
 		p, err := url.Parse(strings.TrimSpace(u))
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			errs = append(errs, fmt.Errorf("registry: Config.URL %q is not an http(s) URL with a host", u))
+			errs = append(errs, fmt.Errorf("registry: Config.URL %q is not an http(s) URL with a host", redactUserInfo(u)))
 		}
 	}
 	if (c.Username == "") != (c.Password == "") {
@@ -376,4 +376,28 @@ func (c *Client) Latest(subject string) (int, Schema, error) {
 		t = "AVRO"
 	}
 	return m.ID, Schema{Type: t, Text: m.Schema}, nil
+}
+
+// redactUserInfo hides a password written into a URL's user info (scheme://user:pw@host)
+// before the URL goes into an error message, even when the URL does not parse.
+func redactUserInfo(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		scheme, rest = "", u
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return u
+	}
+	if slash := strings.IndexAny(rest, "/?#"); slash >= 0 && slash < at {
+		return u // the @ is in the path or query, not in the authority
+	}
+	user, _, hasPw := strings.Cut(rest[:at], ":")
+	if !hasPw {
+		return u
+	}
+	if scheme != "" {
+		scheme += "://"
+	}
+	return scheme + user + ":***" + rest[at:]
 }

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -341,4 +342,39 @@ func TestBasicAuthAndTLS(t *testing.T) {
 	_, err = untrusting.Compatibility("s")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "certificate")
+}
+
+// The registry password (and a password in the URL's user info) never appears in an
+// error: refused credentials, an unreachable registry, a bad record, a bad config.
+func TestCanaryPasswordNeverInErrors(t *testing.T) {
+	const canary = "canary-pw-7f3a9e"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closedURL := "http://" + l.Addr().String()
+	l.Close()
+	denied := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error_code":401,"message":"Unauthorized"}`))
+	}))
+	defer denied.Close()
+	var errs []error
+	withUser := strings.Replace(closedURL, "http://", "http://svc:"+canary+"@", 1)
+	for _, url := range []string{denied.URL, closedURL, withUser} {
+		c, err := registry.NewClient(registry.Config{URL: url, Username: "svc", Password: canary, Retries: 1, RetryWait: time.Millisecond, RequestTimeout: time.Second})
+		require.NoError(t, err)
+		cd, err := registry.Avro[purchase](c, "t", registry.Options{})
+		require.NoError(t, err)
+		_, derr := cd.Decode([]byte{0, 0, 0, 0, 7, 2, 'x'})
+		_, eerr := cd.Encode(purchase{User: "u"})
+		_, rerr := cd.Decode([]byte{9, 9})
+		errs = append(errs, derr, eerr, rerr)
+		c.Close()
+	}
+	_, err = registry.NewClient(registry.Config{URL: "http://svc:" + canary + "@%zz", Password: canary})
+	errs = append(errs, err, registry.Config{Password: canary}.Validate())
+	for i, err := range errs {
+		require.Error(t, err, "case %d", i)
+		assert.NotContains(t, err.Error(), canary, "case %d: %v", i, err)
+		assert.NotContains(t, fmt.Sprintf("%+v", err), canary, "case %d", i)
+	}
 }
