@@ -76,3 +76,22 @@ func TestSettings(t *testing.T) {
 	assert.Contains(t, errb.String(), "line 1: want key=value")
 	assert.Equal(t, 1, strings.Count(errb.String(), "\n"))
 }
+
+// The SASL password given with -X or in a properties file never appears in what the
+// command prints, whether it fails to connect or refuses bad input.
+func TestCanaryPasswordNotPrinted(t *testing.T) {
+	const canary = "canary-pw-51c0de"
+	props := filepath.Join(t.TempDir(), "client.properties")
+	require.NoError(t, os.WriteFile(props, []byte("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=svc\nsasl.password="+canary+"\n"), 0o600))
+	for _, args := range [][]string{
+		{"status", "-group", "g", "-brokers", "127.0.0.1:1", "-timeout", "2s", "-config", props},
+		{"status", "-group", "g", "-brokers", "127.0.0.1:1", "-timeout", "2s", "-X", "sasl.password=" + canary, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanism=PLAIN", "-X", "sasl.username=svc"},
+		{"reset", "-group", "g", "-topic", "t", "-to-datetime", "yesterday", "-brokers", "127.0.0.1:1", "-config", props},
+		{"dlq", "list", "-topic", "d", "-brokers", "127.0.0.1:1", "-timeout", "2s", "-o", "json", "-config", props},
+	} {
+		var out, errb strings.Builder
+		code := run(context.Background(), args, &out, &errb)
+		assert.NotZero(t, code, "%v", args)
+		assert.NotContains(t, out.String()+errb.String(), canary, "%v printed the password", args)
+	}
+}
