@@ -352,7 +352,7 @@ func TestShutdownEndsRetryBackoff(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
 	produceInts(t, brokers, "in", 1, 3)
 	failed := make(chan struct{}, 1)
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, DrainTimeout: time.Minute,
 		ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: time.Hour, Max: time.Hour}, processor.Stop())},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error {
@@ -377,7 +377,7 @@ func TestShutdownEndsRetryBackoff(t *testing.T) {
 	select {
 	case err := <-done:
 		require.NoError(t, err, "a clean stop, not the retried batch's failure")
-	case <-time.After(20 * time.Second): // far below the backoff and the 30 s DrainTimeout
+	case <-time.After(20 * time.Second): // far below the backoff and the DrainTimeout of a minute
 		t.Fatal("Run waited out the retry backoff after its context was cancelled")
 	}
 	assert.Less(t, committed(t, brokers, "g", "in", 1)[0], int64(0), "the failing batch is not committed")
