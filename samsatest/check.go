@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/admin"
 )
 
 // Delivery describes a pipeline for CheckDelivery: what went into Input, what should
@@ -129,31 +127,26 @@ func CheckDelivery(ctx context.Context, d Delivery) (*DeliveryReport, error) {
 }
 
 func committedVsEnd(ctx context.Context, d Delivery, rep *DeliveryReport) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(d.Brokers))
+	ac, err := admin.Dial(d.Brokers, nil, nil)
 	if err != nil {
 		return fmt.Errorf("samsatest: %w", err)
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, d.Input)
-	if err == nil {
-		err = ends.Error()
+	defer ac.Close()
+	tps, err := ac.Partitions(ctx, d.Input)
+	if err != nil {
+		return fmt.Errorf("samsatest: %w", err)
 	}
+	ends, err := ac.ListOffsets(ctx, tps, admin.Latest)
 	if err != nil {
 		return fmt.Errorf("samsatest: end offsets of %q: %w", d.Input, err)
 	}
-	committed, err := adm.FetchOffsets(ctx, d.Group)
+	committed, err := ac.Committed(ctx, d.Group)
 	if err != nil {
 		return fmt.Errorf("samsatest: committed offsets of group %q: %w", d.Group, err)
 	}
-	for p, e := range ends[d.Input] {
-		c, ok := committed.Lookup(d.Input, p)
-		at := int64(0)
-		if ok && c.Err == nil && c.At >= 0 {
-			at = c.At
-		}
-		if e.Offset > at {
-			rep.Uncommitted[p] = e.Offset - at
+	for _, tp := range tps {
+		if e, c := ends[tp], committed[tp]; e > c {
+			rep.Uncommitted[tp.Partition] = e - c
 		}
 	}
 	if len(rep.Uncommitted) == 0 {

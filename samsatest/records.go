@@ -2,15 +2,13 @@ package samsatest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/admin"
+	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/processor"
 )
 
@@ -52,100 +50,60 @@ func ProduceContext[K, V any](ctx context.Context, brokers string, out processor
 // processors' exactly-once outputs must be read, and fails when a record does not
 // decode or ctx ends first.
 func ReadAll[K, V any](ctx context.Context, brokers, topic string, key codec.Decoder[K], value codec.Decoder[V]) ([]processor.Record[K, V], error) {
-	// Control records (transaction markers) are kept so that a partition whose last
-	// offsets are markers is seen to reach its end; they are not returned.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	ac, err := admin.Dial(brokers, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("samsatest: read %q: %w", topic, err)
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
+	defer ac.Close()
+	tps, err := ac.Partitions(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("samsatest: read %q: %w", topic, err)
 	}
+	starts, err := ac.ListOffsets(ctx, tps, admin.Earliest)
 	if err != nil {
 		return nil, fmt.Errorf("samsatest: read %q: start offsets: %w", topic, err)
 	}
-	ends, err := adm.ListCommittedOffsets(ctx, topic) // read_committed: the last stable offsets
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := ac.ListOffsets(ctx, tps, admin.Latest) // read_committed: the last stable offsets
 	if err != nil {
 		return nil, fmt.Errorf("samsatest: read %q: end offsets: %w", topic, err)
 	}
-	want := map[int32]int64{}
-	from := map[string]map[int32]kgo.Offset{topic: {}}
-	for p, o := range ends[topic] {
-		start := starts[topic][p].Offset
-		if o.Offset > start {
-			want[p] = o.Offset
-			from[topic][p] = kgo.NewOffset().At(start)
-		}
+	ranges := make([]admin.Range, len(tps))
+	for i, tp := range tps {
+		ranges[i] = admin.Range{TopicPartition: tp, From: starts[tp], To: ends[tp]}
 	}
-	if len(want) == 0 {
-		return nil, nil
-	}
-	cl.AddConsumePartitions(from)
 	byPart := map[int32][]processor.Record[K, V]{}
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("samsatest: read %q: %d partitions not read to their end: %w", topic, len(want), err)
+	err = admin.Scan(ctx, brokers, nil, ranges, func(m record.Message) error {
+		rec, err := decodeRecord(&m, key, value)
+		if err != nil {
+			return err
 		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				ferr = errors.Join(ferr, fmt.Errorf("%s[%d]: %w", t, p, err))
-			}
-		})
-		if ferr != nil {
-			return nil, fmt.Errorf("samsatest: read %q: %w", topic, ferr)
-		}
-		var derr error
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := want[r.Partition]
-			if !ok || r.Offset >= end || derr != nil {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				rec, err := decodeRecord(r, key, value)
-				if err != nil {
-					derr = err
-					return
-				}
-				byPart[r.Partition] = append(byPart[r.Partition], rec)
-			}
-			if r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-		})
-		if derr != nil {
-			return nil, fmt.Errorf("samsatest: read %q: %w", topic, derr)
-		}
+		byPart[m.Partition] = append(byPart[m.Partition], rec)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("samsatest: read %q: %w", topic, err)
 	}
 	var out []processor.Record[K, V]
-	for p := int32(0); len(byPart) > 0; p++ {
-		out = append(out, byPart[p]...)
-		delete(byPart, p)
+	for _, tp := range tps {
+		out = append(out, byPart[tp.Partition]...)
 	}
 	return out, nil
 }
 
-func decodeRecord[K, V any](r *kgo.Record, key codec.Decoder[K], value codec.Decoder[V]) (processor.Record[K, V], error) {
-	rec := processor.Record[K, V]{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp}
+func decodeRecord[K, V any](m *record.Message, key codec.Decoder[K], value codec.Decoder[V]) (processor.Record[K, V], error) {
+	rec := processor.Record[K, V]{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp}
 	var err error
-	if r.Key == nil {
+	if m.Key == nil {
 		rec.NullKey = true
-	} else if rec.Key, err = key.Decode(r.Key); err != nil {
-		return rec, fmt.Errorf("%s[%d]@%d: key: %w", r.Topic, r.Partition, r.Offset, err)
+	} else if rec.Key, err = key.Decode(m.Key); err != nil {
+		return rec, fmt.Errorf("%s[%d]@%d: key: %w", m.Topic, m.Partition, m.Offset, err)
 	}
-	if r.Value == nil {
+	if m.Value == nil {
 		rec.Tombstone = true
-	} else if rec.Value, err = value.Decode(r.Value); err != nil {
-		return rec, fmt.Errorf("%s[%d]@%d: value: %w", r.Topic, r.Partition, r.Offset, err)
+	} else if rec.Value, err = value.Decode(m.Value); err != nil {
+		return rec, fmt.Errorf("%s[%d]@%d: value: %w", m.Topic, m.Partition, m.Offset, err)
 	}
-	for _, h := range r.Headers {
+	for _, h := range m.Headers {
 		rec.Headers = append(rec.Headers, processor.Header{Key: h.Key, Value: h.Value})
 	}
 	return rec, nil
