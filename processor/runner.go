@@ -102,7 +102,8 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		}
 		rec, err := r.decode(&inputs[i])
 		if errors.Is(err, codec.ErrUnavailable) {
-			rec, err = r.awaitDecode(&inputs[i], err)
+			m := &inputs[i]
+			err = r.untilAvailable("decode", m, err, func() (err error) { rec, err = r.decode(m); return err })
 		}
 		if errors.Is(err, errAbandoned) {
 			return nil, err
@@ -121,26 +122,20 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	kept := len(outs) // dead letters of decode failures stay whatever the handler does
 
 	pol := r.policy
-	down := 0 // attempts that failed on a codec dependency's outage
-	for attempt := 0; ; attempt++ {
+	handleBatch := func() error {
 		outs = outs[:kept]
-		err := r.call(ctx, batch)
+		return r.call(ctx, batch)
+	}
+	for attempt := 0; ; attempt++ {
+		err := handleBatch()
+		if errors.Is(err, codec.ErrUnavailable) {
+			err = r.untilAvailable("batch", source[0], err, handleBatch) // not one of Retry's attempts
+		}
 		if err == nil {
 			return outs, nil
 		}
-		if r.ctx.Err() != nil {
+		if r.ctx.Err() != nil || errors.Is(err, errAbandoned) {
 			return nil, errAbandoned
-		}
-		if errors.Is(err, codec.ErrUnavailable) {
-			// An encoder's dependency is down: no record's fault, so no policy applies.
-			r.log.Warn("processor: codec dependency unavailable, retrying batch", "topic", source[0].Topic, "partition", r.slot,
-				"offset", source[0].Offset, "attempt", down+1, "err", err)
-			if !r.unavailableBackoff().sleep(r.wait, down) {
-				return nil, errAbandoned
-			}
-			down++
-			attempt-- // does not count against Retry's attempts
-			continue
 		}
 		if pol.kind == kindRetry && attempt < pol.retries && !errors.Is(err, ErrPermanent) {
 			r.obs.Retried("retry")
@@ -171,17 +166,16 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		mark := len(outs)
 		batch.Records = all[i : i+1]
 		err := r.call(ctx, batch)
-		for down := 0; errors.Is(err, codec.ErrUnavailable) && r.ctx.Err() == nil; down++ {
-			if !r.unavailableBackoff().sleep(r.wait, down) { // as above: no policy for an outage
-				return nil, errAbandoned
-			}
-			outs = outs[:mark]
-			err = r.call(ctx, batch)
+		if errors.Is(err, codec.ErrUnavailable) {
+			err = r.untilAvailable("record", source[i], err, func() error {
+				outs = outs[:mark]
+				return r.call(ctx, batch)
+			})
 		}
 		if err == nil {
 			continue
 		}
-		if r.ctx.Err() != nil {
+		if r.ctx.Err() != nil || errors.Is(err, errAbandoned) {
 			return nil, errAbandoned
 		}
 		outs = outs[:mark]
@@ -353,21 +347,21 @@ func (r *runner[K, V]) checkCommitted(committed committedOf) error {
 	}
 }
 
-// awaitDecode decodes m again until the codec's dependency (a schema registry) answers:
-// an outage is no fault of the record, so no policy applies to it, and nothing of the
-// batch is committed meanwhile. It gives up only when the slot ends (errAbandoned).
-func (r *runner[K, V]) awaitDecode(m *record.Message, err error) (Record[K, V], error) {
-	for attempt := 0; ; attempt++ {
-		r.log.Warn("processor: codec dependency unavailable, retrying decode", "topic", m.Topic, "partition", m.Partition,
-			"offset", m.Offset, "attempt", attempt+1, "err", err)
-		if !r.unavailableBackoff().sleep(r.wait, attempt) {
-			return Record[K, V]{}, errAbandoned
+// untilAvailable handles a codec dependency's outage (codec.ErrUnavailable: a schema
+// registry that does not answer): no record's fault, so no error policy applies and
+// nothing is committed meanwhile. It waits, then runs try again (what failed: decoding
+// m, or handling the batch starting at m), for as long as the outage lasts, and returns
+// try's first other result, or errAbandoned when the slot ends meanwhile.
+func (r *runner[K, V]) untilAvailable(what string, m *record.Message, err error, try func() error) error {
+	for down := 0; errors.Is(err, codec.ErrUnavailable); down++ {
+		r.log.Warn("processor: codec dependency unavailable, retrying "+what, "topic", m.Topic, "partition", m.Partition,
+			"offset", m.Offset, "attempt", down+1, "err", err)
+		if !r.unavailableBackoff().sleep(r.wait, down) {
+			return errAbandoned
 		}
-		var rec Record[K, V]
-		if rec, err = r.decode(m); !errors.Is(err, codec.ErrUnavailable) {
-			return rec, err
-		}
+		err = try()
 	}
+	return err
 }
 
 // unavailableBackoff paces retries while a codec's dependency is down: Retry's backoff,
