@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,8 +37,8 @@ type Broker struct {
 	b *embedded.Broker
 	c *kfake.Cluster
 
-	mu     sync.Mutex
-	outage *outage
+	mu          sync.Mutex   // serializes Outage calls
+	outageUntil atomic.Int64 // Unix nanoseconds; an outage's control answers until then
 }
 
 // StartBroker starts a broker with topics created. Close it when done.
@@ -69,11 +70,7 @@ func (b *Broker) Addr() string { return b.b.Bootstrap() }
 
 // Close stops the broker; what it stored is gone.
 func (b *Broker) Close() {
-	b.mu.Lock()
-	if b.outage != nil {
-		b.outage.end()
-	}
-	b.mu.Unlock()
+	b.outageUntil.Store(0)
 	b.b.Close()
 }
 
@@ -220,16 +217,14 @@ func (b *Broker) LoseAssignment(group string) *Fault {
 func (b *Broker) Outage(d time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	until := time.Now().Add(d)
-	if b.outage != nil && !b.outage.over() {
-		b.outage.extend(until)
+	until := time.Now().Add(d).UnixNano()
+	if cur := b.outageUntil.Load(); cur > time.Now().UnixNano() {
+		b.outageUntil.Store(max(cur, until)) // the running outage's control sees it
 		return
 	}
-	o := &outage{}
-	o.extend(until)
-	b.outage = o
+	b.outageUntil.Store(until)
 	b.c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
-		if o.over() {
+		if time.Now().UnixNano() >= b.outageUntil.Load() {
 			b.c.DropControl()
 			return nil, nil, false
 		}
@@ -239,32 +234,6 @@ func (b *Broker) Outage(d time.Duration) {
 }
 
 var errOutage = errors.New("samsatest: broker outage")
-
-type outage struct {
-	mu    sync.Mutex
-	until time.Time
-	ended bool
-}
-
-func (o *outage) extend(t time.Time) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if t.After(o.until) {
-		o.until = t
-	}
-}
-
-func (o *outage) over() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.ended || time.Now().After(o.until)
-}
-
-func (o *outage) end() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.ended = true
-}
 
 // BrokersFromEnv is the zero-setup rule of samsa's examples and tests: with
 // KAFKA_BROKERS set it returns that cluster, creating the topics that are missing there
