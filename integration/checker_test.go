@@ -162,6 +162,7 @@ func waitCommitted(t *testing.T, probe *offsetProbe, group, topic string, ends m
 type seqProducer struct {
 	produced atomic.Int64
 	acked    atomic.Int64
+	ending   atomic.Bool // endNow was called
 	quit     chan struct{}
 	done     chan struct{}
 	err      error // valid after done
@@ -188,6 +189,10 @@ func startSeqProducer(t *testing.T, brokers, topic string, partitions, keys, n, 
 
 var errQuit = errors.New("producer stopped: the test ended")
 
+// endNow makes the producer stop early, as if n were what it has produced so far (to the
+// next hundred): it still waits for every delivery report and fails if one failed.
+func (sp *seqProducer) endNow() { sp.ending.Store(true) }
+
 func (sp *seqProducer) run(brokers, topic string, partitions, keys, n, perSec int) error {
 	p, err := newTestProducer(brokers)
 	if err != nil {
@@ -197,7 +202,7 @@ func (sp *seqProducer) run(brokers, topic string, partitions, keys, n, perSec in
 	dr := make(chan kafka.Event, 4096)
 	var failed atomic.Int64
 	var firstErr atomic.Value
-	drained := drainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
+	drainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
 	start := time.Now()
 	for i := range n {
 		if i%100 == 0 {
@@ -205,6 +210,10 @@ func (sp *seqProducer) run(brokers, topic string, partitions, keys, n, perSec in
 			case <-sp.quit:
 				return errQuit
 			default:
+			}
+			if sp.ending.Load() {
+				n = i
+				break
 			}
 			if perSec > 0 {
 				if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(perSec))); d > 0 {
@@ -229,12 +238,14 @@ func (sp *seqProducer) run(brokers, topic string, partitions, keys, n, perSec in
 		}
 		sp.produced.Add(1)
 	}
-	select {
-	case <-drained:
-	case <-sp.quit:
-		return errQuit
-	case <-time.After(2 * time.Minute):
-		return fmt.Errorf("only %d of %d delivery reports after 2m", sp.acked.Load()+failed.Load(), n)
+	for deadline := time.After(2 * time.Minute); sp.acked.Load()+failed.Load() < int64(n); {
+		select {
+		case <-sp.quit:
+			return errQuit
+		case <-deadline:
+			return fmt.Errorf("only %d of %d delivery reports after 2m", sp.acked.Load()+failed.Load(), n)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	if f := failed.Load(); f > 0 {
 		return fmt.Errorf("%d of %d records not acknowledged (first: %v)", f, n, firstErr.Load())

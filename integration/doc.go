@@ -60,7 +60,11 @@
 // cut off from the broker by the proxy, at-least-once and exactly-once; a distributed
 // node cut off: its stop-before-takeover margin, also CPU-starved; the Redis connection
 // cut off; exactly-once under random latency and connection resets), security_fault_test.go (SASL/SCRAM and ACLs: right and wrong credentials,
-// missing topic and group ACLs) and scale_fault_test.go (256 partitions). Each logs one greppable line of
+// missing topic and group ACLs), scale_fault_test.go (256 partitions) and
+// broker_fault_test.go (three nodes: a clean rolling restart under the classic and the
+// KIP-848 protocol, the output's ISR below min.insync.replicas for 30 s with the
+// committed offsets sampled against the outputs' broker append times, the group
+// coordinator SIGKILLed during commits). Each logs one greppable line of
 // figures ("eos-crash:", "net-partition:", "net-dist-margin:", ...).
 //
 // # Harnesses (print figures, never assert timings)

@@ -159,13 +159,16 @@ func (e *eosEnv) startEOSWorker(logPath, fp string, extra ...string) *workerProc
 }
 
 // logOnFailure logs the tail of a worker log when t fails, and keeps the whole log in
-// $SAMSA_FAULT_LOGS (default: the system temp dir) for the post-mortem.
+// $SAMSA_FAULT_LOGS (default: the system temp dir) for the post-mortem; with
+// SAMSA_KEEP_LOGS=1 it keeps it when t passes too.
 func logOnFailure(t *testing.T, name, path string) {
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("SAMSA_KEEP_LOGS") != "1" {
 			return
 		}
-		t.Logf("--- %s tail:\n%s", name, tailFile(path, 6000))
+		if t.Failed() {
+			t.Logf("--- %s tail:\n%s", name, tailFile(path, 6000))
+		}
 		dir := os.Getenv("SAMSA_FAULT_LOGS")
 		if dir == "" {
 			dir = os.TempDir()

@@ -3,7 +3,7 @@
 // value is "<input value>|<input partition>|<input offset>|<pid>". It runs until SIGTERM
 // or SIGINT and exits 0 after a clean stop, 1 when the processor fails.
 //
-//	procworker -brokers 127.0.0.1:9092 -group g -in in -out out [-batch 500] [-inflight 4]
+//	procworker -brokers 127.0.0.1:9092 -group g -in in -out out [-batch 500] [-inflight 4] [-protocol consumer]
 package main
 
 import (
@@ -38,6 +38,7 @@ func run() error {
 	session := flag.Duration("session", 6*time.Second, "SessionTimeout")
 	heartbeat := flag.Duration("heartbeat", time.Second, "HeartbeatInterval")
 	commit := flag.Duration("commit", 0, "CommitInterval (0: default)")
+	protocol := flag.String("protocol", "", "group Protocol: cooperative, eager or consumer (default: the processor's)")
 	verbose := flag.Bool("v", false, "log at info level (default: warnings)")
 	flag.Parse()
 	if *group == "" || *in == "" || *out == "" || *brokers == "" {
@@ -60,6 +61,7 @@ func run() error {
 		SessionTimeout:     *session,
 		HeartbeatInterval:  *heartbeat,
 		CommitInterval:     *commit,
+		Protocol:           processor.Protocol(*protocol),
 	}, []processor.Input[string, string]{{Topic: *in, Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(_ context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {

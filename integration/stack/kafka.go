@@ -577,10 +577,11 @@ func (k *Kafka) StartBroker(ctx context.Context, id int32) error {
 	if err := k.launch(n); err != nil {
 		return err
 	}
-	if err := waitTCP(n.process(), hostPort(n.clientPort), 60*time.Second); err != nil {
+	// A JVM restart with log recovery took 45 s on this two-core machine under load.
+	if err := waitTCP(n.process(), hostPort(n.clientPort), 2*time.Minute); err != nil {
 		return err
 	}
-	return k.waitReady(ctx, len(k.nodes), 60*time.Second)
+	return k.waitReady(ctx, len(k.nodes), 2*time.Minute)
 }
 
 func (k *Kafka) killAll() {

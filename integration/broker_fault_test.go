@@ -1,0 +1,519 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/integration/stack"
+)
+
+// TestBrokerFaultThreeNodes: broker-side faults under two at-least-once procworkers (one
+// group, default cooperative protocol unless said, 8 partitions, replication 3, min.insync.replicas 2) on one three-node cluster,
+// each scenario with fresh topics and group while a seqProducer writes keyed, sequenced
+// input at a steady rate:
+//
+//   - rolling restart: every broker in turn is stopped cleanly (SIGTERM, controlled
+//     shutdown), restarted, and the next waits until every replica of the input, the
+//     output and __consumer_offsets is back in sync, as an operator's rolling restart
+//     does; under the cooperative (classic) protocol and under KIP-848's consumer
+//     protocol. No rebalance (no assignment or revocation logged by either worker after the
+//     group settled), no duplicate, no loss, per-key order kept.
+//   - ISR below minimum for 30 s (workers with the processor's default 45 s session):
+//     the output topic has min.insync.replicas 3 and a broker (not the group
+//     coordinator) is SIGKILLed for 30 s, so no output can be acknowledged. The output topic stamps records with the broker's append time, and
+//     the group's committed offsets are sampled every 250 ms: for every sample, every
+//     input below a committed offset has an output appended before the sample was taken,
+//     and from 15 s after the kill (the broker fenced and out of the ISRs) until it is
+//     restarted the committed offsets do not move: nothing is committed for an
+//     unacknowledged output. After the broker is back: no loss, no duplicate, no
+//     rebalance, order kept.
+//   - group coordinator killed: the broker coordinating the group is SIGKILLed while the
+//     workers commit every 250 ms and restarted 5 s later; with the tests' 6 s session
+//     timeout and with the processor's default 45 s. Commits resume (the figure is the
+//     longest time the committed offsets stood still), no loss, order kept. With 45 s no
+//     rebalance and no duplicate; with 6 s the members lose their partitions (see
+//     defaultSession) and the replayed duplicates are reported.
+//
+// The transaction coordinator killed mid-transaction is TestEOSFaultBrokerKill.
+func TestBrokerFaultThreeNodes(t *testing.T) {
+	requireFaultSuite(t)
+	started := time.Now()
+	built := make(chan error, 1)
+	var bin string
+	go func() {
+		var err error
+		bin, err = goBuild(t, "./procworker")
+		built <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	k, err := stack.StartKafka(ctx, stack.KafkaOptions{Brokers: 3, HeapMB: 320})
+	require.NoError(t, err, "start the three-node cluster")
+	t.Cleanup(func() { k.Close() })
+	require.NoError(t, <-built)
+	t.Logf("broker-fault: three-node cluster ready and procworker built in %s", time.Since(started).Round(time.Millisecond))
+	c := &brokerCluster{k: k, brokers: k.Bootstrap(), bin: bin}
+
+	for _, protocol := range []string{"cooperative", "consumer"} {
+		t.Run("rolling restart/"+protocol, func(t *testing.T) { brokerRollingRestart(t, c, protocol) })
+	}
+	t.Run("ISR below minimum", func(t *testing.T) { brokerISRLoss(t, c) })
+	t.Run("group coordinator killed/session 6s", func(t *testing.T) { brokerGroupCoordinatorKill(t, c, 6*time.Second) })
+	t.Run("group coordinator killed/session 45s", func(t *testing.T) { brokerGroupCoordinatorKill(t, c, 45*time.Second) })
+}
+
+// defaultSession are the worker flags for the processor's default session timeout and
+// heartbeat (45 s, 3 s) instead of the tests' 6 s and 1 s. A SIGKILLed broker that holds
+// a replica of the group's __consumer_offsets partition stalls the group coordinator's
+// heartbeat responses until the controller fences it (broker.session.timeout.ms, 9 s),
+// so a 6 s session loses its partitions and replays the uncommitted ones.
+var defaultSession = []string{"-session", "45s", "-heartbeat", "3s"}
+
+type brokerCluster struct {
+	k       *stack.Kafka
+	brokers string
+	bin     string // procworker
+}
+
+// brokerRun is one scenario: topics, a paced input, two workers and a live
+// read_uncommitted reader of the output.
+type brokerRun struct {
+	*eosEnv
+	c       *brokerCluster
+	sp      *seqProducer
+	live    *topicReader
+	workers []*workerProc
+	logs    []string
+	dir     string
+	stopped time.Time // when finish began stopping the workers
+}
+
+const (
+	brokerFaultPartitions = 8
+	brokerFaultKeys       = 400
+	brokerFaultPerSec     = 400
+)
+
+// startBrokerRun waits for a fully replicated cluster, creates the topics (outConfig
+// extends the output topic's configuration), starts the input at brokerFaultPerSec for
+// at most seconds (finish ends it 10 s after the faults), two workers (with workerArgs),
+// and waits until both produce and the group stopped rebalancing.
+func startBrokerRun(t *testing.T, c *brokerCluster, name string, seconds int, outConfig map[string]string, workerArgs ...string) *brokerRun {
+	t.Helper()
+	waitInSync(t, c.brokers, 2*time.Minute)
+	e := &eosEnv{t: t, k: c.k, brokers: c.brokers, partitions: brokerFaultPartitions, started: time.Now()}
+	e.ac = newAdmin(t, e.brokers)
+	e.in, e.out, e.group = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out"), stack.UniqueName(name)
+	createTopic(t, e.brokers, e.in, e.partitions, 3)
+	createTopicConfig(t, e.brokers, e.out, e.partitions, 3, outConfig)
+	r := &brokerRun{eosEnv: e, c: c, dir: t.TempDir()}
+	r.live = startTopicReader(t, e.brokers, e.out, e.partitions, "read_uncommitted")
+	r.sp = startSeqProducer(t, e.brokers, e.in, e.partitions, brokerFaultKeys, seconds*brokerFaultPerSec, brokerFaultPerSec)
+	for i := range 2 {
+		logPath := filepath.Join(r.dir, fmt.Sprintf("worker%d.log", i+1))
+		logOnFailure(t, fmt.Sprintf("worker%d", i+1), logPath)
+		args := append([]string{"-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out, "-v"}, eosWorkerArgs...)
+		args = append(args, workerArgs...)
+		r.workers = append(r.workers, startWorker(t, c.bin, logPath, args...))
+		r.logs = append(r.logs, logPath)
+	}
+	require.Eventually(t, func() bool {
+		for _, w := range r.workers {
+			if _, ok := r.live.seen(strconv.Itoa(w.pid())); !ok {
+				return r.alive() != nil
+			}
+		}
+		return true
+	}, 90*time.Second, 100*time.Millisecond, "both workers never produced output")
+	require.NoError(t, r.alive())
+	// Settled: no assignment or revocation logged for 4 s.
+	require.Eventually(t, func() bool {
+		return time.Since(r.lastRebalance()) > 4*time.Second || r.alive() != nil
+	}, time.Minute, 250*time.Millisecond, "the group kept rebalancing")
+	require.NoError(t, r.alive())
+	return r
+}
+
+// coordinator is the broker coordinating the group, asked with a fresh admin client
+// (a long-lived one keeps stale metadata after a broker restart); -1 when unknown.
+func (r *brokerRun) coordinator() int32 {
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": r.brokers, "log_level": 0})
+	if err != nil {
+		return -1
+	}
+	defer ac.Close()
+	return groupCoordinator(ac, r.group)
+}
+
+func (r *brokerRun) alive() error {
+	for _, w := range r.workers {
+		if !w.running() {
+			return fmt.Errorf("worker %d ended: %s", w.pid(), exitDesc(w))
+		}
+	}
+	return nil
+}
+
+// rebalanceLines are the workers' log lines of assignments and revocations from t0 until
+// finish stopped the workers (or now).
+func (r *brokerRun) rebalanceLines(t0 time.Time) []string {
+	until := r.stopped
+	if until.IsZero() {
+		until = time.Now()
+	}
+	var out []string
+	for _, path := range r.logs {
+		b, _ := os.ReadFile(path)
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if ts := slogTime(line); (strings.Contains(line, "group: assigned") || strings.Contains(line, "group: revoked")) && ts.After(t0) && ts.Before(until) {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
+}
+
+func (r *brokerRun) commitFailures() int {
+	n := 0
+	for _, path := range r.logs {
+		n += countInFile(path, "offset commit failed")
+	}
+	return n
+}
+
+func (r *brokerRun) lastRebalance() time.Time {
+	var last time.Time
+	for _, path := range r.logs {
+		b, _ := os.ReadFile(path)
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if strings.Contains(line, "group: assigned") || strings.Contains(line, "group: revoked") {
+				if ts := slogTime(line); ts.After(last) {
+					last = ts
+				}
+			}
+		}
+	}
+	return last
+}
+
+// finish ends the input 10 s from now, waits for it and for the commits to reach the
+// end, stops the workers and returns the tally of the output read back whole.
+func (r *brokerRun) finish() (seqTally, []txnRec) {
+	t := r.t
+	time.Sleep(10 * time.Second)
+	r.sp.endNow()
+	inputs, outEnds := r.finishRun(r.sp, r.alive, func() []*workerProc { r.stopped = time.Now(); return r.workers }, nil)
+	r.live.waitEnds(t, outEnds, 2*time.Minute)
+	r.live.stop()
+	outputs := readTxnTopic(t, r.brokers, r.out, r.partitions, "read_uncommitted", outEnds)
+	s := tallySeq(inputs, plainRecs(outputs))
+	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
+	assert.Zero(t, s.Unexpected, "outputs that match no input")
+	assert.Zero(t, s.OrderViolations, "keys whose first copies are out of input order")
+	return s, outputs
+}
+
+func brokerRollingRestart(t *testing.T, c *brokerCluster, protocol string) {
+	r := startBrokerRun(t, c, "rolling", 400, nil, "-protocol", protocol)
+	settled := time.Now()
+	var figures []string
+	for _, id := range c.k.NodeIDs() {
+		time.Sleep(3 * time.Second)
+		require.NoError(t, r.alive())
+		t0 := time.Now()
+		require.NoError(t, c.k.StopBroker(id), "stop broker %d (SIGTERM)", id)
+		stopped := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := c.k.StartBroker(ctx, id)
+		cancel()
+		require.NoError(t, err, "restart broker %d", id)
+		back := time.Now()
+		waitInSync(t, c.brokers, 2*time.Minute)
+		inSync := time.Now()
+		gap, _ := outputGaps(r.live.records(), t0, inSync)
+		figures = append(figures, fmt.Sprintf("broker%d: shutdown=%s restart=%s in_sync_after=%s longest_output_gap=%s", id,
+			stopped.Sub(t0).Round(time.Millisecond), back.Sub(stopped).Round(time.Millisecond), inSync.Sub(back).Round(time.Millisecond), gap.Round(time.Millisecond)))
+		t.Logf("rolling restart: %s", figures[len(figures)-1])
+	}
+	s, _ := r.finish()
+	rebalances := r.rebalanceLines(settled)
+	commitFailures := r.commitFailures()
+	t.Logf("broker-rolling: protocol=%s records=%d outputs=%d lost=%d dups=%d key_order_violations=%d rebalances=%d commit_failures_logged=%d %s total=%s",
+		protocol, s.Inputs, s.Outputs, s.Lost, s.Dups, s.OrderViolations, len(rebalances), commitFailures, strings.Join(figures, " "), time.Since(r.started).Round(time.Millisecond))
+	assert.Empty(t, rebalances, "a clean rolling restart must not rebalance the group")
+	assert.Zero(t, s.Dups, "a clean rolling restart must not duplicate outputs")
+}
+
+// commitSample is the group's committed offsets as read at a moment.
+type commitSample struct {
+	at        time.Time
+	committed map[int32]int64
+}
+
+// sampleCommits reads the group's committed offsets every 250 ms until stop closes,
+// through one consumer of the group that never joins it (see committedOffsets).
+func sampleCommits(t *testing.T, brokers, group, topic string, partitions int, stop <-chan struct{}) <-chan []commitSample {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false, "log_level": 0})
+	require.NoError(t, err)
+	tps := make([]kafka.TopicPartition, partitions)
+	for p := range partitions {
+		tps[p] = kafka.TopicPartition{Topic: &topic, Partition: int32(p)}
+	}
+	out := make(chan []commitSample, 1)
+	go func() {
+		var samples []commitSample
+		defer func() { c.Close(); out <- samples }()
+		for {
+			if res, err := c.Committed(tps, 5_000); err == nil {
+				m := make(map[int32]int64, partitions)
+				for _, tp := range res {
+					if tp.Error == nil {
+						m[tp.Partition] = int64(tp.Offset)
+					}
+				}
+				if len(m) == partitions {
+					samples = append(samples, commitSample{at: time.Now(), committed: m})
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+func brokerISRLoss(t *testing.T, c *brokerCluster) {
+	const down = 30 * time.Second
+	r := startBrokerRun(t, c, "isr", 400, map[string]string{"min.insync.replicas": "3", "message.timestamp.type": "LogAppendTime"}, defaultSession...)
+	stopSampling := make(chan struct{})
+	samplesc := sampleCommits(t, r.brokers, r.group, r.in, r.partitions, stopSampling)
+	time.Sleep(5 * time.Second)
+	coord := r.coordinator()
+	victim := int32(1)
+	for victim == coord {
+		victim++
+	}
+	t.Logf("isr: SIGKILL broker %d (group coordinator: %d) for %s", victim, coord, down)
+	killed := time.Now()
+	require.NoError(t, c.k.KillBroker(victim))
+	for time.Since(killed) < down {
+		require.NoError(t, r.alive(), "a worker ended while the output's ISR was short")
+		time.Sleep(200 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	restarting := time.Now()
+	err := c.k.StartBroker(ctx, victim)
+	cancel()
+	require.NoError(t, err, "restart broker %d", victim)
+	back := time.Now()
+	var firstOut time.Time
+	require.Eventually(t, func() bool {
+		for _, rec := range r.live.records() {
+			if rec.Timestamp.After(restarting) && (firstOut.IsZero() || rec.Timestamp.Before(firstOut)) {
+				firstOut = rec.Timestamp
+			}
+		}
+		return !firstOut.IsZero() || r.alive() != nil
+	}, 2*time.Minute, 100*time.Millisecond, "no output appended after broker %d came back", victim)
+	require.NoError(t, r.alive())
+
+	s, outputs := r.finish()
+	close(stopSampling)
+	samples := <-samplesc
+
+	// appended[p][o]: the earliest broker append time of an output of input (p, o).
+	appended := make([][]time.Time, r.partitions)
+	for _, o := range outputs {
+		_, p, off, _, ok := o.fields()
+		if !ok {
+			continue
+		}
+		for int64(len(appended[p])) <= off {
+			appended[p] = append(appended[p], time.Time{})
+		}
+		if a := appended[p][off]; a.IsZero() || o.Timestamp.Before(a) {
+			appended[p][off] = o.Timestamp
+		}
+	}
+	// ready[p][n]: when every input of p below offset n had been appended (zero: never).
+	ready := make([][]time.Time, r.partitions)
+	for p, times := range appended {
+		ready[p] = make([]time.Time, len(times)+1)
+		var latest time.Time
+		for i, ts := range times {
+			if ts.IsZero() {
+				break
+			}
+			latest = later(latest, ts)
+			ready[p][i+1] = latest
+		}
+	}
+	// The outage window starts once the killed broker is out of every ISR (the
+	// controller fences it after broker.session.timeout.ms, 9 s) and a commit of outputs
+	// acknowledged before the kill, held up meanwhile, has landed.
+	violations, duringOutage := 0, 0
+	var first string
+	var prev map[int32]int64
+	advanced := int64(0)
+	for _, smp := range samples {
+		if smp.at.After(killed.Add(15*time.Second)) && smp.at.Before(restarting) {
+			duringOutage++
+			for p, o := range smp.committed {
+				if prev != nil {
+					advanced += max(0, o-prev[p])
+				}
+			}
+			prev = smp.committed
+		}
+		for p, o := range smp.committed {
+			if o <= 0 {
+				continue
+			}
+			var at time.Time
+			if int(o) < len(ready[p]) {
+				at = ready[p][o]
+			}
+			// Append times are milliseconds; the sample time is read after the commit.
+			if at.IsZero() || at.After(smp.at.Add(time.Millisecond)) {
+				violations++
+				if first == "" {
+					first = fmt.Sprintf("partition %d committed %d at %s; outputs below it appended by %v", p, o, smp.at.Format(time.TimeOnly+".000"), at)
+				}
+			}
+		}
+	}
+	stall, _ := outputGaps(r.live.records(), killed, back)
+	t.Logf("broker-isr: records=%d outputs=%d lost=%d dups=%d (by input partition %v, outputs by writer %v) key_order_violations=%d victim=%d down=%s longest_output_gap=%s first_output_after_restart=%s commit_samples=%d during_outage=%d committed_advance_during_outage=%d commits_ahead_of_appended_outputs=%d",
+		s.Inputs, s.Outputs, s.Lost, s.Dups, s.DupsByPartition, s.ByWriter, s.OrderViolations, victim, restarting.Sub(killed).Round(time.Millisecond), stall.Round(time.Millisecond),
+		durOrNone(firstOut, restarting), len(samples), duringOutage, advanced, violations)
+	assert.Greater(t, duringOutage, 20, "too few commit samples while the ISR was short: the check proved little")
+	assert.Zero(t, violations, "committed offsets ran ahead of the outputs appended (first: %s)", first)
+	assert.Zero(t, advanced, "committed offsets moved while no output could be acknowledged")
+	assert.Zero(t, s.Dups, "outputs duplicated though no worker lost its partitions (idempotent producer)")
+	assert.Empty(t, r.rebalanceLines(killed), "the group rebalanced though its coordinator lived and the session is 45 s")
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func brokerGroupCoordinatorKill(t *testing.T, c *brokerCluster, session time.Duration) {
+	const down = 5 * time.Second
+	var args []string
+	if session == 45*time.Second {
+		args = defaultSession
+	}
+	r := startBrokerRun(t, c, "gcoord", 400, nil, args...)
+	stopSampling := make(chan struct{})
+	samplesc := sampleCommits(t, r.brokers, r.group, r.in, r.partitions, stopSampling)
+	time.Sleep(5 * time.Second)
+	coord := r.coordinator()
+	require.Positive(t, coord, "find the group coordinator")
+	killed := time.Now()
+	require.NoError(t, c.k.KillBroker(coord))
+	time.Sleep(down)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	err := c.k.StartBroker(ctx, coord)
+	cancel()
+	require.NoError(t, err, "restart broker %d", coord)
+	back := time.Now()
+	newCoord := r.coordinator()
+	s, _ := r.finish()
+	rebalances := r.rebalanceLines(killed)
+	commitFailures := r.commitFailures()
+	close(stopSampling)
+	samples := <-samplesc
+	// The longest time from the kill on that the committed offsets stood still.
+	var stall time.Duration
+	prev := killed
+	var last map[int32]int64
+	for _, smp := range samples {
+		if smp.at.Before(killed) {
+			last = smp.committed
+			continue
+		}
+		if last == nil || progress(smp.committed) > progress(last) {
+			stall = max(stall, smp.at.Sub(prev))
+			prev = smp.at
+		}
+		last = smp.committed
+	}
+	outGap, _ := outputGaps(r.live.records(), killed, back.Add(10*time.Second))
+	t.Logf("broker-gcoord: session=%s records=%d outputs=%d lost=%d dups=%d key_order_violations=%d coordinator=%d then=%d down=%s longest_commit_stall=%s longest_output_gap=%s rebalances=%d commit_failures_logged=%d",
+		session, s.Inputs, s.Outputs, s.Lost, s.Dups, s.OrderViolations, coord, newCoord, back.Sub(killed).Round(time.Millisecond), stall.Round(time.Millisecond),
+		outGap.Round(time.Millisecond), len(rebalances), commitFailures)
+	if len(rebalances) > 0 {
+		t.Logf("broker-gcoord: rebalances after the kill:\n%s", strings.Join(rebalances, "\n"))
+	}
+	assert.Greater(t, len(samples), 20, "too few commit samples")
+	if session == 45*time.Second {
+		assert.Empty(t, rebalances, "a 45 s session outlives the coordinator's failover: no rebalance")
+		assert.Zero(t, s.Dups, "no rebalance, so no replayed outputs")
+	}
+}
+
+// waitInSync waits until every partition of every topic (internal ones included) has all
+// its replicas in sync. Each attempt uses a fresh admin client: after a broker restart a
+// long-lived one can keep stale metadata.
+func waitInSync(t *testing.T, brokers string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var short []string
+	for {
+		short = short[:0]
+		ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+		require.NoError(t, err)
+		md, err := ac.GetMetadata(nil, true, 10_000)
+		ac.Close()
+		if err == nil {
+			for name, tm := range md.Topics {
+				for _, p := range tm.Partitions {
+					if len(p.Isrs) < len(p.Replicas) || p.Leader < 0 {
+						short = append(short, fmt.Sprintf("%s[%d] isr=%v replicas=%v", name, p.ID, p.Isrs, p.Replicas))
+					}
+				}
+			}
+			if len(short) == 0 {
+				return
+			}
+		} else {
+			short = append(short, err.Error())
+		}
+		slices.Sort(short)
+		require.True(t, time.Now().Before(deadline), "replicas not in sync after %s: %v", timeout, short[:min(len(short), 5)])
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// createTopicConfig is createTopic with topic configuration.
+func createTopicConfig(t *testing.T, brokers, name string, partitions, rf int, config map[string]string) {
+	t.Helper()
+	if len(config) == 0 {
+		createTopic(t, brokers, name, partitions, rf)
+		return
+	}
+	ac := newAdmin(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: rf, Config: config}})
+	require.NoError(t, err)
+	require.Equal(t, kafka.ErrNoError, res[0].Error.Code(), "create topic %s: %v", name, res[0].Error)
+	waitInSync(t, brokers, 30*time.Second)
+}
