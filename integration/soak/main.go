@@ -13,12 +13,14 @@
 // exporter that drops it, so tracing costs what it would. Metrics are the Prometheus
 // provider of package metrics, served on 127.0.0.1; the sampler scrapes that endpoint
 // over HTTP, as Prometheus would: process_resident_memory_bytes, go_goroutines,
-// go_memstats_heap_inuse_bytes, samsa_records_consumed_total and samsa_consumer_lag.
+// go_memstats_heap_inuse_bytes, go_memstats_sys_bytes, samsa_records_consumed_total and
+// samsa_consumer_lag. RSS minus go_memstats_sys_bytes is memory outside the Go runtime
+// (librdkafka and other C allocations, the binary), so growth can be told apart.
 //
 // # What the summary says
 //
-// RSS and goroutines at the end of the warm-up (-warmup, default a tenth of the
-// duration) and at the end, their maxima after the warm-up, and the RSS slope after it
+// RSS and goroutines at the end of the warm-up (-warmup, default a third of the
+// duration, at most 10 minutes) and at the end, their maxima after the warm-up, and the RSS slope after it
 // and over the second half of it (least squares, MiB per hour: a short run's first slope
 // still includes the climb to the working set); records produced and consumed and the
 // final lag.
@@ -64,14 +66,16 @@ func main() {
 	var o options
 	flag.StringVar(&o.brokers, "brokers", os.Getenv(stack.EnvKafkaBrokers), "bootstrap servers (default $KAFKA_BROKERS); empty: start a single-node Kafka")
 	flag.DurationVar(&o.duration, "duration", 30*time.Minute, "how long to run")
-	flag.DurationVar(&o.warmup, "warmup", 0, "growth is measured after this (default: a tenth of -duration)")
+	flag.DurationVar(&o.warmup, "warmup", 0, "growth is measured after this (default: a third of -duration, at most 10m)")
 	flag.IntVar(&o.rate, "rate", 10_000, "input records per second")
 	flag.IntVar(&o.partitions, "partitions", 8, "partitions of the input and output topics")
 	flag.IntVar(&o.valueSize, "value-size", 100, "bytes per input value")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "sampling interval")
 	flag.Parse()
 	if o.warmup == 0 {
-		o.warmup = o.duration / 10
+		// At 10,000 records/s RSS climbed to its working set for about 5 minutes, so a
+		// tenth of a 30-minute run counted that climb as growth.
+		o.warmup = min(o.duration/3, 10*time.Minute)
 	}
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -101,6 +105,7 @@ type sample struct {
 	rss        float64
 	goroutines float64
 	heap       float64
+	goSys      float64 // go_memstats_sys_bytes: what the Go runtime obtained from the OS
 	consumed   float64
 	lag        float64
 	produced   int64
@@ -189,7 +194,7 @@ func run(ctx context.Context, o options) error {
 	var samples []sample
 	tick := time.NewTicker(o.sample)
 	defer tick.Stop()
-	fmt.Println("      t   rss_MiB  heap_MiB  goroutines    consumed    produced      lag")
+	fmt.Println("      t   rss_MiB  heap_MiB  gosys_MiB  goroutines    consumed    produced      lag")
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -207,7 +212,7 @@ func run(ctx context.Context, o options) error {
 			}
 			s.at, s.produced = time.Since(start), produced.Load()
 			samples = append(samples, s)
-			fmt.Printf("%7s %9.1f %9.1f %11.0f %11.0f %11d %8.0f\n", s.at.Round(time.Second), s.rss/(1<<20), s.heap/(1<<20), s.goroutines, s.consumed, s.produced, s.lag)
+			fmt.Printf("%7s %9.1f %9.1f %10.1f %11.0f %11.0f %11d %8.0f\n", s.at.Round(time.Second), s.rss/(1<<20), s.heap/(1<<20), s.goSys/(1<<20), s.goroutines, s.consumed, s.produced, s.lag)
 			done = s.at >= o.duration
 		}
 	}
@@ -304,13 +309,15 @@ func scrape(url string) (sample, error) {
 			s.goroutines = v
 		case "go_memstats_heap_inuse_bytes":
 			s.heap = v
+		case "go_memstats_sys_bytes":
+			s.goSys = v
 		case "samsa_records_consumed_total":
 			s.consumed += v
 		case "samsa_consumer_lag":
 			s.lag += v
 		}
 	}
-	for _, name := range []string{"process_resident_memory_bytes", "go_goroutines"} {
+	for _, name := range []string{"process_resident_memory_bytes", "go_goroutines", "go_memstats_sys_bytes"} {
 		if !seen[name] {
 			return sample{}, fmt.Errorf("scrape %s: no %s in the metrics", url, name)
 		}
@@ -334,23 +341,28 @@ func summarize(o options, samples []sample) {
 	for _, s := range after {
 		maxRSS, maxG = max(maxRSS, s.rss), max(maxG, s.goroutines)
 	}
-	slope, late := rssSlope(after), rssSlope(after[len(after)/2:])
+	rss := func(s sample) float64 { return s.rss }
+	outside := func(s sample) float64 { return s.rss - s.goSys }
+	slope, late := mibPerHour(after, rss), mibPerHour(after[len(after)/2:], rss)
 	fmt.Printf("soak: duration=%s rate=%d/s warmup=%s samples_after_warmup=%d\n", last.at.Round(time.Second), o.rate, o.warmup, len(after))
 	fmt.Printf("soak: rss_MiB after_warmup=%.1f end=%.1f max=%.1f growth=%+.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
 		first.rss/(1<<20), last.rss/(1<<20), maxRSS/(1<<20), (last.rss-first.rss)/(1<<20), slope, late)
 	fmt.Printf("soak: heap_inuse_MiB after_warmup=%.1f end=%.1f\n", first.heap/(1<<20), last.heap/(1<<20))
+	fmt.Printf("soak: go_sys_MiB (memory the Go runtime holds) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h\n", first.goSys/(1<<20), last.goSys/(1<<20), mibPerHour(after, func(s sample) float64 { return s.goSys }))
+	fmt.Printf("soak: rss_minus_go_sys_MiB (librdkafka, cgo, binary) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
+		outside(first)/(1<<20), outside(last)/(1<<20), mibPerHour(after, outside), mibPerHour(after[len(after)/2:], outside))
 	fmt.Printf("soak: goroutines after_warmup=%.0f end=%.0f max=%.0f\n", first.goroutines, last.goroutines, maxG)
 	fmt.Printf("soak: records produced=%d consumed=%.0f final_lag=%.0f\n", last.produced, last.consumed, last.lag)
 }
 
-// rssSlope is the least-squares slope of RSS over time, in MiB per hour.
-func rssSlope(ss []sample) float64 {
+// mibPerHour is the least-squares slope of f (bytes) over time, in MiB per hour.
+func mibPerHour(ss []sample, f func(sample) float64) float64 {
 	if len(ss) < 2 {
 		return 0
 	}
 	var sx, sy, sxx, sxy float64
 	for _, s := range ss {
-		x, y := s.at.Hours(), s.rss/(1<<20)
+		x, y := s.at.Hours(), f(s)/(1<<20)
 		sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
 	}
 	n := float64(len(ss))
