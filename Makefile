@@ -28,8 +28,8 @@ test-fault: deps
 	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'Fault' -timeout 40m ./integration/
 
 ## test-net-fault: only the network fault suites (the fault proxy between a client and
-## the broker or Redis), the SASL/ACL suite and the 256-partition scale run; make
-## test-fault runs them too.
+## the broker or Redis), the security suites (SASL, TLS, ACLs, Redis ACL over TLS) and
+## the 256-partition scale run; make test-fault runs them too.
 test-net-fault: deps
 	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'NetFault|ScaleFault|FaultSecurity' -timeout 20m ./integration/
 

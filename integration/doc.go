@@ -7,7 +7,10 @@
 // integration/stack starts the components on 127.0.0.1 as child processes stopped by
 // PID: StartKafka (1 or 3 nodes; KafkaOptions.Proxied puts a fault proxy in front of
 // each node's client listener, see below; KafkaOptions.SASL adds a SASL/SCRAM listener
-// with ACLs enforced), StartRedis, StartRedisCluster, StartJaeger.
+// with ACLs enforced; KafkaOptions.TLS a TLS listener, mutual with MutualTLS, and makes
+// the SASL listener SASL_SSL; the certificates are generated at start, GenerateTLS),
+// StartRedis (RedisOptions.TLS: TLS only; RedisOptions.User: an ACL user),
+// StartRedisCluster, StartJaeger.
 // The tests read KAFKA_BROKERS, REDIS_ADDR, OTEL_EXPORTER_OTLP_ENDPOINT and
 // JAEGER_QUERY_URL; when one is unset, stack.KafkaBrokers (and friends) start the
 // component once per test binary. `go run ./integration/cmd/stack run -- CMD` starts all
@@ -60,11 +63,14 @@
 // cut off from the broker by the proxy, at-least-once and exactly-once; a distributed
 // node cut off: its stop-before-takeover margin, also CPU-starved; the Redis connection
 // cut off; exactly-once under random latency and connection resets), security_fault_test.go (SASL/SCRAM and ACLs: right and wrong credentials,
-// missing topic and group ACLs), scale_fault_test.go (256 partitions) and
-// broker_fault_test.go (three nodes: a clean rolling restart under the classic and the
-// KIP-848 protocol, the output's ISR below min.insync.replicas for 30 s with the
-// committed offsets sampled against the outputs' broker append times, the group
-// coordinator SIGKILLed during commits). Each logs one greppable line of
+// missing topic and group ACLs), security_tls_fault_test.go (mutual TLS and SASL_SSL:
+// both delivery modes, the transactional-id ACL, distributed, a checkpoint on Redis over
+// TLS as a restricted ACL user; the state suite under the minimal Redis ACL),
+// scale_fault_test.go (256 partitions) and broker_fault_test.go (three nodes: a clean
+// rolling restart under the classic and the KIP-848 protocol, the output's ISR below
+// min.insync.replicas for 30 s with the committed offsets sampled against the outputs'
+// broker append times, the group coordinator SIGKILLed during commits). Each logs one
+// greppable line of
 // figures ("eos-crash:", "net-partition:", "net-dist-margin:", ...).
 //
 // # Harnesses (print figures, never assert timings)

@@ -41,7 +41,9 @@ func (s *syncBuffer) String() string {
 }
 
 // TestCanarySecretGoesNowhere sets a canary as the SASL password (and other secret
-// properties), runs a processor with debug logging (librdkafka's conf debug included),
+// properties: the OAUTHBEARER secret, the TLS key password, keystore password and inline
+// private key; not ssl.certificate.pem, a public certificate, which librdkafka's conf
+// debug prints as it is), runs a processor with debug logging (librdkafka's conf debug included),
 // tracing, metrics and a dead-lettered record, and finds the canary in no log line, span,
 // metric or dead-letter header.
 func TestCanarySecretGoesNowhere(t *testing.T) {
@@ -68,6 +70,8 @@ func TestCanarySecretGoesNowhere(t *testing.T) {
 			"sasl.password":                  canary,
 			"sasl.oauthbearer.client.secret": canary,
 			"ssl.key.password":               canary,
+			"ssl.keystore.password":          canary,
+			"ssl.key.pem":                    "-----BEGIN PRIVATE KEY-----\n" + canary + "\n-----END PRIVATE KEY-----\n",
 			"debug":                          "conf,generic,cgrp",
 		}},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +119,73 @@ func testCheckpointBehind(t *testing.T, group string) {
 	cancel()
 	require.NoError(t, <-done)
 	require.NoError(t, runCounter(t, b, "plain", state.NewMemoryTable[string, int64](), 200), "no recorded offsets: the new table is accepted")
+}
+
+// flakyCheckpoint fails Applied with err for the first fails calls, then reports 0.
+type flakyCheckpoint struct {
+	err   error
+	fails int
+	calls int
+	mu    sync.Mutex
+}
+
+func (c *flakyCheckpoint) Applied(context.Context, string, int32) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.calls <= c.fails {
+		return 0, c.err
+	}
+	return 0, nil
+}
+
+// permanentErr has the Permanent method a Checkpoint's error may carry.
+type permanentErr struct{ permanent bool }
+
+func (e permanentErr) Error() string   { return "WRONGPASS invalid username-password pair" }
+func (e permanentErr) Permanent() bool { return e.permanent }
+
+// A checkpoint whose store refuses access (a permanent error) fails Run at assignment,
+// with the store's error; a transient failure is retried and the processor carries on.
+func TestCheckpointPermanentErrorFailsRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processors on the in-process broker")
+	}
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2})
+	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()),
+		samsatest.KV[string, string]{Key: "a", Value: "1"}, samsatest.KV[string, string]{Key: "b", Value: "2"})
+	run := func(group string, cp processor.Checkpoint) (error, time.Duration) {
+		p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+			[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+			processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }),
+			processor.WithCheckpoint(cp))
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		for {
+			select {
+			case err := <-done:
+				return err, time.Since(start)
+			case <-time.After(20 * time.Millisecond):
+			}
+			if c := b.Committed(group, "in"); c[0]+c[1] == 2 {
+				cancel()
+				return <-done, time.Since(start)
+			}
+		}
+	}
+
+	err, took := run("refused", &flakyCheckpoint{err: fmt.Errorf("state: redis Applied: %w", permanentErr{true}), fails: 1 << 30})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WRONGPASS")
+	assert.Contains(t, err.Error(), "checkpoint refused the applied offset of in[")
+	assert.Less(t, took, 15*time.Second, "fails at assignment, not after the test's bound")
+
+	transient := &flakyCheckpoint{err: permanentErr{false}, fails: 2}
+	err, _ = run("transient", transient)
+	require.NoError(t, err, "a transient checkpoint failure is retried")
+	assert.Greater(t, transient.calls, 2)
 }

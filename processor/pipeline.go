@@ -124,7 +124,10 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 	pl.run.isolate = pl.isolate
 	if p.cp != nil {
 		if err := pl.run.loadApplied(p.cp, s.Partitions()); err != nil {
-			return nil // revoked while the store was unreachable
+			if isAbandon(err) {
+				return nil // revoked while the store was unreachable
+			}
+			return err // the store refused access
 		}
 		if rec, ok := p.cp.(Recorder); ok {
 			pl.recorder = rec

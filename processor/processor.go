@@ -79,6 +79,10 @@ func WithTracedKeys() Option { return func(o *options) { o.recordKeys = true } }
 type Checkpoint interface {
 	// Applied returns the offset after the last applied record of topic's partition (0
 	// when nothing is applied). It may be called concurrently for different partitions.
+	// The processor retries a failed call until the partition is revoked (the store may
+	// be down for a while), unless the error has a method Permanent() bool that returns
+	// true (state.Error does when Redis refused the credentials or an ACL permission):
+	// then Run fails with it.
 	Applied(ctx context.Context, topic string, partition int32) (next int64, err error)
 }
 

@@ -310,7 +310,8 @@ func (r *runner[K, V]) attribute(inputs []record.Message, failed []*record.Messa
 }
 
 // loadApplied asks the checkpoint which records of the slot are applied, retrying while
-// the store is unreachable (nothing of the slot runs meanwhile).
+// the store is unreachable (nothing of the slot runs meanwhile). A permanent error (see
+// Checkpoint) is returned at once.
 func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition) error {
 	r.applied = map[string]int64{}
 	for _, tp := range parts {
@@ -319,6 +320,9 @@ func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition)
 			if err == nil {
 				r.applied[tp.Topic] = next
 				break
+			}
+			if permanent(err) {
+				return fmt.Errorf("processor: checkpoint refused the applied offset of %s[%d] (retrying cannot help): %w", tp.Topic, tp.Partition, err)
 			}
 			r.log.Warn("processor: checkpoint unavailable, retrying", "topic", tp.Topic, "partition", tp.Partition, "attempt", attempt+1, "err", err)
 			if !(Backoff{}).sleep(r.wait, attempt) {
@@ -467,6 +471,13 @@ func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, 
 }
 
 // isAbandon reports whether err ends a slot's work without failing the processor.
+// permanent reports whether err says so through a Permanent() bool method (see
+// Checkpoint).
+func permanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
+
 func isAbandon(err error) bool {
 	return errors.Is(err, errAbandoned) || errors.Is(err, group.ErrNotOwned)
 }

@@ -74,5 +74,26 @@
 // again. A Table that saw the lost offsets reports it ([ErrStateLost]); after a restart of
 // the processor too, compare Applied with the committed offset on assignment to detect it.
 //
+// # Redis ACL and TLS
+//
+// A Redis ACL user needs, for the stores and tables of namespace ns, these keys and
+// commands and nothing more:
+//
+//	ACL SETUSER app on >password resetkeys ~ns:* ~{ns:* resetchannels -@all +get +mget +set +mset +del +hget +hset +evalsha +eval
+//
+// ~ns:* holds a store's keys (NewRedis), ~{ns:* a table's (NewTable: each key starts
+// with the hash tag {ns:partition}). GET, MGET, SET, MSET and DEL are the batch calls;
+// HGET reads a table's applied offsets; EVALSHA runs the Lua scripts of Apply and
+// PutFenced, and EVAL sends a script Redis has not cached (after a restart). Redis checks
+// the commands a script runs against the same ACL: HGET, HSET, SET, MSET and DEL. SCRIPT
+// is not needed. [TableAdmin] (the samsa command's table operations) also needs
+// +hgetall and +scan, and a Cluster client also runs CLUSTER SLOTS (+cluster|slots).
+//
+// Redis refusing the credentials or a permission (WRONGPASS, NOAUTH, NOPERM) gives an
+// [*Error] whose Permanent method reports true, and the error never contains the
+// password: a processor given a table as its checkpoint then fails Run at assignment
+// instead of waiting for Redis. TLS is the client's: set go-redis's Options.TLSConfig
+// (a *tls.Config trusting the server's CA).
+//
 // [distributed]: https://pkg.go.dev/github.com/samsa-go/samsa/distributed
 package state

@@ -3,6 +3,7 @@ package state_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,34 @@ func TestErrorMessage(t *testing.T) {
 		`state: fenced write to "slice-3" in partition 3 rejected: token 4 is below the highest seen, 7`)
 	assert.ErrorIs(t, &state.ConflictError{}, state.ErrFenced)
 	assert.NotErrorIs(t, state.ErrAlreadyApplied, state.ErrFenced)
+}
+
+// fakeRedisErr is a reply error as go-redis returns it (it has the RedisError method).
+type fakeRedisErr string
+
+func (e fakeRedisErr) Error() string { return string(e) }
+func (e fakeRedisErr) RedisError()   {}
+
+// TestErrorPermanent: Redis refusing the credentials or an ACL permission is permanent;
+// an outage, a timeout or another reply error is not.
+func TestErrorPermanent(t *testing.T) {
+	for _, tt := range []struct {
+		cause error
+		want  bool
+	}{
+		{fakeRedisErr("WRONGPASS invalid username-password pair or user is disabled."), true},
+		{fakeRedisErr("NOAUTH Authentication required."), true},
+		{fakeRedisErr("NOPERM this user has no permissions to run the 'hget' command"), true},
+		{fmt.Errorf("dial: %w", fakeRedisErr("WRONGPASS invalid username-password pair")), true},
+		{fakeRedisErr("LOADING Redis is loading the dataset in memory"), false},
+		{errors.New("WRONGPASS lookalike that is not a reply error"), false},
+		{errors.New("dial tcp 127.0.0.1:6379: connect: connection refused"), false},
+		{context.DeadlineExceeded, false},
+		{nil, false},
+	} {
+		e := &state.Error{Store: "redis", Op: "Applied", Partition: 0, Err: tt.cause}
+		assert.Equal(t, tt.want, e.Permanent(), "%v", tt.cause)
+	}
 }
 
 // TestRedisErrorsNameOpNotPayload runs against a port nothing listens on.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Entry is one key and its value, for batch writes.
@@ -97,6 +99,28 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error (a go-redis or net error, a codec error, a context
 // error).
 func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent reports whether retrying the call cannot help because Redis refused access:
+// the client's credentials (WRONGPASS, NOAUTH) or a permission its ACL user lacks
+// (NOPERM; see "Redis ACL" in the package doc). Anything else (Redis down, a timeout)
+// may pass. A processor given a table as its checkpoint fails Run on a permanent error
+// instead of waiting for Redis to answer.
+func (e *Error) Permanent() bool { return accessDenied(e.Err) }
+
+// accessDenied tells Redis's refusals of the client's credentials or ACL permissions.
+func accessDenied(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM"} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
 
 // FencedError is returned by Table.PutFenced when a token higher than Token has been
 // seen for Fence in that partition. errors.Is(err, ErrFenced) holds.

@@ -52,7 +52,20 @@ type KafkaOptions struct {
 	// there need a SCRAM user (AddSCRAMUser) and ACLs. The PLAINTEXT listener (Bootstrap),
 	// the controller and inter-broker traffic stay unauthenticated, as the super user
 	// User:ANONYMOUS: the test's own admin client creates users and ACLs through it.
+	// With TLS too, SECURE is SASL_SSL (SCRAM over TLS, as production runs it) instead.
 	SASL bool
+	// TLS gives each node a client listener TLS (security.protocol=SSL, TLSBootstrap)
+	// with certificates generated at start (TLSFiles: a throwaway CA and a server
+	// certificate for 127.0.0.1 and localhost, read by the broker as PEM keystore and
+	// truststore). Clients set security.protocol=SSL and ssl.ca.location to
+	// TLSFiles().CAFile (TLSClientProps). Without MutualTLS the listener does not
+	// authenticate clients: with SASL they are User:ANONYMOUS there, the super user.
+	TLS bool
+	// MutualTLS (with TLS) makes the TLS listener require a client certificate signed by
+	// the CA (ssl.client.auth=required): clients also set ssl.certificate.location and
+	// ssl.key.location (TLSClientProps), and with SASL their principal there is
+	// "User:CN=" + ClientCN, which needs ACLs like any other user.
+	MutualTLS bool
 }
 
 // Kafka is a running Apache Kafka cluster in KRaft mode on 127.0.0.1, started from the
@@ -65,6 +78,8 @@ type Kafka struct {
 	nodes   []*kafkaNode
 	proxies []*faultproxy.Proxy // per node, with KafkaOptions.Proxied
 	sasl    bool
+	tls     *TLSFiles // with KafkaOptions.TLS
+	mtls    bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -74,6 +89,7 @@ type kafkaNode struct {
 	id         int32
 	clientPort int
 	saslPort   int // with KafkaOptions.SASL
+	tlsPort    int // with KafkaOptions.TLS
 	dir        string
 	mu         sync.Mutex
 	proc       *process
@@ -156,6 +172,9 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 	if opts.HeapMB == 0 {
 		opts.HeapMB = 384
 	}
+	if opts.MutualTLS && !opts.TLS {
+		return nil, errors.New("stack: KafkaOptions.MutualTLS needs KafkaOptions.TLS")
+	}
 	if _, err := exec.LookPath("java"); err != nil {
 		return nil, errors.New("stack: java not found: the real-broker tests need JDK 17+, or set KAFKA_BROKERS to a running cluster")
 	}
@@ -181,6 +200,13 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 		}
 		k.tempDir = true
 	}
+	if opts.TLS {
+		if k.tls, err = GenerateTLS(filepath.Join(k.dir, "tls")); err != nil {
+			k.Close()
+			return nil, err
+		}
+		k.mtls = opts.MutualTLS
+	}
 	// A port taken between reservation and bind fails the start; retry with new ports.
 	for attempt := 1; ; attempt++ {
 		err = k.start(ctx, opts)
@@ -197,7 +223,7 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 
 func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 	n := opts.Brokers
-	ports, err := freePorts(4 * n) // client, controller, (proxied) external and (SASL) secure listener of each node
+	ports, err := freePorts(5 * n) // client, controller, (proxied) external, (SASL) secure and TLS listener of each node
 	if err != nil {
 		return err
 	}
@@ -234,7 +260,7 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			sec := ports[3*n+i]
 			props["listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
 			props["advertised.listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
-			props["listener.security.protocol.map"] += ",SECURE:SASL_PLAINTEXT"
+			props["listener.security.protocol.map"] += ",SECURE:" + k.SASLProtocol()
 			maps.Copy(props, map[string]string{
 				"sasl.enabled.mechanisms":                             "SCRAM-SHA-256",
 				"listener.name.secure.sasl.enabled.mechanisms":        "SCRAM-SHA-256",
@@ -244,6 +270,24 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 				"allow.everyone.if.no.acl.found":                      "false",
 			})
 			node.saslPort = sec
+		}
+		if opts.TLS {
+			port := ports[4*n+i]
+			props["listeners"] += fmt.Sprintf(",TLS://127.0.0.1:%d", port)
+			props["advertised.listeners"] += fmt.Sprintf(",TLS://127.0.0.1:%d", port)
+			props["listener.security.protocol.map"] += ",TLS:SSL"
+			// Kafka reads PEM files directly; the key is unencrypted PKCS#8, so no
+			// ssl.key.password. These apply to every SSL listener (SECURE too).
+			maps.Copy(props, map[string]string{
+				"ssl.keystore.type":       "PEM",
+				"ssl.keystore.location":   k.tls.ServerKeystoreFile,
+				"ssl.truststore.type":     "PEM",
+				"ssl.truststore.location": k.tls.CAFile,
+			})
+			if opts.MutualTLS {
+				props["listener.name.tls.ssl.client.auth"] = "required"
+			}
+			node.tlsPort = port
 		}
 		maps.Copy(props, opts.Props)
 		if err := writeProps(filepath.Join(node.dir, "server.properties"), props); err != nil {
@@ -440,8 +484,8 @@ func (k *Kafka) ProxiedBootstrap() string {
 
 // SASLBootstrap is the comma-separated list of every node's SASL/SCRAM listener (see
 // KafkaOptions.SASL); empty when the cluster has none. Clients there set
-// security.protocol=SASL_PLAINTEXT, sasl.mechanisms=SCRAM-SHA-256, sasl.username and
-// sasl.password.
+// security.protocol to SASLProtocol() (with TLS, also ssl.ca.location),
+// sasl.mechanisms=SCRAM-SHA-256, sasl.username and sasl.password.
 func (k *Kafka) SASLBootstrap() string {
 	if !k.sasl {
 		return ""
@@ -451,6 +495,49 @@ func (k *Kafka) SASLBootstrap() string {
 		addrs[i] = hostPort(n.saslPort)
 	}
 	return strings.Join(addrs, ",")
+}
+
+// SASLProtocol is the security.protocol of the SECURE listener: SASL_SSL when the
+// cluster also has TLS, else SASL_PLAINTEXT.
+func (k *Kafka) SASLProtocol() string {
+	if k.tls != nil {
+		return "SASL_SSL"
+	}
+	return "SASL_PLAINTEXT"
+}
+
+// TLSBootstrap is the comma-separated list of every node's TLS listener (see
+// KafkaOptions.TLS); empty when the cluster has none.
+func (k *Kafka) TLSBootstrap() string {
+	if k.tls == nil {
+		return ""
+	}
+	addrs := make([]string, len(k.nodes))
+	for i, n := range k.nodes {
+		addrs[i] = hostPort(n.tlsPort)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// TLSFiles are the certificates the cluster was started with (KafkaOptions.TLS), nil
+// without TLS.
+func (k *Kafka) TLSFiles() *TLSFiles { return k.tls }
+
+// TLSClientProps are the librdkafka properties of a client of the TLS listener:
+// security.protocol=SSL and ssl.ca.location, plus ssl.certificate.location and
+// ssl.key.location with KafkaOptions.MutualTLS. With SASL, they are also what a client
+// of the SECURE listener (SASL_SSL) needs besides security.protocol and its SASL
+// settings. Nil without TLS. The map is new on each call.
+func (k *Kafka) TLSClientProps() map[string]any {
+	if k.tls == nil {
+		return nil
+	}
+	m := map[string]any{"security.protocol": "SSL", "ssl.ca.location": k.tls.CAFile}
+	if k.mtls {
+		m["ssl.certificate.location"] = k.tls.ClientCertFile
+		m["ssl.key.location"] = k.tls.ClientKeyFile
+	}
+	return m
 }
 
 // AddSCRAMUser creates (or changes the password of) SCRAM-SHA-256 user, through the

@@ -108,3 +108,51 @@ func TestKafkaNotProxied(t *testing.T) {
 	require.ErrorContains(t, err, "KafkaOptions.Proxied")
 	require.Empty(t, (&Kafka{}).ProxiedBootstrap())
 }
+
+// TestKafkaTLS: a cluster with TLS (mutual) and SASL answers metadata on its TLS
+// listener to a client that trusts the generated CA and shows the client certificate,
+// refuses one without the certificate or without the CA, and serves SCRAM over TLS
+// (SASL_SSL) on SECURE.
+func TestKafkaTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode: starting a real Kafka broker takes seconds (needs java and mvn)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	k, err := StartKafka(ctx, KafkaOptions{TLS: true, MutualTLS: true, SASL: true, HeapMB: 256})
+	require.NoError(t, err)
+	t.Cleanup(func() { k.Close() })
+	require.NotEmpty(t, k.TLSBootstrap())
+	require.NotEqual(t, k.Bootstrap(), k.TLSBootstrap())
+	require.Equal(t, "SASL_SSL", k.SASLProtocol())
+	require.NoError(t, k.AddSCRAMUser(ctx, "tls-user", "tls-pass"))
+
+	metadata := func(bootstrap string, props map[string]any) error {
+		cm := kafka.ConfigMap{"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 3000}
+		for key, v := range props {
+			cm[key] = v
+		}
+		ac, err := kafka.NewAdminClient(&cm)
+		require.NoError(t, err)
+		defer ac.Close()
+		_, err = ac.GetMetadata(nil, true, 5000)
+		return err
+	}
+	props := k.TLSClientProps()
+	require.Equal(t, "SSL", props["security.protocol"])
+	require.Equal(t, k.TLSFiles().CAFile, props["ssl.ca.location"])
+	require.NoError(t, metadata(k.TLSBootstrap(), props), "TLS with the CA and the client certificate")
+
+	noCert := k.TLSClientProps()
+	delete(noCert, "ssl.certificate.location")
+	delete(noCert, "ssl.key.location")
+	require.Error(t, metadata(k.TLSBootstrap(), noCert), "mutual TLS refuses a client without a certificate")
+	noCA := k.TLSClientProps()
+	delete(noCA, "ssl.ca.location")
+	require.Error(t, metadata(k.TLSBootstrap(), noCA), "a client that does not trust the test CA refuses the broker")
+	require.Error(t, metadata(k.TLSBootstrap(), nil), "a plaintext client gets nothing from the TLS listener")
+
+	sasl := map[string]any{"security.protocol": k.SASLProtocol(), "ssl.ca.location": k.TLSFiles().CAFile,
+		"sasl.mechanisms": "SCRAM-SHA-256", "sasl.username": "tls-user", "sasl.password": "tls-pass"}
+	require.NoError(t, metadata(k.SASLBootstrap(), sasl), "SCRAM over TLS")
+}

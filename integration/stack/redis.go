@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -32,6 +33,36 @@ type RedisOptions struct {
 	Dir string
 	// Args are extra redis-server arguments, appended after the launcher's own.
 	Args []string
+	// TLS serves Redis over TLS only (tls-port; the plaintext port is off) with
+	// certificates generated at start (Redis.TLSFiles; clients need not show one). Clients
+	// connect to Addr with Redis.TLSConfig (go-redis Options.TLSConfig).
+	TLS bool
+	// User, when set, is an ACL user created at start (a "user" line of the server's
+	// config file, so it survives Restart). The default user stays enabled without a
+	// password: the launcher pings with it, and a test can inspect the data with it.
+	User *RedisUser
+}
+
+// RedisUser is an ACL user: its name, password and ACL rules in ACL SETUSER syntax
+// (for example "~app:* +get +set"). The user is created enabled ("on").
+type RedisUser struct {
+	Name     string
+	Password string
+	Rules    string
+}
+
+func (u *RedisUser) validate() error {
+	var errs []error
+	if u.Name == "" || strings.ContainsAny(u.Name, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("stack: RedisUser.Name %q: want a non-empty name without spaces", u.Name))
+	}
+	if u.Password == "" || strings.ContainsAny(u.Password, " \t\r\n") {
+		errs = append(errs, errors.New("stack: RedisUser.Password: want a non-empty password without spaces"))
+	}
+	if strings.ContainsAny(u.Rules, "\r\n") {
+		errs = append(errs, errors.New("stack: RedisUser.Rules: want one line"))
+	}
+	return errors.Join(errs...)
 }
 
 // Redis is a redis-server child process listening on 127.0.0.1, without persistence.
@@ -41,6 +72,8 @@ type Redis struct {
 	dir     string
 	tempDir bool // dir was created by StartRedis and is removed by Close
 	args    []string
+	conf    string    // the config file holding the ACL user, "" without one
+	tls     *TLSFiles // with RedisOptions.TLS
 	proc    *process
 
 	mu     sync.Mutex // serialises Stop, Kill, Restart and Close
@@ -49,6 +82,11 @@ type Redis struct {
 
 // StartRedis starts redis-server on a free 127.0.0.1 port and waits until it answers PING.
 func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
+	if opts.User != nil {
+		if err := opts.User.validate(); err != nil {
+			return nil, err
+		}
+	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errors.New("stack: redis-server not found: install it (apt-get install redis-server) or set REDIS_ADDR")
@@ -61,6 +99,20 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		r.tempDir = true
 	} else if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stack: redis: create data dir: %w", err)
+	}
+	if opts.TLS {
+		if r.tls, err = GenerateTLS(filepath.Join(r.dir, "tls")); err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+	}
+	if u := opts.User; u != nil {
+		// A config file (0600) rather than arguments, so the password is not on the
+		// command line for every process listing to show.
+		r.conf = filepath.Join(r.dir, "redis.conf")
+		line := fmt.Sprintf("user %s on >%s %s\n", u.Name, u.Password, u.Rules)
+		if err := os.WriteFile(r.conf, []byte(line), 0o600); err != nil {
+			return nil, errors.Join(fmt.Errorf("stack: redis: %w", err), r.Close())
+		}
 	}
 	r.proc = &process{name: "redis-server", logPath: filepath.Join(r.dir, "redis-server.log")}
 
@@ -82,8 +134,26 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	return nil, errors.Join(err, r.Close())
 }
 
-// Addr is the server's "127.0.0.1:port"; it stays the same across Restart.
+// Addr is the server's "127.0.0.1:port" (with RedisOptions.TLS, its TLS port); it stays
+// the same across Restart.
 func (r *Redis) Addr() string { return hostPort(r.port) }
+
+// TLSFiles are the certificates of a server started with RedisOptions.TLS, else nil.
+func (r *Redis) TLSFiles() *TLSFiles { return r.tls }
+
+// TLSConfig is a client TLS configuration that trusts the server's CA (go-redis
+// Options.TLSConfig), nil without RedisOptions.TLS. It is new on each call.
+func (r *Redis) TLSConfig() *tls.Config {
+	if r.tls == nil {
+		return nil
+	}
+	cfg, err := r.tls.ClientConfig(false)
+	if err != nil {
+		// The files were written at start and are only removed by Close.
+		panic(fmt.Sprintf("stack: redis: %v", err))
+	}
+	return cfg
+}
 
 // PID is the current redis-server process id (it changes on Restart).
 func (r *Redis) PID() int { return r.proc.PID() }
@@ -142,15 +212,25 @@ func (r *Redis) start(ctx context.Context) error {
 	if fi, err := os.Stat(r.proc.logPath); err == nil {
 		logStart = fi.Size()
 	}
-	argv := append([]string{r.bin,
-		"--port", strconv.Itoa(r.port),
+	argv := []string{r.bin}
+	if r.conf != "" {
+		argv = append(argv, r.conf) // the file must come first
+	}
+	port := []string{"--port", strconv.Itoa(r.port)}
+	if r.tls != nil {
+		port = []string{"--port", "0", "--tls-port", strconv.Itoa(r.port),
+			"--tls-cert-file", r.tls.ServerCertFile, "--tls-key-file", r.tls.ServerKeyFile,
+			"--tls-ca-cert-file", r.tls.CAFile, "--tls-auth-clients", "no"}
+	}
+	argv = append(append(argv, port...),
 		"--bind", "127.0.0.1",
 		"--dir", r.dir,
 		"--save", "", // no RDB snapshots: test data is throwaway
 		"--appendonly", "no",
 		"--protected-mode", "yes",
 		"--daemonize", "no", // stay in the foreground so the PID we hold is the server
-	}, r.args...)
+	)
+	argv = append(argv, r.args...)
 	if err := r.proc.start(nil, argv...); err != nil {
 		return err
 	}
@@ -159,7 +239,11 @@ func (r *Redis) start(ctx context.Context) error {
 		return nil
 	}
 	killErr := r.proc.kill()
-	if strings.Contains(logSince(r.proc.logPath, logStart), "Address already in use") {
+	log := logSince(r.proc.logPath, logStart)
+	if r.tls != nil && strings.Contains(log, "FATAL CONFIG") && strings.Contains(log, "tls") {
+		return fmt.Errorf("stack: %s was built without TLS support (it refuses the tls-* options); RedisOptions.TLS needs a build with TLS (Debian's redis-server has it); log tail:\n%s", r.bin, r.proc.logTail(2000))
+	}
+	if strings.Contains(log, "Address already in use") {
 		return fmt.Errorf("stack: redis-server: port %d: %w; log tail:\n%s", r.port, errRedisPortInUse, r.proc.logTail(2000))
 	}
 	return errors.Join(err, killErr)
@@ -171,6 +255,7 @@ func (r *Redis) waitReady(ctx context.Context) error {
 	defer cancel()
 	c := redis.NewClient(&redis.Options{
 		Addr:        r.Addr(),
+		TLSConfig:   r.TLSConfig(),
 		DialTimeout: time.Second,
 		ReadTimeout: time.Second,
 		MaxRetries:  -1, // we retry ourselves, and must notice an exited process promptly

@@ -102,3 +102,51 @@ func TestRedisPortTaken(t *testing.T) {
 	err = r.start(ctx)
 	require.ErrorIs(t, err, errRedisPortInUse)
 }
+
+// TestRedisTLSAndUser: a server started with TLS and an ACL user serves that user over
+// TLS within its rules, refuses it outside them (NOPERM) and with a wrong password
+// (WRONGPASS), refuses a plaintext client, and keeps the user across Restart.
+func TestRedisTLSAndUser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs redis-server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := StartRedis(ctx, RedisOptions{TLS: true, User: &RedisUser{Name: "app", Password: "app-pw", Rules: "~app:* +get +set"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, r.Close()) })
+	require.NotNil(t, r.TLSFiles())
+
+	client := func(user, pass string, tlsOn bool) *redis.Client {
+		o := &redis.Options{Addr: r.Addr(), Username: user, Password: pass, MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second}
+		if tlsOn {
+			o.TLSConfig = r.TLSConfig()
+		}
+		c := redis.NewClient(o)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	check := func() {
+		app := client("app", "app-pw", true)
+		require.NoError(t, app.Set(ctx, "app:k", "v", 0).Err())
+		got, err := app.Get(ctx, "app:k").Result()
+		require.NoError(t, err)
+		assert.Equal(t, "v", got)
+		assert.ErrorContains(t, app.Set(ctx, "other:k", "v", 0).Err(), "NOPERM", "a key outside ~app:*")
+		assert.ErrorContains(t, app.Del(ctx, "app:k").Err(), "NOPERM", "a command not granted")
+		err = client("app", "not-app-pw-7Qz", true).Ping(ctx).Err()
+		assert.ErrorContains(t, err, "WRONGPASS")
+		assert.NotContains(t, err.Error(), "7Qz", "the error does not echo the password")
+		assert.Error(t, client("", "", false).Ping(ctx).Err(), "a plaintext client gets nothing from the TLS port")
+	}
+	check()
+	require.NoError(t, r.Restart(ctx))
+	check()
+}
+
+func TestRedisUserValidate(t *testing.T) {
+	for _, u := range []RedisUser{{Name: "", Password: "p"}, {Name: "a b", Password: "p"}, {Name: "a", Password: ""}, {Name: "a", Password: "p q"}, {Name: "a", Password: "p", Rules: "+get\n+set"}} {
+		_, err := StartRedis(context.Background(), RedisOptions{User: &u})
+		assert.ErrorContains(t, err, "RedisUser", "%+v", u)
+	}
+}

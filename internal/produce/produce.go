@@ -52,10 +52,11 @@ type Ack interface {
 
 // Producer produces records idempotently and reports each delivery to its Ack.
 type Producer struct {
-	p    *kafka.Producer
-	log  *slog.Logger
-	done chan struct{} // deliveries returned
-	logs chan struct{} // log forwarding returned
+	p     *kafka.Producer
+	txnID string // Config.TransactionalID, named in transactional errors
+	log   *slog.Logger
+	done  chan struct{} // deliveries returned
+	logs  chan struct{} // log forwarding returned
 
 	mu    sync.Mutex
 	fatal error
@@ -95,7 +96,7 @@ func New(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("produce: create producer: %w", err)
 	}
-	pr := &Producer{p: p, log: log, done: make(chan struct{}), logs: make(chan struct{})}
+	pr := &Producer{p: p, txnID: cfg.TransactionalID, log: log, done: make(chan struct{}), logs: make(chan struct{})}
 	go pr.deliveries()
 	go func() {
 		defer close(pr.logs)
@@ -304,6 +305,11 @@ type TxnError struct {
 	// aborted a transaction that outlived transaction.timeout.ms). The producer is lost,
 	// but a new one with the same transactional id can take over.
 	Fenced bool
+	// TransactionalID is the producer's transactional id ("" when unknown).
+	TransactionalID string
+	// Unauthorized marks TRANSACTIONAL_ID_AUTHORIZATION_FAILED: the client's principal
+	// lacks the ACLs on its transactional id.
+	Unauthorized bool
 }
 
 func (e *TxnError) Error() string {
@@ -314,7 +320,15 @@ func (e *TxnError) Error() string {
 	case e.Abortable:
 		kind = "abortable"
 	}
-	return fmt.Sprintf("produce: %s (%s): %v", e.Op, kind, e.Err)
+	op := e.Op
+	if e.TransactionalID != "" {
+		op = fmt.Sprintf("%s of transactional id %q", e.Op, e.TransactionalID)
+	}
+	msg := fmt.Sprintf("produce: %s (%s): %v", op, kind, e.Err)
+	if e.Unauthorized {
+		msg += fmt.Sprintf(" (the client's principal needs WRITE and DESCRIBE on TransactionalId %q, through a literal or a prefixed ACL)", e.TransactionalID)
+	}
+	return msg
 }
 
 func (e *TxnError) Unwrap() error { return e.Err }
@@ -335,9 +349,13 @@ func (p *Producer) classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	te := &TxnError{Op: op, Err: err}
+	te := &TxnError{Op: op, Err: err, TransactionalID: p.txnID}
 	var kerr kafka.Error
 	if errors.As(err, &kerr) {
+		te.Unauthorized = kerr.Code() == kafka.ErrTransactionalIDAuthorizationFailed
+		if ferr, ok := p.p.GetFatalError().(kafka.Error); ok && ferr.Code() == kafka.ErrTransactionalIDAuthorizationFailed {
+			te.Unauthorized = true
+		}
 		switch {
 		case kerr.IsFatal():
 			te.Fatal = true

@@ -1,0 +1,498 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/state"
+)
+
+// secEnv is one Kafka node with every client listener the security tests use: PLAINTEXT
+// (the test's own unauthenticated super-user clients), TLS with mutual TLS (principal
+// User:CN=<stack.ClientCN>), and SECURE, SCRAM-SHA-256 over TLS (SASL_SSL), all
+// authorized by ACLs (no ACL means denied).
+type secEnv struct {
+	k     *stack.Kafka
+	admin string // the PLAINTEXT listener
+	ac    *kafka.AdminClient
+}
+
+// tlsPrincipal is the principal of a client of the mutual-TLS listener.
+const tlsPrincipal = "User:CN=" + stack.ClientCN
+
+func newSecEnv(t *testing.T, ctx context.Context) *secEnv {
+	t.Helper()
+	start := time.Now()
+	k, err := stack.StartKafka(ctx, stack.KafkaOptions{SASL: true, TLS: true, MutualTLS: true, HeapMB: 256})
+	require.NoError(t, err, "start the TLS + SASL broker")
+	t.Cleanup(func() { k.Close() })
+	t.Logf("broker with TLS (mutual) and SASL_SSL listeners ready in %s", time.Since(start).Round(time.Millisecond))
+	e := &secEnv{k: k, admin: k.Bootstrap()}
+	e.ac = newAdmin(t, e.admin)
+	return e
+}
+
+// allow grants principal the operations on a resource (pattern literal or prefixed).
+func (e *secEnv) allow(t *testing.T, principal string, rt kafka.ResourceType, name string, pt kafka.ResourcePatternType, ops ...kafka.ACLOperation) {
+	t.Helper()
+	var acls kafka.ACLBindings
+	for _, op := range ops {
+		acls = append(acls, kafka.ACLBinding{Type: rt, Name: name, ResourcePatternType: pt,
+			Principal: principal, Host: "*", Operation: op, PermissionType: kafka.ACLPermissionTypeAllow})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := e.ac.CreateACLs(ctx, acls)
+	require.NoError(t, err)
+	for _, r := range res {
+		require.Equal(t, kafka.ErrNoError, r.Error.Code(), "create ACL: %v", r.Error)
+	}
+}
+
+// tlsProps are the overrides of a mutual-TLS client. The client key is given inline
+// (ssl.key.pem), so the key itself is a secret the processor holds in its configuration:
+// keyCanary is a piece of it that must appear in no log line.
+func (e *secEnv) tlsProps(t *testing.T) (props map[string]any, keyCanary string) {
+	t.Helper()
+	key, err := os.ReadFile(e.k.TLSFiles().ClientKeyFile)
+	require.NoError(t, err)
+	props = e.k.TLSClientProps()
+	delete(props, "ssl.key.location")
+	props["ssl.key.pem"] = string(key)
+	lines := strings.Split(strings.TrimSpace(string(key)), "\n")
+	require.Greater(t, len(lines), 2)
+	return props, lines[1][:32]
+}
+
+// saslProps are the overrides of a SCRAM client of the SASL_SSL listener.
+func (e *secEnv) saslProps(user, password string) map[string]any {
+	return map[string]any{"security.protocol": e.k.SASLProtocol(), "ssl.ca.location": e.k.TLSFiles().CAFile,
+		"sasl.mechanisms": "SCRAM-SHA-256", "sasl.username": user, "sasl.password": password}
+}
+
+// secTopics creates an input topic with n sequenced records and an output topic.
+func (e *secEnv) secTopics(t *testing.T, name string, partitions, n int) (in, out string, ends map[int32]int64) {
+	t.Helper()
+	in, out = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out")
+	createTopic(t, e.admin, in, partitions, 1)
+	createTopic(t, e.admin, out, partitions, 1)
+	sp := startSeqProducer(t, e.admin, in, partitions, 100, n, 0)
+	<-sp.done
+	require.NoError(t, sp.err)
+	return in, out, endOffsets(t, e.admin, in, partitions)
+}
+
+// runIdentity runs an identity processor until the group has committed ends (then it
+// cancels and returns Run's result) or Run returns by itself, bounded by timeout.
+func (e *secEnv) runIdentity(t *testing.T, cfg processor.Config, in, out string, ends map[int32]int64, log *slog.Logger, timeout time.Duration) (error, time.Duration) {
+	t.Helper()
+	p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		identityHandler(processor.NewOutput(out, codec.String(), codec.String()), "sec"), processor.WithLogger(log))
+	require.NoError(t, err)
+	return runToCommitted(t, e.admin, p.Run, cfg.Group, in, ends, timeout)
+}
+
+// runToCommitted runs run until group has committed ends on topic (then cancels it)
+// or run returns by itself, bounded by timeout; it returns run's result and how long
+// it ran.
+func runToCommitted(t *testing.T, admin string, run func(context.Context) error, group, topic string, ends map[int32]int64, timeout time.Duration) (error, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx) }()
+	select {
+	case err := <-errc:
+		return err, time.Since(start)
+	case <-waitDone(t, admin, group, topic, ends, timeout):
+		took := time.Since(start)
+		cancel()
+		return <-errc, took
+	}
+}
+
+func (e *secEnv) nothingCommitted(t *testing.T, group, topic string, partitions int) {
+	t.Helper()
+	for p, o := range committedOffsets(t, e.admin, group, topic, partitions) {
+		assert.Equal(t, int64(kafka.OffsetInvalid), o, "partition %d committed though the run failed", p)
+	}
+}
+
+// checkExactlyOnce reads out read_committed once every transaction on it has finished
+// and asserts output == input exactly.
+func (e *secEnv) checkExactlyOnce(t *testing.T, in, out string, partitions int) eosVerdict {
+	t.Helper()
+	inputs := readTopic(t, e.admin, in, partitions, time.Minute)
+	outEnds := waitTxnsFinished(t, e.admin, out, partitions, time.Minute)
+	rc := readTxnTopic(t, e.admin, out, partitions, "read_committed", outEnds)
+	ru := readTxnTopic(t, e.admin, out, partitions, "read_uncommitted", outEnds)
+	v := checkEOS(inputs, rc, ru, true)
+	assertExactlyOnce(t, "read_committed", len(inputs), v)
+	return v
+}
+
+// TestFaultSecurityTLS runs samsa's clients against a broker that requires TLS (mutual,
+// certificates generated at test time) on one listener and SCRAM over TLS on another,
+// with ACLs enforced on both:
+//
+//   - processor at-least-once over mutual TLS, its client key given inline
+//     (ssl.key.pem) with librdkafka's conf and security debug logging on: every record
+//     processed, committed == end, none lost, and no piece of the key in the log;
+//   - processor exactly-once over mutual TLS: output == input exactly (read_committed);
+//   - processor exactly-once over SASL_SSL with ACLs on the input, the output, the group
+//     and the transactional ids (WRITE and DESCRIBE on the prefix Group+"-", the ids the
+//     processor uses by default): output == input exactly; without the
+//     transactional-id ACL, Run fails with an error naming the transactional id, and
+//     nothing is committed;
+//   - distributed over SASL_SSL with ACLs on its technical topic and group, and over
+//     mutual TLS: every process starts and runs, Run returns nil when stopped; a wrong
+//     password fails Run fast, saying authentication failed;
+//   - a processor with a state.Table checkpoint on Redis over TLS, as an ACL user
+//     restricted to the table's keys and the commands of stateRedisACL: every record
+//     applied once (sums == input), committed == end; with a wrong Redis password Run
+//     fails fast with an error that says so and does not contain the password.
+//
+// Each case logs one "security:" line.
+func TestFaultSecurityTLS(t *testing.T) {
+	requireFaultSuite(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	e := newSecEnv(t, ctx)
+	// The mutual-TLS principal may do anything (its tests are about the transport);
+	// the SCRAM users get only the ACLs each case names.
+	for _, rt := range []kafka.ResourceType{kafka.ResourceTopic, kafka.ResourceGroup, kafka.ResourceTransactionalID} {
+		e.allow(t, tlsPrincipal, rt, "*", kafka.ResourcePatternTypeLiteral, kafka.ACLOperationAll)
+	}
+	const partitions, n = 4, 2000
+	base := processor.Config{SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StartTimeout: 20 * time.Second}
+
+	t.Run("at-least-once over mutual TLS", func(t *testing.T) {
+		in, out, ends := e.secTopics(t, "tls-alo", partitions, n)
+		props, keyCanary := e.tlsProps(t)
+		props["debug"] = "conf,security"
+		log, fl := newFileLog(t, "processor", slog.LevelDebug)
+		cfg := base
+		cfg.Brokers, cfg.Group, cfg.Overrides = e.k.TLSBootstrap(), stack.UniqueName("tls-alo"), props
+		err, took := e.runIdentity(t, cfg, in, out, ends, log, 2*time.Minute)
+		require.NoError(t, err)
+		assert.Equal(t, ends, committedOffsets(t, e.admin, cfg.Group, in, partitions))
+		s := tallySeq(readTopic(t, e.admin, in, partitions, time.Minute), readTopic(t, e.admin, out, partitions, time.Minute))
+		assert.Zero(t, s.Lost, "lost (first: %v)", s.Missing)
+		logs, err := os.ReadFile(fl.path)
+		require.NoError(t, err)
+		assert.Contains(t, string(logs), "ssl.key.pem", "librdkafka's conf debug lists the inline key's property (redacted): the canary check below sees that log")
+		assert.NotContains(t, string(logs), keyCanary, "a piece of the client's private key is in the log")
+		t.Logf("security: tls at-least-once: %d records, committed=end, lost=%d dups=%d in %s over mutual TLS; key canary in %d bytes of debug log: %d",
+			n, s.Lost, s.Dups, took.Round(time.Millisecond), len(logs), strings.Count(string(logs), keyCanary))
+	})
+
+	t.Run("exactly-once over mutual TLS", func(t *testing.T) {
+		in, out, ends := e.secTopics(t, "tls-eos", partitions, n)
+		props, _ := e.tlsProps(t)
+		log, _ := newFileLog(t, "processor", slog.LevelInfo)
+		cfg := base
+		cfg.Brokers, cfg.Group, cfg.Overrides, cfg.ExactlyOnce = e.k.TLSBootstrap(), stack.UniqueName("tls-eos"), props, true
+		err, took := e.runIdentity(t, cfg, in, out, ends, log, 2*time.Minute)
+		require.NoError(t, err)
+		assert.Equal(t, ends, committedOffsets(t, e.admin, cfg.Group, in, partitions))
+		v := e.checkExactlyOnce(t, in, out, partitions)
+		t.Logf("security: tls exactly-once: %d records in %s over mutual TLS; read_committed %s", n, took.Round(time.Millisecond), v)
+	})
+
+	t.Run("exactly-once over SASL_SSL with ACLs", func(t *testing.T) {
+		const user, password = "eos-app", "eos-app-secret"
+		require.NoError(t, e.k.AddSCRAMUser(ctx, user, password))
+		principal := "User:" + user
+		run := func(t *testing.T, name string, txnACL bool) (cfg processor.Config, in, out string, err error, took time.Duration) {
+			in, out, ends := e.secTopics(t, name, partitions, n)
+			cfg = base
+			cfg.Brokers, cfg.Group, cfg.Overrides, cfg.ExactlyOnce = e.k.SASLBootstrap(), stack.UniqueName(name), e.saslProps(user, password), true
+			e.allow(t, principal, kafka.ResourceTopic, in, kafka.ResourcePatternTypeLiteral, kafka.ACLOperationRead, kafka.ACLOperationDescribe)
+			e.allow(t, principal, kafka.ResourceTopic, out, kafka.ResourcePatternTypeLiteral, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
+			e.allow(t, principal, kafka.ResourceGroup, cfg.Group, kafka.ResourcePatternTypeLiteral, kafka.ACLOperationRead)
+			if txnACL {
+				// The default transactional id is Group + "-" + a suffix (InstanceID, or
+				// random): a prefixed ACL on Group + "-" covers every instance's.
+				e.allow(t, principal, kafka.ResourceTransactionalID, cfg.Group+"-", kafka.ResourcePatternTypePrefixed,
+					kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
+			}
+			log, _ := newFileLog(t, "processor", slog.LevelInfo)
+			err, took = e.runIdentity(t, cfg, in, out, ends, log, 2*time.Minute)
+			return cfg, in, out, err, took
+		}
+		t.Run("with the transactional-id ACL", func(t *testing.T) {
+			_, in, out, err, took := run(t, "sasl-eos", true)
+			require.NoError(t, err)
+			v := e.checkExactlyOnce(t, in, out, partitions)
+			t.Logf("security: sasl_ssl exactly-once with ACLs (topics, group, transactional-id prefix): %d records in %s; read_committed %s", n, took.Round(time.Millisecond), v)
+		})
+		t.Run("without the transactional-id ACL", func(t *testing.T) {
+			cfg, in, out, err, took := run(t, "sasl-eos-noid", false)
+			t.Logf("security: sasl_ssl exactly-once without the transactional-id ACL: Run returned after %s: %v", took.Round(time.Millisecond), err)
+			require.Error(t, err)
+			assert.Regexp(t, regexp.MustCompile(`transactional id "`+regexp.QuoteMeta(cfg.Group)+`-[^"]+"`), err.Error(), "the error names the transactional id")
+			assert.Less(t, took, 45*time.Second, "a missing ACL fails fast")
+			e.nothingCommitted(t, cfg.Group, in, partitions)
+			assert.Equal(t, 0, len(readTxnTopic(t, e.admin, out, partitions, "read_committed", endOffsets(t, e.admin, out, partitions))), "no output committed")
+		})
+	})
+
+	t.Run("distributed", func(t *testing.T) {
+		const user, password = "dist-app", "dist-app-secret"
+		require.NoError(t, e.k.AddSCRAMUser(ctx, user, password))
+		const procs, slices = 6, 3
+		// run starts a node with procs processes and waits until all have started; it
+		// then stops the node and returns Run's result, or returns Run's early failure.
+		run := func(t *testing.T, brokers, name string, overrides map[string]any) (err error, started int, took time.Duration) {
+			log, _ := newFileLog(t, "node", slog.LevelInfo)
+			node, err := distributed.New(distributed.Config{Brokers: brokers, Partitions: slices, ReplicationFactor: 1,
+				SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StopTimeout: 10 * time.Second, Overrides: overrides},
+				distributed.WithLogger(log))
+			require.NoError(t, err)
+			var mu sync.Mutex
+			running := map[int]bool{}
+			all := make(chan struct{})
+			ps := make([]distributed.Process, procs)
+			for i := range ps {
+				ps[i] = func(ctx context.Context) error {
+					mu.Lock()
+					running[i] = true
+					if len(running) == procs {
+						close(all)
+					}
+					mu.Unlock()
+					<-ctx.Done()
+					return nil
+				}
+			}
+			rctx, rcancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer rcancel()
+			start := time.Now()
+			errc := make(chan error, 1)
+			go func() { errc <- node.Run(rctx, name, ps) }()
+			select {
+			case err = <-errc:
+				took = time.Since(start)
+			case <-all:
+				took = time.Since(start)
+				rcancel()
+				err = <-errc
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return err, len(running), took
+		}
+		t.Run("over SASL_SSL with ACLs", func(t *testing.T) {
+			name := stack.UniqueName("sec-dist")
+			principal := "User:" + user
+			// The technical topic (created by the node) and the group.
+			e.allow(t, principal, kafka.ResourceTopic, "samsa.distributed."+name, kafka.ResourcePatternTypeLiteral,
+				kafka.ACLOperationCreate, kafka.ACLOperationDescribe, kafka.ACLOperationRead, kafka.ACLOperationWrite)
+			e.allow(t, principal, kafka.ResourceGroup, name, kafka.ResourcePatternTypeLiteral, kafka.ACLOperationRead)
+			err, started, took := run(t, e.k.SASLBootstrap(), name, e.saslProps(user, password))
+			require.NoError(t, err)
+			assert.Equal(t, procs, started)
+			t.Logf("security: distributed over sasl_ssl with ACLs (technical topic, group): %d of %d processes started in %s; Run returned %v", started, procs, took.Round(time.Millisecond), err)
+		})
+		t.Run("over mutual TLS", func(t *testing.T) {
+			props, _ := e.tlsProps(t)
+			err, started, took := run(t, e.k.TLSBootstrap(), stack.UniqueName("sec-dist-tls"), props)
+			require.NoError(t, err)
+			assert.Equal(t, procs, started)
+			t.Logf("security: distributed over mutual TLS: %d of %d processes started in %s; Run returned %v", started, procs, took.Round(time.Millisecond), err)
+		})
+		t.Run("wrong password", func(t *testing.T) {
+			name := stack.UniqueName("sec-dist-badpw")
+			const wrong = "wrong-pw-Zx81"
+			err, started, took := run(t, e.k.SASLBootstrap(), name, e.saslProps(user, wrong))
+			t.Logf("security: distributed wrong password: Run returned after %s: %v", took.Round(time.Millisecond), err)
+			require.Error(t, err)
+			assert.Contains(t, strings.ToLower(err.Error()), "authentication")
+			assert.NotContains(t, err.Error(), wrong, "the error does not contain the password")
+			assert.Zero(t, started)
+			assert.Less(t, took, 30*time.Second, "a wrong password fails fast")
+		})
+	})
+
+	t.Run("state on Redis over TLS with an ACL user", func(t *testing.T) {
+		ns := strings.ReplaceAll(stack.UniqueName("sums"), "-", ".")
+		const redisUser, redisPassword = "samsa-state", "state-secret-Qv27"
+		r, err := stack.StartRedis(ctx, stack.RedisOptions{TLS: true,
+			User: &stack.RedisUser{Name: redisUser, Password: redisPassword, Rules: stateRedisACL(ns)}})
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close() })
+		in, _, ends := e.secTopics(t, "tls-state", partitions, n)
+		props, _ := e.tlsProps(t)
+
+		// runSums also checks that the password is in none of the processor's log lines.
+		runSums := func(t *testing.T, group, password string) (error, time.Duration) {
+			client := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLSConfig(), Username: redisUser, Password: password})
+			t.Cleanup(func() { client.Close() })
+			table, err := state.NewTable(client, ns, codec.String(), codec.Int64())
+			require.NoError(t, err)
+			log, fl := newFileLog(t, "processor", slog.LevelDebug)
+			cfg := base
+			cfg.Brokers, cfg.Group, cfg.Overrides = e.k.TLSBootstrap(), group, props
+			p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+				sumHandler(table), processor.WithCheckpoint(table), processor.WithLogger(log))
+			require.NoError(t, err)
+			runErr, took := runToCommitted(t, e.admin, p.Run, group, in, ends, 2*time.Minute)
+			assert.Zero(t, fl.count(password), "the Redis password is in the processor's log")
+			return runErr, took
+		}
+
+		t.Run("restricted user", func(t *testing.T) {
+			group := stack.UniqueName("tls-state")
+			err, took := runSums(t, group, redisPassword)
+			require.NoError(t, err)
+			assert.Equal(t, ends, committedOffsets(t, e.admin, group, in, partitions))
+			// The sums, read back by the launcher's unrestricted default user.
+			inputs := readTopic(t, e.admin, in, partitions, time.Minute)
+			type pk struct {
+				p int32
+				k string
+			}
+			want := map[pk]int64{}
+			for _, rc := range inputs {
+				v, err := strconv.ParseInt(string(rc.Value), 10, 64)
+				require.NoError(t, err)
+				want[pk{rc.Partition, string(rc.Key)}] += v
+			}
+			admin := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLSConfig()})
+			defer admin.Close()
+			table, err := state.NewTable(admin, ns, codec.String(), codec.Int64())
+			require.NoError(t, err)
+			mismatch := 0
+			for at, w := range want {
+				got, found, err := table.Partition(at.p).Get(ctx, at.k)
+				require.NoError(t, err)
+				if !found || got != w {
+					mismatch++
+				}
+			}
+			assert.Zero(t, mismatch, "keys whose sum differs from the input's")
+			t.Logf("security: state on redis over tls as an ACL user (%s): %d records, %d keys, state_mismatch=%d, committed=end in %s",
+				stateRedisACL(ns), n, len(want), mismatch, took.Round(time.Millisecond))
+		})
+		t.Run("wrong password", func(t *testing.T) {
+			const wrong = "not-the-state-secret-Jk55"
+			group := stack.UniqueName("tls-state-badpw")
+			err, took := runSums(t, group, wrong)
+			t.Logf("security: state wrong redis password: Run returned after %s: %v", took.Round(time.Millisecond), err)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "WRONGPASS", "the error says the password was refused")
+			assert.NotContains(t, err.Error(), wrong, "the error does not contain the password")
+			assert.NotContains(t, err.Error(), "Jk55")
+			assert.Less(t, took, 30*time.Second, "a wrong password fails fast")
+			e.nothingCommitted(t, group, in, partitions)
+		})
+	})
+}
+
+// sumHandler keeps, per input key, the sum of the (integer) input values in table,
+// applied exactly once per batch with the batch's offsets.
+func sumHandler(table *state.Table[string, int64]) processor.HandlerFunc[string, string] {
+	return func(ctx context.Context, b *processor.Batch[string, string]) error {
+		var keys []string
+		index := map[string]int{}
+		for _, r := range b.Records {
+			if _, ok := index[r.Key]; !ok {
+				index[r.Key] = len(keys)
+				keys = append(keys, r.Key)
+			}
+		}
+		sums, _, err := table.Partition(b.Partition).GetMany(ctx, keys)
+		if err != nil {
+			return err
+		}
+		for _, r := range b.Records {
+			v, err := strconv.ParseInt(r.Value, 10, 64)
+			if err != nil {
+				return fmt.Errorf("value %q: %w", r.Value, err)
+			}
+			sums[index[r.Key]] += v
+		}
+		puts := make([]state.Entry[string, int64], len(keys))
+		for i, k := range keys {
+			puts[i] = state.Entry[string, int64]{Key: k, Value: sums[i]}
+		}
+		err = table.Apply(ctx, b.Partition, puts, nil, b.NextOffsets())
+		if errors.Is(err, state.ErrAlreadyApplied) {
+			return nil
+		}
+		return err
+	}
+}
+
+// stateRedisACL is the least a Redis ACL user needs to use state.NewRedis and
+// state.NewTable stores in namespace ns (documented in the state package): the keys of
+// the namespace, and the commands the stores and their Lua scripts run.
+func stateRedisACL(ns string) string {
+	return "resetkeys ~" + ns + ":* ~{" + ns + ":* resetchannels -@all " + stateRedisCommands
+}
+
+const stateRedisCommands = "+get +mget +set +mset +del +hget +hset +evalsha +eval"
+
+// TestFaultSecurityRedisACL runs the whole state conformance suite (plain stores and
+// tables, with and without TTL, Apply and PutFenced) on Redis over TLS as an ACL user
+// granted only the keys of its namespaces and the commands of stateRedisACL, which shows
+// that those rules are enough; and checks the user really is restricted (a key outside
+// the namespace, a command not granted: NOPERM). Dropping any one of the nine commands
+// makes the suite fail (checked by hand, by editing stateRedisCommands; this test does not
+// repeat that).
+func TestFaultSecurityRedisACL(t *testing.T) {
+	requireFaultSuite(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// stateNamespace names namespaces "st.<unique>": the key patterns use the glob "st.*".
+	const user, password = "samsa-state", "state-secret-Rt40"
+	rules := stateRedisACL("st.*")
+	r, err := stack.StartRedis(ctx, stack.RedisOptions{TLS: true, User: &stack.RedisUser{Name: user, Password: password, Rules: rules}})
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	client := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLSConfig(), Username: user, Password: password})
+	t.Cleanup(func() { client.Close() })
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLSConfig()})
+	t.Cleanup(func() { admin.Close() })
+
+	require.ErrorContains(t, client.Set(ctx, "other:k", "v", 0).Err(), "NOPERM", "a key outside the namespaces")
+	require.NoError(t, admin.Set(ctx, "st.x:k", "v", 0).Err())
+	require.NoError(t, client.Get(ctx, "st.x:k").Err(), "a key of a namespace")
+	require.NoError(t, admin.Del(ctx, "st.x:k").Err())
+	require.ErrorContains(t, client.Incr(ctx, "st.x:n").Err(), "NOPERM", "a command not granted")
+	require.ErrorContains(t, client.Keys(ctx, "*").Err(), "NOPERM", "a command not granted")
+	require.NoError(t, admin.ACLLogReset(ctx).Err())
+	start := time.Now()
+	runStateConformanceAs(t, client, admin)
+	took := time.Since(start)
+	// Denials the suite met, even ones a client ignored: none means nothing it runs
+	// needs more than the rules.
+	entries, err := admin.ACLLog(ctx, 100).Result()
+	require.NoError(t, err)
+	var denied []string
+	for _, en := range entries {
+		denied = append(denied, fmt.Sprintf("%s %s %q x%d", en.Reason, en.Context, en.Object, en.Count))
+	}
+	assert.Empty(t, denied, "commands or keys the ACL denied during the suite")
+	t.Logf("security: redis acl: state conformance suite passed=%t over tls as %q (%s) in %s; ACL denials during the suite: %d %v",
+		!t.Failed(), user, rules, took.Round(time.Millisecond), len(denied), denied)
+}
