@@ -70,8 +70,7 @@
 // rolling restart under the classic and the KIP-848 protocol, the output's ISR below
 // min.insync.replicas for 30 s with the committed offsets sampled against the outputs'
 // broker append times, the group coordinator SIGKILLed during commits). Each logs one
-// greppable line of
-// figures ("eos-crash:", "net-partition:", "net-dist-margin:", ...).
+// greppable line of figures ("eos-crash:", "net-partition:", "broker-isr:", ...).
 //
 // # Harnesses (print figures, never assert timings)
 //

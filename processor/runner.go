@@ -470,14 +470,14 @@ func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, 
 	return record.Message{Topic: topic, Partition: anyPartition, Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
 }
 
-// isAbandon reports whether err ends a slot's work without failing the processor.
-// permanent reports whether err says so through a Permanent() bool method (see
-// Checkpoint).
+// permanent reports whether err says retrying cannot help, through a Permanent() bool
+// method (see Checkpoint).
 func permanent(err error) bool {
 	var p interface{ Permanent() bool }
 	return errors.As(err, &p) && p.Permanent()
 }
 
+// isAbandon reports whether err ends a slot's work without failing the processor.
 func isAbandon(err error) bool {
 	return errors.Is(err, errAbandoned) || errors.Is(err, group.ErrNotOwned)
 }
