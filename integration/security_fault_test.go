@@ -26,6 +26,8 @@ import (
 //   - a wrong password: Run fails, fast, with an error that says authentication failed;
 //   - no WRITE on the output topic: Run fails with an error naming the topic, and
 //     nothing is committed;
+//   - no READ on the input (DESCRIBE only): Run fails, fast, with an error naming the
+//     topic, and nothing is committed;
 //   - no READ on the group: Run fails with an error naming the group, and nothing is
 //     committed.
 //
@@ -64,7 +66,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 	}
 	allow(kafka.ResourceTopic, in, kafka.ACLOperationRead, kafka.ACLOperationDescribe)
 
-	run := func(t *testing.T, pass, out, group string, timeout time.Duration) (error, time.Duration) {
+	run := func(t *testing.T, pass, in, out, group string, timeout time.Duration) (error, time.Duration) {
 		log, _ := newFileLog(t, "processor", slog.LevelInfo)
 		cfg := processor.Config{Brokers: k.SASLBootstrap(), Group: group, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
 			Overrides: map[string]any{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
@@ -89,7 +91,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 			return <-errc, time.Since(start)
 		}
 	}
-	nothingCommitted := func(t *testing.T, group string) {
+	nothingCommitted := func(t *testing.T, group, in string) {
 		for p, o := range committedOffsets(t, admin, group, in, partitions) {
 			assert.Equal(t, int64(kafka.OffsetInvalid), o, "partition %d committed though the run failed", p)
 		}
@@ -100,7 +102,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		createTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
-		err, took := run(t, password, out, group, 2*time.Minute)
+		err, took := run(t, password, in, out, group, 2*time.Minute)
 		require.NoError(t, err)
 		assert.Equal(t, ends, committedOffsets(t, admin, group, in, partitions))
 		s := tallySeq(readTopic(t, admin, in, partitions, time.Minute), readTopic(t, admin, out, partitions, time.Minute))
@@ -113,12 +115,12 @@ func TestFaultSecuritySASL(t *testing.T) {
 		createTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
-		err, took := run(t, "not-the-password", out, group, 2*time.Minute)
+		err, took := run(t, "not-the-password", in, out, group, 2*time.Minute)
 		t.Logf("security: wrong password: Run returned after %s: %v", took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, strings.ToLower(err.Error()), "authentication")
 		assert.Less(t, took, 45*time.Second, "a wrong password fails fast")
-		nothingCommitted(t, group)
+		nothingCommitted(t, group, in)
 	})
 
 	t.Run("no write on the output", func(t *testing.T) {
@@ -126,22 +128,41 @@ func TestFaultSecuritySASL(t *testing.T) {
 		createTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
-		err, took := run(t, password, out, group, 2*time.Minute)
+		err, took := run(t, password, in, out, group, 2*time.Minute)
 		t.Logf("security: no WRITE on %s: Run returned after %s: %v", out, took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), out, "the error names the output topic")
-		nothingCommitted(t, group)
+		nothingCommitted(t, group, in)
+	})
+
+	t.Run("no read on the input", func(t *testing.T) {
+		// DESCRIBE only: the topic is visible, its records are not.
+		hidden, out, group := stack.UniqueName("sec-noread"), stack.UniqueName("sec-out"), stack.UniqueName("sec-noread")
+		createTopic(t, admin, hidden, partitions, 1)
+		hp := startSeqProducer(t, admin, hidden, partitions, 100, 200, 0)
+		<-hp.done
+		require.NoError(t, hp.err)
+		createTopic(t, admin, out, partitions, 1)
+		allow(kafka.ResourceTopic, hidden, kafka.ACLOperationDescribe)
+		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
+		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
+		err, took := run(t, password, hidden, out, group, 2*time.Minute)
+		t.Logf("security: no READ on %s: Run returned after %s: %v", hidden, took.Round(time.Millisecond), err)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), hidden, "the error names the input topic")
+		assert.Less(t, took, 45*time.Second, "a missing READ fails fast")
+		nothingCommitted(t, group, hidden)
 	})
 
 	t.Run("no read on the group", func(t *testing.T) {
 		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-nogroup")
 		createTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
-		err, took := run(t, password, out, group, 2*time.Minute)
+		err, took := run(t, password, in, out, group, 2*time.Minute)
 		t.Logf("security: no READ on group %s: Run returned after %s: %v", group, took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), group, "the error names the group")
-		nothingCommitted(t, group)
+		nothingCommitted(t, group, in)
 	})
 }
 
