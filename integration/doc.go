@@ -67,9 +67,9 @@
 // both delivery modes, the transactional-id ACL, distributed, a checkpoint on Redis over
 // TLS as a restricted ACL user; the state suite under the minimal Redis ACL),
 // scale_fault_test.go (256 partitions) and broker_fault_test.go (three nodes: a clean
-// rolling restart under the classic and the KIP-848 protocol, the output's ISR below
-// min.insync.replicas for 30 s with the committed offsets sampled against the outputs'
-// broker append times, the group coordinator SIGKILLed during commits). Each logs one
+// rolling restart under the classic and the KIP-848 protocol, a broker down for 30 s
+// under an output with min.insync.replicas 3 with the committed offsets sampled against
+// the outputs' broker append times, the group coordinator SIGKILLed during commits). Each logs one
 // greppable line of figures ("eos-crash:", "net-partition:", "broker-isr:", ...).
 //
 // # Harnesses (print figures, never assert timings)

@@ -86,7 +86,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		select {
 		case err := <-errc:
 			return err, time.Since(start)
-		case <-waitDone(t, admin, group, in, ends, timeout):
+		case <-waitDone(admin, group, in, ends, timeout, rctx.Done()):
 			rcancel()
 			return <-errc, time.Since(start)
 		}
@@ -166,18 +166,23 @@ func TestFaultSecuritySASL(t *testing.T) {
 	})
 }
 
-// waitDone is closed once group's committed offsets on topic reach ends (or after
-// timeout, leaving the caller's Run to end by its own context).
-func waitDone(t *testing.T, brokers, group, topic string, ends map[int32]int64, timeout time.Duration) <-chan struct{} {
+// waitDone is closed once group's committed offsets on topic reach ends. It stops
+// polling, leaving done open, after timeout (the caller's Run ends by its own context)
+// or when stop closes (Run returned first).
+func waitDone(brokers, group, topic string, ends map[int32]int64, timeout time.Duration, stop <-chan struct{}) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
-		defer close(done)
 		deadline := time.Now().Add(timeout)
 		for time.Now().Before(deadline) {
 			if c, err := fetchCommitted(brokers, group, topic, len(ends)); err == nil && fmt.Sprint(c) == fmt.Sprint(ends) {
+				close(done)
 				return
 			}
-			time.Sleep(250 * time.Millisecond)
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
 		}
 	}()
 	return done

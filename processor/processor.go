@@ -82,7 +82,7 @@ type Checkpoint interface {
 	// The processor retries a failed call until the partition is revoked (the store may
 	// be down for a while), unless the error has a method Permanent() bool that returns
 	// true (state.Error does when Redis refused the credentials or an ACL permission):
-	// then Run fails with it.
+	// then Run fails with it. The first error in the chain with that method decides.
 	Applied(ctx context.Context, topic string, partition int32) (next int64, err error)
 }
 

@@ -87,7 +87,11 @@
 // PutFenced, and EVAL sends a script Redis has not cached (after a restart). Redis checks
 // the commands a script runs against the same ACL: HGET, HSET, SET, MSET and DEL. SCRIPT
 // is not needed. [TableAdmin] (the samsa command's table operations) also needs
-// +hgetall and +scan, and a Cluster client also runs CLUSTER SLOTS (+cluster|slots).
+// +hgetall and +scan, and a Cluster client also runs CLUSTER SLOTS (+cluster|slots)
+// (both read from the code, not tested here). go-redis v9 sends CLIENT SETINFO on every
+// new connection and ignores a refusal; Redis 7.2 and later know that command, so there
+// the rules above make each connection leave an ACL LOG entry: add +client|setinfo, or
+// set Options.DisableIdentity (tested on Redis 7.0, which has no SETINFO).
 //
 // Redis refusing the credentials or a permission (WRONGPASS, NOAUTH, NOPERM) gives an
 // [*Error] whose Permanent method reports true, and the error never contains the

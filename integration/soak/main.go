@@ -13,9 +13,12 @@
 // exporter that drops it, so tracing costs what it would. Metrics are the Prometheus
 // provider of package metrics, served on 127.0.0.1; the sampler scrapes that endpoint
 // over HTTP, as Prometheus would: process_resident_memory_bytes, go_goroutines,
-// go_memstats_heap_inuse_bytes, go_memstats_sys_bytes, samsa_records_consumed_total and
-// samsa_consumer_lag. RSS minus go_memstats_sys_bytes is memory outside the Go runtime
-// (librdkafka and other C allocations, the binary), so growth can be told apart.
+// go_memstats_heap_inuse_bytes, go_memstats_sys_bytes, go_memstats_heap_released_bytes,
+// samsa_records_consumed_total and samsa_consumer_lag. The Go runtime's mapped memory
+// (sys minus what it released to the OS; it may include reserved pages never touched, so
+// it is an upper bound of the Go share of RSS) is printed beside RSS, and RSS minus it
+// bounds from below what lies outside the Go runtime (librdkafka and other C
+// allocations, the binary), so growth can be told apart.
 //
 // # What the summary says
 //
@@ -105,7 +108,7 @@ type sample struct {
 	rss        float64
 	goroutines float64
 	heap       float64
-	goSys      float64 // go_memstats_sys_bytes: what the Go runtime obtained from the OS
+	goSys      float64 // go_memstats_sys_bytes − go_memstats_heap_released_bytes: what the Go runtime holds mapped
 	consumed   float64
 	lag        float64
 	produced   int64
@@ -194,7 +197,7 @@ func run(ctx context.Context, o options) error {
 	var samples []sample
 	tick := time.NewTicker(o.sample)
 	defer tick.Stop()
-	fmt.Println("      t   rss_MiB  heap_MiB  gosys_MiB  goroutines    consumed    produced      lag")
+	fmt.Println("      t   rss_MiB  heap_MiB    go_MiB  goroutines    consumed    produced      lag")
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
@@ -212,7 +215,7 @@ func run(ctx context.Context, o options) error {
 			}
 			s.at, s.produced = time.Since(start), produced.Load()
 			samples = append(samples, s)
-			fmt.Printf("%7s %9.1f %9.1f %10.1f %11.0f %11.0f %11d %8.0f\n", s.at.Round(time.Second), s.rss/(1<<20), s.heap/(1<<20), s.goSys/(1<<20), s.goroutines, s.consumed, s.produced, s.lag)
+			fmt.Printf("%7s %9.1f %9.1f %9.1f %11.0f %11.0f %11d %8.0f\n", s.at.Round(time.Second), s.rss/(1<<20), s.heap/(1<<20), s.goSys/(1<<20), s.goroutines, s.consumed, s.produced, s.lag)
 			done = s.at >= o.duration
 		}
 	}
@@ -310,14 +313,16 @@ func scrape(url string) (sample, error) {
 		case "go_memstats_heap_inuse_bytes":
 			s.heap = v
 		case "go_memstats_sys_bytes":
-			s.goSys = v
+			s.goSys += v
+		case "go_memstats_heap_released_bytes":
+			s.goSys -= v
 		case "samsa_records_consumed_total":
 			s.consumed += v
 		case "samsa_consumer_lag":
 			s.lag += v
 		}
 	}
-	for _, name := range []string{"process_resident_memory_bytes", "go_goroutines", "go_memstats_sys_bytes"} {
+	for _, name := range []string{"process_resident_memory_bytes", "go_goroutines", "go_memstats_sys_bytes", "go_memstats_heap_released_bytes"} {
 		if !seen[name] {
 			return sample{}, fmt.Errorf("scrape %s: no %s in the metrics", url, name)
 		}
@@ -348,8 +353,8 @@ func summarize(o options, samples []sample) {
 	fmt.Printf("soak: rss_MiB after_warmup=%.1f end=%.1f max=%.1f growth=%+.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
 		first.rss/(1<<20), last.rss/(1<<20), maxRSS/(1<<20), (last.rss-first.rss)/(1<<20), slope, late)
 	fmt.Printf("soak: heap_inuse_MiB after_warmup=%.1f end=%.1f\n", first.heap/(1<<20), last.heap/(1<<20))
-	fmt.Printf("soak: go_sys_MiB (memory the Go runtime holds) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h\n", first.goSys/(1<<20), last.goSys/(1<<20), mibPerHour(after, func(s sample) float64 { return s.goSys }))
-	fmt.Printf("soak: rss_minus_go_sys_MiB (librdkafka, cgo, binary) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
+	fmt.Printf("soak: go_MiB (mapped by the Go runtime: sys − heap released) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h\n", first.goSys/(1<<20), last.goSys/(1<<20), mibPerHour(after, func(s sample) float64 { return s.goSys }))
+	fmt.Printf("soak: rss_minus_go_MiB (at least: librdkafka, cgo, binary) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
 		outside(first)/(1<<20), outside(last)/(1<<20), mibPerHour(after, outside), mibPerHour(after[len(after)/2:], outside))
 	fmt.Printf("soak: goroutines after_warmup=%.0f end=%.0f max=%.0f\n", first.goroutines, last.goroutines, maxG)
 	fmt.Printf("soak: records produced=%d consumed=%.0f final_lag=%.0f\n", last.produced, last.consumed, last.lag)

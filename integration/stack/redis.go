@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,11 +57,12 @@ func (u *RedisUser) validate() error {
 	if u.Name == "" || strings.ContainsAny(u.Name, " \t\r\n") {
 		errs = append(errs, fmt.Errorf("stack: RedisUser.Name %q: want a non-empty name without spaces", u.Name))
 	}
-	if u.Password == "" || strings.ContainsAny(u.Password, " \t\r\n") {
-		errs = append(errs, errors.New("stack: RedisUser.Password: want a non-empty password without spaces"))
+	// Quotes and backslashes would be parsed by the config file's reader.
+	if u.Password == "" || strings.ContainsAny(u.Password, " \t\r\n\"'\\") {
+		errs = append(errs, errors.New("stack: RedisUser.Password: want a non-empty password without spaces, quotes or backslashes"))
 	}
-	if strings.ContainsAny(u.Rules, "\r\n") {
-		errs = append(errs, errors.New("stack: RedisUser.Rules: want one line"))
+	if strings.ContainsAny(u.Rules, "\r\n\"'\\") {
+		errs = append(errs, errors.New("stack: RedisUser.Rules: want one line without quotes or backslashes"))
 	}
 	return errors.Join(errs...)
 }
@@ -110,7 +112,11 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		// command line for every process listing to show.
 		r.conf = filepath.Join(r.dir, "redis.conf")
 		line := fmt.Sprintf("user %s on >%s %s\n", u.Name, u.Password, u.Rules)
-		if err := os.WriteFile(r.conf, []byte(line), 0o600); err != nil {
+		err := os.WriteFile(r.conf, []byte(line), 0o600)
+		if err == nil {
+			err = os.Chmod(r.conf, 0o600) // a file left in RedisOptions.Dir keeps its mode
+		}
+		if err != nil {
 			return nil, errors.Join(fmt.Errorf("stack: redis: %w", err), r.Close())
 		}
 	}
@@ -241,12 +247,25 @@ func (r *Redis) start(ctx context.Context) error {
 	killErr := r.proc.kill()
 	log := logSince(r.proc.logPath, logStart)
 	if r.tls != nil && strings.Contains(log, "FATAL CONFIG") && strings.Contains(log, "tls") {
-		return fmt.Errorf("stack: %s was built without TLS support (it refuses the tls-* options); RedisOptions.TLS needs a build with TLS (Debian's redis-server has it); log tail:\n%s", r.bin, r.proc.logTail(2000))
+		return fmt.Errorf("stack: %s was built without TLS support (it refuses the tls-* options); RedisOptions.TLS needs a build with TLS (Debian's redis-server has it); log tail:\n%s", r.bin, r.logTail(2000))
 	}
 	if strings.Contains(log, "Address already in use") {
-		return fmt.Errorf("stack: redis-server: port %d: %w; log tail:\n%s", r.port, errRedisPortInUse, r.proc.logTail(2000))
+		return fmt.Errorf("stack: redis-server: port %d: %w; log tail:\n%s", r.port, errRedisPortInUse, r.logTail(2000))
 	}
 	return errors.Join(err, killErr)
+}
+
+// passwordRe matches a password in an ACL rule (">secret"), as redis-server echoes a
+// config line it refuses.
+var passwordRe = regexp.MustCompile(`>\S+`)
+
+// logTail is the end of the server's log, with ACL passwords redacted when it has a user.
+func (r *Redis) logTail(n int) string {
+	tail := r.proc.logTail(n)
+	if r.conf != "" {
+		tail = passwordRe.ReplaceAllString(tail, ">[redacted]")
+	}
+	return tail
 }
 
 // waitReady polls PING until PONG, the process exits, ctx ends or redisReadyTimeout passes.
@@ -272,10 +291,10 @@ func (r *Redis) waitReady(ctx context.Context) error {
 		lastErr = err
 		select {
 		case <-r.proc.exited():
-			return fmt.Errorf("stack: redis-server exited before answering PING on %s; log tail:\n%s", r.Addr(), r.proc.logTail(4000))
+			return fmt.Errorf("stack: redis-server exited before answering PING on %s; log tail:\n%s", r.Addr(), r.logTail(4000))
 		case <-ctx.Done():
 			return fmt.Errorf("stack: redis-server on %s did not answer PING (last error: %v): %w; log tail:\n%s",
-				r.Addr(), lastErr, ctx.Err(), r.proc.logTail(4000))
+				r.Addr(), lastErr, ctx.Err(), r.logTail(4000))
 		case <-tick.C:
 		}
 	}

@@ -132,7 +132,11 @@ func GenerateTLS(dir string) (*TLSFiles, error) {
 		{f.ClientCertFile, append(append([]byte{}, cliCert...), caPEM...), 0o644},
 		{f.ClientKeyFile, cliKey, 0o600},
 	} {
-		if err := os.WriteFile(w.path, w.data, w.mode); err != nil {
+		err := os.WriteFile(w.path, w.data, w.mode)
+		if err == nil {
+			err = os.Chmod(w.path, w.mode) // a file left from an earlier run keeps its mode
+		}
+		if err != nil {
 			return nil, fmt.Errorf("stack: tls: %w", err)
 		}
 	}

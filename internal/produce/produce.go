@@ -325,7 +325,7 @@ func (e *TxnError) Error() string {
 		op = fmt.Sprintf("%s of transactional id %q", e.Op, e.TransactionalID)
 	}
 	msg := fmt.Sprintf("produce: %s (%s): %v", op, kind, e.Err)
-	if e.Unauthorized {
+	if e.Unauthorized && e.TransactionalID != "" {
 		msg += fmt.Sprintf(" (the client's principal needs WRITE and DESCRIBE on TransactionalId %q, through a literal or a prefixed ACL)", e.TransactionalID)
 	}
 	return msg
