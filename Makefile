@@ -23,7 +23,8 @@ compose-check:
 	cd integration/tools/composecheck && $(GO) test -count=1 ./...
 
 ## test-fault: the long fault suites (exactly-once crash loops, zombie fencing, broker
-## kills on a three-node cluster). .ci/run runs it after make test.
+## kills, a rolling restart and a broker down under min ISR on a three-node cluster, and
+## the net-fault, security and scale suites below). .ci/run runs it after make test.
 test-fault: deps
 	SAMSA_FAULT_TESTS=1 $(STACK) run -no-jaeger -- $(GO) test -race -count=1 -run 'Fault' -timeout 40m ./integration/
 
