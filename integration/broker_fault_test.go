@@ -43,8 +43,9 @@ import (
 //     unacknowledged output. After the broker is back: no loss, no partition moved,
 //     order kept. Duplicates are reported, not asserted: with no partition moved and no
 //     retry by the processor, a run still had 3 of 26,400 outputs twice, written by the
-//     same worker (the producer's retries across the leader change and
-//     NOT_ENOUGH_REPLICAS, below the processor; at-least-once allows them).
+//     same worker: below the processor, an idempotent producer's retries across a
+//     leader change (librdkafka #4953, open: sporadic duplication during a leader
+//     transition with the idempotent producer); at-least-once allows them.
 //   - group coordinator killed: the broker coordinating the group is SIGKILLed while the
 //     workers commit every 250 ms and restarted 5 s later; with the tests' 6 s session
 //     timeout and with the processor's default 45 s. Commits resume (the figure is the
