@@ -64,7 +64,7 @@ type Config struct {
 	// partition crashes, the group coordinator's heartbeat responses stall until the
 	// controller fences that broker, and a member whose session runs out meanwhile loses
 	// its partitions and replays its uncommitted batches (measured on a three-node
-	// cluster at 400 records/s: with 6 s, members lost their partitions and 349–912
+	// cluster at 400 records/s: with 6 s, members lost their partitions and 63–912
 	// outputs were duplicated per crash; with 45 s, no rebalance and no duplicate).
 	SessionTimeout time.Duration
 	// HeartbeatInterval (classic protocols). Default: 3s.
