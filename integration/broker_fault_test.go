@@ -188,20 +188,30 @@ func (r *brokerRun) alive() error {
 	return nil
 }
 
-// rebalanceLines are the workers' log lines of assignments and revocations from t0 until
-// finish stopped the workers (or now).
+// rebalances are the workers' log lines of assignments and revocations, in log order.
+func (r *brokerRun) rebalances() []string {
+	var out []string
+	for _, path := range r.logs {
+		b, _ := os.ReadFile(path)
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if strings.Contains(line, "group: assigned") || strings.Contains(line, "group: revoked") {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
+}
+
+// rebalanceLines are those from t0 until finish stopped the workers (or now).
 func (r *brokerRun) rebalanceLines(t0 time.Time) []string {
 	until := r.stopped
 	if until.IsZero() {
 		until = time.Now()
 	}
 	var out []string
-	for _, path := range r.logs {
-		b, _ := os.ReadFile(path)
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if ts := slogTime(line); (strings.Contains(line, "group: assigned") || strings.Contains(line, "group: revoked")) && ts.After(t0) && ts.Before(until) {
-				out = append(out, line)
-			}
+	for _, line := range r.rebalances() {
+		if ts := slogTime(line); ts.After(t0) && ts.Before(until) {
+			out = append(out, line)
 		}
 	}
 	return out
@@ -217,15 +227,8 @@ func (r *brokerRun) commitFailures() int {
 
 func (r *brokerRun) lastRebalance() time.Time {
 	var last time.Time
-	for _, path := range r.logs {
-		b, _ := os.ReadFile(path)
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if strings.Contains(line, "group: assigned") || strings.Contains(line, "group: revoked") {
-				if ts := slogTime(line); ts.After(last) {
-					last = ts
-				}
-			}
-		}
+	for _, line := range r.rebalances() {
+		last = later(last, slogTime(line))
 	}
 	return last
 }
