@@ -157,7 +157,11 @@ func (t *txn) call(ctx context.Context, name string, op func(context.Context) er
 		t.wedged = returned
 		t.log.Error("processor: exactly-once: a transactional call overran its timeout; replacing the producer",
 			"op", name, "timeout", t.timeout, "waited", t.timeout+t.wedgeGrace)
-		return &produce.TxnError{Op: name, Err: errWedged, Fatal: true, Fenced: true}
+		te := &produce.TxnError{Op: name, Err: errWedged, Fatal: true, Fenced: true}
+		if t.prod != nil {
+			te.TransactionalID = t.prod.TransactionalID()
+		}
+		return te
 	}
 }
 

@@ -15,10 +15,14 @@ import (
 
 // TestTxnCallWedged: a transactional call that overruns its own timeout (librdkafka
 // #5456) is reported as a fencing-class fatal error, so the producer gets replaced, and
-// the overrunning call is remembered until it returns. A call that returns in time
-// passes its error through.
+// the overrunning call is remembered until it returns; the error names the transactional
+// id. A call that returns in time passes its error through.
 func TestTxnCallWedged(t *testing.T) {
-	tx := &txn{timeout: 50 * time.Millisecond, wedgeGrace: 50 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
+	// The producer is never used: nothing listens at its bootstrap address.
+	prod, err := produce.New(produce.Config{Brokers: "127.0.0.1:1", TransactionalID: "g-wedge"})
+	require.NoError(t, err)
+	defer prod.Close(0)
+	tx := &txn{prod: prod, timeout: 50 * time.Millisecond, wedgeGrace: 50 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
 
 	boom := errors.New("boom")
 	require.ErrorIs(t, tx.call(context.Background(), "quick", func(context.Context) error { return boom }), boom)
@@ -26,7 +30,7 @@ func TestTxnCallWedged(t *testing.T) {
 
 	release := make(chan struct{})
 	start := time.Now()
-	err := tx.call(context.Background(), "send offsets to transaction", func(ctx context.Context) error {
+	err = tx.call(context.Background(), "send offsets to transaction", func(ctx context.Context) error {
 		_, ok := ctx.Deadline()
 		assert.True(t, ok, "the call is given the transaction timeout as its deadline")
 		<-release // ignores its deadline, as librdkafka #5456 does
@@ -36,6 +40,7 @@ func TestTxnCallWedged(t *testing.T) {
 	require.ErrorAs(t, err, &te)
 	assert.True(t, te.Fatal && te.Fenced, "a wedged call is handled as a fenced producer: %v", err)
 	assert.ErrorIs(t, err, errWedged)
+	assert.ErrorContains(t, err, `send offsets to transaction of transactional id "g-wedge"`, "the error names the wedged producer's transactional id")
 	assert.Less(t, time.Since(start), 5*time.Second)
 	require.NotNil(t, tx.wedged)
 	select {

@@ -384,6 +384,9 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 }
 
 // BeginTransaction starts a transaction.
+// TransactionalID is the producer's transactional id, empty for a plain producer.
+func (p *Producer) TransactionalID() string { return p.txnID }
+
 func (p *Producer) BeginTransaction() error {
 	return p.classify("begin transaction", p.p.BeginTransaction())
 }
