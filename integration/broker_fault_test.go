@@ -59,9 +59,10 @@ func TestBrokerFaultThreeNodes(t *testing.T) {
 	started := time.Now()
 	built := make(chan error, 1)
 	var bin string
+	dir := t.TempDir()
 	go func() {
 		var err error
-		bin, err = goBuild(t, "./procworker")
+		bin, err = goBuild(dir, "./procworker")
 		built <- err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

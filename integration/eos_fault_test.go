@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -95,9 +94,10 @@ func newEOSCluster(t *testing.T, name string, fastAbort bool) *eosEnv {
 	t.Helper()
 	e := &eosEnv{t: t, started: time.Now()}
 	built := make(chan error, 1)
+	dir := t.TempDir()
 	go func() {
 		var err error
-		e.bin, err = buildEOSWorker(t)
+		e.bin, err = buildEOSWorker(dir)
 		built <- err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -130,23 +130,9 @@ func (e *eosEnv) withTopics(t *testing.T, name string, partitions int) *eosEnv {
 	return &c
 }
 
-// buildEOSWorker compiles integration/eosworker with the chaos tag (fail-points in).
-func buildEOSWorker(t *testing.T) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the EOS fault tests build their worker with the go tool: %w", err)
-	}
-	bin := filepath.Join(t.TempDir(), "eosworker")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "chaos", "-o", bin, "./eosworker")
-	_, file, _, _ := runtime.Caller(0)
-	cmd.Dir = filepath.Dir(file) // integration/, wherever the test binary runs
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build -tags chaos eosworker: %w\n%s", err, out)
-	}
-	return bin, nil
-}
+// buildEOSWorker compiles integration/eosworker with the chaos tag (fail-points in)
+// into dir.
+func buildEOSWorker(dir string) (string, error) { return goBuild(dir, "./eosworker", "chaos") }
 
 // startEOSWorker starts an eosworker process with fail-point fp ("" for none) and extra
 // flags, its output appended to logPath. It is SIGKILLed by PID at the test's end if it

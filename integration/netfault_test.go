@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -60,19 +61,25 @@ func newNetEnv(t *testing.T, build func(e *netEnv) error) *netEnv {
 	return e
 }
 
-// goBuild compiles a package under integration/ into a temp dir.
-func goBuild(t *testing.T, pkg string) (string, error) {
+// goBuild compiles a package under integration/ into dir, with the build tags given. It
+// may run off the test goroutine (beside a broker's start): the caller makes dir there
+// with t.TempDir, which may fail the test.
+func goBuild(dir, pkg string, tags ...string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return "", fmt.Errorf("the network fault tests build their workers with the go tool: %w", err)
+		return "", fmt.Errorf("the fault tests build their workers with the go tool: %w", err)
 	}
-	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	bin := filepath.Join(dir, filepath.Base(pkg))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg)
+	args := []string{"build", "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.CommandContext(ctx, goBin, append(args, pkg)...)
 	cmd.Dir = integrationDir()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		return "", fmt.Errorf("go build %s %s: %w\n%s", strings.Join(tags, ","), pkg, err, out)
 	}
 	return bin, nil
 }
@@ -136,9 +143,10 @@ func firstArrivalAfter(recs []txnRec, writer string, t0 time.Time) (time.Time, b
 // instance's first output (its rejoin).
 func TestNetFaultProcessorPartition(t *testing.T) {
 	requireFaultSuite(t)
+	dir := t.TempDir()
 	e := newNetEnv(t, func(e *netEnv) (err error) {
-		if e.eosBin, err = buildEOSWorker(t); err == nil {
-			e.procBin, err = goBuild(t, "./procworker")
+		if e.eosBin, err = buildEOSWorker(dir); err == nil {
+			e.procBin, err = goBuild(dir, "./procworker")
 		}
 		return err
 	})
@@ -488,7 +496,8 @@ func TestNetFaultEOSLatencyResets(t *testing.T) {
 		perSec     = 300
 		bad        = 45 * time.Second
 	)
-	ne := newNetEnv(t, func(e *netEnv) (err error) { e.eosBin, err = buildEOSWorker(t); return err })
+	dir := t.TempDir()
+	ne := newNetEnv(t, func(e *netEnv) (err error) { e.eosBin, err = buildEOSWorker(dir); return err })
 	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
 	e.ac = newAdmin(t, e.brokers)
 	e.in, e.out, e.group = stack.UniqueName("netjit-in"), stack.UniqueName("netjit-out"), stack.UniqueName("netjit")

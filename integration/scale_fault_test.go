@@ -27,7 +27,7 @@ import (
 func TestScaleFault256Partitions(t *testing.T) {
 	requireFaultSuite(t)
 	brokers := stack.KafkaBrokers(t)
-	bin, err := goBuild(t, "./procworker")
+	bin, err := goBuild(t.TempDir(), "./procworker")
 	require.NoError(t, err)
 	var lines []string
 	for _, partitions := range []int{8, 256} {
