@@ -246,7 +246,7 @@ func (r *Redis) start(ctx context.Context) error {
 	}
 	killErr := r.proc.kill()
 	log := logSince(r.proc.logPath, logStart)
-	if r.tls != nil && strings.Contains(log, "FATAL CONFIG") && strings.Contains(log, "tls") {
+	if r.tls != nil && tlsUnsupported(log) {
 		return fmt.Errorf("stack: %s was built without TLS support (it refuses the tls-* options); RedisOptions.TLS needs a build with TLS (Debian's redis-server has it); log tail:\n%s", r.bin, r.logTail(2000))
 	}
 	if strings.Contains(log, "Address already in use") {
@@ -307,4 +307,12 @@ func logSince(path string, off int64) string {
 		return ""
 	}
 	return string(b[off:])
+}
+
+// tlsUnsupported tells a redis-server built without TLS from its startup log: it rejects
+// the first tls-* option as an unknown directive, the line quoted after ">>> " and then
+// "Bad directive or wrong number of arguments".
+func tlsUnsupported(log string) bool {
+	i := strings.Index(log, ">>> 'tls-")
+	return i >= 0 && strings.Contains(log[i:], "Bad directive")
 }

@@ -150,3 +150,15 @@ func TestRedisUserValidate(t *testing.T) {
 		assert.ErrorContains(t, err, "RedisUser", "%+v", u)
 	}
 }
+
+// TestTLSUnsupported: only an unknown tls-* directive reads as a build without TLS; a
+// bad value of another option, or a TLS option the server knows but cannot use (a
+// missing certificate), does not.
+func TestTLSUnsupported(t *testing.T) {
+	const noTLS = "\n*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***\nReading the configuration file, at line 3\n>>> 'tls-port \"40001\"'\nBad directive or wrong number of arguments\n"
+	assert.True(t, tlsUnsupported(noTLS))
+	otherDirective := "\n*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***\nReading the configuration file, at line 9\n>>> 'maxmemory-policy \"tls\"'\nargument(s) must be one of the following: volatile-lru, ...\n"
+	assert.False(t, tlsUnsupported(otherDirective))
+	badCert := "1:M 02 Dec 2026 08:00:00.000 # Failed to configure TLS: Failed to load certificate: /tmp/x/redis.crt\n"
+	assert.False(t, tlsUnsupported(badCert))
+}
