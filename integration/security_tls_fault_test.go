@@ -516,4 +516,73 @@ func TestFaultSecurityRedisACL(t *testing.T) {
 	assert.Empty(t, denied, "commands or keys the ACL denied during the suite")
 	t.Logf("security: redis acl: state conformance suite passed=%t over tls as %q (%s) in %s; ACL denials during the suite: %d %v",
 		!t.Failed(), user, rules, took.Round(time.Millisecond), len(denied), denied)
+
+	t.Run("TableAdmin", func(t *testing.T) { tableAdminUnderACL(t, ctx, r, client, admin) })
+}
+
+// tableAdminUnderACL: the samsa command's table operations (TableAdmin: Partitions,
+// Applied, Compare, ClearPartition) work as a user granted the processor's rules plus
+// +hgetall and +scan, with no ACL denial; without +scan listing partitions is refused,
+// without +hgetall reading applied offsets is, each with NOPERM.
+func tableAdminUnderACL(t *testing.T, ctx context.Context, r *stack.Redis, writer, admin *redis.Client) {
+	ns := "st.adm" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	t.Cleanup(func() {
+		keys, _ := admin.Keys(context.Background(), "{"+ns+":*").Result()
+		if len(keys) > 0 {
+			admin.Del(context.Background(), keys...)
+		}
+	})
+	tbl, err := state.NewTable(writer, ns, codec.String(), codec.String())
+	require.NoError(t, err)
+	for _, p := range []int32{3, 7} {
+		var puts []state.Entry[string, string]
+		for i := range 20 {
+			puts = append(puts, state.Entry[string, string]{Key: fmt.Sprintf("k%d-%d", p, i), Value: "v"})
+		}
+		require.NoError(t, tbl.Apply(ctx, p, puts, nil, map[string]int64{"in": 20}))
+	}
+	asUser := func(name, extra string) *redis.Client {
+		const password = "table-admin-secret-Kd82"
+		args := []any{"ACL", "SETUSER", name, "on", ">" + password}
+		for _, rule := range strings.Fields(stateRedisACL("st.*") + extra) {
+			args = append(args, rule)
+		}
+		require.NoError(t, admin.Do(ctx, args...).Err())
+		c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLSConfig(), Username: name, Password: password})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	require.NoError(t, admin.ACLLogReset(ctx).Err())
+
+	ta, err := state.NewTableAdmin(asUser("samsa-table-admin", " +hgetall +scan"), ns)
+	require.NoError(t, err)
+	parts, err := ta.Partitions(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []int32{3, 7}, parts)
+	applied, err := ta.Applied(ctx, 3)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int64{"in": 20}, applied)
+	diffs, err := state.Compare(ctx, ta, ta)
+	require.NoError(t, err)
+	require.Len(t, diffs, 2)
+	assert.True(t, diffs[0].Equal() && diffs[1].Equal() && diffs[0].KeysA == 20, "%+v", diffs)
+	cleared, err := ta.ClearPartition(ctx, 7)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, cleared, 21, "20 data keys and the applied offsets")
+	parts, err = ta.Partitions(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []int32{3}, parts)
+	entries, err := admin.ACLLog(ctx, 100).Result()
+	require.NoError(t, err)
+	assert.Empty(t, entries, "ACL denials of the table admin's operations")
+
+	noScan, err := state.NewTableAdmin(asUser("samsa-table-admin-noscan", " +hgetall"), ns)
+	require.NoError(t, err)
+	_, err = noScan.Partitions(ctx)
+	assert.ErrorContains(t, err, "NOPERM", "listing partitions without +scan")
+	noHGetAll, err := state.NewTableAdmin(asUser("samsa-table-admin-nohgetall", " +scan"), ns)
+	require.NoError(t, err)
+	_, err = noHGetAll.Applied(ctx, 3)
+	assert.ErrorContains(t, err, "NOPERM", "reading applied offsets without +hgetall")
+	t.Logf("security: redis acl: table admin: partitions, applied, compare and clear passed=%t with +hgetall +scan added; refused without +scan and without +hgetall", !t.Failed())
 }

@@ -87,9 +87,10 @@
 // PutFenced, and EVAL sends a script Redis has not cached (after a restart). Redis checks
 // the commands a script runs against the same ACL: HGET, HSET, SET, MSET and DEL. SCRIPT
 // is not needed. [TableAdmin] (the samsa command's table operations) also needs
-// +hgetall and +scan, and a Cluster client also runs CLUSTER SLOTS (+cluster|slots)
-// (both read from the code, not tested here). go-redis v9 sends CLIENT SETINFO on every
-// new connection and ignores a refusal; Redis 7.2 and later know that command, so there
+// +hgetall and +scan: without +scan it cannot list partitions, without +hgetall it cannot
+// read applied offsets (NOPERM). A Cluster client also runs CLUSTER SLOTS
+// (+cluster|slots; read from go-redis's code, not tested). go-redis v9 sends CLIENT
+// SETINFO on every new connection and ignores a refusal; Redis 7.2 and later know that command, so there
 // the rules above make each connection leave an ACL LOG entry: add +client|setinfo, or
 // set Options.DisableIdentity (tested on Redis 7.0, which has no SETINFO).
 //
