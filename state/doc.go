@@ -90,9 +90,10 @@
 // +hgetall and +scan: without +scan it cannot list partitions, without +hgetall it cannot
 // read applied offsets (NOPERM). A Cluster client also runs CLUSTER SLOTS
 // (+cluster|slots; read from go-redis's code, not tested). go-redis v9 sends CLIENT
-// SETINFO on every new connection and ignores a refusal; Redis 7.2 and later know that command, so there
-// the rules above make each connection leave an ACL LOG entry: add +client|setinfo, or
-// set Options.DisableIdentity (tested on Redis 7.0, which has no SETINFO).
+// SETINFO on every new connection and ignores a refusal; Redis 7.2 and later know that
+// command, so there the rules above make each connection leave an ACL LOG entry: add
+// +client|setinfo, or set Options.DisableIdentity (tested on Redis 7.0, which has no
+// SETINFO).
 //
 // Redis refusing the credentials or a permission (WRONGPASS, NOAUTH, NOPERM) gives an
 // [*Error] whose Permanent method reports true, and the error never contains the
