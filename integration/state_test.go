@@ -185,6 +185,57 @@ func TestStateRedisCluster(t *testing.T) {
 		require.NoError(t, single.Eval(ctx, script, untagged).Err(), "a single node does not care")
 		require.NoError(t, single.Del(ctx, untagged...).Err())
 	})
+
+	t.Run("ACL", func(t *testing.T) { clusterACL(t, rc, client) })
+}
+
+// clusterACL: on a Cluster, a user granted the processor's rules plus +cluster|slots and
+// +command (go-redis's Cluster client reads the slot map with CLUSTER SLOTS and the
+// commands' key positions with COMMAND) passes the whole state conformance suite with no
+// ACL denial on any node; without +cluster|slots every call fails with NOPERM.
+func clusterACL(t *testing.T, rc *stack.RedisCluster, admin *redis.ClusterClient) {
+	ctx := stateCtx(t, time.Minute)
+	const password = "cluster-acl-secret-Vn30"
+	setUser := func(name, rules string) {
+		args := []any{"ACL", "SETUSER", name, "on", ">" + password}
+		for _, rule := range strings.Fields(rules) {
+			args = append(args, rule)
+		}
+		for _, addr := range rc.Addrs() { // ACLs are per node: a Cluster does not share them
+			node := redis.NewClient(&redis.Options{Addr: addr})
+			err := node.Do(ctx, args...).Err()
+			if err == nil {
+				err = node.ACLLogReset(ctx).Err()
+			}
+			node.Close()
+			require.NoError(t, err, addr)
+		}
+	}
+	asUser := func(name string) *redis.ClusterClient {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), Username: name, Password: password, MaxRedirects: 3})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	rules := stateRedisACL("st.*")
+	setUser("samsa-cluster", rules+" +cluster|slots +command")
+	setUser("samsa-cluster-noslots", rules+" +command")
+
+	runStateConformanceAs(t, asUser("samsa-cluster"), admin)
+	var denied []string
+	for _, addr := range rc.Addrs() {
+		node := redis.NewClient(&redis.Options{Addr: addr})
+		entries, err := node.ACLLog(ctx, 100).Result()
+		node.Close()
+		require.NoError(t, err, addr)
+		for _, en := range entries {
+			denied = append(denied, fmt.Sprintf("%s: %s %s %q x%d", addr, en.Reason, en.Context, en.Object, en.Count))
+		}
+	}
+	assert.Empty(t, denied, "commands or keys the ACL denied during the suite")
+
+	err := asUser("samsa-cluster-noslots").Get(ctx, "st.x:k").Err()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "NOPERM", "a Cluster client without +cluster|slots")
 }
 
 // TestStateRedisOutage stops and kills Redis under a store and a table: calls fail with

@@ -88,8 +88,11 @@
 // the commands a script runs against the same ACL: HGET, HSET, SET, MSET and DEL. SCRIPT
 // is not needed. [TableAdmin] (the samsa command's table operations) also needs
 // +hgetall and +scan: without +scan it cannot list partitions, without +hgetall it cannot
-// read applied offsets (NOPERM). A Cluster client also runs CLUSTER SLOTS
-// (+cluster|slots; read from go-redis's code, not tested). go-redis v9 sends CLIENT
+// read applied offsets (NOPERM). On Redis Cluster, ACLs are per node (set the user on
+// every node), and go-redis's Cluster client also needs +cluster|slots (the slot map;
+// without it every call fails with NOPERM) and +command (the commands' key positions:
+// without it the calls still work, but the client asks again on each one, a refused
+// round trip that Redis records in ACL LOG and go-redis logs). go-redis v9 sends CLIENT
 // SETINFO on every new connection and ignores a refusal; Redis 7.2 and later know that
 // command, so there the rules above make each connection leave an ACL LOG entry: add
 // +client|setinfo, or set Options.DisableIdentity (tested on Redis 7.0, which has no
