@@ -539,6 +539,11 @@ func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	incremental := c.GetRebalanceProtocol() == "COOPERATIVE"
 	switch ev := ev.(type) {
 	case kafka.AssignedPartitions:
+		if len(ev.Partitions) == 0 {
+			// An incremental rebalance that left this member's partitions as they were:
+			// logged, since "assigned" and "revoked" lines alone cannot show it.
+			e.log.Info("group: rebalanced, no partition added", "group", e.cfg.GroupID)
+		}
 		e.assign(ev.Partitions)
 		var err error
 		if incremental {
