@@ -540,8 +540,10 @@ func (e *Engine) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	switch ev := ev.(type) {
 	case kafka.AssignedPartitions:
 		if len(ev.Partitions) == 0 {
-			// An incremental rebalance that left this member's partitions as they were:
-			// logged, since "assigned" and "revoked" lines alone cannot show it.
+			// A rebalance that added no partition to this member. Under the cooperative
+			// protocol librdkafka calls every member at the end of every rebalance, with an
+			// empty list when nothing is added, so a rebalance that moved nothing of this
+			// member's shows only here.
 			e.log.Info("group: rebalanced, no partition added", "group", e.cfg.GroupID)
 		}
 		e.assign(ev.Partitions)

@@ -383,10 +383,10 @@ func (p *Producer) InitTransactions(ctx context.Context) error {
 	return p.classify("init transactions", p.p.InitTransactions(ctx))
 }
 
-// BeginTransaction starts a transaction.
 // TransactionalID is the producer's transactional id, empty for a plain producer.
 func (p *Producer) TransactionalID() string { return p.txnID }
 
+// BeginTransaction starts a transaction.
 func (p *Producer) BeginTransaction() error {
 	return p.classify("begin transaction", p.p.BeginTransaction())
 }
