@@ -31,9 +31,9 @@ import (
 //     protocol. No rebalance after the group settled: no assignment, revocation or
 //     rebalance without change logged by either worker (under the cooperative protocol
 //     librdkafka hands every member of every rebalance an assignment, empty for one whose
-//     partitions stay, which the processor logs; under KIP-848 a member whose
-//     assignment does not change is told nothing, so there the check is that no
-//     partition moved). No duplicate, no loss, per-key order kept.
+//     partitions stay, which the processor logs; under KIP-848 an unchanged member may
+//     never be told of a new group epoch (not probed here), so there the check is
+//     only that no partition moved). No duplicate, no loss, per-key order kept.
 //   - a broker down for 30 s under min.insync.replicas 3 (workers with the processor's
 //     default 45 s session): the output topic has min.insync.replicas 3 and a broker
 //     (not the group coordinator) is SIGKILLed for 30 s, so from the kill until it is
