@@ -53,16 +53,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 	ends := endOffsets(t, admin, in, partitions)
 
 	allow := func(rt kafka.ResourceType, name string, ops ...kafka.ACLOperation) {
-		var acls kafka.ACLBindings
-		for _, op := range ops {
-			acls = append(acls, kafka.ACLBinding{Type: rt, Name: name, ResourcePatternType: kafka.ResourcePatternTypeLiteral,
-				Principal: "User:" + user, Host: "*", Operation: op, PermissionType: kafka.ACLPermissionTypeAllow})
-		}
-		res, err := ac.CreateACLs(ctx, acls)
-		require.NoError(t, err)
-		for _, r := range res {
-			require.Equal(t, kafka.ErrNoError, r.Error.Code(), "create ACL: %v", r.Error)
-		}
+		allowACL(t, ac, "User:"+user, rt, name, kafka.ResourcePatternTypeLiteral, ops...)
 	}
 	allow(kafka.ResourceTopic, in, kafka.ACLOperationRead, kafka.ACLOperationDescribe)
 
@@ -75,26 +66,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 			identityHandler(output, "sec"), processor.WithLogger(log))
 		require.NoError(t, err)
-		rctx, rcancel := context.WithTimeout(context.Background(), timeout)
-		defer rcancel()
-		start := time.Now()
-		errc := make(chan error, 1)
-		go func() { errc <- p.Run(rctx) }()
-		if out == "" {
-			return <-errc, time.Since(start)
-		}
-		select {
-		case err := <-errc:
-			return err, time.Since(start)
-		case <-waitDone(admin, group, in, ends, timeout, rctx.Done()):
-			rcancel()
-			return <-errc, time.Since(start)
-		}
-	}
-	nothingCommitted := func(t *testing.T, group, in string) {
-		for p, o := range committedOffsets(t, admin, group, in, partitions) {
-			assert.Equal(t, int64(kafka.OffsetInvalid), o, "partition %d committed though the run failed", p)
-		}
+		return runToCommitted(t, admin, p.Run, group, in, ends, timeout)
 	}
 
 	t.Run("credentials and ACLs", func(t *testing.T) {
@@ -120,7 +92,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, strings.ToLower(err.Error()), "authentication")
 		assert.Less(t, took, 45*time.Second, "a wrong password fails fast")
-		nothingCommitted(t, group, in)
+		nothingCommitted(t, admin, group, in, partitions)
 	})
 
 	t.Run("no write on the output", func(t *testing.T) {
@@ -132,7 +104,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		t.Logf("security: no WRITE on %s: Run returned after %s: %v", out, took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), out, "the error names the output topic")
-		nothingCommitted(t, group, in)
+		nothingCommitted(t, admin, group, in, partitions)
 	})
 
 	t.Run("no read on the input", func(t *testing.T) {
@@ -151,7 +123,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), hidden, "the error names the input topic")
 		assert.Less(t, took, 45*time.Second, "a missing READ fails fast")
-		nothingCommitted(t, group, hidden)
+		nothingCommitted(t, admin, group, hidden, partitions)
 	})
 
 	t.Run("no read on the group", func(t *testing.T) {
@@ -162,7 +134,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 		t.Logf("security: no READ on group %s: Run returned after %s: %v", group, took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), group, "the error names the group")
-		nothingCommitted(t, group, in)
+		nothingCommitted(t, admin, group, in, partitions)
 	})
 }
 

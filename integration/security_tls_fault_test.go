@@ -57,6 +57,12 @@ func newSecEnv(t *testing.T, ctx context.Context) *secEnv {
 // allow grants principal the operations on a resource (pattern literal or prefixed).
 func (e *secEnv) allow(t *testing.T, principal string, rt kafka.ResourceType, name string, pt kafka.ResourcePatternType, ops ...kafka.ACLOperation) {
 	t.Helper()
+	allowACL(t, e.ac, principal, rt, name, pt, ops...)
+}
+
+// allowACL grants principal the operations on a resource through ac.
+func allowACL(t *testing.T, ac *kafka.AdminClient, principal string, rt kafka.ResourceType, name string, pt kafka.ResourcePatternType, ops ...kafka.ACLOperation) {
+	t.Helper()
 	var acls kafka.ACLBindings
 	for _, op := range ops {
 		acls = append(acls, kafka.ACLBinding{Type: rt, Name: name, ResourcePatternType: pt,
@@ -64,7 +70,7 @@ func (e *secEnv) allow(t *testing.T, principal string, rt kafka.ResourceType, na
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := e.ac.CreateACLs(ctx, acls)
+	res, err := ac.CreateACLs(ctx, acls)
 	require.NoError(t, err)
 	for _, r := range res {
 		require.Equal(t, kafka.ErrNoError, r.Error.Code(), "create ACL: %v", r.Error)
@@ -146,7 +152,13 @@ func runToCommitted(t *testing.T, admin string, run func(context.Context) error,
 
 func (e *secEnv) nothingCommitted(t *testing.T, group, topic string, partitions int) {
 	t.Helper()
-	for p, o := range committedOffsets(t, e.admin, group, topic, partitions) {
+	nothingCommitted(t, e.admin, group, topic, partitions)
+}
+
+// nothingCommitted asserts that group has no committed offset on any partition of topic.
+func nothingCommitted(t *testing.T, admin, group, topic string, partitions int) {
+	t.Helper()
+	for p, o := range committedOffsets(t, admin, group, topic, partitions) {
 		assert.Equal(t, int64(kafka.OffsetInvalid), o, "partition %d committed though the run failed", p)
 	}
 }
@@ -473,6 +485,27 @@ func stateRedisACL(ns string) string {
 
 const stateRedisCommands = "+get +mget +set +mset +del +hget +hset +evalsha +eval"
 
+// setRedisUser creates (or replaces the rules of) ACL user name on node, enabled, with
+// password and rules in ACL SETUSER syntax.
+func setRedisUser(ctx context.Context, node *redis.Client, name, password, rules string) error {
+	args := []any{"ACL", "SETUSER", name, "on", ">" + password}
+	for _, rule := range strings.Fields(rules) {
+		args = append(args, rule)
+	}
+	return node.Do(ctx, args...).Err()
+}
+
+// aclDenials are node's ACL LOG entries, one line each: every command or key the ACL
+// refused since the last ACL LOG RESET, even ones a client ignored.
+func aclDenials(ctx context.Context, node *redis.Client) ([]string, error) {
+	entries, err := node.ACLLog(ctx, 100).Result()
+	var denied []string
+	for _, en := range entries {
+		denied = append(denied, fmt.Sprintf("%s %s %q x%d", en.Reason, en.Context, en.Object, en.Count))
+	}
+	return denied, err
+}
+
 // TestFaultSecurityRedisACL runs the whole state conformance suite (plain stores and
 // tables, with and without TTL, Apply and PutFenced) on Redis over TLS as an ACL user
 // granted only the keys of its namespaces and the commands of stateRedisACL, which shows
@@ -505,14 +538,9 @@ func TestFaultSecurityRedisACL(t *testing.T) {
 	start := time.Now()
 	runStateConformanceAs(t, client, admin)
 	took := time.Since(start)
-	// Denials the suite met, even ones a client ignored: none means nothing it runs
-	// needs more than the rules.
-	entries, err := admin.ACLLog(ctx, 100).Result()
+	// None means nothing the suite runs needs more than the rules.
+	denied, err := aclDenials(ctx, admin)
 	require.NoError(t, err)
-	var denied []string
-	for _, en := range entries {
-		denied = append(denied, fmt.Sprintf("%s %s %q x%d", en.Reason, en.Context, en.Object, en.Count))
-	}
 	assert.Empty(t, denied, "commands or keys the ACL denied during the suite")
 	t.Logf("security: redis acl: state conformance suite passed=%t over tls as %q (%s) in %s; ACL denials during the suite: %d %v",
 		!t.Failed(), user, rules, took.Round(time.Millisecond), len(denied), denied)
@@ -525,13 +553,7 @@ func TestFaultSecurityRedisACL(t *testing.T) {
 // +hgetall and +scan, with no ACL denial; without +scan listing partitions is refused,
 // without +hgetall reading applied offsets is, each with NOPERM.
 func tableAdminUnderACL(t *testing.T, ctx context.Context, r *stack.Redis, writer, admin *redis.Client) {
-	ns := "st.adm" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	t.Cleanup(func() {
-		keys, _ := admin.Keys(context.Background(), "{"+ns+":*").Result()
-		if len(keys) > 0 {
-			admin.Del(context.Background(), keys...)
-		}
-	})
+	ns := stateNamespace(t, admin)
 	tbl, err := state.NewTable(writer, ns, codec.String(), codec.String())
 	require.NoError(t, err)
 	for _, p := range []int32{3, 7} {
@@ -543,11 +565,7 @@ func tableAdminUnderACL(t *testing.T, ctx context.Context, r *stack.Redis, write
 	}
 	asUser := func(name, extra string) *redis.Client {
 		const password = "table-admin-secret-Kd82"
-		args := []any{"ACL", "SETUSER", name, "on", ">" + password}
-		for _, rule := range strings.Fields(stateRedisACL("st.*") + extra) {
-			args = append(args, rule)
-		}
-		require.NoError(t, admin.Do(ctx, args...).Err())
+		require.NoError(t, setRedisUser(ctx, admin, name, password, stateRedisACL("st.*")+extra))
 		c := redis.NewClient(&redis.Options{Addr: r.Addr(), TLSConfig: r.TLSConfig(), Username: name, Password: password})
 		t.Cleanup(func() { c.Close() })
 		return c
@@ -572,9 +590,9 @@ func tableAdminUnderACL(t *testing.T, ctx context.Context, r *stack.Redis, write
 	parts, err = ta.Partitions(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, []int32{3}, parts)
-	entries, err := admin.ACLLog(ctx, 100).Result()
+	denied, err := aclDenials(ctx, admin)
 	require.NoError(t, err)
-	assert.Empty(t, entries, "ACL denials of the table admin's operations")
+	assert.Empty(t, denied, "ACL denials of the table admin's operations")
 
 	noScan, err := state.NewTableAdmin(asUser("samsa-table-admin-noscan", " +hgetall"), ns)
 	require.NoError(t, err)

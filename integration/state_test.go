@@ -196,19 +196,15 @@ func TestStateRedisCluster(t *testing.T) {
 func clusterACL(t *testing.T, rc *stack.RedisCluster, admin *redis.ClusterClient) {
 	ctx := stateCtx(t, time.Minute)
 	const password = "cluster-acl-secret-Vn30"
+	var nodes []*redis.Client
+	for _, addr := range rc.Addrs() {
+		node := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { node.Close() })
+		nodes = append(nodes, node)
+	}
 	setUser := func(name, rules string) {
-		args := []any{"ACL", "SETUSER", name, "on", ">" + password}
-		for _, rule := range strings.Fields(rules) {
-			args = append(args, rule)
-		}
-		for _, addr := range rc.Addrs() { // ACLs are per node: a Cluster does not share them
-			node := redis.NewClient(&redis.Options{Addr: addr})
-			err := node.Do(ctx, args...).Err()
-			if err == nil {
-				err = node.ACLLogReset(ctx).Err()
-			}
-			node.Close()
-			require.NoError(t, err, addr)
+		for _, node := range nodes { // ACLs are per node: a Cluster does not share them
+			require.NoError(t, setRedisUser(ctx, node, name, password, rules), node.Options().Addr)
 		}
 	}
 	asUser := func(name string) *redis.ClusterClient {
@@ -219,16 +215,17 @@ func clusterACL(t *testing.T, rc *stack.RedisCluster, admin *redis.ClusterClient
 	rules := stateRedisACL("st.*")
 	setUser("samsa-cluster", rules+" +cluster|slots +command")
 	setUser("samsa-cluster-noslots", rules+" +command")
+	for _, node := range nodes {
+		require.NoError(t, node.ACLLogReset(ctx).Err())
+	}
 
 	runStateConformanceAs(t, asUser("samsa-cluster"), admin)
 	var denied []string
-	for _, addr := range rc.Addrs() {
-		node := redis.NewClient(&redis.Options{Addr: addr})
-		entries, err := node.ACLLog(ctx, 100).Result()
-		node.Close()
-		require.NoError(t, err, addr)
-		for _, en := range entries {
-			denied = append(denied, fmt.Sprintf("%s: %s %s %q x%d", addr, en.Reason, en.Context, en.Object, en.Count))
+	for _, node := range nodes {
+		d, err := aclDenials(ctx, node)
+		require.NoError(t, err, node.Options().Addr)
+		for _, line := range d {
+			denied = append(denied, node.Options().Addr+": "+line)
 		}
 	}
 	assert.Empty(t, denied, "commands or keys the ACL denied during the suite")
