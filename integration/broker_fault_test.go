@@ -105,12 +105,18 @@ func (c *brokerCluster) restartAtCleanup(t *testing.T, id int32) {
 		if c.k.PID(id) != 0 {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := c.k.StartBroker(ctx, id); err != nil {
+		if err := c.start(id); err != nil {
 			t.Errorf("restart broker %d after the failure: %v", id, err)
 		}
 	})
+}
+
+// start starts broker id again, waiting at most 2 min until the cluster is ready (a
+// restart took up to 64 s on this two-core machine under load).
+func (c *brokerCluster) start(id int32) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return c.k.StartBroker(ctx, id)
 }
 
 // brokerRun is one scenario: topics, a paced input, two workers and a live
@@ -144,6 +150,7 @@ func startBrokerRun(t *testing.T, c *brokerCluster, name string, seconds int, ou
 	e.in, e.out, e.group = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out"), stack.UniqueName(name)
 	createTopic(t, e.brokers, e.in, e.partitions, 3)
 	createTopicConfig(t, e.brokers, e.out, e.partitions, 3, outConfig)
+	waitInSync(t, e.brokers, 30*time.Second) // every replica of the new topics, before any fault
 	r := &brokerRun{eosEnv: e, c: c, dir: t.TempDir()}
 	r.live = startTopicReader(t, e.brokers, e.out, e.partitions, "read_uncommitted")
 	r.sp = startSeqProducer(t, e.brokers, e.in, e.partitions, brokerFaultKeys, seconds*brokerFaultPerSec, brokerFaultPerSec)
@@ -267,10 +274,7 @@ func brokerRollingRestart(t *testing.T, c *brokerCluster, protocol string) {
 		c.restartAtCleanup(t, id)
 		require.NoError(t, c.k.StopBroker(id), "stop broker %d (SIGTERM)", id)
 		stopped := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := c.k.StartBroker(ctx, id)
-		cancel()
-		require.NoError(t, err, "restart broker %d", id)
+		require.NoError(t, c.start(id), "restart broker %d", id)
 		back := time.Now()
 		waitInSync(t, c.brokers, 2*time.Minute)
 		inSync := time.Now()
@@ -364,11 +368,8 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 		require.NoError(t, r.alive(), "a worker ended while the output's ISR was short")
 		time.Sleep(200 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	restarting := time.Now()
-	err := c.k.StartBroker(ctx, victim)
-	cancel()
-	require.NoError(t, err, "restart broker %d", victim)
+	require.NoError(t, c.start(victim), "restart broker %d", victim)
 	back := time.Now()
 	var firstOut time.Time
 	require.Eventually(t, func() bool {
@@ -477,10 +478,7 @@ func brokerGroupCoordinatorKill(t *testing.T, c *brokerCluster, session time.Dur
 	c.restartAtCleanup(t, coord)
 	require.NoError(t, c.k.KillBroker(coord))
 	time.Sleep(down)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	err := c.k.StartBroker(ctx, coord)
-	cancel()
-	require.NoError(t, err, "restart broker %d", coord)
+	require.NoError(t, c.start(coord), "restart broker %d", coord)
 	back := time.Now()
 	newCoord := r.coordinator()
 	s, _ := r.finish()
@@ -546,20 +544,4 @@ func waitInSync(t *testing.T, brokers string, timeout time.Duration) {
 		require.True(t, time.Now().Before(deadline), "replicas not in sync after %s: %v", timeout, short[:min(len(short), 5)])
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// createTopicConfig is createTopic with topic configuration.
-func createTopicConfig(t *testing.T, brokers, name string, partitions, rf int, config map[string]string) {
-	t.Helper()
-	if len(config) == 0 {
-		createTopic(t, brokers, name, partitions, rf)
-		return
-	}
-	ac := newAdmin(t, brokers)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: rf, Config: config}})
-	require.NoError(t, err)
-	require.Equal(t, kafka.ErrNoError, res[0].Error.Code(), "create topic %s: %v", name, res[0].Error)
-	waitInSync(t, brokers, 30*time.Second)
 }

@@ -36,10 +36,16 @@ func newAdmin(t *testing.T, brokers string) *kafka.AdminClient {
 // until every partition has a leader.
 func createTopic(t *testing.T, brokers, name string, partitions, rf int) {
 	t.Helper()
+	createTopicConfig(t, brokers, name, partitions, rf, nil)
+}
+
+// createTopicConfig is createTopic with topic configuration (nil: the broker's defaults).
+func createTopicConfig(t *testing.T, brokers, name string, partitions, rf int, config map[string]string) {
+	t.Helper()
 	ac := newAdmin(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: rf}})
+	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: rf, Config: config}})
 	require.NoError(t, err)
 	require.Equal(t, kafka.ErrNoError, res[0].Error.Code(), "create topic %s: %v", name, res[0].Error)
 	require.Eventually(t, func() bool {
