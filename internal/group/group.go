@@ -512,6 +512,9 @@ func (e *Engine) dispatch(m *kafka.Message) {
 	if s == nil || s.closed.Load() {
 		return // revoked: the next owner reads it from the committed offset
 	}
+	if !s.advance(*m.TopicPartition.Topic, int64(m.TopicPartition.Offset)) {
+		return // handed to this slot already
+	}
 	msg := record.Message{
 		Topic:     *m.TopicPartition.Topic,
 		Partition: m.TopicPartition.Partition,

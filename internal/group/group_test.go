@@ -226,3 +226,26 @@ func (s *Slot) takeAll() func(yield func(record.Message) bool) {
 		}
 	}
 }
+
+// TestSlotDropsRecordsHandedOverAgain: within one ownership a record at or below the
+// slot's position (librdkafka returning it again after a pause) is dropped; every topic
+// of a co-partitioned slot has its own position; gaps (compaction, transaction markers)
+// pass.
+func TestSlotDropsRecordsHandedOverAgain(t *testing.T) {
+	cfg := config("127.0.0.1:1", "a", "b")
+	cfg.Protocol = Eager
+	e, err := New(cfg, func(*Slot) error { return nil })
+	require.NoError(t, err)
+	s := newSlot(e, 0, 1, []record.TopicPartition{{Topic: "a"}, {Topic: "b"}})
+	for _, step := range []struct {
+		topic  string
+		offset int64
+		want   bool
+	}{
+		{"a", 5, true}, {"a", 6, true}, {"a", 6, false}, {"a", 5, false},
+		{"b", 0, true}, {"a", 9, true}, {"b", 0, false}, {"b", 1, true}, {"a", 8, false}, {"a", 10, true},
+	} {
+		assert.Equal(t, step.want, s.advance(step.topic, step.offset), "%s@%d", step.topic, step.offset)
+	}
+	assert.EqualValues(t, 4, s.refetched)
+}

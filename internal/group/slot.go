@@ -59,6 +59,16 @@ type Slot struct {
 	storedMeta map[string]string
 
 	pausedInClient bool // what librdkafka was last told (Pause/Resume); under Engine.mu
+
+	// next is, per topic, the offset after the last record handed to the slot; poll
+	// goroutine only. refetched counts records dropped for being below it.
+	next      []topicOffset
+	refetched int64
+}
+
+type topicOffset struct {
+	topic  string
+	offset int64
 }
 
 // chunk is a run of queued records that a worker takes at once.
@@ -240,6 +250,34 @@ func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause
 		}
 	}
 	return pause
+}
+
+// advance reports whether a record of topic at offset is new to the slot, and moves the
+// slot's position past it. Within one ownership a partition's records reach the slot in
+// offset order, each once; librdkafka can hand over a record a second time after a pause
+// that raced with the poll returning it (the pause notes the application's position
+// before that record was returned, and the fetch resumes there). Without this check the
+// record would be handled twice and its outputs produced twice, with no fault at all.
+// Called on the poll goroutine only.
+func (s *Slot) advance(topic string, offset int64) bool {
+	for i := range s.next {
+		t := &s.next[i]
+		if t.topic != topic {
+			continue
+		}
+		if offset < t.offset {
+			s.refetched++
+			if s.refetched == 1 || s.refetched%10000 == 0 {
+				s.e.log.Debug("group: dropped records fetched again", "topic", topic, "partition", s.ID,
+					"offset", offset, "expected", t.offset, "dropped", s.refetched)
+			}
+			return false
+		}
+		t.offset = offset + 1
+		return true
+	}
+	s.next = append(s.next, topicOffset{topic: topic, offset: offset + 1})
+	return true
 }
 
 // Store records the offsets of the next records to read (last processed + 1), to be
