@@ -39,6 +39,9 @@ type baseline struct {
 	// goroutine, so Poll and Produce overlap ("baseline-2g").
 	handoff chan handoff
 
+	// queueFullWait is how long Produce waits before retrying a full producer queue.
+	queueFullWait time.Duration
+
 	errMu sync.Mutex
 	err   error
 }
@@ -81,22 +84,32 @@ func (b *baseline) failed() error {
 	return b.err
 }
 
-func runBaseline(ctx context.Context, r run) error { return runBaselineWith(ctx, r, false) }
+func runBaseline(ctx context.Context, r run) error { return runBaselineWith(ctx, r, false, nil, nil) }
 
 // runBaseline2G produces on a second goroutine.
-func runBaseline2G(ctx context.Context, r run) error { return runBaselineWith(ctx, r, true) }
+func runBaseline2G(ctx context.Context, r run) error { return runBaselineWith(ctx, r, true, nil, nil) }
 
-func runBaselineWith(ctx context.Context, r run, twoGoroutines bool) error {
-	c, err := kafka.NewConsumer(baselineConsumerConfig(r.brokers, r.group, r.commitInterval, r.consumer))
+// runLoop is the same loop at the settings that make it fastest here (loopConsumerTuning,
+// loopProducerTuning) instead of the framework's, retrying a full producer queue after
+// 100 µs: the strongest hand-written loop, the yardstick samsa's ratios are taken against.
+func runLoop(ctx context.Context, r run) error {
+	return runBaselineWith(ctx, r, false, loopConsumerTuning, loopProducerTuning)
+}
+
+func runBaselineWith(ctx context.Context, r run, twoGoroutines bool, consumerTuning, producerTuning map[string]any) error {
+	c, err := kafka.NewConsumer(baselineConsumerConfig(r.brokers, r.group, r.commitInterval, consumerTuning, r.consumer))
 	if err != nil {
 		return err
 	}
-	p, err := kafka.NewProducer(baselineProducerConfig(r.brokers, r.producer))
+	p, err := kafka.NewProducer(baselineProducerConfig(r.brokers, producerTuning, r.producer))
 	if err != nil {
 		c.Close()
 		return err
 	}
-	b := &baseline{r: r, c: c, p: p, out: r.out, parts: map[int32]*bpart{}}
+	b := &baseline{r: r, c: c, p: p, out: r.out, parts: map[int32]*bpart{}, queueFullWait: time.Millisecond}
+	if consumerTuning != nil {
+		b.queueFullWait = 100 * time.Microsecond
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); drainLogs(c.Logs()) }()
@@ -229,7 +242,7 @@ func (b *baseline) produce(ctx context.Context, msgs []*kafka.Message, bt *bbatc
 			}
 			var kerr kafka.Error
 			if errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull && ctx.Err() == nil {
-				time.Sleep(time.Millisecond)
+				time.Sleep(b.queueFullWait)
 				continue
 			}
 			b.fail(fmt.Errorf("produce: %w", err))

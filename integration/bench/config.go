@@ -114,6 +114,23 @@ var frameworkConsumerTuning = map[string]any{
 	"fetch.queue.backoff.ms":     10,
 }
 
+// The strongest loop's own settings (the "loop" contestant), on top of the mirror of the
+// framework's: a fetch waits for 64 KiB or 50 ms, so a busy partition is fetched in few
+// large responses, and the producer builds batches of up to 1 MiB.
+var (
+	loopConsumerTuning = map[string]any{
+		"fetch.min.bytes":            65536,
+		"fetch.wait.max.ms":          50,
+		"queued.min.messages":        100000,
+		"queued.max.messages.kbytes": 32768,
+		"fetch.queue.backoff.ms":     10,
+	}
+	loopProducerTuning = map[string]any{
+		"linger.ms":  5,
+		"batch.size": 1 << 20,
+	}
+)
+
 func baselineConsumerConfig(brokers, group string, commitInterval time.Duration, overrides ...map[string]any) *kafka.ConfigMap {
 	cm := kafka.ConfigMap{
 		// internal/group defaults

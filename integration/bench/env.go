@@ -274,6 +274,8 @@ var (
 	baselineContestant = contestant{name: "baseline", run: runBaseline}
 	// baseline2G hands full batches to a second goroutine that produces them.
 	baseline2G = contestant{name: "baseline-2g", run: runBaseline2G}
+	// loopContestant is the baseline at its own fastest settings (see runLoop).
+	loopContestant = contestant{name: "loop", run: runLoop}
 	// samsaNoCopy is samsa with decoders that do not copy (see noCopy).
 	samsaNoCopy = contestant{name: "samsa-nocopy", run: func(ctx context.Context, r run) error {
 		r.codec = "nocopy"
@@ -304,7 +306,7 @@ var (
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader, gokaContestant, samsaBefore} {
+	for _, c := range []contestant{baselineContestant, baseline2G, loopContestant, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader, gokaContestant, samsaBefore} {
 		if c.name == name {
 			return c, true
 		}
