@@ -3,6 +3,7 @@ package processor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -45,12 +46,13 @@ type Config struct {
 	// outputs' acknowledgements while later batches are handled. 1 handles strictly one
 	// batch at a time. Default: 8.
 	MaxInFlightBatches int
-	// MaxBufferedBytes bounds the records this instance holds: fetched and waiting for
-	// their handler, being handled, and in flight with their outputs until those are
-	// acknowledged. Each owned partition gets an equal share (at least 256 KiB); a
-	// partition that holds its share is paused until it holds less than half of it.
-	// Fetched records are never dropped to apply it. See "Memory" in the package doc for
-	// the whole budget. Default: 64 MiB.
+	// MaxBufferedBytes is the instance's byte budget: it bounds the records it holds
+	// (fetched and waiting for their handler, being handled, and in flight with their
+	// outputs until those are acknowledged) and sizes librdkafka's prefetch queue (half
+	// of it, at least 1 MiB). When the partitions hold the budget together, the
+	// consumer stops polling until acknowledgements free some; a partition whose handler
+	// stays behind its share for 100 ms is paused. See "Memory" in the package doc.
+	// Default: 4 MiB, or 128 KiB per owned partition when that is more.
 	MaxBufferedBytes int64
 
 	// Protocol is the group protocol. Default: Cooperative for one input, Eager for several.
@@ -123,7 +125,8 @@ type Config struct {
 // near that mark fetches in bursts and idles in between, which halved throughput. The
 // engine moves records out of librdkafka's queue into its partitions' buffers at once
 // (MaxBufferedBytes bounds those), so the queue is a short hand-off and a 10 ms backoff
-// is all it needs.
+// is all it needs. queued.max.messages.kbytes is set from MaxBufferedBytes
+// (consumerDefaultsFor).
 var consumerDefaults = kconf.Map{
 	"fetch.wait.max.ms":          10,
 	"fetch.min.bytes":            1,
@@ -142,6 +145,20 @@ var producerDefaults = kconf.Map{
 	"topic.metadata.propagation.max.ms": 5000,
 }
 
+// consumerDefaultsFor is consumerDefaults with librdkafka's prefetch queue sized from the
+// budget: half of MaxBufferedBytes (at least 1 MiB), so the records fetched ahead of the
+// partitions' buffers grow with the budget instead of a fixed 32 MiB.
+func consumerDefaultsFor(budget int64) kconf.Map {
+	m := maps.Clone(consumerDefaults)
+	m["queued.max.messages.kbytes"] = int(max(budget/2, 1<<20) >> 10)
+	return m
+}
+
+// defaultBudgetPerPartition is how much the default MaxBufferedBytes grows per owned
+// partition: at 64 partitions 4 MiB left each a few hundred records and cost a quarter of
+// the throughput (integration/bench, 100-byte records).
+const defaultBudgetPerPartition = 128 << 10
+
 func (c Config) withDefaults(inputs int) Config {
 	if c.BatchSize == 0 {
 		c.BatchSize = 1000
@@ -153,7 +170,7 @@ func (c Config) withDefaults(inputs int) Config {
 		c.MaxInFlightBatches = 8
 	}
 	if c.MaxBufferedBytes == 0 {
-		c.MaxBufferedBytes = 64 << 20
+		c.MaxBufferedBytes = group.DefaultBufferBytes
 	}
 	if c.Protocol == "" {
 		c.Protocol = Cooperative

@@ -155,34 +155,40 @@
 //
 // # Memory
 //
-// MaxBufferedBytes (64 MiB) bounds the records an instance holds: fetched and waiting,
-// being handled, and in flight with their outputs until those are acknowledged (keys,
-// values and headers, plus about 128 bytes a record). Each owned partition gets an equal
-// share (at least 256 KiB). A partition is paused when it holds its share and resumed
-// once it holds less than half of it; a batch is cut at a quarter of the share (or
-// BatchSize records), and a new batch starts only while the partition's batches in
-// flight hold less than half of it (one always may, however large). So a partition
-// holds at most its share plus one batch's outputs, and the instance about
-// MaxBufferedBytes plus that. Records already fetched are never dropped to apply the
-// bound (librdkafka drops what it had prefetched for a paused partition and fetches it
-// again after the resume, which the gap between the two marks makes rare).
+// MaxBufferedBytes (4 MiB) is one byte budget for the records an instance holds:
+// fetched and waiting, being handled, and in flight with their outputs until those are
+// acknowledged (keys, values and headers, plus about 128 bytes a record). Left at its
+// default it is at least 128 KiB per owned partition: H = max(4 MiB, partitions × 128
+// KiB); set, H is MaxBufferedBytes. Each partition's share is S = max(H / partitions, 256 KiB).
+// When the partitions hold H together, the consumer stops polling whenever a record
+// lands in a partition that holds its share, until acknowledgements free some bytes;
+// meanwhile librdkafka keeps what it prefetched and stops fetching once its own queue is
+// full, so nothing fetched is dropped or fetched twice. A partition below its share
+// never stops the others. A partition that stays at its share for 100 ms (a handler
+// slower than the fetch, not one waiting for acknowledgements) is paused, which makes
+// librdkafka drop what it had prefetched for it, and resumed below half of its share. A
+// batch is cut at BatchSize records or a quarter of the share. So the records held stay
+// below H plus what the partitions below their share may add, at most 2 × max(H,
+// partitions × 256 KiB) =: 2 H', and besides them the outputs of batches handled from
+// them (O; as many bytes as the records for a handler that sends one output of the same
+// size per input).
 //
-// Around that, with H = max(MaxBufferedBytes, partitions × 256 KiB): Go's collector, at
-// the default GOGC, lets the heap grow to about twice what is live before it collects
-// (GOMEMLIMIT holds it); librdkafka holds its prefetch queue, queued.max.messages.kbytes
-// (32 MiB here) overshot by at most one fetch response (fetch.max.bytes, 50 MiB), and a
-// copy of each output in flight (at most H/2); the C allocator may keep up to about
-// twice what librdkafka uses resident. So a process's resident memory above its idle
-// size is at most about 2 × (1.25 H + idle Go heap) + 2 × (prefetch + H/2) = 3.5 H +
-// 2 × prefetch + 2 × idle Go heap. integration/membench checks it with a 1 ms/record
-// handler over 64 partitions and 1 KiB values. Lower MaxBufferedBytes and, through
-// ConsumerOverrides, queued.max.messages.kbytes and fetch.max.bytes to shrink it; with
-// many partitions the 256 KiB floor per partition decides instead.
+// librdkafka's prefetch queue, queued.max.messages.kbytes, is half of MaxBufferedBytes
+// (at least 1 MiB; ConsumerOverrides may set it), overshot by at most one fetch response
+// (fetch.max.bytes, 50 MiB): P. Go's collector, at the default GOGC, lets the heap grow
+// to about twice what is live before it collects (GOMEMLIMIT holds it); librdkafka
+// holds a copy of each output in flight; the C allocator may keep up to about twice what
+// librdkafka uses resident. So a process's resident memory above its idle size is at
+// most about 2 × (2 H' + O + idle Go heap) + 2 × (P + O). integration/membench checks it
+// with a 1 ms/record handler over 64 partitions and 1 KiB values; integration/bench
+// prints throughput and peak memory against MaxBufferedBytes (on two cores, 100-byte
+// records: throughput was flat from 4 to 64 MiB at 8 partitions, while peak RSS grew
+// from about 90 to 370 MiB).
 //
 // # Tuning
 //
 // The consumer's defaults (fetch.wait.max.ms=10, fetch.min.bytes=1,
-// queued.min.messages=100000, queued.max.messages.kbytes=32768,
+// queued.min.messages=100000, queued.max.messages.kbytes from MaxBufferedBytes,
 // fetch.queue.backoff.ms=10) were chosen by absolute throughput and latency with
 // integration/bench. librdkafka's own fetch.queue.backoff.ms (1 s) postpones every
 // partition's next fetch once its local queue is over queued.min.messages or

@@ -46,7 +46,7 @@ func (o Output[K, V]) codecs() (key, value any) {
 func (p *Processor[K, V]) kitRunner(partition int32) kitlink.Runner {
 	return &kitRunner[K, V]{
 		r: &runner[K, V]{inputs: p.inputs, h: p.factory(partition), policy: p.cfg.ErrorPolicy,
-			group: p.cfg.Group, slot: partition, log: p.log,
+			group: p.cfg.Group, slot: partition, log: p.log, spare: &p.outs,
 			obs: p.tel.ProcessorObserver(p.cfg.Group, partition)},
 	}
 }

@@ -113,7 +113,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 	pl := &pipeline[K, V]{
 		s:     s,
 		batch: batcher{s: s, wait: p.cfg.BatchWait, size: p.cfg.BatchSize, merge: len(p.inputs) > 1},
-		run: &runner[K, V]{inputs: p.inputs, h: h, policy: p.cfg.ErrorPolicy, group: p.cfg.Group, slot: s.ID,
+		run: &runner[K, V]{inputs: p.inputs, h: h, policy: p.cfg.ErrorPolicy, group: p.cfg.Group, slot: s.ID, spare: &p.outs,
 			log: p.log, obs: obs, ctx: handlerCtx, wait: waitCtx},
 		sink:        out,
 		obs:         obs,
@@ -193,13 +193,11 @@ func (pl *pipeline[K, V]) loop() error {
 }
 
 // canStart reports whether another batch may be handled now: fewer than
-// MaxInFlightBatches wait for acknowledgements, and what they hold (inputs and outputs)
-// is below half of the slot's share of MaxBufferedBytes, so in-flight batches cannot
-// crowd out the fetched records. With nothing in flight a batch always starts, however
-// large.
+// MaxInFlightBatches wait for acknowledgements. What they hold (inputs and outputs) stays
+// counted against the slot until they settle, so batches in flight hold the poll
+// goroutine back once the slots hold MaxBufferedBytes together, instead of fetching more.
 func (pl *pipeline[K, V]) canStart() bool {
-	n := len(pl.inflight)
-	return n == 0 || (n < pl.maxInFlight && pl.inflightBytes < pl.s.Share()/2)
+	return len(pl.inflight) < pl.maxInFlight
 }
 
 // process runs one batch through the runner and hands its outputs to the sink.

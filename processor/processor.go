@@ -21,6 +21,7 @@ import (
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/kconf"
 	"github.com/samsa-go/samsa/internal/produce"
+	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/internal/telemetry"
 )
 
@@ -108,7 +109,11 @@ type Processor[K, V any] struct {
 	log     *slog.Logger
 	cp      Checkpoint
 	tel     *telemetry.Telemetry
-	replay  *replayRun // nil unless WithReplay
+	replay  *replayRun  // nil unless WithReplay
+	outs    record.Pool // output slices of settled batches, shared by the partitions
+	// budgetPerPartition raises the default MaxBufferedBytes per owned partition (0
+	// when the user set MaxBufferedBytes).
+	budgetPerPartition int64
 
 	mu       sync.Mutex
 	ran      bool
@@ -174,15 +179,20 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	}
 	tel := telemetry.New(o.tp, o.mp, o.prop)
 	tel.RecordKeys = o.recordKeys
+	var perPartition int64
+	if cfg.MaxBufferedBytes == 0 {
+		perPartition = defaultBudgetPerPartition
+	}
 	return &Processor[K, V]{
-		cfg:      cfg.withDefaults(len(inputs)),
-		inputs:   append([]Input[K, V](nil), inputs...),
-		factory:  f,
-		log:      o.logger,
-		cp:       o.checkpoint,
-		tel:      tel,
-		replay:   newReplayRun(o.replay),
-		finished: make(chan struct{}),
+		budgetPerPartition: perPartition,
+		cfg:                cfg.withDefaults(len(inputs)),
+		inputs:             append([]Input[K, V](nil), inputs...),
+		factory:            f,
+		log:                o.logger,
+		cp:                 o.checkpoint,
+		tel:                tel,
+		replay:             newReplayRun(o.replay),
+		finished:           make(chan struct{}),
 	}, nil
 }
 
@@ -247,11 +257,13 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		CommitInterval:    p.cfg.CommitInterval,
 		TakeRecords:       p.cfg.BatchSize,
 		BufferBytes:       p.cfg.MaxBufferedBytes,
+		// The default budget grows with the partitions; one the user set is kept.
+		BufferBytesPerSlot: p.budgetPerPartition,
 		// The engine's own bound sits above the workers' drain, so a worker that honours
 		// DrainTimeout is never reported stuck.
 		RevokeTimeout:   p.cfg.DrainTimeout + stopMargin,
 		StartFromLatest: p.cfg.StartFromLatest,
-		Defaults:        consumerDefaults,
+		Defaults:        consumerDefaultsFor(p.cfg.MaxBufferedBytes),
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
 		Logger:          p.log,
 		Hooks:           p.rebalanceHooks(),

@@ -57,31 +57,18 @@ type runner[K, V any] struct {
 	// isolate produces failed outputs one at a time and returns those refused alone.
 	isolate func(msgs []*record.Message) (refused []*record.Message, ok bool)
 
-	records []Record[K, V]     // reused by every batch: a Batch is valid only during Handle
-	spare   [][]record.Message // output slices of settled batches, for reuse
+	records []Record[K, V] // reused by every batch: a Batch is valid only during Handle
+	// spare holds output slices of settled batches for reuse, shared by the processor's
+	// partitions.
+	spare *record.Pool
 }
 
-// outputs returns an empty slice for a batch's outputs, reusing a settled batch's.
-func (r *runner[K, V]) outputs(n int) []record.Message {
-	if k := len(r.spare); k > 0 {
-		outs := r.spare[k-1]
-		r.spare = r.spare[:k-1]
-		return outs
-	}
-	return make([]record.Message, 0, n) // most handlers send about one output per input
-}
+// outputs returns an empty slice for a batch's outputs, reusing a settled batch's. Most
+// handlers send about one output per input.
+func (r *runner[K, V]) outputs(n int) []record.Message { return r.spare.Get(n) }
 
 // recycle takes back a settled batch's outputs: acknowledged, referred to by nothing.
-func (r *runner[K, V]) recycle(outs []record.Message) {
-	if cap(outs) == 0 || len(r.spare) >= maxSpareOutputs {
-		return
-	}
-	clear(outs)
-	r.spare = append(r.spare, outs[:0])
-}
-
-// maxSpareOutputs bounds the output slices a runner keeps: about the batches in flight.
-const maxSpareOutputs = 8
+func (r *runner[K, V]) recycle(outs []record.Message) { r.spare.Put(outs) }
 
 // handle decodes inputs and runs the handler under the error policy. It returns the
 // outputs to produce, dead-letter records included.

@@ -55,6 +55,7 @@ func parseValue(v string) any {
 type variant struct {
 	name     string
 	consumer map[string]any
+	buffer   int64 // samsa's MaxBufferedBytes (0: -samsa-buffer)
 }
 
 func (v variant) describe() string {
@@ -110,7 +111,7 @@ var frameworkConsumerTuning = map[string]any{
 	"fetch.wait.max.ms":          10,
 	"fetch.min.bytes":            1,
 	"queued.min.messages":        100000,
-	"queued.max.messages.kbytes": 32768,
+	"queued.max.messages.kbytes": 2048, // half of the default MaxBufferedBytes
 	"fetch.queue.backoff.ms":     10,
 }
 
@@ -162,9 +163,11 @@ func baselineConsumerConfig(brokers, group string, commitInterval time.Duration,
 func baselineProducerConfig(brokers string, overrides ...map[string]any) *kafka.ConfigMap {
 	cm := kafka.ConfigMap{
 		// internal/produce defaults, then processor producerDefaults
-		"linger.ms":   5,
-		"log_level":   6,
-		"partitioner": "murmur2_random",
+		"linger.ms":               5,
+		"log_level":               6,
+		"partitioner":             "murmur2_random",
+		"go.events.channel.size":  10000,
+		"go.produce.channel.size": 1,
 	}
 	for _, o := range overrides {
 		setAll(cm, o)

@@ -253,9 +253,10 @@ type run struct {
 	producer       map[string]any
 	codec          string
 	buffer         int64
-	otel           bool // tracing (SDK, every span sampled) and Prometheus metrics on
-	metricsOnly    bool // Prometheus metrics on, tracing off
-	header         bool // every output carries a constant traceparent-sized header (no tracing)
+	otel           bool    // tracing (SDK, every span sampled) and Prometheus metrics on
+	otelRatio      float64 // tracing only, sampled by ParentBased(TraceIDRatioBased(otelRatio))
+	metricsOnly    bool    // Prometheus metrics on, tracing off
+	header         bool    // every output carries a constant traceparent-sized header (no tracing)
 	first          *firstMark
 	// onBatch, when set, is called with the batch's records' values when it reaches user
 	// code (latency mode). It must be fast.
@@ -290,6 +291,11 @@ var (
 	// samsaMetrics and samsaHeader split samsa-otel's cost: metrics alone, and a
 	// traceparent-sized header on every output with tracing off (the bytes and the
 	// per-record header copies, without spans).
+	// samsaTrace1 is samsa with tracing at a parent-based 1% ratio sampler.
+	samsaTrace1 = contestant{name: "samsa-trace1", run: func(ctx context.Context, r run) error {
+		r.otelRatio = 0.01
+		return runSamsa(ctx, r)
+	}}
 	samsaMetrics = contestant{name: "samsa-metrics", run: func(ctx context.Context, r run) error {
 		r.metricsOnly = true
 		return runSamsa(ctx, r)
@@ -306,7 +312,7 @@ var (
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, loopContestant, samsaContestant, samsaNoCopy, samsaOtel, samsaMetrics, samsaHeader, gokaContestant, samsaBefore} {
+	for _, c := range []contestant{baselineContestant, baseline2G, loopContestant, samsaContestant, samsaNoCopy, samsaOtel, samsaTrace1, samsaMetrics, samsaHeader, gokaContestant, samsaBefore} {
 		if c.name == name {
 			return c, true
 		}
@@ -342,6 +348,7 @@ type result struct {
 	mallocs    uint64        // the child's Go heap allocations over its whole life
 	allocBytes uint64
 	gcs        uint32
+	goPeak     int64 // the most the child's Go runtime held from the OS (sampled); 0: not reported
 	verdict
 }
 
@@ -356,8 +363,8 @@ func (r result) line() string {
 	if !r.ok() {
 		check = "FAILED"
 	}
-	return fmt.Sprintf("%-12s %-11s #%d  %8.0f records/s  (%.2fs after a %.2fs join; cpu %.2f us/rec, max RSS %.0f MiB, %.1f allocs/rec, %.0f B/rec, %d GCs; output %d: %s, %d missing, %d dups, %d corrupt)",
-		r.contestant, r.variant, r.trial, r.rate(), r.steady.Seconds(), r.join.Seconds(), r.cpuPerRecord(), r.rssMiB(), r.allocsPerRecord(),
+	return fmt.Sprintf("%-12s %-11s #%d  %8.0f records/s  (%.2fs after a %.2fs join; cpu %.2f us/rec, max RSS %.0f MiB (Go %.0f), %.1f allocs/rec, %.0f B/rec, %d GCs; output %d: %s, %d missing, %d dups, %d corrupt)",
+		r.contestant, r.variant, r.trial, r.rate(), r.steady.Seconds(), r.join.Seconds(), r.cpuPerRecord(), r.rssMiB(), float64(r.goPeak)/(1<<20), r.allocsPerRecord(),
 		r.bytesPerRecord(), r.gcs, r.output, check, r.missing, r.dups, r.corrupt)
 }
 
@@ -401,11 +408,15 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 		if c.name == samsaBefore.name {
 			name, self = samsaContestant.name, e.o.before
 		}
+		buffer := e.o.samsaBuffer
+		if v.buffer != 0 {
+			buffer = v.buffer
+		}
 		spec, err := json.Marshal(childSpec{
 			Contestant: name, Brokers: e.o.brokers, Group: group, In: e.in, Out: out,
 			Batch: e.o.batch, BatchWait: e.o.batchWait, CommitInterval: e.o.commitInterval,
 			Consumer: stringMap(mergeAny(e.o.consumer, v.consumer)), Producer: stringMap(mergeAny(e.o.producer)),
-			Codec: e.o.samsaCodec, Buffer: e.o.samsaBuffer, CPUProfile: prof.cpu, MemProfile: prof.mem,
+			Codec: e.o.samsaCodec, Buffer: buffer, CPUProfile: prof.cpu, MemProfile: prof.mem,
 		})
 		if err != nil {
 			return result{}, err
@@ -465,7 +476,7 @@ wait:
 		join: first.Sub(start), steady: end.Sub(first), cpu: cpu, rss: rss,
 	}
 	if m, ok := ch.memStats(); ok {
-		res.mallocs, res.allocBytes, res.gcs = m[0], m[1], uint32(m[2])
+		res.mallocs, res.allocBytes, res.gcs, res.goPeak = m[0], m[1], uint32(m[2]), int64(m[3])
 	}
 	if res.verdict, err = e.verify(ctx, out); err != nil {
 		return result{}, fmt.Errorf("verify output: %w", err)

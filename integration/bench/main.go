@@ -108,6 +108,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -135,6 +136,8 @@ type options struct {
 	throughput   bool
 	tuning       bool
 	tuningTrials int
+	budgetCurve  string
+	budgetTrials int
 	variants     string
 
 	latency         bool
@@ -168,10 +171,12 @@ func main() {
 	flag.Var(&o.consumer, "consumer", "librdkafka consumer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.Var(&o.producer, "producer", "librdkafka producer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.StringVar(&o.samsaCodec, "samsa-codec", "bytes", "samsa's input decoders: bytes (codec.Bytes, copies) or nocopy (a DecoderFunc returning the slice it is given)")
-	flag.StringVar(&o.contestants, "contestants", "loop,baseline,samsa,goka", "contestants of the main comparison, in alternation order: loop (the strongest hand-written loop, at its own fastest settings), baseline (the same loop at the framework's client settings), baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off), goka (goka v1.1.14 on sarama, built from integration/gokabench)")
+	flag.StringVar(&o.contestants, "contestants", "loop,baseline,samsa,goka", "contestants of the main comparison, in alternation order: loop (the strongest hand-written loop, at its own fastest settings), baseline (the same loop at the framework's client settings), baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-trace1 (tracing only, parent-based 1% sampler), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off), goka (goka v1.1.14 on sarama, built from integration/gokabench)")
 	flag.StringVar(&o.gokaCompression, "goka-compression", "", "goka's producer compression: none, snappy, lz4, zstd, gzip (empty: goka's default, snappy; samsa and the baselines produce uncompressed)")
 	flag.BoolVar(&o.throughput, "throughput", true, "run the main throughput comparison")
 	flag.BoolVar(&o.tuning, "tuning", true, "run the consumer prefetch tuning comparison")
+	flag.StringVar(&o.budgetCurve, "budget-curve", "4,8,16,32,64", "samsa MaxBufferedBytes values in MiB for the throughput-against-budget curve (samsa at each, the loop once per round; empty: no curve)")
+	flag.IntVar(&o.budgetTrials, "budget-trials", 2, "rounds of the budget curve")
 	flag.IntVar(&o.tuningTrials, "tuning-trials", 2, "trials per contestant and variant in the tuning comparison")
 	flag.StringVar(&o.variants, "variants", "librdkafka,framework,deep", "tuning variants to compare: "+strings.Join(variantNames(), ", "))
 	flag.BoolVar(&o.latency, "latency", true, "run the fixed-rate latency comparison")
@@ -236,7 +241,7 @@ func (o *options) validate() error {
 			return fmt.Errorf("-contestants: samsa-before needs -before PATH")
 		}
 		if _, ok := findContestant(c); !ok {
-			return fmt.Errorf("-contestants: unknown %q (have loop, baseline, baseline-2g, samsa, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
+			return fmt.Errorf("-contestants: unknown %q (have loop, baseline, baseline-2g, samsa, samsa-trace1, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
 		}
 	}
 	for _, v := range splitList(o.variants) {
@@ -359,6 +364,30 @@ func benchmark(ctx context.Context, o options) error {
 		}
 	}
 
+	if budgets, err := budgetList(o.budgetCurve); err != nil {
+		return err
+	} else if len(budgets) > 0 {
+		fmt.Printf("\n== throughput against samsa's MaxBufferedBytes: %s MiB; %d rounds, alternating, the loop once per round ==\n", o.budgetCurve, o.budgetTrials)
+		for i := range o.budgetTrials {
+			r, err := env.trial(ctx, loopContestant, variant{name: "budget"}, profiles{})
+			if err != nil {
+				return fmt.Errorf("budget curve loop trial %d: %w", i+1, err)
+			}
+			r.trial = i + 1
+			fmt.Println(" ", r.line())
+			rep.budget = append(rep.budget, r)
+			for _, b := range budgets {
+				r, err := env.trial(ctx, samsaContestant, variant{name: budgetVariant(b), buffer: b << 20}, profiles{})
+				if err != nil {
+					return fmt.Errorf("budget curve %d MiB trial %d: %w", b, i+1, err)
+				}
+				r.trial = i + 1
+				fmt.Println(" ", r.line())
+				rep.budget = append(rep.budget, r)
+			}
+		}
+	}
+
 	if o.tuning {
 		variants := splitList(o.variants)
 		fmt.Printf("\n== consumer prefetch tuning: %s; %d trials each, alternating ==\n", strings.Join(variants, ", "), o.tuningTrials)
@@ -396,7 +425,7 @@ func benchmark(ctx context.Context, o options) error {
 	rep.load1 = loadAvg()
 	rep.print(os.Stdout)
 	var failed []string
-	for _, r := range append(slices.Clone(rep.main), rep.tuning...) {
+	for _, r := range slices.Concat(rep.main, rep.tuning, rep.budget) {
 		if !r.ok() {
 			failed = append(failed, fmt.Sprintf("%s %s #%d (%d missing, %d corrupt)", r.contestant, r.variant, r.trial, r.missing, r.corrupt))
 		}
@@ -415,6 +444,7 @@ type report struct {
 	configDiffs []string
 	main        []result
 	tuning      []result
+	budget      []result
 	latency     []latencyResult
 	load0       string
 	load1       string
@@ -467,6 +497,29 @@ func (r *report) print(w *os.File) {
 		}
 		p("")
 		r.ratioBlock(p, r.main, "framework")
+	}
+	if len(r.budget) > 0 {
+		budgets, _ := budgetList(o.budgetCurve)
+		var loops []result
+		for _, res := range r.budget {
+			if res.contestant == loopContestant.name {
+				loops = append(loops, res)
+			}
+		}
+		l := medianRate(loops, loopContestant.name)
+		p("")
+		p("throughput against samsa's MaxBufferedBytes (medians; loop %.0f records/s, max RSS %.0f MiB):", l, medianOf(loops, loopContestant.name, result.rssMiB))
+		for _, b := range budgets {
+			var rs []result
+			for _, res := range r.budget {
+				if res.variant == budgetVariant(b) {
+					rs = append(rs, res)
+				}
+			}
+			s := medianRate(rs, samsaContestant.name)
+			p("  %4d MiB  %7.0f records/s  ratio to loop %.2f  max RSS %4.0f MiB (Go %3.0f)", b, s, s/l,
+				medianOf(rs, samsaContestant.name, result.rssMiB), medianOf(rs, samsaContestant.name, func(x result) float64 { return float64(x.goPeak) / (1 << 20) }))
+		}
 	}
 	if len(r.tuning) > 0 {
 		p("")
@@ -555,6 +608,9 @@ func (r *report) ratioBlock(p func(string, ...any), rs []result, variant string)
 	if on, off := medianRate(rs, "samsa-otel"), medianRate(rs, "samsa"); on > 0 && off > 0 {
 		p("RATIO samsa-otel/samsa (tracing and metrics on vs off): %.2f (target >= 0.95)", on/off)
 	}
+	if on, off := medianRate(rs, "samsa-trace1"), medianRate(rs, "samsa"); on > 0 && off > 0 {
+		p("RATIO samsa-trace1/samsa (tracing at a parent-based 1%% sampler vs off): %.2f (target >= 0.97)", on/off)
+	}
 	for _, c := range []string{"samsa-metrics", "samsa-hdr"} {
 		if on, off := medianRate(rs, c), medianRate(rs, "samsa"); on > 0 && off > 0 {
 			p("RATIO %s/samsa: %.2f", c, on/off)
@@ -629,3 +685,18 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// budgetList parses -budget-curve: MiB values, comma-separated.
+func budgetList(s string) ([]int64, error) {
+	var out []int64
+	for _, f := range splitList(s) {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-budget-curve: %q is not a positive number of MiB", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func budgetVariant(mib int64) string { return fmt.Sprintf("budget-%d", mib) }

@@ -59,6 +59,12 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 	}
 	inputs := []processor.Input[[]byte, []byte]{{Topic: r.in, Key: dec, Value: dec}}
 	opts := []processor.Option{processor.WithLogger(logger)}
+	if r.otelRatio > 0 {
+		// Tracing as a production deployment samples it: a parent-based ratio sampler.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r.otelRatio))))
+		opts = append(opts, processor.WithTracerProvider(tp))
+	}
 	if r.otel {
 		// Off means the OTel globals (no-op); on means the SDK, as an application would
 		// wire it: every span sampled into a batching exporter, metrics on Prometheus.

@@ -42,18 +42,20 @@
 // The budget is the one processor's package doc states ("Memory"), computed from the
 // configuration each child actually used (defaults resolved as documented):
 //
-//	H  max(MaxBufferedBytes, partitions × 256 KiB)      records held: fetched, handled, in flight with their outputs
+//	H' max(MaxBufferedBytes, partitions × 256 KiB)      (the default MaxBufferedBytes: at least partitions × 128 KiB)
+//	held  2 H'                                          records held: fetched, handled, in flight
+//	O     held                                          their outputs (the handler sends one same-sized output per input)
 //	P  queued.max.messages.kbytes × 1024 + fetch.max.bytes   librdkafka's prefetch and its one-response overshoot
 //	I  the idle processor's live Go heap                    (measured by the baseline child)
-//	budget = 2 × (1.25 H + I) + 2 × (P + H/2) = 3.5 H + 2 P + 2 I
+//	budget = 2 × (held + O + I) + 2 × (P + O) = 6 held + 2 P + 2 I
 //
-// Go side: a partition holds at most its share plus one batch's outputs (cut at a quarter
-// of the share), so live records ≤ 1.25 H, and at GOGC=100 the heap grows to about
-// twice what is live before a collection. C side: librdkafka's prefetch and its copies of
-// the outputs in flight (at most half of a partition's share), which glibc may keep
-// resident up to about twice what is in use. The claim checked is
-// peak RSS − baseline ≤ budget. The table also prints the peak number of outputs in
-// flight (sent, batch not yet settled).
+// Go side: once the partitions hold the budget together, a partition at its share holds
+// the poll back, so records held stay below the budget plus what partitions below their
+// share may add (2 H'), and at GOGC=100 the heap grows to about twice what is live
+// before a collection. C side: librdkafka's prefetch and its copies of the outputs in
+// flight, which glibc may keep resident up to about twice what is in use. The claim
+// checked is peak RSS − baseline ≤ budget. The table also prints the peak number of
+// outputs in flight (sent, batch not yet settled).
 //
 // # Exit status
 //
@@ -81,9 +83,9 @@ import (
 // Documented defaults (processor.Config and the package doc's "Memory" section), used to
 // compute the budget when a flag leaves the library's default in place.
 const (
-	defaultMaxBufferedBytes = 64 << 20
+	defaultMaxBufferedBytes = 4 << 20
 	minPartitionShare       = 256 << 10
-	defaultQueuedKBytes     = 32768
+	perPartitionBudget      = 128 << 10
 	defaultBatchSize        = 1000
 	defaultMaxInFlight      = 8
 	recordOverhead          = 128 // per record, as MaxBufferedBytes counts it
@@ -115,7 +117,7 @@ func main() {
 	fs.IntVar(&o.valueSize, "value-size", 1024, "bytes per value")
 	fs.DurationVar(&o.duration, "duration", 60*time.Second, "how long each measured processor runs before it is cancelled")
 	fs.DurationVar(&o.idleDuration, "idle-duration", 15*time.Second, "how long the idle processor (the baseline) runs")
-	fs.StringVar(&maxBuffered, "max-buffered", "0,16MiB", "comma-separated MaxBufferedBytes, one measured run each (0: the library default, 64 MiB); units B, KiB, MiB, GiB")
+	fs.StringVar(&maxBuffered, "max-buffered", "0,16MiB", "comma-separated MaxBufferedBytes, one measured run each (0: the library default, 4 MiB); units B, KiB, MiB, GiB")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "Config.BatchSize (0: the library default, 1000)")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "Config.MaxInFlightBatches (0: the library default, 8)")
 	fs.IntVar(&o.queuedKBytes, "queued-kbytes", 0, "queued.max.messages.kbytes through ConsumerOverrides (0: samsa's default, 32768)")
@@ -240,7 +242,7 @@ func run(o options) int {
 			mib(r.budget.total()), within, r.res.PeakInFlight)
 	}
 	tw.Flush()
-	fmt.Println("MiB; budget = 3.5 × held + 2 × prefetch + 2 × idle live heap (see the package doc); Go heap = runtime/metrics heap objects (live + not yet swept); C malloc = glibc mallinfo2 in use (librdkafka); in flight = outputs sent, batch not yet settled (records)")
+	fmt.Println("MiB; budget = 6 × held + 2 × prefetch + 2 × idle live heap (see the package doc); Go heap = runtime/metrics heap objects (live + not yet swept); C malloc = glibc mallinfo2 in use (librdkafka); in flight = outputs sent, batch not yet settled (records)")
 	if exceeded {
 		fmt.Fprintln(os.Stderr, "membench: peak RSS − baseline exceeded the documented budget")
 		return 3
@@ -257,14 +259,19 @@ type budget struct {
 func newBudget(o options, maxBuffered, idleHeap int64) budget {
 	var b budget
 	b.name = "MaxBufferedBytes=" + mib(maxBuffered) + "MiB"
+	h := maxBuffered
 	if maxBuffered == 0 {
 		maxBuffered = defaultMaxBufferedBytes
-		b.name = "MaxBufferedBytes=default(64MiB)"
+		h = max(maxBuffered, int64(o.partitions)*perPartitionBudget)
+		b.name = "MaxBufferedBytes=default(4MiB)"
 	}
-	b.held = max(maxBuffered, int64(o.partitions)*minPartitionShare)
+	// H' = max(H, partitions × 256 KiB), H = MaxBufferedBytes (the default: at least
+	// partitions × 128 KiB); the records held stay below 2 H', and the 1:1 handler's
+	// outputs of them below as much.
+	b.held = 2 * max(h, int64(o.partitions)*minPartitionShare)
 	queued := o.queuedKBytes
 	if queued == 0 {
-		queued = defaultQueuedKBytes
+		queued = int(max(maxBuffered/2, 1<<20) >> 10)
 	}
 	b.prefetch = int64(queued)*1024 + fetchMaxBytes
 	b.idle = idleHeap
@@ -275,10 +282,11 @@ func newBudget(o options, maxBuffered, idleHeap int64) budget {
 // default: the prefetch queue may be overshot by one fetch response of that size.
 const fetchMaxBytes = 52428800
 
-func (b budget) total() int64 { return b.held*7/2 + 2*b.prefetch + 2*b.idle }
+// total is 2 × (held + outputs + idle) + 2 × (prefetch + outputs), outputs = held.
+func (b budget) total() int64 { return 6*b.held + 2*b.prefetch + 2*b.idle }
 
 func (b budget) terms() string {
-	return fmt.Sprintf("budget %s MiB = 3.5 × held %s + 2 × prefetch %s + 2 × idle live heap %s",
+	return fmt.Sprintf("budget %s MiB = 6 × held %s + 2 × prefetch %s + 2 × idle live heap %s",
 		mib(b.total()), mib(b.held), mib(b.prefetch), mib(b.idle))
 }
 

@@ -19,12 +19,16 @@
 //     closed under the same lock once its worker returned (or at once, when lost).
 //   - A slot's record chunks have their own mutex: the poll goroutine appends, the worker
 //     takes. The poll goroutine reads the slot table without Engine.mu (it is the only
-//     writer; it writes under Engine.mu for the other readers). A slot over its share of
-//     Config.BufferBytes (records queued plus what the worker holds until its outputs are
-//     acknowledged) is paused by the poll goroutine or the worker's Hold; the worker's
-//     Release resumes it once the slot is below half of its share. Both apply the slot's
-//     wanted state to librdkafka under Engine.mu (syncPause), so never for a slot whose
-//     ownership ended or while the consumer closes, and never in the wrong order.
+//     writer; it writes under Engine.mu for the other readers). The slots count
+//     what they hold (records queued plus what the worker holds until its outputs are
+//     acknowledged), and the engine adds the counts up. When they hold
+//     Config.BufferBytes together, a push to a slot at its share holds the poll goroutine
+//     back: it waits (at most holdBack) for a worker's Release before it polls again, and
+//     pauses that slot when the wait runs out. Only the poll goroutine pauses, between
+//     polls; the worker's Release resumes a paused slot once it is below half of its
+//     share. Both apply the slot's wanted state to librdkafka under Engine.mu
+//     (syncPause), so never for a slot whose ownership ended or while the consumer
+//     closes, and never in the wrong order.
 //   - Lock order: Engine.mu before Slot.mu. Nothing holds Slot.mu while taking Engine.mu.
 package group
 
@@ -89,13 +93,18 @@ type Config struct {
 	CommitInterval    time.Duration // how often stored offsets are committed asynchronously
 	// TakeRecords is the most records a worker takes from its slot at once (the batch size).
 	TakeRecords int
-	// BufferBytes bounds the bytes the slots hold together: records fetched and not yet
+	// BufferBytes bounds the bytes the slots hold together (or BufferBytesPerSlot per
+	// owned slot, when that is more): records fetched and not yet
 	// released by their workers (see Slot). Each slot gets an equal share (at least
 	// minShare); a slot over its share is paused until it is below half of it.
-	BufferBytes     int64
-	RevokeTimeout   time.Duration // how long revoke waits for a worker to return
-	ReadCommitted   bool          // isolation.level=read_committed (else read_uncommitted)
-	StartFromLatest bool          // auto.offset.reset=latest for partitions without a commit
+	BufferBytes int64
+	// BufferBytesPerSlot raises BufferBytes to this much per owned slot (0: never): with
+	// many partitions a small budget would leave each a few hundred records and batches
+	// far below TakeRecords.
+	BufferBytesPerSlot int64
+	RevokeTimeout      time.Duration // how long revoke waits for a worker to return
+	ReadCommitted      bool          // isolation.level=read_committed (else read_uncommitted)
+	StartFromLatest    bool          // auto.offset.reset=latest for partitions without a commit
 	// PauseFetch pauses every assigned partition at once: the group is used for ownership
 	// only, and no records are fetched (distributed's technical topic).
 	PauseFetch bool
@@ -174,7 +183,11 @@ type Engine struct {
 	failure error // first worker error or revoke timeout; stops Run
 
 	running  atomic.Bool
-	share    atomic.Int64 // each slot's share of BufferBytes; see setShare
+	share    atomic.Int64  // each slot's share of the budget; see setShare
+	budget   atomic.Int64  // what the slots may hold together; see setShare
+	buffered atomic.Int64  // what every slot counts together (Slot.bytes)
+	drained  chan struct{} // a Release or a slot's end: the poll goroutine may go on
+	chunks   record.Pool   // arrays of the slots' chunks, given back by Slot.Recycle
 	c        *kafka.Consumer
 	closing  bool // under mu: the consumer is being closed; Lag must not touch it
 	stopping bool // under mu: Run is ending; assignments start no workers
@@ -249,13 +262,14 @@ func New(cfg Config, worker WorkerFunc) (*Engine, error) {
 		worker:  worker,
 		slots:   make(map[int32]*Slot),
 		rewinds: make(chan rewindReq, 16),
+		drained: make(chan struct{}, 1),
 	}
 	e.setShare()
 	return e, nil
 }
 
 // DefaultBufferBytes is Config.BufferBytes when it is zero.
-const DefaultBufferBytes = 64 << 20
+const DefaultBufferBytes = 4 << 20
 
 // minShare is the least a slot may buffer before it is paused, however many slots share
 // BufferBytes (unless BufferBytes itself is smaller): below it a partition would be
@@ -279,7 +293,10 @@ const recordOverhead = 128
 // setShare recomputes each slot's share of BufferBytes after the slot table changed.
 // Called with e.mu held or before Run.
 func (e *Engine) setShare() {
-	e.share.Store(max(e.cfg.BufferBytes/int64(max(len(e.slots), 1)), min(minShare, e.cfg.BufferBytes)))
+	n := int64(max(len(e.slots), 1))
+	budget := max(e.cfg.BufferBytes, n*e.cfg.BufferBytesPerSlot)
+	e.budget.Store(budget)
+	e.share.Store(max(budget/n, min(minShare, budget)))
 }
 
 func (e *Engine) slotShare() int64 { return e.share.Load() }
@@ -372,7 +389,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		switch ev := c.Poll(100).(type) {
 		case *kafka.Message:
-			e.dispatch(ev)
+			e.dispatch(ctx, ev)
 		case kafka.Error:
 			e.onError(ev)
 		case kafka.OffsetsCommitted:
@@ -500,10 +517,11 @@ func (e *Engine) awaitStopped(c *kafka.Consumer, slots []*Slot) {
 	}
 }
 
-// dispatch hands one message to its slot, pausing the slot when it is over its share.
+// dispatch hands one message to its slot, holding back (and at last pausing the slot)
+// when the slot is at its share.
 // It runs on the poll goroutine, the only writer of e.slots, so it reads the table
 // without e.mu: the per-record path takes no engine lock.
-func (e *Engine) dispatch(m *kafka.Message) {
+func (e *Engine) dispatch(ctx context.Context, m *kafka.Message) {
 	if m.TopicPartition.Error != nil {
 		e.log.Warn("group: fetch error", "topic", *m.TopicPartition.Topic, "partition", m.TopicPartition.Partition, "err", m.TopicPartition.Error)
 		return
@@ -528,8 +546,8 @@ func (e *Engine) dispatch(m *kafka.Message) {
 		// again: share the slice instead of converting a copy.
 		msg.Headers = unsafe.Slice((*record.Header)(unsafe.Pointer(unsafe.SliceData(m.Headers))), len(m.Headers))
 	}
-	if s.push(&msg, RecordSize(&msg), e.cfg.TakeRecords, e.slotShare()) {
-		e.syncPause(s)
+	if s.push(&msg, RecordSize(&msg), e.cfg.TakeRecords, e.slotShare(), e.budget.Load()) {
+		e.holdBack(ctx, s)
 	}
 }
 

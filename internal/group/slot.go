@@ -24,12 +24,18 @@ import (
 //
 // The slot counts the bytes it holds: records queued, plus what the worker holds for
 // them after Take (the taken records and their outputs, declared with Hold) until it
-// gives them back with Release, once the outputs are acknowledged. Over its share of
-// BufferBytes the slot's partitions are paused; they are resumed once the count is
-// below half of the share. The gap between the two marks keeps a partition that is
-// fetched faster than it is handled from being paused and resumed on every batch: a
-// pause makes librdkafka drop what it had prefetched for the partition, which is then
-// fetched again.
+// gives them back with Release, once the outputs are acknowledged; the engine adds up
+// every slot's count. When the slots together hold Config.BufferBytes, a slot at its
+// share holds the poll goroutine back: it stops polling until a worker releases enough,
+// so librdkafka keeps what it prefetched and stops fetching once its own queue
+// (queued.max.messages.kbytes) is full, as a loop that produces on its poll goroutine
+// waits on a full producer queue. A slot below its share never holds the poll goroutine
+// back, so a partition whose worker is slow cannot stall the others. A slot that stays at
+// its share for holdBack (a worker slower than the fetch, not one waiting for
+// acknowledgements) is paused, and resumed once it is below half of its share: a pause
+// makes librdkafka drop what it had prefetched for the partition, which is then fetched
+// again, so pausing a partition that drains in a few milliseconds would cost a fetch
+// round trip each time.
 type Slot struct {
 	// ID is the partition number, the same in every co-partitioned topic.
 	ID int32
@@ -48,12 +54,12 @@ type Slot struct {
 
 	mu     sync.Mutex
 	parts  []record.TopicPartition
-	chunks []chunk            // oldest first; only the last one may still be filling
-	bytes  int64              // held in chunks
-	paused bool               // wanted: the slot is over its share and waits to drain
-	hint   int                // capacity of the next chunk: the length of the last one taken
-	spare  [][]record.Message // chunks given back by the worker (Recycle), for reuse
+	chunks []chunk // oldest first; only the last one may still be filling
+	bytes  int64   // held in chunks
+	paused bool    // wanted: the slot stayed over its share and waits to drain
+	hint   int     // capacity of the next chunk: the length of the last one taken
 	ready  chan struct{}
+	ended  bool // the worker returned: its bytes were given back, pushes are dropped
 	stored map[string]int64
 	// storedMeta is the metadata stored with stored's offsets, per topic.
 	storedMeta map[string]string
@@ -151,57 +157,69 @@ func (s *Slot) Take() ([]record.Message, int64) {
 }
 
 // Hold counts n more bytes against the slot (a batch's outputs, until they are
-// acknowledged); over the slot's share its partitions are paused.
+// acknowledged).
 func (s *Slot) Hold(n int64) {
 	s.mu.Lock()
-	s.bytes += n
-	pause := !s.paused && s.bytes >= s.e.slotShare()
-	if pause {
-		s.paused = true
+	if !s.ended {
+		s.bytes += n
+		s.e.buffered.Add(n)
 	}
 	s.mu.Unlock()
-	if pause {
-		s.e.syncPause(s) // outside s.mu: the engine lock is taken before slot locks
-	}
 }
 
-// Release gives back n bytes counted by Take or Hold; below half of the slot's share
-// its partitions are resumed.
+// Release gives back n bytes counted by Take or Hold. It wakes the poll goroutine if it
+// holds back, and resumes a paused slot below half of its share.
 func (s *Slot) Release(n int64) {
+	share := s.e.slotShare()
 	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
 	s.bytes -= n
-	resume := s.paused && s.bytes <= s.e.slotShare()/2
+	s.e.buffered.Add(-n)
+	resume := s.paused && s.bytes <= share/2
 	if resume {
 		s.paused = false
 	}
 	s.mu.Unlock()
+	s.e.wake()
 	if resume {
 		s.e.syncPause(s)
 	}
+}
+
+// mustWait reports whether a push to the slot must wait: the slots together hold the
+// whole budget and this one (not paused) holds at least its share.
+func (s *Slot) mustWait(share, budget int64) bool {
+	if s.e.buffered.Load() < budget {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.paused && !s.ended && s.bytes >= share
+}
+
+// end gives back what the slot still counts once its worker has returned (records it
+// never took, batches it abandoned); later pushes are dropped.
+func (s *Slot) end() {
+	s.mu.Lock()
+	s.e.buffered.Add(-s.bytes)
+	s.bytes = 0
+	s.ended = true
+	s.chunks = nil
+	s.mu.Unlock()
+	s.e.wake()
 }
 
 // Share is the slot's share of Config.BufferBytes: the bytes it may hold before its
 // partitions are paused. It changes as slots are assigned and revoked.
 func (s *Slot) Share() int64 { return s.e.slotShare() }
 
-// maxSpare bounds the chunks a slot keeps for reuse: about the batches in flight.
-const maxSpare = 8
-
 // Recycle gives back a slice returned by Take once nothing refers to its records any
-// more, so the slot can fill it again instead of allocating: a steady stream then
-// allocates no chunk arrays. Optional.
-func (s *Slot) Recycle(msgs []record.Message) {
-	if cap(msgs) == 0 {
-		return
-	}
-	msgs = msgs[:cap(msgs)]
-	clear(msgs) // drop the records' keys and values now
-	s.mu.Lock()
-	if len(s.spare) < maxSpare {
-		s.spare = append(s.spare, msgs[:0])
-	}
-	s.mu.Unlock()
-}
+// more, so a slot can fill it again instead of allocating (the engine's slots share one
+// pool). Optional.
+func (s *Slot) Recycle(msgs []record.Message) { s.e.chunks.Put(msgs) }
 
 // Buffered returns the bytes the slot counts: records queued and what the worker holds.
 func (s *Slot) Buffered() int64 {
@@ -210,38 +228,34 @@ func (s *Slot) Buffered() int64 {
 	return s.bytes
 }
 
-// push appends m (size bytes) and reports whether the slot just went over its share and
-// must be paused. A chunk is full at take records or a quarter of the share, so that a
+// push appends m (size bytes) and reports whether the poll goroutine must hold back
+// (Engine.holdBack) before it polls again. A chunk is full at take records or a quarter of the share, so that a
 // batch never holds most of what its partition may buffer. Called on the poll goroutine
 // only.
-func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause bool) {
+func (s *Slot) push(m *record.Message, size int64, take int, share, budget int64) (wait bool) {
 	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return false // nobody takes it: the next owner reads it from the committed offset
+	}
 	signal := false
 	if n := len(s.chunks); n == 0 || s.chunks[n-1].full {
 		if s.hint == 0 {
 			s.hint = min(take, 256)
 		}
-		var msgs []record.Message
-		if k := len(s.spare); k > 0 && cap(s.spare[k-1]) >= s.hint {
-			msgs, s.spare = s.spare[k-1], s.spare[:k-1]
-		} else {
-			msgs = make([]record.Message, 0, s.hint)
-		}
-		s.chunks = append(s.chunks, chunk{msgs: msgs, first: time.Now()})
+		s.chunks = append(s.chunks, chunk{msgs: s.e.chunks.Get(s.hint), first: time.Now()})
 		signal = n == 0
 	}
 	c := &s.chunks[len(s.chunks)-1]
 	c.msgs = append(c.msgs, *m)
 	c.bytes += size
 	s.bytes += size
+	total := s.e.buffered.Add(size)
 	if len(c.msgs) >= take || c.bytes >= share/4 {
 		c.full = true
 		signal = true
 	}
-	if !s.paused && s.bytes >= share {
-		s.paused = true
-		pause = true
-	}
+	wait = total >= budget && !s.paused && s.bytes >= share
 	s.mu.Unlock()
 	if signal {
 		select {
@@ -249,7 +263,55 @@ func (s *Slot) push(m *record.Message, size int64, take int, share int64) (pause
 		default:
 		}
 	}
-	return pause
+	return wait
+}
+
+// holdBack bounds how long the poll goroutine waits for a slot at its share to drain
+// before it pauses the slot. A worker that is only waiting for its outputs'
+// acknowledgements releases bytes within a produce round trip; one whose handler is
+// slower than the fetch does not, and its partitions are paused so the others go on.
+const holdBack = 100 * time.Millisecond
+
+// holdBack runs on the poll goroutine when a push left the slots holding the whole
+// budget and s at least its share: it stops polling until a worker releases enough (or s
+// drops below its share), and pauses s if that has not happened after holdBack. It
+// returns at once when ctx ends or s's ownership ends.
+func (e *Engine) holdBack(ctx context.Context, s *Slot) {
+	share, budget := e.slotShare(), e.budget.Load()
+	t := time.NewTimer(holdBack)
+	defer t.Stop()
+	for s.mustWait(share, budget) {
+		if s.closed.Load() || ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-e.drained:
+			continue
+		case <-ctx.Done():
+			return
+		case <-s.done: // the worker returned: nothing more will be released
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		pause := !s.paused && !s.ended && s.bytes >= share
+		if pause {
+			s.paused = true
+		}
+		s.mu.Unlock()
+		if pause {
+			e.syncPause(s)
+		}
+		return
+	}
+}
+
+// wake tells the poll goroutine, if it holds back, that a slot gave bytes back.
+func (e *Engine) wake() {
+	select {
+	case e.drained <- struct{}{}:
+	default:
+	}
 }
 
 // advance reports whether a record of topic at offset is new to the slot, and moves the
@@ -353,6 +415,7 @@ func (s *Slot) addTopics(parts []record.TopicPartition) {
 // process.
 func (s *Slot) run(worker WorkerFunc) {
 	defer close(s.done)
+	defer s.end()
 	err := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -368,8 +431,8 @@ func (s *Slot) run(worker WorkerFunc) {
 }
 
 // syncPause tells librdkafka to pause or resume s's partitions as the slot last asked
-// (Slot.paused). The poll goroutine calls it when a push fills the slot, the worker when
-// a take drains it (librdkafka's Pause and Resume are thread-safe); both read the wanted
+// (Slot.paused). The poll goroutine calls it when a slot stayed at its share for
+// holdBack, the worker when a release drains it (librdkafka's Pause and Resume are thread-safe); both read the wanted
 // state under e.mu, so whichever runs last applies the latest wish and a pause can never
 // land after the resume that should have followed it. Never after the slot's ownership
 // ended or while the consumer closes.

@@ -73,6 +73,13 @@ func New(cfg Config) (*Producer, error) {
 	defaults := kconf.Map{
 		"linger.ms": 5,
 		"log_level": 6,
+		// The client's Go channels: delivery reports wait in Events (drained at once by
+		// the delivery goroutine; a full channel only makes the client's poller wait),
+		// and ProduceChannel is never used. Their defaults, a million entries each, cost
+		// 24 MiB, and a channel's ring touches every slot in turn, so Events' 16 MiB end
+		// up resident.
+		"go.events.channel.size":  10000,
+		"go.produce.channel.size": 1,
 	}
 	for k, v := range cfg.Defaults {
 		defaults[k] = v
