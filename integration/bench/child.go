@@ -45,6 +45,7 @@ type childSpec struct {
 	Codec          string
 	Buffer         int64  // samsa's MaxBufferedBytes (0: its default)
 	CPUProfile     string // written from start until SIGTERM
+	BlockProfile   string // PREFIX.block and PREFIX.mutex, every event from start until SIGTERM
 	MemProfile     string // PREFIX.before at start, PREFIX.after at SIGTERM
 }
 
@@ -91,6 +92,10 @@ func childMain(specJSON string) int {
 			return 1
 		}
 	}
+	if s.BlockProfile != "" {
+		runtime.SetBlockProfileRate(1)
+		runtime.SetMutexProfileFraction(1)
+	}
 	if s.CPUProfile != "" {
 		f, err := os.Create(s.CPUProfile)
 		if err != nil {
@@ -112,6 +117,13 @@ func childMain(specJSON string) int {
 		// The harness saw everything committed: profiles end here, before the shutdown.
 		if s.CPUProfile != "" {
 			pprof.StopCPUProfile()
+		}
+		if s.BlockProfile != "" {
+			for _, name := range []string{"block", "mutex"} {
+				if werr := writeProfile(name, s.BlockProfile+"."+name); werr != nil {
+					fmt.Fprintln(os.Stderr, "bench child:", werr)
+				}
+			}
 		}
 		if s.MemProfile != "" {
 			if werr := writeAllocs(s.MemProfile + ".after"); werr != nil {
@@ -413,4 +425,17 @@ func (t *tail) suffix() string {
 		lines = lines[len(lines)-30:]
 	}
 	return "; its stderr ends:\n" + strings.Join(lines, "\n")
+}
+
+// writeProfile writes the named runtime profile (block, mutex) to path.
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

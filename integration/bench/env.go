@@ -377,7 +377,7 @@ func cpuTime() time.Duration {
 }
 
 // profiles names the profiles to write around a trial; empty: none.
-type profiles struct{ cpu, mem string }
+type profiles struct{ cpu, mem, block string }
 
 func writeAllocs(path string) error {
 	f, err := os.Create(path)
@@ -416,7 +416,7 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 			Contestant: name, Brokers: e.o.brokers, Group: group, In: e.in, Out: out,
 			Batch: e.o.batch, BatchWait: e.o.batchWait, CommitInterval: e.o.commitInterval,
 			Consumer: stringMap(mergeAny(e.o.consumer, v.consumer)), Producer: stringMap(mergeAny(e.o.producer)),
-			Codec: e.o.samsaCodec, Buffer: buffer, CPUProfile: prof.cpu, MemProfile: prof.mem,
+			Codec: e.o.samsaCodec, Buffer: buffer, CPUProfile: prof.cpu, MemProfile: prof.mem, BlockProfile: prof.block,
 		})
 		if err != nil {
 			return result{}, err

@@ -148,6 +148,7 @@ type options struct {
 	latencyRounds   int
 
 	cpuProfile         string
+	blockProfile       string
 	baselineCPUProfile string
 	memProfile         string
 	checkConfig        bool
@@ -182,10 +183,11 @@ func main() {
 	flag.BoolVar(&o.latency, "latency", true, "run the fixed-rate latency comparison")
 	flag.IntVar(&o.latencyRate, "latency-rate", 20_000, "records/s written in the latency comparison")
 	flag.DurationVar(&o.latencyDuration, "latency-duration", 20*time.Second, "how long the latency comparison writes, per contestant")
-	flag.IntVar(&o.latencyRounds, "latency-rounds", 1, "latency runs per contestant (alternating baseline, samsa)")
+	flag.IntVar(&o.latencyRounds, "latency-rounds", 1, "latency runs per contestant (alternating loop, samsa)")
 	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 2*time.Second, "records written in the first part of the latency run are left out of the percentiles")
 	flag.DurationVar(&o.latencyCommit, "latency-commit-interval", time.Second, "auto-commit interval of both sides in the latency comparison (the framework's default)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last samsa trial of the main comparison to this file")
+	flag.StringVar(&o.blockProfile, "blockprofile", "", "write block and mutex profiles (PREFIX-<contestant>.block, .mutex) of the last trial of each in-binary contestant of the main comparison: where its goroutines wait (off-CPU), from start until it is told to stop")
 	flag.StringVar(&o.baselineCPUProfile, "baseline-cpuprofile", "", "write a CPU profile of the last baseline trial of the main comparison to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write allocation profiles PREFIX-<contestant>.before and .after around the last trial of each contestant in the main comparison (compare with go tool pprof -sample_index=alloc_objects -diff_base)")
 	flag.BoolVar(&o.checkConfig, "check-config", true, "compare the effective librdkafka configuration of both sides (debug=conf) before measuring")
@@ -353,6 +355,9 @@ func benchmark(ctx context.Context, o options) error {
 				if o.memProfile != "" {
 					prof.mem = o.memProfile + "-" + c.name
 				}
+				if o.blockProfile != "" {
+					prof.block = o.blockProfile + "-" + c.name
+				}
 			}
 			r, err := env.trial(ctx, c, fw, prof)
 			if err != nil {
@@ -410,7 +415,7 @@ func benchmark(ctx context.Context, o options) error {
 	if o.latency {
 		fmt.Printf("\n== latency: %d records/s for %s per contestant ==\n", o.latencyRate, o.latencyDuration)
 		for range o.latencyRounds {
-			for _, c := range []contestant{baselineContestant, samsaContestant} {
+			for _, c := range []contestant{loopContestant, samsaContestant} {
 				lr, err := env.latency(ctx, c)
 				if err != nil {
 					return fmt.Errorf("latency %s: %w", c.name, err)
