@@ -148,6 +148,7 @@ type options struct {
 	latencyRounds   int
 
 	cpuProfile         string
+	cpuProfileOf       string
 	blockProfile       string
 	baselineCPUProfile string
 	memProfile         string
@@ -186,7 +187,8 @@ func main() {
 	flag.IntVar(&o.latencyRounds, "latency-rounds", 1, "latency runs per contestant (alternating loop, samsa)")
 	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 2*time.Second, "records written in the first part of the latency run are left out of the percentiles")
 	flag.DurationVar(&o.latencyCommit, "latency-commit-interval", time.Second, "auto-commit interval of both sides in the latency comparison (the framework's default)")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last samsa trial of the main comparison to this file")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last trial of -cpuprofile-of (samsa) in the main comparison to this file")
+	flag.StringVar(&o.cpuProfileOf, "cpuprofile-of", "samsa", "the contestant -cpuprofile profiles")
 	flag.StringVar(&o.blockProfile, "blockprofile", "", "write block and mutex profiles (PREFIX-<contestant>.block, .mutex) of the last trial of each in-binary contestant of the main comparison: where its goroutines wait (off-CPU), from start until it is told to stop")
 	flag.StringVar(&o.baselineCPUProfile, "baseline-cpuprofile", "", "write a CPU profile of the last baseline trial of the main comparison to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write allocation profiles PREFIX-<contestant>.before and .after around the last trial of each contestant in the main comparison (compare with go tool pprof -sample_index=alloc_objects -diff_base)")
@@ -347,7 +349,7 @@ func benchmark(ctx context.Context, o options) error {
 			var prof profiles
 			if i == o.trials-1 {
 				switch c.name {
-				case "samsa":
+				case o.cpuProfileOf:
 					prof.cpu = o.cpuProfile
 				case "baseline":
 					prof.cpu = o.baselineCPUProfile
