@@ -50,8 +50,8 @@ type Config struct {
 	// (fetched and waiting for their handler, being handled, and in flight with their
 	// outputs until those are acknowledged) and sizes librdkafka's prefetch queue (half
 	// of it, at least 1 MiB). When the partitions hold the budget together, the
-	// consumer stops polling until acknowledgements free some; a partition whose handler
-	// stays behind its share for 100 ms is paused. See "Memory" in the package doc.
+	// consumer stops polling until acknowledgements free some; a partition that stays at
+	// its share for 100 ms (a handler slower than the fetch) is paused. See "Memory" in the package doc.
 	// Default: 4 MiB, or 128 KiB per owned partition when that is more.
 	MaxBufferedBytes int64
 
@@ -146,13 +146,18 @@ var producerDefaults = kconf.Map{
 }
 
 // consumerDefaultsFor is consumerDefaults with librdkafka's prefetch queue sized from the
-// budget: half of MaxBufferedBytes (at least 1 MiB), so the records fetched ahead of the
-// partitions' buffers grow with the budget instead of a fixed 32 MiB.
+// budget: half of MaxBufferedBytes (at least 1 MiB, at most librdkafka's limit), so the
+// records fetched ahead of the partitions' buffers grow with the budget instead of a
+// fixed 32 MiB. With the default budget it is sized from 4 MiB, not from the
+// per-partition growth.
 func consumerDefaultsFor(budget int64) kconf.Map {
 	m := maps.Clone(consumerDefaults)
-	m["queued.max.messages.kbytes"] = int(max(budget/2, 1<<20) >> 10)
+	m["queued.max.messages.kbytes"] = int(min(max(budget/2, 1<<20)>>10, maxQueuedKBytes))
 	return m
 }
+
+// maxQueuedKBytes is the largest queued.max.messages.kbytes librdkafka accepts.
+const maxQueuedKBytes = 2097151
 
 // defaultBudgetPerPartition is how much the default MaxBufferedBytes grows per owned
 // partition: at 64 partitions 4 MiB left each a few hundred records and cost a quarter of

@@ -33,11 +33,10 @@ type pipeline[K, V any] struct {
 	// recorder is the checkpoint's, when it is a Recorder: commits record its offsets.
 	recorder Recorder
 
-	maxInFlight   int
-	drainBound    time.Duration
-	inflight      []*flight    // in batch order
-	inflightBytes int64        // what the batches in flight hold: inputs and outputs
-	done          chan *flight // completed delivery rounds
+	maxInFlight int
+	drainBound  time.Duration
+	inflight    []*flight    // in batch order
+	done        chan *flight // completed delivery rounds
 }
 
 // batcher is the second stage: it hands the pipeline a batch once the slot's oldest chunk
@@ -212,8 +211,10 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 	outs, err := pl.run.handle(ctx, inputs)
 	pl.obs.Handled(ctx, len(inputs), time.Since(started), err)
 	if err != nil {
-		// Let earlier batches finish and commit, so a restart resumes at the failure.
-		if derr := pl.drain(); derr != nil {
+		// Let earlier batches finish and commit, so a restart resumes at the failure. A
+		// drain cut short (revoked, lost, timed out) leaves them to the next owner but
+		// does not swallow the failure: under Stop it still ends Run.
+		if derr := pl.drain(); derr != nil && !isAbandon(derr) {
 			return derr
 		}
 		return err
@@ -225,7 +226,6 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 	out := recordsSize(outs)
 	pl.s.Hold(out)
 	f.held = size + out
-	pl.inflightBytes += f.held
 	f.sendCtx = pl.obs.Send(ctx, outs)
 	f.sentAt = time.Now()
 	pl.inflight = append(pl.inflight, f)
@@ -261,7 +261,6 @@ func (pl *pipeline[K, V]) settleHead() error {
 		}
 		pl.inflight[0] = nil
 		pl.inflight = pl.inflight[1:]
-		pl.inflightBytes -= f.held
 		pl.s.Release(f.held)
 		observed := err
 		if isAbandon(err) {

@@ -6,10 +6,11 @@
 // # Goroutines and locks
 //
 //   - The poll goroutine (the caller of Run) owns the *kafka.Consumer. It alone calls Poll,
-//     Assign/Unassign, IncrementalAssign/IncrementalUnassign, Pause/Resume, CommitOffsets
-//     and Close. The rebalance callback runs on it, inside Poll or Close. It never runs user
-//     code and never blocks except inside the rebalance callback, where it waits (bounded by
-//     Config.RevokeTimeout) for revoked workers to return.
+//     Assign/Unassign, IncrementalAssign/IncrementalUnassign, Pause, CommitOffsets and
+//     Close (a worker's Release may Resume its slot, under Engine.mu). The rebalance callback runs on it, inside Poll or Close. It never runs user
+//     code and blocks only inside the rebalance callback, where it waits (bounded by
+//     Config.RevokeTimeout) for revoked workers to return, and in holdBack, where it waits
+//     (at most 100 ms) for workers to free the buffer budget.
 //   - One worker goroutine per owned slot runs the WorkerFunc. It is started on assign and
 //     waited for on revoke, on failure of another worker and on shutdown.
 //   - One goroutine forwards librdkafka's log channel to the slog.Logger; it ends when the
@@ -93,10 +94,12 @@ type Config struct {
 	CommitInterval    time.Duration // how often stored offsets are committed asynchronously
 	// TakeRecords is the most records a worker takes from its slot at once (the batch size).
 	TakeRecords int
-	// BufferBytes bounds the bytes the slots hold together (or BufferBytesPerSlot per
-	// owned slot, when that is more): records fetched and not yet
+	// BufferBytes is the budget of the bytes the slots hold together (or
+	// BufferBytesPerSlot per owned slot, when that is more): records fetched and not yet
 	// released by their workers (see Slot). Each slot gets an equal share (at least
-	// minShare); a slot over its share is paused until it is below half of it.
+	// minShare). Once the slots hold the budget, a push to a slot at its share holds the
+	// poll goroutine back; a slot that stays there for holdBack is paused until it is
+	// below half of its share.
 	BufferBytes int64
 	// BufferBytesPerSlot raises BufferBytes to this much per owned slot (0: never): with
 	// many partitions a small budget would leave each a few hundred records and batches
@@ -271,9 +274,9 @@ func New(cfg Config, worker WorkerFunc) (*Engine, error) {
 // DefaultBufferBytes is Config.BufferBytes when it is zero.
 const DefaultBufferBytes = 4 << 20
 
-// minShare is the least a slot may buffer before it is paused, however many slots share
-// BufferBytes (unless BufferBytes itself is smaller): below it a partition would be
-// paused and resumed for every batch.
+// minShare is the least share a slot gets, however many slots share the budget (unless
+// the budget itself is smaller): below it a partition's batches would be cut to a few
+// records and the poll held back for every batch.
 const minShare = 256 << 10
 
 // RecordSize is what a record counts against a slot's share: its key, value and headers

@@ -18,7 +18,7 @@ import (
 // finished work with Store.
 //
 // Fetched records wait in the slot in chunks of at most Config.TakeRecords records (and
-// about a quarter of the slot's share of Config.BufferBytes): the poll goroutine appends
+// about a quarter of the slot's share of the budget): the poll goroutine appends
 // to the newest chunk and the worker takes the oldest one whole, so a record is copied
 // once on its way from librdkafka to a handler's batch.
 //
@@ -55,7 +55,7 @@ type Slot struct {
 	mu     sync.Mutex
 	parts  []record.TopicPartition
 	chunks []chunk // oldest first; only the last one may still be filling
-	bytes  int64   // held in chunks
+	bytes  int64   // counted: records queued, taken and not released, outputs held
 	paused bool    // wanted: the slot stayed over its share and waits to drain
 	hint   int     // capacity of the next chunk: the length of the last one taken
 	ready  chan struct{}
@@ -201,19 +201,24 @@ func (s *Slot) mustWait(share, budget int64) bool {
 }
 
 // end gives back what the slot still counts once its worker has returned (records it
-// never took, batches it abandoned); later pushes are dropped.
+// never took, batches it abandoned); later pushes are dropped, and the slot's partitions
+// are paused so that librdkafka does not fetch records nobody takes (a slot revoked or
+// rewound is closed by then and left alone; one assigned again is resumed on assign).
 func (s *Slot) end() {
 	s.mu.Lock()
 	s.e.buffered.Add(-s.bytes)
 	s.bytes = 0
 	s.ended = true
 	s.chunks = nil
+	s.paused = true
 	s.mu.Unlock()
 	s.e.wake()
+	s.e.syncPause(s)
 }
 
-// Share is the slot's share of Config.BufferBytes: the bytes it may hold before its
-// partitions are paused. It changes as slots are assigned and revoked.
+// Share is the slot's share of the budget: once the slots hold the budget together, a slot
+// at its share holds the poll goroutine back. It changes as slots are assigned and
+// revoked.
 func (s *Slot) Share() int64 { return s.e.slotShare() }
 
 // Recycle gives back a slice returned by Take once nothing refers to its records any
@@ -320,7 +325,9 @@ func (e *Engine) wake() {
 // that raced with the poll returning it (the pause notes the application's position
 // before that record was returned, and the fetch resumes there). Without this check the
 // record would be handled twice and its outputs produced twice, with no fault at all.
-// Called on the poll goroutine only.
+// A jump back of more than one record is not that race: it is logged as a warning (after
+// a log truncation, an unclean leader election, the records at offsets reused below the
+// position would be dropped too). Called on the poll goroutine only.
 func (s *Slot) advance(topic string, offset int64) bool {
 	for i := range s.next {
 		t := &s.next[i]
@@ -328,6 +335,10 @@ func (s *Slot) advance(topic string, offset int64) bool {
 			continue
 		}
 		if offset < t.offset {
+			if t.offset-offset > 1 {
+				s.e.log.Warn("group: a record far below the partition's position was dropped as handed over already",
+					"topic", topic, "partition", s.ID, "offset", offset, "expected", t.offset)
+			}
 			s.refetched++
 			if s.refetched == 1 || s.refetched%10000 == 0 {
 				s.e.log.Debug("group: dropped records fetched again", "topic", topic, "partition", s.ID,

@@ -8,9 +8,12 @@ import "sync"
 // The zero value is ready to use.
 type Pool struct{ p sync.Pool }
 
-// Get returns an empty slice with room for at least n messages.
+// Get returns an empty slice with room for at least n messages. A pooled array more than
+// four times that large is left to the collector rather than handed out: a quiet
+// partition asking for a few records must not hold a busy one's array (about 128 bytes a
+// message, uncounted by the byte budget).
 func (p *Pool) Get(n int) []Message {
-	if v, _ := p.p.Get().(*[]Message); v != nil && cap(*v) >= n {
+	if v, _ := p.p.Get().(*[]Message); v != nil && cap(*v) >= n && cap(*v) <= 4*max(n, 16) {
 		return (*v)[:0]
 	}
 	return make([]Message, 0, n)
