@@ -197,8 +197,12 @@ func (s *Slot) mustWait(share, budget int64) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.paused && !s.ended && s.bytes >= share
+	return s.atShare(share)
 }
+
+// atShare reports whether the slot, neither paused nor ended, holds at least share.
+// Called with s.mu held.
+func (s *Slot) atShare(share int64) bool { return !s.paused && !s.ended && s.bytes >= share }
 
 // end gives back what the slot still counts once its worker has returned (records it
 // never took, batches it abandoned); later pushes are dropped, and the slot's partitions
@@ -234,9 +238,9 @@ func (s *Slot) Buffered() int64 {
 }
 
 // push appends m (size bytes) and reports whether the poll goroutine must hold back
-// (Engine.holdBack) before it polls again. A chunk is full at take records or a quarter of the share, so that a
-// batch never holds most of what its partition may buffer. Called on the poll goroutine
-// only.
+// (Engine.holdBack) before it polls again. A chunk is full at take records or a quarter
+// of the share, so that a batch never holds most of what its partition may buffer.
+// Called on the poll goroutine only.
 func (s *Slot) push(m *record.Message, size int64, take int, share, budget int64) (wait bool) {
 	s.mu.Lock()
 	if s.ended {
@@ -260,7 +264,7 @@ func (s *Slot) push(m *record.Message, size int64, take int, share, budget int64
 		c.full = true
 		signal = true
 	}
-	wait = total >= budget && !s.paused && s.bytes >= share
+	wait = total >= budget && s.atShare(share)
 	s.mu.Unlock()
 	if signal {
 		select {
@@ -286,7 +290,7 @@ func (e *Engine) holdBack(ctx context.Context, s *Slot) {
 	t := time.NewTimer(holdBack)
 	defer t.Stop()
 	for s.mustWait(share, budget) {
-		if s.closed.Load() || ctx.Err() != nil {
+		if s.closed.Load() {
 			return
 		}
 		select {
@@ -299,7 +303,7 @@ func (e *Engine) holdBack(ctx context.Context, s *Slot) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		pause := !s.paused && !s.ended && s.bytes >= share
+		pause := s.atShare(share)
 		if pause {
 			s.paused = true
 		}
@@ -443,9 +447,10 @@ func (s *Slot) run(worker WorkerFunc) {
 
 // syncPause tells librdkafka to pause or resume s's partitions as the slot last asked
 // (Slot.paused). The poll goroutine calls it when a slot stayed at its share for
-// holdBack, the worker when a release drains it (librdkafka's Pause and Resume are thread-safe); both read the wanted
-// state under e.mu, so whichever runs last applies the latest wish and a pause can never
-// land after the resume that should have followed it. Never after the slot's ownership
+// holdBack, the worker when a release drains it or the worker ends (librdkafka's Pause
+// and Resume are thread-safe); both read the wanted state under e.mu, so whichever runs
+// last applies the latest wish and a pause can never land after the resume that should
+// have followed it. Never after the slot's ownership
 // ended or while the consumer closes.
 func (e *Engine) syncPause(s *Slot) {
 	e.mu.Lock()
