@@ -175,17 +175,23 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 
 // TestEmptyPropagatorWritesNoHeaders: with spans on, an empty propagator keeps trace
 // context out of the outputs (the per-record header is what tracing costs in CPU), while
-// the default one puts traceparent on every output.
+// the default one puts traceparent on every output of a sampled batch, and on none of an
+// unsampled one.
 func TestEmptyPropagatorWritesNoHeaders(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		prop propagation.TextMapPropagator
-		want bool
-	}{{"default", nil, true}, {"empty", propagation.NewCompositeTextMapPropagator(), false}} {
+		name    string
+		prop    propagation.TextMapPropagator
+		sampler sdktrace.Sampler
+		want    bool
+	}{
+		{"default", nil, sdktrace.AlwaysSample(), true},
+		{"empty", propagation.NewCompositeTextMapPropagator(), sdktrace.AlwaysSample(), false},
+		{"unsampled", nil, sdktrace.ParentBased(sdktrace.NeverSample()), false},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
 			produceInts(t, brokers, "in", 1, 20)
-			tp := sdktrace.NewTracerProvider()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(c.sampler))
 			defer tp.Shutdown(context.Background())
 			opts := []processor.Option{processor.WithTracerProvider(tp)}
 			if c.prop != nil {

@@ -230,11 +230,15 @@ func (b *baseline) handle(ctx context.Context, p *bpart) {
 
 // produce sends a batch's outputs and releases the hand-over count.
 func (b *baseline) produce(ctx context.Context, msgs []*kafka.Message, bt *bbatch) {
+	var hdrs []kafka.Header
+	if b.r.header {
+		hdrs = []kafka.Header{{Key: "traceparent", Value: []byte(constantTraceparent)}}
+	}
 	for _, m := range msgs {
 		m.TopicPartition = kafka.TopicPartition{Topic: &b.out, Partition: kafka.PartitionAny}
 		m.Opaque = bt
 		m.Timestamp = time.Time{}
-		m.Headers = nil
+		m.Headers = hdrs
 		for {
 			err := b.p.Produce(m, nil)
 			if err == nil {

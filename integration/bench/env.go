@@ -254,6 +254,7 @@ type run struct {
 	codec          string
 	buffer         int64
 	otel           bool    // tracing (SDK, every span sampled) and Prometheus metrics on
+	traceAll       bool    // tracing only (SDK, every span sampled), metrics off
 	otelRatio      float64 // tracing only, sampled by ParentBased(TraceIDRatioBased(otelRatio))
 	metricsOnly    bool    // Prometheus metrics on, tracing off
 	header         bool    // every output carries a constant traceparent-sized header (no tracing)
@@ -296,6 +297,18 @@ var (
 		r.otelRatio = 0.01
 		return runSamsa(ctx, r)
 	}}
+	// samsaTrace is samsa with tracing only, every span sampled.
+	samsaTrace = contestant{name: "samsa-trace", run: func(ctx context.Context, r run) error {
+		r.traceAll = true
+		return runSamsa(ctx, r)
+	}}
+	// loopHeader is the loop writing the same constant traceparent-sized header as
+	// samsa-hdr on every output: what carrying a W3C trace header per record costs any
+	// client, whatever frames it.
+	loopHeader = contestant{name: "loop-hdr", run: func(ctx context.Context, r run) error {
+		r.header = true
+		return runLoop(ctx, r)
+	}}
 	samsaMetrics = contestant{name: "samsa-metrics", run: func(ctx context.Context, r run) error {
 		r.metricsOnly = true
 		return runSamsa(ctx, r)
@@ -312,7 +325,7 @@ var (
 )
 
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, loopContestant, samsaContestant, samsaNoCopy, samsaOtel, samsaTrace1, samsaMetrics, samsaHeader, gokaContestant, samsaBefore} {
+	for _, c := range []contestant{baselineContestant, baseline2G, loopContestant, samsaContestant, samsaNoCopy, samsaOtel, samsaTrace, samsaTrace1, samsaMetrics, loopHeader, samsaHeader, gokaContestant, samsaBefore} {
 		if c.name == name {
 			return c, true
 		}

@@ -173,7 +173,7 @@ func main() {
 	flag.Var(&o.consumer, "consumer", "librdkafka consumer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.Var(&o.producer, "producer", "librdkafka producer properties for both sides, k=v,k=v (on top of the framework's defaults)")
 	flag.StringVar(&o.samsaCodec, "samsa-codec", "bytes", "samsa's input decoders: bytes (codec.Bytes, copies) or nocopy (a DecoderFunc returning the slice it is given)")
-	flag.StringVar(&o.contestants, "contestants", "loop,baseline,samsa,goka", "contestants of the main comparison, in alternation order: loop (the strongest hand-written loop, at its own fastest settings), baseline (the same loop at the framework's client settings), baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-trace1 (tracing only, parent-based 1% sampler), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off), goka (goka v1.1.14 on sarama, built from integration/gokabench)")
+	flag.StringVar(&o.contestants, "contestants", "loop,baseline,samsa,goka", "contestants of the main comparison, in alternation order: loop (the strongest hand-written loop, at its own fastest settings), baseline (the same loop at the framework's client settings), baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-trace (tracing only, every span sampled), samsa-trace1 (tracing only, parent-based 1% sampler), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off), loop-hdr (the loop writing that header on every output), goka (goka v1.1.14 on sarama, built from integration/gokabench)")
 	flag.StringVar(&o.gokaCompression, "goka-compression", "", "goka's producer compression: none, snappy, lz4, zstd, gzip (empty: goka's default, snappy; samsa and the baselines produce uncompressed)")
 	flag.BoolVar(&o.throughput, "throughput", true, "run the main throughput comparison")
 	flag.BoolVar(&o.tuning, "tuning", true, "run the consumer prefetch tuning comparison")
@@ -245,7 +245,7 @@ func (o *options) validate() error {
 			return fmt.Errorf("-contestants: samsa-before needs -before PATH")
 		}
 		if _, ok := findContestant(c); !ok {
-			return fmt.Errorf("-contestants: unknown %q (have loop, baseline, baseline-2g, samsa, samsa-trace1, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
+			return fmt.Errorf("-contestants: unknown %q (have loop, loop-hdr, baseline, baseline-2g, samsa, samsa-trace, samsa-trace1, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
 		}
 	}
 	for _, v := range splitList(o.variants) {
@@ -614,6 +614,12 @@ func (r *report) ratioBlock(p func(string, ...any), rs []result, variant string)
 	}
 	if on, off := medianRate(rs, "samsa-otel"), medianRate(rs, "samsa"); on > 0 && off > 0 {
 		p("RATIO samsa-otel/samsa (tracing and metrics on vs off): %.2f (target >= 0.95)", on/off)
+	}
+	if on, off := medianRate(rs, "samsa-trace"), medianRate(rs, "samsa"); on > 0 && off > 0 {
+		p("RATIO samsa-trace/samsa (tracing, every span sampled, vs off): %.2f (target >= 0.90)", on/off)
+	}
+	if on, off := medianRate(rs, "loop-hdr"), medianRate(rs, loopContestant.name); on > 0 && off > 0 {
+		p("RATIO loop-hdr/loop (a traceparent header on every output, in the loop): %.2f", on/off)
 	}
 	if on, off := medianRate(rs, "samsa-trace1"), medianRate(rs, "samsa"); on > 0 && off > 0 {
 		p("RATIO samsa-trace1/samsa (tracing at a parent-based 1%% sampler vs off): %.2f (target >= 0.97)", on/off)

@@ -25,7 +25,7 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 	// onBatch, so it is made per partition when onBatch is set.
 	var hdrs []processor.Header
 	if r.header {
-		hdrs = []processor.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}}
+		hdrs = []processor.Header{{Key: "traceparent", Value: []byte(constantTraceparent)}}
 	}
 	identity := func() processor.Handler[[]byte, []byte] {
 		var values [][]byte
@@ -65,6 +65,10 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r.otelRatio))))
 		opts = append(opts, processor.WithTracerProvider(tp))
 	}
+	if r.traceAll {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		opts = append(opts, processor.WithTracerProvider(tp))
+	}
 	if r.otel {
 		// Off means the OTel globals (no-op); on means the SDK, as an application would
 		// wire it: every span sampled into a batching exporter, metrics on Prometheus.
@@ -87,6 +91,9 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 	}
 	return processor.New(cfg, inputs, identity(), opts...)
 }
+
+// constantTraceparent is a W3C traceparent header value: what a sampled output carries.
+const constantTraceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 // discardExporter drops spans after the SDK built and batched them.
 type discardExporter struct{}

@@ -98,11 +98,12 @@ func (o *slotObserver) Send(ctx context.Context, outs []record.Message) context.
 	pctx, pspan := t.Tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
 			semconv.MessagingBatchMessageCount(len(outs))))
-	if pspan.SpanContext().IsValid() {
-		// Every output carries the send span as its creation context (W3C traceparent),
-		// an unsampled batch's too: its sampled flag (00) tells a parent-based sampler
-		// downstream not to sample, where a record without the header would start a new
-		// trace there.
+	if pspan.SpanContext().IsSampled() {
+		// Every output of a sampled batch carries the send span as its creation context
+		// (W3C traceparent). An unsampled batch's outputs carry none: the header is most
+		// of what tracing costs (librdkafka copies it per record, the broker stores it),
+		// and a downstream consumer then decides on its own, as for a record produced
+		// without tracing.
 		// The headers are formatted once per batch and shared: records without headers of
 		// their own get the same capacity-capped slice (an append to one copies), the
 		// others a copy of theirs with the trace headers set.
