@@ -16,18 +16,23 @@ import (
 //
 //	slot (group.Slot: the partition's fetched records, in chunks of BatchSize)
 //	  → batcher (a full chunk, or what arrived within BatchWait; co-partition merge)
-//	  → runner (decode, handler, error policy, dead letters)
+//	  → runner (inputs → outputs or a failure: decode, handler, error policy, dead letters)
 //	  → sink (produce, await acknowledgements, offsets to the group or the transaction)
 //
-// Up to MaxInFlightBatches handled batches wait for their acknowledgements while later
-// ones are handled; they settle strictly in batch order, so an offset is never stored
-// past a batch whose outputs are not acknowledged.
+// Data flows one way: the pipeline hands each stage's result to the next, and no stage
+// calls another. Up to MaxInFlightBatches handled batches wait for their
+// acknowledgements while later ones are handled; they settle strictly in batch order, so
+// an offset is never stored past a batch whose outputs are not acknowledged. A batch
+// whose outputs the broker did not acknowledge goes through the pipeline's own
+// delivery-failure step (decide decides, redeliver carries it out).
 type pipeline[K, V any] struct {
-	s     *group.Slot
-	batch batcher
-	run   *runner[K, V]
-	sink  sink
-	obs   telemetry.Observer
+	s      *group.Slot
+	lane   lane // what the sink knows of s
+	batch  batcher
+	run    *runner[K, V]
+	sink   sink
+	policy Policy // for outputs that failed; the runner applies it to handling
+	obs    telemetry.Observer
 	// replay follows the slot's progress toward its end offsets (nil unless WithReplay).
 	replay *replaySlot
 	// recorder is the checkpoint's, when it is a Recorder: commits record its offsets.
@@ -114,13 +119,14 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		batch: batcher{s: s, wait: p.cfg.BatchWait, size: p.cfg.BatchSize, merge: len(p.inputs) > 1},
 		run: &runner[K, V]{inputs: p.inputs, h: h, policy: p.cfg.ErrorPolicy, group: p.cfg.Group, slot: s.ID, spare: &p.outs,
 			log: p.log, obs: obs, ctx: handlerCtx, wait: waitCtx},
+		lane:        lane{slot: s.ID, epoch: s.Epoch, ctx: s.Context(), owner: s},
 		sink:        out,
+		policy:      p.cfg.ErrorPolicy,
 		obs:         obs,
 		maxInFlight: p.cfg.MaxInFlightBatches,
 		drainBound:  p.cfg.DrainTimeout,
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
 	}
-	pl.run.isolate = pl.isolate
 	if p.cp != nil {
 		if err := pl.run.loadApplied(p.cp, s.Partitions()); err != nil {
 			if isAbandon(err) {
@@ -230,11 +236,11 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 	f.sentAt = time.Now()
 	pl.inflight = append(pl.inflight, f)
 	failpoint.Hit("before-produce") // handled, nothing produced
-	return pl.sink.send(pl.run.ctx, pl.s, f, pointers(f.outs))
+	return pl.sink.send(pl.run.ctx, pl.lane, f, pointers(f.outs))
 }
 
 // settleHead settles the completed batches at the head of the flight queue, in order,
-// and lets the runner's error policy deal with a head batch whose outputs failed.
+// and carries out the error policy for a head batch whose outputs failed (redeliver).
 func (pl *pipeline[K, V]) settleHead() error {
 	for {
 		select {
@@ -247,17 +253,13 @@ func (pl *pipeline[K, V]) settleHead() error {
 	}
 	for len(pl.inflight) > 0 && pl.inflight[0].arrived {
 		f := pl.inflight[0]
-		err := pl.sink.settle(pl.s, f)
+		err := pl.sink.settle(pl.lane, f)
 		if of, ok := err.(*outputsFailed); ok {
-			again, perr := pl.run.outputsFailed(f, of)
-			if perr != nil {
-				return perr
+			settled, rerr := pl.redeliver(f, of)
+			if rerr != nil || !settled {
+				return rerr // failed, or a new round is in flight
 			}
-			if len(again) > 0 {
-				return pl.sink.send(pl.run.ctx, pl.s, f, again) // a new round is in flight
-			}
-			f.forgive() // skipped: settle the batch as done
-			err = pl.sink.settle(pl.s, f)
+			err = pl.sink.settle(pl.lane, f)
 		}
 		pl.inflight[0] = nil
 		pl.inflight = pl.inflight[1:]
@@ -277,6 +279,69 @@ func (pl *pipeline[K, V]) settleHead() error {
 	return nil
 }
 
+// redeliver carries out the error policy's remedy (see decide) for a batch some of whose
+// outputs were not acknowledged. It returns settled when the batch may settle as it is
+// (the failed outputs were given up, or went through when produced alone), and false
+// with a nil error when a new delivery round of the batch is in flight.
+func (pl *pipeline[K, V]) redeliver(f *flight, of *outputsFailed) (settled bool, err error) {
+	if pl.run.ctx.Err() != nil {
+		// Shutting down or revoked past the drain bound: the failure may be ours (the queue
+		// wait was cancelled), so leave the batch uncommitted for the next owner.
+		return false, errAbandoned
+	}
+	f.retries++
+	first := &f.inputs[0]
+	log := pl.run.log.With("topic", first.Topic, "partition", first.Partition, "offset", first.Offset)
+	log.Warn("processor: outputs not acknowledged", "failed", len(of.failed), "err", of.err)
+	isolated := false
+	for {
+		d := decide(pl.policy, failedRound{first: first, round: f.retries, deadLettered: f.deadLettered,
+			isolated: isolated, err: of.err, failed: len(of.failed)})
+		switch d.remedy {
+		case remedyResend:
+			if !pl.policy.backoff.sleep(pl.run.wait, d.attempt) {
+				return false, errAbandoned
+			}
+			pl.obs.Retried("resend")
+			return false, pl.sink.send(pl.run.ctx, pl.lane, f, of.failed)
+		case remedyIsolate:
+			refused, ok := pl.isolate(of.failed)
+			if !ok {
+				return false, errAbandoned
+			}
+			pl.obs.Retried("isolate")
+			log.Warn("processor: produced the failed outputs one at a time", "failed", len(of.failed), "refused_alone", len(refused))
+			if len(refused) == 0 {
+				f.forgive() // every one went through on its own
+				return true, nil
+			}
+			of, isolated = &outputsFailed{err: of.err, failed: refused}, true
+		case remedySkip:
+			log.Warn("processor: skipping batch whose outputs failed", "records", len(f.inputs))
+			pl.obs.Skipped(len(f.inputs))
+			f.forgive()
+			return true, nil
+		case remedyDeadLetter:
+			// Only the inputs whose outputs failed belong in the dead-letter topic: the
+			// others' outputs are acknowledged, and dead-lettering them too would duplicate
+			// them when the dead letters are redriven.
+			guilty := pl.run.attribute(f.inputs, of.failed)
+			f.deadLettered = true
+			f.outs = make([]record.Message, len(guilty))
+			for k, i := range guilty {
+				f.outs[k] = pl.run.deadLetter(d.topic, &f.inputs[i], StageProduce, of.err)
+			}
+			pl.obs.DeadLettered(len(guilty))
+			if len(guilty) < len(f.inputs) {
+				log.Warn("processor: dead-lettering the records whose outputs failed", "records", len(f.inputs), "dead_lettered", len(guilty))
+			}
+			return false, pl.sink.send(pl.run.ctx, pl.lane, f, pointers(f.outs))
+		default:
+			return false, d.err
+		}
+	}
+}
+
 // isolate produces each of msgs on its own, one after the other, and returns those the
 // broker refuses alone: a broker refuses a whole produce request for one record it will
 // never take (over max.message.bytes, say), failing the records that shared the request
@@ -285,7 +350,7 @@ func (pl *pipeline[K, V]) isolate(msgs []*record.Message) (refused []*record.Mes
 	ch := make(chan *flight, 1)
 	for _, m := range msgs {
 		alone := &flight{doneCh: ch}
-		if err := pl.sink.send(pl.run.ctx, pl.s, alone, []*record.Message{m}); err != nil {
+		if err := pl.sink.send(pl.run.ctx, pl.lane, alone, []*record.Message{m}); err != nil {
 			return nil, false
 		}
 		select {

@@ -268,11 +268,10 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Logger:          p.log,
 		Hooks:           p.rebalanceHooks(),
 	}
-	out.configure(&gcfg)
 	if p.replay != nil {
 		gcfg.Hooks = p.replay.hooks(gcfg.Hooks)
 	}
-	eng, err := group.New(gcfg, func(s *group.Slot) error { return p.runSlot(s, out) })
+	eng, err := out.open(gcfg, func(s *group.Slot) error { return p.runSlot(s, out) })
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
@@ -293,7 +292,7 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	}
 	p.log.Info("processor: starting", "group", p.cfg.Group, "inputs", topics, "policy", p.cfg.ErrorPolicy.String(),
 		"exactly_once", p.cfg.ExactlyOnce, "consumer", kconf.Redacted(mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides)))
-	out.start(ctx, eng, cancel)
+	out.start(ctx, cancel)
 	watchCtx, stopInputWatch := context.WithCancel(ctx)
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- p.watchInputs(watchCtx, topics, cancel) }()

@@ -318,12 +318,16 @@ const replayTick = 100 * time.Millisecond
 // acknowledged at once and nothing is produced; offsets are stored as at-least-once does.
 type discard struct{ readCommitted bool }
 
-func (d discard) configure(cfg *group.Config)                            { cfg.ReadCommitted = d.readCommitted }
-func (discard) start(context.Context, *group.Engine, context.CancelFunc) {}
-func (discard) wait() error                                              { return nil }
-func (discard) close(time.Duration)                                      {}
+func (d discard) open(cfg group.Config, worker group.WorkerFunc) (*group.Engine, error) {
+	cfg.ReadCommitted = d.readCommitted
+	return group.New(cfg, worker)
+}
 
-func (discard) send(_ context.Context, _ *group.Slot, f *flight, msgs []*record.Message) error {
+func (discard) start(context.Context, context.CancelFunc) {}
+func (discard) wait() error                               { return nil }
+func (discard) close(time.Duration)                       {}
+
+func (discard) send(_ context.Context, _ lane, f *flight, msgs []*record.Message) error {
 	f.begin(len(msgs))
 	for _, m := range msgs {
 		f.Delivered(m, nil)
@@ -332,7 +336,7 @@ func (discard) send(_ context.Context, _ *group.Slot, f *flight, msgs []*record.
 	return nil
 }
 
-func (discard) settle(s *group.Slot, f *flight) error { return s.Store(f.next...) }
+func (discard) settle(l lane, f *flight) error { return l.owner.Store(f.next...) }
 
 // beginReplay connects the processor's replay, if any, to this Run: it checks the end
 // offsets against the inputs and keeps an admin client for the slots' start positions.

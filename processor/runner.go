@@ -10,7 +10,6 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/group"
-	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/internal/telemetry"
 )
@@ -33,10 +32,13 @@ const anyPartition = -1
 // lost, and what is not committed will be processed again by the next owner.
 var errAbandoned = errors.New("abandoned")
 
-// runner is the third stage, typed: it decodes a batch, calls the slot's handler, and
-// applies the error policy to what fails (a record that does not decode, a handler error
-// or panic, outputs the broker did not acknowledge), turning failures into dead letters
-// where the policy says so. It runs on its slot's worker goroutine.
+// runner is the third stage, typed: a step from a batch's inputs to its outputs or a
+// failure. It decodes the batch, calls the slot's handler, and applies the error policy
+// to what fails there (a record that does not decode, a handler error or panic), turning
+// failures into dead letters where the policy says so. It knows nothing of producing:
+// for outputs the broker did not acknowledge, the pipeline asks it only which inputs
+// they came from (attribute) and for their dead letters. It runs on its slot's worker
+// goroutine.
 type runner[K, V any] struct {
 	inputs []Input[K, V]
 	h      Handler[K, V]
@@ -53,9 +55,6 @@ type runner[K, V any] struct {
 
 	applied map[string]int64 // with a checkpoint: per topic, records below are applied
 	skipped int
-
-	// isolate produces failed outputs one at a time and returns those refused alone.
-	isolate func(msgs []*record.Message) (refused []*record.Message, ok bool)
 
 	records []Record[K, V] // reused by every batch: a Batch is valid only during Handle
 	// spare holds output slices of settled batches for reuse, shared by the processor's
@@ -171,80 +170,6 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		}
 	}
 	return outs, nil
-}
-
-// outputsFailed decides what happens to a batch some of whose outputs were not
-// acknowledged: Retry produces the failed ones again; then Skip gives up on them,
-// DeadLetter sends the inputs whose outputs failed to the dead-letter topic, and Stop stops the
-// processor. It returns the messages to send as the batch's next round (none: the batch
-// is done).
-func (r *runner[K, V]) outputsFailed(f *flight, of *outputsFailed) ([]*record.Message, error) {
-	f.retries++
-	pol := r.policy
-	first := f.inputs[0]
-	if r.ctx.Err() != nil {
-		// Shutting down or revoked past the drain bound: the failure may be ours (the queue
-		// wait was cancelled), so leave the batch uncommitted for the next owner.
-		return nil, errAbandoned
-	}
-	r.log.Warn("processor: outputs not acknowledged", "topic", first.Topic, "partition", first.Partition,
-		"offset", first.Offset, "failed", len(of.failed), "err", of.err)
-	stop := &Error{Topic: first.Topic, Partition: first.Partition, Offset: first.Offset, Stage: StageProduce, Err: of.err}
-	if errors.Is(of.err, produce.ErrFatal) {
-		// The producer is unusable: no policy can make progress, and skipping would drop
-		// outputs of records that were handled fine.
-		return nil, stop
-	}
-	if pol.kind == kindRetry && f.retries <= pol.retries {
-		if !pol.backoff.sleep(r.wait, f.retries-1) {
-			return nil, errAbandoned
-		}
-		r.obs.Retried("resend")
-		return of.failed, nil
-	}
-	if f.deadLettered {
-		stop.Stage = StageDeadLetter // the dead-letter writes themselves failed
-		return nil, stop
-	}
-	final := pol.final()
-	if final.kind != kindStop && len(of.failed) > 1 && r.isolate != nil && produce.RefusesRequest(of.err) {
-		// Before giving records up, find those whose own outputs fail: the others may have
-		// failed only for sharing a produce request with them.
-		refused, ok := r.isolate(of.failed)
-		if !ok {
-			return nil, errAbandoned
-		}
-		r.obs.Retried("isolate")
-		r.log.Warn("processor: produced the failed outputs one at a time", "topic", first.Topic, "partition", first.Partition,
-			"offset", first.Offset, "failed", len(of.failed), "refused_alone", len(refused))
-		if len(refused) == 0 {
-			return nil, nil // every one went through on its own
-		}
-		of = &outputsFailed{err: of.err, failed: refused}
-	}
-	switch final.kind {
-	case kindSkip:
-		r.log.Warn("processor: skipping batch whose outputs failed", "topic", first.Topic, "partition", first.Partition, "offset", first.Offset, "records", len(f.inputs))
-		r.obs.Skipped(len(f.inputs))
-		return nil, nil
-	case kindDeadLetter:
-		// Only the inputs whose outputs failed belong in the dead-letter topic: the others'
-		// outputs are acknowledged, and dead-lettering them too would duplicate them when
-		// the dead letters are redriven.
-		guilty := r.attribute(f.inputs, of.failed)
-		f.deadLettered = true
-		f.outs = make([]record.Message, len(guilty))
-		for k, i := range guilty {
-			f.outs[k] = r.deadLetter(final.topic, &f.inputs[i], StageProduce, of.err)
-		}
-		r.obs.DeadLettered(len(guilty))
-		if len(guilty) < len(f.inputs) {
-			r.log.Warn("processor: dead-lettering the records whose outputs failed", "topic", first.Topic, "partition", first.Partition,
-				"offset", first.Offset, "records", len(f.inputs), "dead_lettered", len(guilty))
-		}
-		return pointers(f.outs), nil
-	}
-	return nil, stop
 }
 
 // attribute finds the inputs whose outputs are among failed, by handling each input of

@@ -15,29 +15,49 @@ import (
 // acknowledgements, store the offsets in batch order for the consumer to commit) and
 // exactly-once (produce into a transaction that also carries the offsets; it owns the
 // commit cadence and replaces a fenced producer). Nothing outside a sink knows which one
-// runs.
+// runs. A sink knows a slot only through the lane it is given with each batch.
 //
 // send and settle are called from slot workers, concurrently for different slots and in
-// batch order within one; start and close from Run.
+// batch order within one; open, start, wait and close from Run.
 type sink interface {
-	// configure adjusts the group engine's config to the sink (offsets through
-	// transactions, read_committed, hooks) before the engine is made.
-	configure(cfg *group.Config)
-	// start begins the sink's own work on the engine before it runs (exactly-once:
-	// the commit cadence). stop ends Run with the error wait will return.
-	start(ctx context.Context, eng *group.Engine, stop context.CancelFunc)
+	// open makes the group engine whose slots' batches the sink delivers, from cfg
+	// adjusted to the sink (offsets through transactions, read_committed, rebalance
+	// hooks), with worker as the slots' worker. It is called once, before start.
+	open(cfg group.Config, worker group.WorkerFunc) (*group.Engine, error)
+	// start begins the sink's own work while the engine runs (exactly-once: the commit
+	// cadence), until ctx ends. stop ends Run with the error wait will return.
+	start(ctx context.Context, stop context.CancelFunc)
 	// wait waits for the sink's own work to end once Run's context is done, and returns
 	// the error that made it stop Run, if any.
 	wait() error
 	// send produces msgs as f's next delivery round; each outcome is reported to f. It
-	// returns errAbandoned when the slot's work can no longer commit.
-	send(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error
+	// returns errAbandoned when the lane's work can no longer commit.
+	send(ctx context.Context, l lane, f *flight, msgs []*record.Message) error
 	// settle finishes f once its round completed, in batch order per slot. A sink that
-	// leaves failed outputs to the error policy returns *outputsFailed; the runner then
-	// resends, dead-letters, skips or stops.
-	settle(s *group.Slot, f *flight) error
+	// leaves failed outputs to the error policy returns *outputsFailed; the pipeline then
+	// resends, dead-letters, skips or stops (see decide).
+	settle(l lane, f *flight) error
 	// close releases the producer, waiting up to timeout for outstanding deliveries.
 	close(timeout time.Duration)
+}
+
+// lane is what a sink knows of the slot whose batch it delivers: which ownership of which
+// slot the batch belongs to, and the owner to ask. It is a small value, so a sink is
+// tested with a fake owner instead of a consumer group.
+type lane struct {
+	slot  int32
+	epoch uint64          // the ownership (group.Slot.Epoch)
+	ctx   context.Context // ends when the ownership does
+	owner owner
+}
+
+// owner is what a sink asks of a slot (*group.Slot in a processor).
+type owner interface {
+	// Store hands offsets to the consumer, to be committed (at-least-once); it fails
+	// with group.ErrNotOwned once the ownership ended.
+	Store(offsets ...record.Offset) error
+	// Owned reports whether the ownership is still current (its offsets may be committed).
+	Owned() bool
 }
 
 // outputsFailed reports the outputs of a batch that were not acknowledged.

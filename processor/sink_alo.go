@@ -25,23 +25,26 @@ func newAtLeastOnce(pcfg produce.Config) (*atLeastOnce, error) {
 	return &atLeastOnce{prod: prod}, nil
 }
 
-func (*atLeastOnce) configure(*group.Config)                                  {}
-func (*atLeastOnce) start(context.Context, *group.Engine, context.CancelFunc) {}
-func (*atLeastOnce) wait() error                                              { return nil }
+func (*atLeastOnce) open(cfg group.Config, worker group.WorkerFunc) (*group.Engine, error) {
+	return group.New(cfg, worker)
+}
 
-func (a *atLeastOnce) send(ctx context.Context, _ *group.Slot, f *flight, msgs []*record.Message) error {
+func (*atLeastOnce) start(context.Context, context.CancelFunc) {}
+func (*atLeastOnce) wait() error                               { return nil }
+
+func (a *atLeastOnce) send(ctx context.Context, _ lane, f *flight, msgs []*record.Message) error {
 	f.begin(len(msgs))
 	a.prod.ProduceBatch(ctx, msgs, f)
 	f.handedOver()
 	return nil
 }
 
-func (a *atLeastOnce) settle(s *group.Slot, f *flight) error {
+func (a *atLeastOnce) settle(l lane, f *flight) error {
 	if err, failed := f.outcome(); err != nil {
 		return &outputsFailed{err: err, failed: failed}
 	}
 	failpoint.Hit("alo-before-store") // outputs acknowledged, offsets not stored
-	return s.Store(f.next...)
+	return l.owner.Store(f.next...)
 }
 
 func (a *atLeastOnce) close(timeout time.Duration) { a.prod.Close(timeout) }

@@ -22,14 +22,15 @@ type exactlyOnce struct {
 	drainTimeout   time.Duration
 	log            *slog.Logger
 
-	eng  *group.Engine
-	wg   sync.WaitGroup
-	err  error // the coordinator's error that stopped Run; read after wg.Wait
-	stop context.CancelFunc
+	eng *group.Engine
+	wg  sync.WaitGroup
+	err error // the coordinator's error that stopped Run; read after wg.Wait
 }
 
+// newExactlyOnce registers the transactional producer (fencing a previous instance with
+// the same transactional id) and opens the first transaction; ctx is Run's.
 func newExactlyOnce(ctx context.Context, pcfg produce.Config, cfg Config, log *slog.Logger) (*exactlyOnce, error) {
-	t, err := newTxn(func() (*produce.Producer, error) { return produce.New(pcfg) }, cfg.TransactionTimeout, log)
+	t, err := newTxn(func() (*produce.Producer, error) { return produce.New(pcfg) }, cfg.TransactionTimeout, ctx, log)
 	if err != nil {
 		return nil, fmt.Errorf("processor: %w", err)
 	}
@@ -40,17 +41,24 @@ func newExactlyOnce(ctx context.Context, pcfg produce.Config, cfg Config, log *s
 	return &exactlyOnce{t: t, commitInterval: cfg.CommitInterval, drainTimeout: cfg.DrainTimeout, log: log}, nil
 }
 
-func (e *exactlyOnce) configure(cfg *group.Config) {
+// open makes the engine with offsets committed through the transactions, inputs read
+// read_committed, and the transaction committed (or aborted, when the assignment was
+// lost) before partitions are revoked.
+func (e *exactlyOnce) open(cfg group.Config, worker group.WorkerFunc) (*group.Engine, error) {
 	cfg.TxnOffsets = true
 	cfg.ReadCommitted = true
 	cfg.Hooks.BeforeUnassign = e.beforeUnassign
+	eng, err := group.New(cfg, worker)
+	if err != nil {
+		return nil, err
+	}
+	e.eng = eng
+	return eng, nil
 }
 
-// start binds the engine (before it runs, so before any hook can fire) and starts the
-// commit cadence.
-func (e *exactlyOnce) start(ctx context.Context, eng *group.Engine, stop context.CancelFunc) {
-	e.eng, e.t.eng, e.stop = eng, eng, stop
-	e.t.life = ctx
+// start starts the commit cadence.
+func (e *exactlyOnce) start(ctx context.Context, stop context.CancelFunc) {
+	eng := e.eng
 	e.wg.Go(func() {
 		tick := time.NewTicker(e.commitInterval)
 		defer tick.Stop()
@@ -60,7 +68,7 @@ func (e *exactlyOnce) start(ctx context.Context, eng *group.Engine, stop context
 				return
 			case <-tick.C:
 			}
-			rewind, err := e.t.commit(ctx)
+			rewind, err := e.t.commit(ctx, eng)
 			if err == nil && len(rewind) > 0 {
 				err = eng.Rewind(ctx, rewind)
 			}
@@ -92,7 +100,7 @@ func (e *exactlyOnce) beforeUnassign(slots []int32, lost bool) ([]group.Epoch, e
 	if lost {
 		rewind, err = e.t.abort(ctx)
 	} else {
-		rewind, err = e.t.commit(ctx)
+		rewind, err = e.t.commit(ctx, e.eng)
 	}
 	if err != nil {
 		e.log.Error("processor: exactly-once: transaction on revoke failed", "err", err)
@@ -101,16 +109,16 @@ func (e *exactlyOnce) beforeUnassign(slots []int32, lost bool) ([]group.Epoch, e
 	return slices.DeleteFunc(rewind, func(ep group.Epoch) bool { return slices.Contains(slots, ep.Slot) }), nil
 }
 
-func (e *exactlyOnce) send(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error {
-	return e.t.produce(ctx, s, f, msgs)
+func (e *exactlyOnce) send(ctx context.Context, l lane, f *flight, msgs []*record.Message) error {
+	return e.t.produce(ctx, l, f, msgs)
 }
 
 // settle has nothing to store: the batch's offsets went into the transaction with its
 // outputs. A failed output cannot be retried or dead-lettered on its own: the transaction
 // cannot commit, so the coordinator aborts it and rewinds the slot.
-func (e *exactlyOnce) settle(s *group.Slot, f *flight) error {
+func (e *exactlyOnce) settle(l lane, f *flight) error {
 	if err, failed := f.outcome(); err != nil {
-		e.log.Warn("processor: exactly-once: output not acknowledged; the transaction will abort", "partition", s.ID, "failed", len(failed), "err", err)
+		e.log.Warn("processor: exactly-once: output not acknowledged; the transaction will abort", "partition", l.slot, "failed", len(failed), "err", err)
 	}
 	return nil
 }

@@ -39,7 +39,6 @@ type txn struct {
 	// coordinator is out of reach: "Timed out waiting for operation to finish") is retried
 	// however long the broker stays out of reach, instead of ending Run.
 	life context.Context
-	eng  *group.Engine
 	log  *slog.Logger
 
 	mu      sync.RWMutex
@@ -72,22 +71,21 @@ const maxRecoveries = 3
 // the broker refuses permanently would otherwise abort, rewind and fail forever).
 const maxConsecutiveAborts = 5
 
-// ended is the txn's life until the sink binds Run's context: before Run, no retry goes
-// past its caller's attempts.
-var ended = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
 var errTxnAborted = errors.New("transaction aborted; partition rewound")
 
-func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, log *slog.Logger) (*txn, error) {
+// groupMember is the consumer group member whose generation the transactions' offsets
+// carry (the group engine): the coordinator fences a zombie by it.
+type groupMember interface {
+	GroupMetadata() (*produce.GroupMetadata, error)
+}
+
+// newTxn makes the transactional producer; life is Run's context (see txn.life).
+func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, life context.Context, log *slog.Logger) (*txn, error) {
 	prod, err := newProd()
 	if err != nil {
 		return nil, err
 	}
-	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second, life: ended,
+	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second, life: life,
 		pending: map[record.TopicPartition]int64{}, pendingMeta: map[record.TopicPartition]string{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
 }
 
@@ -168,13 +166,13 @@ func (t *txn) call(ctx context.Context, name string, op func(context.Context) er
 var errWedged = errors.New("the call did not return within its timeout (librdkafka #5456)")
 
 // produce puts a batch's outputs into the open transaction and registers its offsets.
-// It returns errAbandoned when the slot's work was aborted: its rewind is coming.
-func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*record.Message) error {
-	if !t.rlock(ctx, s.Context()) {
+// It returns errAbandoned when the lane's work was aborted: its rewind is coming.
+func (t *txn) produce(ctx context.Context, l lane, f *flight, msgs []*record.Message) error {
+	if !t.rlock(ctx, l.ctx) {
 		return errAbandoned // revoked (or Run ending) while a commit or abort held the lock
 	}
 	defer t.mu.RUnlock()
-	if t.dead[s.Epoch] || !t.eng.Owned(s) {
+	if t.dead[l.epoch] || !l.owner.Owned() {
 		return errAbandoned // aborted (a rewind is coming) or revoked: not ours to commit
 	}
 	f.begin(len(msgs))
@@ -184,7 +182,7 @@ func (t *txn) produce(ctx context.Context, s *group.Slot, f *flight, msgs []*rec
 	refused := t.prod.ProduceBatch(ctx, msgs, f) > 0
 	f.handedOver()
 	t.pmu.Lock()
-	t.slots[s.ID] = s.Epoch
+	t.slots[l.slot] = l.epoch
 	if refused {
 		t.mustAbort = true
 		t.pmu.Unlock()
@@ -227,15 +225,15 @@ func (t *txn) rlock(ctx, slot context.Context) bool {
 	}
 }
 
-// commit commits the open transaction with the registered offsets and opens the next.
-// It returns the slots to rewind when the transaction had to be aborted.
-func (t *txn) commit(ctx context.Context) (rewind []group.Epoch, err error) {
+// commit commits the open transaction with the registered offsets, as member's, and opens
+// the next. It returns the slots to rewind when the transaction had to be aborted.
+func (t *txn) commit(ctx context.Context, member groupMember) (rewind []group.Epoch, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.commitLocked(ctx)
+	return t.commitLocked(ctx, member)
 }
 
-func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error) {
+func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []group.Epoch, err error) {
 	if len(t.pending) == 0 && len(t.slots) == 0 {
 		return nil, nil
 	}
@@ -257,7 +255,7 @@ func (t *txn) commitLocked(ctx context.Context) (rewind []group.Epoch, err error
 	}
 	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
 	err = t.retry(ctx, "send offsets to transaction", func(ctx context.Context) error {
-		md, err := t.eng.GroupMetadata()
+		md, err := member.GroupMetadata()
 		if err != nil {
 			return err
 		}

@@ -85,6 +85,8 @@ func TestTxnUntilReached(t *testing.T) {
 	})
 
 	t.Run("Run ending: the caller's attempts bound it", func(t *testing.T) {
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
 		tx := &txn{timeout: time.Second, wedgeGrace: time.Second, log: slog.New(slog.DiscardHandler), life: ended}
 		var calls int
 		err := tx.untilReached(context.Background(), "abort transaction", 4, failing(100, &calls))

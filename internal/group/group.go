@@ -846,8 +846,10 @@ func (e *Engine) GroupMetadata() (*kafka.ConsumerGroupMetadata, error) {
 	return e.c.GetConsumerGroupMetadata()
 }
 
-// Owned reports whether s is still owned (its offsets may be committed).
-func (e *Engine) Owned(s *Slot) bool {
+// Owned reports whether this ownership of the slot is still current (its offsets may be
+// committed): not revoked, lost or rewound since.
+func (s *Slot) Owned() bool {
+	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return !s.closed.Load() && e.slots[s.ID] == s
