@@ -76,27 +76,38 @@ func TestInputTopicDeletedStopsRun(t *testing.T) {
 
 // An output topic that does not exist (auto-creation is off on the test broker): Run
 // fails with an error naming the topic, without waiting out the producer's whole
-// message timeout, and commits nothing.
+// message timeout, and commits nothing, under every error policy: no record is to
+// blame, so none is skipped or dead-lettered for it.
 func TestMissingOutputTopicFailsNamingIt(t *testing.T) {
 	requireReal(t)
 	brokers := stack.KafkaBrokers(t)
-	in, out, group := stack.UniqueName("noout-in"), stack.UniqueName("noout-missing"), stack.UniqueName("noout")
-	createTopic(t, brokers, in, 1, 1)
-	produceStrings(t, brokers, in, 0, 10)
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group},
-		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
-		copyHandler(processor.NewOutput(out, codec.String(), codec.String())))
-	require.NoError(t, err)
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	err = p.Run(ctx)
-	took := time.Since(start)
-	t.Logf("Run failed after %s: %v", took.Round(time.Millisecond), err)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), out, "the error names the missing output topic")
-	assert.Less(t, took, 25*time.Second, "librdkafka's 30 s topic propagation wait is not the processor's")
-	assert.Equal(t, map[int32]int64{}, nonZero(committedOffsets(t, brokers, group, in, 1)), "nothing committed")
+	dlq := stack.UniqueName("noout-dlq")
+	createTopic(t, brokers, dlq, 1, 1)
+	for _, tc := range []struct {
+		name   string
+		policy processor.Policy
+	}{{"stop", processor.Stop()}, {"dead letter", processor.DeadLetter(dlq)}, {"skip", processor.Skip()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			in, out, group := stack.UniqueName("noout-in"), stack.UniqueName("noout-missing"), stack.UniqueName("noout")
+			createTopic(t, brokers, in, 1, 1)
+			produceStrings(t, brokers, in, 0, 10)
+			p, err := processor.New(processor.Config{Brokers: brokers, Group: group, ErrorPolicy: tc.policy},
+				[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+				copyHandler(processor.NewOutput(out, codec.String(), codec.String())))
+			require.NoError(t, err)
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			err = p.Run(ctx)
+			took := time.Since(start)
+			t.Logf("Run failed after %s: %v", took.Round(time.Millisecond), err)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), out, "the error names the missing output topic")
+			assert.Less(t, took, 25*time.Second, "librdkafka's 30 s topic propagation wait is not the processor's")
+			assert.Equal(t, map[int32]int64{}, nonZero(committedOffsets(t, brokers, group, in, 1)), "nothing committed")
+		})
+	}
+	assert.Equal(t, map[int32]int64{}, nonZero(endOffsets(t, brokers, dlq, 1)), "nothing dead-lettered")
 }
 
 func nonZero(m map[int32]int64) map[int32]int64 {

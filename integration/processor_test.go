@@ -739,28 +739,31 @@ func TestProcessorStartupErrors(t *testing.T) {
 	a8, b12 := stack.UniqueName("start-a"), stack.UniqueName("start-b")
 	createTopic(t, brokers, a8, 8, 1)
 	createTopic(t, brokers, b12, 12, 1)
-	missing, missingDLQ := stack.UniqueName("start-missing"), stack.UniqueName("start-missing-dlq")
+	missing, missingDLQ, missingOut := stack.UniqueName("start-missing"), stack.UniqueName("start-missing-dlq"), stack.UniqueName("start-missing-out")
 	input := func(topic string) processor.Input[int64, int64] {
 		return processor.Input[int64, int64]{Topic: topic, Key: codec.Int64(), Value: codec.Int64()}
 	}
 	nop := processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error { return nil })
 
 	for _, tc := range []struct {
-		name   string
-		inputs []string
-		policy processor.Policy
-		want   []string
+		name    string
+		inputs  []string
+		outputs []string
+		policy  processor.Policy
+		want    []string
 	}{
-		{"partition counts differ", []string{a8, b12}, processor.Stop(),
+		{"partition counts differ", []string{a8, b12}, nil, processor.Stop(),
 			[]string{fmt.Sprintf("%q (8 partitions)", a8), fmt.Sprintf("%q (12 partitions)", b12), "not co-partitioned"}},
-		{"missing input", []string{missing}, processor.Stop(),
+		{"missing input", []string{missing}, nil, processor.Stop(),
 			[]string{"topic does not exist", strconv.Quote(missing)}},
-		{"missing input beside an existing one", []string{a8, missing}, processor.Stop(),
+		{"missing input beside an existing one", []string{a8, missing}, nil, processor.Stop(),
 			[]string{"topic does not exist", strconv.Quote(missing)}},
-		{"missing dead-letter topic", []string{a8}, processor.DeadLetter(missingDLQ),
+		{"missing dead-letter topic", []string{a8}, nil, processor.DeadLetter(missingDLQ),
 			[]string{"topic does not exist", strconv.Quote(missingDLQ)}},
-		{"missing dead-letter topic after retries", []string{a8}, processor.Retry(1, processor.Backoff{}, processor.DeadLetter(missingDLQ)),
+		{"missing dead-letter topic after retries", []string{a8}, nil, processor.Retry(1, processor.Backoff{}, processor.DeadLetter(missingDLQ)),
 			[]string{"topic does not exist", strconv.Quote(missingDLQ)}},
+		{"missing declared output", []string{a8}, []string{b12, missingOut}, processor.Stop(),
+			[]string{"outputs", "topic does not exist", strconv.Quote(missingOut)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ins []processor.Input[int64, int64]
@@ -768,7 +771,7 @@ func TestProcessorStartupErrors(t *testing.T) {
 				ins = append(ins, input(topic))
 			}
 			p, err := processor.New(processor.Config{Brokers: brokers, Group: stack.UniqueName("start"), ErrorPolicy: tc.policy,
-				SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, ins, nop)
+				Outputs: tc.outputs, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, ins, nop)
 			require.NoError(t, err)
 			errc := make(chan error, 1)
 			start := time.Now()
@@ -795,6 +798,7 @@ func TestProcessorStartupErrors(t *testing.T) {
 			Group:             stack.UniqueName("start"),
 			BatchSize:         -5,
 			SessionTimeout:    -time.Second,
+			Outputs:           []string{"totals", " "},
 			Overrides:         map[string]any{"enable.auto.commit": false, "client.id": "ok"},
 			ConsumerOverrides: map[string]any{"group.id": "other"},
 			ProducerOverrides: map[string]any{"enable.idempotence": false},
@@ -805,6 +809,7 @@ func TestProcessorStartupErrors(t *testing.T) {
 		t.Logf("startup: bad config: %d problems listed", len(cerr.Errs))
 		for _, w := range []string{
 			"BatchSize = -5, must not be negative",
+			"Outputs[1] is empty",
 			"SessionTimeout = -1s, must not be negative",
 			`Overrides["enable.auto.commit"]: the framework owns this setting`,
 			`ConsumerOverrides["group.id"]: the framework owns this setting`,

@@ -37,6 +37,14 @@ type Config struct {
 	// Group is the consumer group id; instances with the same Group share the partitions.
 	Group string
 
+	// Outputs names the topics the handlers send to. Run checks at start that each
+	// exists, as it checks the inputs and the dead-letter topic, and fails naming those
+	// missing (create them with CreateTopics). Whether declared or not, an output topic
+	// the broker refuses while running (deleted, not authorized) stops the processor
+	// under every error policy: no record is to blame, so none is skipped or
+	// dead-lettered for it. Default: none checked at start.
+	Outputs []string
+
 	// BatchSize is the most records handed to one Handle call. Default: 1000.
 	BatchSize int
 	// BatchWait is how long a partition waits, after its first buffered record, for the
@@ -217,6 +225,11 @@ func (c Config) Validate() error {
 	for name, v := range map[string]time.Duration{"BatchWait": c.BatchWait, "CommitInterval": c.CommitInterval, "StartTimeout": c.StartTimeout} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, v))
+		}
+	}
+	for i, t := range c.Outputs {
+		if strings.TrimSpace(t) == "" {
+			errs = append(errs, fmt.Errorf("Outputs[%d] is empty", i))
 		}
 	}
 	if _, err := group.ParseProtocol(string(c.Protocol)); err != nil {

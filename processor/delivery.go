@@ -2,6 +2,7 @@ package processor
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
@@ -44,6 +45,7 @@ type failedRound struct {
 	deadLettered bool            // this round sent dead letters, not the batch's outputs
 	isolated     bool            // failed holds only outputs the broker refused alone
 	err          error           // the round's first delivery error
+	topic        string          // the topic of the first output not acknowledged
 	failed       int             // outputs not acknowledged
 }
 
@@ -54,7 +56,8 @@ type failedRound struct {
 //
 // In order: a producer that failed fatally stops the processor (no policy can make
 // progress, and skipping would drop outputs of records handled fine); Retry resends
-// while it has attempts left; dead letters that fail stop the processor; before a
+// while it has attempts left; dead letters that fail stop the processor, and so does an
+// output topic the broker refuses as a whole (missing, not authorized); before a
 // final Skip or DeadLetter gives records up, outputs that failed together for a request
 // the broker refused are produced one at a time; then the final policy applies.
 func decide(pol Policy, r failedRound) decision {
@@ -67,6 +70,13 @@ func decide(pol Policy, r failedRound) decision {
 	}
 	if r.deadLettered {
 		stop.Stage = StageDeadLetter // the dead-letter writes themselves failed
+		return decision{remedy: remedyStop, err: stop}
+	}
+	if produce.RefusesTopic(r.err) {
+		// The output topic is missing or closed to this client: every record sent there
+		// fails alike, so no record is to blame. Skipping or dead-lettering would hand
+		// good records to the policy for the processor's misconfiguration.
+		stop.Err = fmt.Errorf("output topic %q refused (missing, invalid or not authorized; no record is to blame): %w", r.topic, r.err)
 		return decision{remedy: remedyStop, err: stop}
 	}
 	final := pol.final()

@@ -23,6 +23,8 @@ var (
 	errTimedOut  = kafka.NewError(kafka.ErrMsgTimedOut, "Local: Message timed out", false)
 	errTooLarge  = kafka.NewError(kafka.ErrMsgSizeTooLarge, "Broker: Message size too large", false)
 	errProducerX = fmt.Errorf("%w: fenced", produce.ErrFatal)
+	errNoTopic   = kafka.NewError(kafka.ErrUnknownTopicOrPart, "Broker: Unknown topic or partition", false)
+	errNoAuth    = kafka.NewError(kafka.ErrTopicAuthorizationFailed, "Broker: Topic authorization failed", false)
 )
 
 // TestDecide: the delivery-failure step's remedy for each policy and failure.
@@ -51,6 +53,10 @@ func TestDecide(t *testing.T) {
 		{"refused under stop: no isolation", Stop(), failedRound{round: 1, err: errTooLarge, failed: 5}, decision{remedy: remedyStop}, StageProduce},
 		{"refused under retry: resend first", Retry(1, fast, Skip()), failedRound{round: 1, err: errTooLarge, failed: 5}, decision{remedy: remedyResend}, ""},
 		{"isolated under retry: no resend", Retry(1, fast, Skip()), failedRound{round: 1, isolated: true, err: errTooLarge, failed: 2}, decision{remedy: remedySkip}, ""},
+		{"missing topic under dead letter", DeadLetter("dlq"), failedRound{round: 1, err: errNoTopic, topic: "totals", failed: 50}, decision{remedy: remedyStop}, StageProduce},
+		{"unauthorized topic under skip", Skip(), failedRound{round: 1, err: errNoAuth, topic: "totals", failed: 1}, decision{remedy: remedyStop}, StageProduce},
+		{"missing topic under retry: retried first", Retry(1, fast, Skip()), failedRound{round: 1, err: errNoTopic, topic: "totals", failed: 1}, decision{remedy: remedyResend}, ""},
+		{"missing topic, retries spent", Retry(1, fast, DeadLetter("dlq")), failedRound{round: 2, err: errNoTopic, topic: "totals", failed: 1}, decision{remedy: remedyStop}, StageProduce},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.round.first = first
@@ -64,7 +70,11 @@ func TestDecide(t *testing.T) {
 			}
 			var pe *Error
 			require.ErrorAs(t, got.err, &pe)
-			assert.Equal(t, Error{Topic: "in", Partition: 3, Offset: 40, Stage: c.stage, Err: c.round.err}, *pe)
+			assert.Equal(t, Error{Topic: "in", Partition: 3, Offset: 40, Stage: c.stage}, Error{Topic: pe.Topic, Partition: pe.Partition, Offset: pe.Offset, Stage: pe.Stage})
+			assert.ErrorIs(t, got.err, c.round.err)
+			if c.round.topic != "" {
+				assert.ErrorContains(t, got.err, `output topic "totals" refused`, "the error names the topic")
+			}
 		})
 	}
 }

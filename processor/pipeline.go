@@ -296,7 +296,7 @@ func (pl *pipeline[K, V]) redeliver(f *flight, of *outputsFailed) (settled bool,
 	isolated := false
 	for {
 		d := decide(pl.policy, failedRound{first: first, round: f.retries, deadLettered: f.deadLettered,
-			isolated: isolated, err: of.err, failed: len(of.failed)})
+			isolated: isolated, err: of.err, topic: of.failed[0].Topic, failed: len(of.failed)})
 		switch d.remedy {
 		case remedyResend:
 			if !pl.policy.backoff.sleep(pl.run.wait, d.attempt) {

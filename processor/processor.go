@@ -422,6 +422,11 @@ func (p *Processor[K, V]) checkTopics(ctx context.Context, topics []string) erro
 			return fmt.Errorf("processor: dead-letter topic: %w", err)
 		}
 	}
+	if len(p.cfg.Outputs) > 0 {
+		if _, err := ac.PartitionCounts(cctx, p.cfg.Outputs); err != nil {
+			return fmt.Errorf("processor: outputs: %w", err)
+		}
+	}
 	inputCounts := counts
 	if err := admin.CheckCoPartitioned(inputCounts, topics); err != nil {
 		return fmt.Errorf("processor: %w", err)

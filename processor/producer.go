@@ -1,10 +1,12 @@
 package processor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,16 @@ type ProducerConfig struct {
 	Logger *slog.Logger
 	// CloseTimeout bounds how long Close waits for records still in flight. Default: 10s.
 	CloseTimeout time.Duration
+	// StartTimeout bounds the check NewProducer makes before it returns: that the brokers
+	// answer and the topic exists. Past it NewProducer fails with an error naming the
+	// addresses and what a connection to each of them says. Default: 30s.
+	StartTimeout time.Duration
+	// DeliveryTimeout bounds how long a record may wait for its acknowledgement, the
+	// producer's retries included (librdkafka's message.timeout.ms): past it SendMany
+	// fails naming the record, if its context has not ended first. librdkafka notices
+	// the timeout a few seconds late when the broker is gone (2s measured as 8s).
+	// Default: 2m.
+	DeliveryTimeout time.Duration
 }
 
 // Producer writes typed records to one topic from outside a processor: a service that
@@ -62,18 +74,42 @@ func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V]) (*Producer[K, V
 	if _, ok := overrides["partitioner"]; ok {
 		errs = append(errs, errors.New(`Overrides: "partitioner" is owned by the framework: records are partitioned by murmur2, as outputs are`))
 	}
+	for name, v := range map[string]time.Duration{"CloseTimeout": cfg.CloseTimeout, "StartTimeout": cfg.StartTimeout, "DeliveryTimeout": cfg.DeliveryTimeout} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, v))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("processor: producer config: %w", errors.Join(errs...))
 	}
-	timeout := cfg.CloseTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
+	timeout := cmp.Or(cfg.CloseTimeout, 10*time.Second)
+	if err := checkReachable(cfg.Brokers, overrides, cfg.Logger, cmp.Or(cfg.StartTimeout, 30*time.Second), out.topic); err != nil {
+		return nil, err
 	}
-	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, Defaults: producerDefaults, Overrides: overrides, Logger: cfg.Logger})
+	defaults := maps.Clone(producerDefaults)
+	defaults["message.timeout.ms"] = int(cmp.Or(cfg.DeliveryTimeout, 2*time.Minute).Milliseconds())
+	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, Defaults: defaults, Overrides: overrides, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
 	return &Producer[K, V]{out: out, prod: prod, timeout: timeout}, nil
+}
+
+// checkReachable asks the brokers, for up to timeout, whether topic exists: a producer to
+// an unreachable cluster or a missing topic fails at once, naming what is wrong, instead
+// of holding every record for its delivery timeout.
+func checkReachable(brokers string, overrides kconf.Map, log *slog.Logger, timeout time.Duration, topic string) error {
+	ac, err := admin.Dial(brokers, overrides, log)
+	if err != nil {
+		return fmt.Errorf("processor: producer: %w", err)
+	}
+	defer ac.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := ac.PartitionCounts(ctx, []string{topic}); err != nil {
+		return fmt.Errorf("processor: producer: %w", err)
+	}
+	return nil
 }
 
 // ProducerRecord is one record for Producer.SendMany.

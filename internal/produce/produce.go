@@ -175,6 +175,21 @@ func RefusesRequest(err error) bool {
 	return false
 }
 
+// RefusesTopic reports whether err is the broker (or librdkafka) refusing the record's
+// topic itself: it does not exist, its name is invalid, or the client may not write to
+// it. Every record to that topic fails alike, so no record is to blame.
+func RefusesTopic(err error) bool {
+	var ke kafka.Error
+	if !errors.As(err, &ke) {
+		return false
+	}
+	switch ke.Code() {
+	case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrTopicException, kafka.ErrTopicAuthorizationFailed:
+		return true
+	}
+	return false
+}
+
 // ErrFatal wraps the fatal error that made the producer unusable (for example a fenced
 // idempotent producer); the owner must stop.
 var ErrFatal = errors.New("produce: producer failed fatally")
