@@ -189,3 +189,151 @@ func TestCheckpointPermanentErrorFailsRun(t *testing.T) {
 	require.NoError(t, err, "a transient checkpoint failure is retried")
 	assert.Greater(t, transient.calls, 2)
 }
+
+// countAndEmit counts records per key in tbl, as counter does, and sends each key's new
+// count to out in the same batch: the "update state and emit" pattern.
+func countAndEmit(tbl *state.Table[string, int64], out processor.Output[string, int64]) processor.Handler[string, string] {
+	return processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
+		counts := map[string]int64{}
+		var keys []string
+		for _, r := range b.Records {
+			if counts[r.Key] == 0 {
+				keys = append(keys, r.Key)
+			}
+			counts[r.Key]++
+		}
+		old, _, err := tbl.Partition(b.Partition).GetMany(ctx, keys)
+		if err != nil {
+			return err
+		}
+		puts := make([]state.Entry[string, int64], len(keys))
+		for i, k := range keys {
+			puts[i] = state.Entry[string, int64]{Key: k, Value: old[i] + counts[k]}
+			if err := out.Send(b, k, puts[i].Value); err != nil {
+				return err
+			}
+		}
+		return tbl.Apply(ctx, b.Partition, puts, nil, b.NextOffsets())
+	})
+}
+
+// runCountAndEmit runs countAndEmit over "in" with pol until the group committed until
+// records or Run returned, and returns what Run returned.
+func runCountAndEmit(t *testing.T, b *samsatest.Broker, group string, tbl *state.Table[string, int64], pol processor.Policy, until int64) error {
+	t.Helper()
+	out := processor.NewOutput("totals", codec.String(), codec.Int64())
+	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, ErrorPolicy: pol, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+		countAndEmit(tbl, out), processor.WithCheckpoint(tbl))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+		if c := b.Committed(group, "in"); c[0]+c[1] >= until {
+			cancel()
+			return <-done
+		}
+	}
+}
+
+// orderRecords are 50 records over 5 keys; want is each key's count.
+func orderRecords() (recs []samsatest.KV[string, string], want map[string]int64) {
+	want = map[string]int64{}
+	for i := range 50 {
+		k := fmt.Sprintf("c%d", i%5)
+		recs = append(recs, samsatest.KV[string, string]{Key: k, Value: "order"})
+		want[k]++
+	}
+	return recs, want
+}
+
+// assertCounts checks the table against want, and that the last output of each key on
+// "totals" is its count (outputs are at least once: repeats are allowed, gaps are not).
+func assertCounts(t *testing.T, b *samsatest.Broker, tbl *state.Table[string, int64], want map[string]int64) {
+	t.Helper()
+	for k, n := range want {
+		got, _, err := tbl.Lookup(t.Context(), 2, k)
+		require.NoError(t, err)
+		assert.Equal(t, n, got, "table count of %s", k)
+	}
+	last := map[string]int64{}
+	outs, err := samsatest.ReadAll(t.Context(), b.Addr(), "totals", codec.String(), codec.Int64())
+	require.NoError(t, err)
+	for _, r := range outs {
+		last[r.Key] = max(last[r.Key], r.Value)
+	}
+	assert.Equal(t, want, last, "the latest total per key on the output topic")
+}
+
+// A checkpointed table plus outputs never loses the outputs: while the output topic is
+// missing the batches fail and leave no state effects (nothing applied, nothing
+// committed), and once it exists the same records are handled again, so the table
+// counts each record once and every count reaches the output topic. Before state
+// effects were staged, the table recorded the failed batches as applied and the rerun
+// skipped them: the table was right and the output topic empty.
+func TestCheckpointedStateAndOutputsMissingTopic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processors on the in-process broker")
+	}
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2})
+	recs, want := orderRecords()
+	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), recs...)
+	tbl := state.NewMemoryTable[string, int64]()
+
+	err := runCountAndEmit(t, b, "totals", tbl, processor.Stop(), 50)
+	require.Error(t, err, "the output topic is missing")
+	assert.Contains(t, err.Error(), `"totals"`)
+	for p := range int32(2) {
+		n, err := tbl.Applied(t.Context(), "in", p)
+		require.NoError(t, err)
+		assert.Zero(t, n, "partition %d: nothing applied for outputs never acknowledged", p)
+	}
+	assert.Zero(t, b.Committed("totals", "in")[0]+b.Committed("totals", "in")[1], "nothing committed")
+
+	require.NoError(t, b.CreateTopic("totals", 2))
+	require.NoError(t, runCountAndEmit(t, b, "totals", tbl, processor.Stop(), 50))
+	assertCounts(t, b, tbl, want)
+}
+
+// Under DeadLetter, outputs the broker refuses send their whole batch to the
+// dead-letter topic with its state effects dropped, so redriving the dead letters counts
+// each record once (applied, the redrive would count the refused records twice).
+func TestCheckpointedStateAndOutputsRefusedDeadLetter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processors on the in-process broker")
+	}
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2}, samsatest.Topic{Name: "totals", Partitions: 2},
+		samsatest.Topic{Name: "dlq", Partitions: 1})
+	recs, want := orderRecords()
+	in := processor.NewOutput("in", codec.String(), codec.String())
+	samsatest.Produce(t, b.Addr(), in, recs...)
+	tbl := state.NewMemoryTable[string, int64]()
+
+	refuse := b.FailProduce("totals", -1, false)
+	require.NoError(t, runCountAndEmit(t, b, "dl", tbl, processor.DeadLetter("dlq"), 50))
+	refuse.Remove()
+	letters, err := samsatest.ReadAll(t.Context(), b.Addr(), "dlq", codec.String(), codec.String())
+	require.NoError(t, err)
+	require.Len(t, letters, 50, "every record of the refused batches is dead-lettered")
+	for k := range want {
+		n, _, err := tbl.Lookup(t.Context(), 2, k)
+		require.NoError(t, err)
+		assert.Zero(t, n, "no effect of a dead-lettered batch is applied (%s)", k)
+	}
+
+	// Redrive: the dead letters go back to the input and are counted once.
+	var again []samsatest.KV[string, string]
+	for _, l := range letters {
+		again = append(again, samsatest.KV[string, string]{Key: l.Key, Value: l.Value})
+	}
+	samsatest.Produce(t, b.Addr(), in, again...)
+	require.NoError(t, runCountAndEmit(t, b, "dl", tbl, processor.DeadLetter("dlq"), 100))
+	assertCounts(t, b, tbl, want)
+}

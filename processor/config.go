@@ -52,7 +52,8 @@ type Config struct {
 	BatchWait time.Duration
 	// MaxInFlightBatches is how many batches of one partition may be waiting for their
 	// outputs' acknowledgements while later batches are handled. 1 handles strictly one
-	// batch at a time. Default: 8.
+	// batch at a time. With WithCheckpoint in at-least-once mode it is 1, and a larger
+	// value is refused. Default: 8.
 	MaxInFlightBatches int
 	// MaxBufferedBytes is the instance's byte budget: it bounds the records it holds
 	// (fetched and waiting for their handler, being handled, and in flight with their

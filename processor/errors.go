@@ -16,6 +16,7 @@ const (
 	StageProduce    Stage = "produce"     // an output was not acknowledged by the broker
 	StageDeadLetter Stage = "dead-letter" // writing to the dead-letter topic failed
 	StageCommit     Stage = "commit"      // storing or committing offsets failed
+	StageEffects    Stage = "effects"     // making a batch's staged state effects failed (see WithCheckpoint)
 )
 
 // Error is a processing failure of one record (or of the batch starting at Offset),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/samsa-go/samsa/internal/effect"
 	"github.com/samsa-go/samsa/internal/failpoint"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/record"
@@ -37,6 +38,9 @@ type pipeline[K, V any] struct {
 	replay *replaySlot
 	// recorder is the checkpoint's, when it is a Recorder: commits record its offsets.
 	recorder Recorder
+	// staging: each batch's checkpointed state effects are staged in its handler's
+	// context and made once its outputs are acknowledged (see applyEffects).
+	staging bool
 
 	maxInFlight int
 	drainBound  time.Duration
@@ -123,6 +127,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		sink:        out,
 		policy:      p.cfg.ErrorPolicy,
 		obs:         obs,
+		staging:     p.staging,
 		maxInFlight: p.cfg.MaxInFlightBatches,
 		drainBound:  p.cfg.DrainTimeout,
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
@@ -213,6 +218,11 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 		}
 	}
 	ctx := pl.obs.Batch(pl.run.ctx, inputs)
+	var effects *effect.Batch
+	if pl.staging {
+		effects = new(effect.Batch)
+		ctx = effect.NewContext(ctx, effects)
+	}
 	started := time.Now()
 	outs, err := pl.run.handle(ctx, inputs)
 	pl.obs.Handled(ctx, len(inputs), time.Since(started), err)
@@ -225,8 +235,8 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 		}
 		return err
 	}
-	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
-	if pl.recorder != nil {
+	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
+	if pl.recorder != nil && !pl.staging {
 		withApplied(pl.recorder, f.next) // the handler has applied the batch by now
 	}
 	out := recordsSize(outs)
@@ -253,11 +263,17 @@ func (pl *pipeline[K, V]) settleHead() error {
 	}
 	for len(pl.inflight) > 0 && pl.inflight[0].arrived {
 		f := pl.inflight[0]
+		if err := pl.applyEffects(f); err != nil {
+			return err
+		}
 		err := pl.sink.settle(pl.lane, f)
 		if of, ok := err.(*outputsFailed); ok {
 			settled, rerr := pl.redeliver(f, of)
 			if rerr != nil || !settled {
 				return rerr // failed, or a new round is in flight
+			}
+			if err := pl.applyEffects(f); err != nil {
+				return err
 			}
 			err = pl.sink.settle(pl.lane, f)
 		}
@@ -275,6 +291,46 @@ func (pl *pipeline[K, V]) settleHead() error {
 		// Every output is acknowledged: nothing refers to the batch's records any more.
 		pl.run.recycle(f.outs)
 		pl.s.Recycle(f.inputs)
+	}
+	return nil
+}
+
+// applyEffects makes the state effects f's handler staged (see internal/effect), once
+// every output of the current round is acknowledged (or given up), and before f's
+// offsets are stored: a batch whose outputs never reach the broker leaves no effects,
+// and its records are handled again. A failure that says retrying cannot help
+// (Permanent: a conflict, as when another writer moved the partition's applied offsets,
+// or Redis refusing access) stops the processor; any other (Redis out of reach) is
+// retried until the store answers or the slot's work is abandoned. With a Recorder, f's
+// offsets then record what the store has applied.
+func (pl *pipeline[K, V]) applyEffects(f *flight) error {
+	if f.effects.Pending() == 0 {
+		return nil
+	}
+	if err, _ := f.outcome(); err != nil {
+		return nil // outputs failed: the error policy decides first
+	}
+	failpoint.Hit("alo-before-effects") // outputs acknowledged, state effects not made
+	for attempt := 0; ; attempt++ {
+		err := f.effects.Commit(pl.run.ctx)
+		if err == nil {
+			break
+		}
+		if pl.run.ctx.Err() != nil {
+			return errAbandoned
+		}
+		first := &f.inputs[0]
+		if permanent(err) {
+			return &Error{Topic: first.Topic, Partition: first.Partition, Offset: first.Offset, Stage: StageEffects, Err: err}
+		}
+		pl.run.log.Warn("processor: state effects not made, retrying", "topic", first.Topic, "partition", first.Partition,
+			"offset", first.Offset, "attempt", attempt+1, "err", err)
+		if !(Backoff{}).sleep(pl.run.wait, attempt) {
+			return errAbandoned
+		}
+	}
+	if pl.recorder != nil {
+		withApplied(pl.recorder, f.next)
 	}
 	return nil
 }
@@ -324,8 +380,20 @@ func (pl *pipeline[K, V]) redeliver(f *flight, of *outputsFailed) (settled bool,
 		case remedyDeadLetter:
 			// Only the inputs whose outputs failed belong in the dead-letter topic: the
 			// others' outputs are acknowledged, and dead-lettering them too would duplicate
-			// them when the dead letters are redriven.
-			guilty := pl.run.attribute(f.inputs, of.failed)
+			// them when the dead letters are redriven. A batch with staged state effects
+			// is dead-lettered whole and its effects dropped: they cannot be told apart by
+			// record, and a redrive then applies each record's effects once.
+			var guilty []int
+			if f.effects.Pending() > 0 {
+				f.effects.Drop()
+				guilty = make([]int, len(f.inputs))
+				for i := range guilty {
+					guilty[i] = i
+				}
+				log.Warn("processor: dead-lettering the whole batch and dropping its state effects", "records", len(f.inputs))
+			} else {
+				guilty = pl.run.attribute(f.inputs, of.failed)
+			}
 			f.deadLettered = true
 			f.outs = make([]record.Message, len(guilty))
 			for k, i := range guilty {

@@ -89,10 +89,25 @@ type Checkpoint interface {
 
 // WithCheckpoint makes the processor skip records that c reports as applied, for
 // exactly-once effects on a store: the handler writes its effects together with
-// Batch.NextOffsets through the same store (see state.Table.Apply). When c is also a
-// Recorder (state.Table is), commits record the applied offsets, and a store found
-// behind them at assignment (it lost writes) makes Run fail with ErrCheckpointBehind
-// rather than resume on it (in both delivery modes).
+// Batch.NextOffsets through the same store (see state.Table.Apply), passing its own
+// context. When c is also a Recorder (state.Table is), commits record the applied
+// offsets, and a store found behind them at assignment (it lost writes) makes Run fail
+// with ErrCheckpointBehind rather than resume on it (in both delivery modes).
+//
+// In at-least-once mode a state.Table's Apply called with the handler's context is
+// staged, not made: the processor makes it once every output of the batch is
+// acknowledged, then stores the batch's offsets. So updating state and sending outputs
+// in one handler cannot lose outputs: a batch whose outputs fail (a missing topic, a
+// record the broker refuses, a crash before the acknowledgements) leaves no effects and
+// is handled again, and a record found applied at assignment had its outputs
+// acknowledged. A crash after the acknowledgements and before the effects are made
+// sends the batch's outputs again (at-least-once), and applies its effects once. Under
+// DeadLetter, a batch whose outputs failed is dead-lettered whole with its effects
+// dropped, so redriving it applies each record once. Batches of a partition are then
+// handled one at a time (MaxInFlightBatches is 1), so each batch reads the state its
+// predecessor left. Exactly-once mode applies effects when the handler calls Apply, as
+// without staging: a transaction aborted after the handler applied a batch (its outputs
+// refused, a lost assignment) leaves effects whose outputs are never sent.
 func WithCheckpoint(c Checkpoint) Option { return func(o *options) { o.checkpoint = c } }
 
 // WithLogger sets the logger for the processor and librdkafka's logs. Default (or nil):
@@ -114,6 +129,9 @@ type Processor[K, V any] struct {
 	// budgetPerPartition raises the default MaxBufferedBytes per owned partition (0
 	// when the user set MaxBufferedBytes).
 	budgetPerPartition int64
+	// staging holds each batch's checkpointed state effects back until its outputs are
+	// acknowledged (at-least-once with a checkpoint; see internal/effect).
+	staging bool
 
 	mu       sync.Mutex
 	ran      bool
@@ -177,15 +195,24 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	if err := o.replay.validate(); err != nil {
 		return nil, &ConfigError{Errs: []error{err}}
 	}
+	staging := o.checkpoint != nil && !cfg.ExactlyOnce
+	if staging && cfg.MaxInFlightBatches > 1 {
+		return nil, &ConfigError{Errs: []error{fmt.Errorf("MaxInFlightBatches = %d: with WithCheckpoint (at-least-once) a partition's batches are handled one at a time, so that each batch's state effects are made, after its outputs are acknowledged, before the next batch reads the state (leave it 0 or set 1)", cfg.MaxInFlightBatches)}}
+	}
 	tel := telemetry.New(o.tp, o.mp, o.prop)
 	tel.RecordKeys = o.recordKeys
 	var perPartition int64
 	if cfg.MaxBufferedBytes == 0 {
 		perPartition = defaultBudgetPerPartition
 	}
+	cfg = cfg.withDefaults(len(inputs))
+	if staging {
+		cfg.MaxInFlightBatches = 1
+	}
 	return &Processor[K, V]{
 		budgetPerPartition: perPartition,
-		cfg:                cfg.withDefaults(len(inputs)),
+		staging:            staging,
+		cfg:                cfg,
 		inputs:             append([]Input[K, V](nil), inputs...),
 		factory:            f,
 		log:                o.logger,

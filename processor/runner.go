@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/effect"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/internal/telemetry"
@@ -106,10 +107,14 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		return outs, nil
 	}
 	kept := len(outs) // dead letters of decode failures stay whatever the handler does
+	// A failed call's staged state effects go with its outputs (see WithCheckpoint).
+	effects := effect.FromContext(ctx)
+	none := effects.Mark()
 
 	pol := r.policy
 	handleBatch := func() error {
 		outs = outs[:kept]
+		effects.Rollback(none)
 		return r.call(ctx, batch)
 	}
 	for attempt := 0; ; attempt++ {
@@ -134,6 +139,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 		}
 		if len(batch.Records) == 1 {
 			outs = outs[:kept]
+			effects.Rollback(none)
 			if err := r.fail(source[0], StageHandle, err, &outs); err != nil {
 				return nil, err
 			}
@@ -147,14 +153,16 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 	r.log.Warn("processor: batch keeps failing, handling its records one at a time", "topic", source[0].Topic,
 		"partition", r.slot, "offset", source[0].Offset, "records", len(batch.Records))
 	outs = outs[:kept]
+	effects.Rollback(none)
 	all := batch.Records
 	for i := range all {
-		mark := len(outs)
+		mark, staged := len(outs), effects.Mark()
 		batch.Records = all[i : i+1]
 		err := r.call(ctx, batch)
 		if errors.Is(err, codec.ErrUnavailable) {
 			err = r.untilAvailable("record", source[i], err, func() error {
 				outs = outs[:mark]
+				effects.Rollback(staged)
 				return r.call(ctx, batch)
 			})
 		}
@@ -165,6 +173,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 			return nil, errAbandoned
 		}
 		outs = outs[:mark]
+		effects.Rollback(staged)
 		if err := r.fail(source[i], StageHandle, err, &outs); err != nil {
 			return nil, err
 		}
@@ -192,6 +201,9 @@ func (r *runner[K, V]) attribute(inputs []record.Message, failed []*record.Messa
 	}
 	var guilty []int
 	var outs []record.Message
+	// The handler runs again only to see what it sends: state effects it stages are
+	// dropped, and never made.
+	ctx := effect.NewContext(r.ctx, new(effect.Batch))
 	for i := range inputs {
 		m := &inputs[i]
 		if r.applied != nil && m.Offset < r.applied[m.Topic] {
@@ -203,7 +215,7 @@ func (r *runner[K, V]) attribute(inputs []record.Message, failed []*record.Messa
 		}
 		outs = outs[:0]
 		b := &Batch[K, V]{Partition: r.slot, Records: []Record[K, V]{rec}, outs: &outs}
-		if err := r.call(r.ctx, b); err != nil {
+		if err := r.call(ctx, b); err != nil {
 			continue
 		}
 		for _, o := range outs {

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/samsa-go/samsa/internal/effect"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/record"
 )
@@ -72,10 +73,11 @@ func (e *outputsFailed) Unwrap() error { return e.err }
 // flight is one batch after its handler: its outputs on their way to the broker, then its
 // offsets on their way to the group.
 type flight struct {
-	inputs []record.Message
-	outs   []record.Message
-	next   []record.Offset
-	doneCh chan<- *flight
+	inputs  []record.Message
+	outs    []record.Message
+	next    []record.Offset
+	effects *effect.Batch // state effects staged by the handler; nil without staging
+	doneCh  chan<- *flight
 
 	ctx       context.Context // the batch's (its span)
 	sendCtx   context.Context // the send's; nil without outputs

@@ -168,6 +168,9 @@ func (e *ConflictError) Error() string {
 		e.Namespace, e.Partition, e.Topic, e.Stored, e.Expected)
 }
 
+// Permanent reports true: retrying the same Apply cannot help.
+func (e *ConflictError) Permanent() bool { return true }
+
 // Is makes errors.Is(err, ErrFenced) true when another writer moved the offsets on, and
 // errors.Is(err, ErrStateLost) when they went back.
 func (e *ConflictError) Is(target error) bool {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/effect"
 )
 
 // Table is a Store split by input partition, for processors that keep state per key and
@@ -51,6 +52,8 @@ type tableBackend[K comparable, V any] interface {
 	kind() string
 	// encodeKey is the key as the table's producers encode it, for PartitionOf.
 	encodeKey(key K) ([]byte, error)
+	// checkEncode reports an error encoding any of the keys or values apply would write.
+	checkEncode(puts []Entry[K, V], deletes []K) error
 	get(ctx context.Context, p int32, key K) (V, bool, error)
 	getMany(ctx context.Context, p int32, keys []K) ([]V, []bool, error)
 	putMany(ctx context.Context, p int32, entries []Entry[K, V]) error
@@ -205,7 +208,83 @@ func (t *Table[K, V]) seenOf(p int32) map[string]int64 {
 //
 // offsets must not be empty and its offsets must be >= 0. Keys and values are encoded
 // before anything is sent, so an encoding error writes nothing.
+//
+// Called with a processor handler's context (at-least-once mode, the table given to
+// processor.WithCheckpoint), Apply returns once the writes are checked and staged in the
+// batch: reads through that context (Partition(p).Get, GetMany) see them at once, and
+// the processor makes them, as described above, only after every output of the batch
+// is acknowledged and before it commits the batch's input offsets. Outputs that never
+// reach the broker then leave no effects behind, and the records are handled again. An
+// error making the writes then (a conflict, an encoding error) stops the processor;
+// Redis being out of reach is retried.
 func (t *Table[K, V]) Apply(ctx context.Context, partition int32, puts []Entry[K, V], deletes []K, offsets map[string]int64) error {
+	if staged := effect.FromContext(ctx); staged != nil {
+		return t.stage(staged, partition, puts, deletes, offsets)
+	}
+	return t.apply(ctx, partition, puts, deletes, offsets)
+}
+
+// stagedKey names a key of one table partition among a batch's staged writes.
+type stagedKey[K comparable, V any] struct {
+	t   *Table[K, V]
+	p   int32
+	key K
+}
+
+// stage holds an Apply called from a processor's handler back until the batch's outputs
+// are acknowledged: the writes are checked and kept in the batch (the handler's reads
+// through its context see them at once), and the processor makes them with the offsets
+// before it commits the batch's input offsets. So a batch whose outputs never reach the
+// broker leaves no effects, and its records are handled again on restart.
+func (t *Table[K, V]) stage(b *effect.Batch, partition int32, puts []Entry[K, V], deletes []K, offsets map[string]int64) error {
+	keys := len(puts) + len(deletes)
+	if err := checkPartition(partition); err != nil {
+		return t.fail("Apply", partition, keys, err)
+	}
+	if len(offsets) == 0 {
+		return t.fail("Apply", partition, keys, errors.New("no offsets given: Apply records the batch's offsets with its effects (use Partition(p).PutMany for unrecorded writes)"))
+	}
+	for topic, off := range offsets {
+		if off < 0 {
+			return t.fail("Apply", partition, keys, fmt.Errorf("offset %d of topic %q: must be >= 0", off, topic))
+		}
+	}
+	// An encoding error is the handler's to see now, as it would be without staging.
+	if err := t.b.checkEncode(puts, deletes); err != nil {
+		return t.fail("Apply", partition, keys, err)
+	}
+	// The caller may reuse its slices and map once Apply returns.
+	puts, deletes, offsets = slices.Clone(puts), slices.Clone(deletes), maps.Clone(offsets)
+	writes := make([]effect.Write, 0, keys)
+	for _, e := range puts {
+		writes = append(writes, effect.Write{Key: stagedKey[K, V]{t, partition, e.Key}, Value: e.Value})
+	}
+	for _, k := range deletes {
+		writes = append(writes, effect.Write{Key: stagedKey[K, V]{t, partition, k}, Deleted: true})
+	}
+	b.Stage(writes, func(ctx context.Context) error {
+		err := t.apply(ctx, partition, puts, deletes, offsets)
+		if errors.Is(err, ErrAlreadyApplied) {
+			return nil // made by an earlier attempt whose answer was lost
+		}
+		return err
+	})
+	return nil
+}
+
+// staged returns the value of key in partition that ctx's batch has staged, if any.
+func (t *Table[K, V]) staged(ctx context.Context, partition int32, key K) (v V, found, ok bool) {
+	w, ok := effect.FromContext(ctx).Lookup(stagedKey[K, V]{t, partition, key})
+	if !ok {
+		return v, false, false
+	}
+	if w.Deleted {
+		return v, false, true
+	}
+	return w.Value.(V), true, true
+}
+
+func (t *Table[K, V]) apply(ctx context.Context, partition int32, puts []Entry[K, V], deletes []K, offsets map[string]int64) error {
 	keys := len(puts) + len(deletes)
 	if err := ctx.Err(); err != nil {
 		return t.fail("Apply", partition, keys, err)
@@ -322,6 +401,9 @@ func (s partitionStore[K, V]) Get(ctx context.Context, key K) (V, bool, error) {
 	if err := s.check(ctx, "Get", 1); err != nil {
 		return zero, false, err
 	}
+	if v, found, ok := s.t.staged(ctx, s.p, key); ok {
+		return v, found, nil
+	}
 	v, ok, err := s.t.b.get(ctx, s.p, key)
 	if err != nil {
 		return zero, false, s.t.fail("Get", s.p, 1, err)
@@ -339,6 +421,13 @@ func (s partitionStore[K, V]) GetMany(ctx context.Context, keys []K) ([]V, []boo
 	v, f, err := s.t.b.getMany(ctx, s.p, keys)
 	if err != nil {
 		return nil, nil, s.t.fail("GetMany", s.p, len(keys), err)
+	}
+	if effect.FromContext(ctx).Pending() > 0 {
+		for i, k := range keys {
+			if sv, found, ok := s.t.staged(ctx, s.p, k); ok {
+				v[i], f[i] = sv, found
+			}
+		}
 	}
 	return v, f, nil
 }

@@ -47,6 +47,23 @@ func (r *redisTable[K, V]) dataKeys(p int32, keys []K, into []string) ([]string,
 	return into, nil
 }
 
+func (r *redisTable[K, V]) checkEncode(puts []Entry[K, V], deletes []K) error {
+	for i := range puts {
+		if _, err := r.key.Encode(puts[i].Key); err != nil {
+			return fmt.Errorf("encode key %d: %w", i, err)
+		}
+		if _, err := r.val.Encode(puts[i].Value); err != nil {
+			return fmt.Errorf("encode value %d: %w", i, err)
+		}
+	}
+	for i, k := range deletes {
+		if _, err := r.key.Encode(k); err != nil {
+			return fmt.Errorf("encode key %d: %w", len(puts)+i, err)
+		}
+	}
+	return nil
+}
+
 // encodeEntries appends the entries' data keys to keys and their encoded values to vals.
 func (r *redisTable[K, V]) encodeEntries(p int32, entries []Entry[K, V], keys []string, vals []any) ([]string, []any, error) {
 	prefix := r.tag(p) + ":k:"
