@@ -42,9 +42,9 @@ import (
 //   - losses        = Σ over keys of max(0, records of the key − counted)
 //   - sum_mismatch  = keys whose sum differs from the recomputed one
 //
-// Each test logs one greppable line of figures: "state-crash:", "state-outage:",
-// "state-nopersist:". They are long: they run in `make test-fault` and skip unless
-// SAMSA_FAULT_TESTS=1.
+// Each test logs one greppable line of figures: "state-crash:" ("state-crash-out:" with
+// outputs), "state-outage:", "state-nopersist:". They are long: they run in `make
+// test-fault` and skip unless SAMSA_FAULT_TESTS=1.
 
 // sfRequire skips the state fault tests unless SAMSA_FAULT_TESTS=1.
 func sfRequire(t *testing.T) {
@@ -451,6 +451,63 @@ func (e *sfEnv) checkSums(ctx context.Context, inputs []rec) sumVerdict {
 	return v
 }
 
+// outVerdict compares the sumworker's outputs (each record's key's count after it) with
+// the table's counts.
+type outVerdict struct {
+	Outputs, Keys int
+	Repeats       int // outputs sent more than once (at-least-once)
+	Gaps          int // counts in 1..n (n the table's count) never sent: lost outputs
+	Beyond        int // counts sent above n: outputs of effects never made
+}
+
+func (v outVerdict) String() string {
+	return fmt.Sprintf("outputs=%d keys=%d repeats=%d gaps=%d beyond=%d", v.Outputs, v.Keys, v.Repeats, v.Gaps, v.Beyond)
+}
+
+// checkOutputs reads topic out and compares each key's counts sent with its count in
+// the table (found in the partition its inputs, read back, came from).
+func (e *sfEnv) checkOutputs(ctx context.Context, out string, inputs []rec) outVerdict {
+	e.t.Helper()
+	partOf := map[string]int32{}
+	for _, r := range inputs {
+		partOf[string(r.Key)] = r.Partition
+	}
+	dec := codec.Int64()
+	sent := map[string]map[int64]int{}
+	var v outVerdict
+	for _, r := range readTopic(e.t, e.brokers, out, e.partitions, 2*time.Minute) {
+		n, err := dec.Decode(r.Value)
+		require.NoError(e.t, err, "output %d@%d", r.Partition, r.Offset)
+		k := string(r.Key)
+		if sent[k] == nil {
+			sent[k] = map[int64]int{}
+		}
+		sent[k][n]++
+		if sent[k][n] > 1 {
+			v.Repeats++
+		}
+		v.Outputs++
+	}
+	v.Keys = len(sent)
+	tbl, done := e.table()
+	defer done()
+	for k, p := range partOf {
+		n, _, err := tbl.Partition(p).Get(ctx, "cnt/"+k)
+		require.NoError(e.t, err, "count of %s", k)
+		for c := int64(1); c <= n; c++ {
+			if sent[k][c] == 0 {
+				v.Gaps++
+			}
+		}
+		for c := range sent[k] {
+			if c > n || c < 1 {
+				v.Beyond++
+			}
+		}
+	}
+	return v
+}
+
 // sfKilled reports whether w exited on SIGKILL.
 func sfKilled(w *workerProc) bool {
 	ws, ok := w.state.Sys().(syscall.WaitStatus)
@@ -537,21 +594,30 @@ func (s *sfSampler) snapshot() ([]sfProgressSample, int64) {
 	return slices.Clone(s.samples), s.peakLag
 }
 
-// Fail-points of the at-least-once mode (processor/worker.go).
+// Fail-points of the at-least-once mode (processor/pipeline.go).
 const (
-	fpBeforeProduce = "before-produce"   // after the handler (so after its Apply), before outputs and offsets
-	fpBeforeStore   = "alo-before-store" // outputs acknowledged, offsets not stored
-	killRandom      = "random"           // SIGKILL from the test at a random moment
+	fpBeforeProduce = "before-produce"     // after the handler (its Apply staged, not made), before outputs and offsets
+	fpBeforeEffects = "alo-before-effects" // outputs acknowledged, state effects not made
+	fpBeforeStore   = "alo-before-store"   // outputs acknowledged and effects made, offsets not stored
+	killRandom      = "random"             // SIGKILL from the test at a random moment
 )
+
+// crashSums is one SIGKILL loop of the sumworker (see TestStateFaultCrashSums).
+type crashSums struct {
+	tag     string   // prefix of the greppable log lines
+	records int      // input records
+	kinds   []string // one kill per entry: a fail-point or killRandom
+	out     bool     // the worker sends each record's count to an output topic, checked against the table
+}
 
 // TestStateFaultCrashSums is Kafka Streams' EOS test pattern (a running sum per key, the
 // worker killed and restarted) on samsa's at-least-once processor with a Redis table as
 // its checkpoint. 50,000 seeded int64 values over 500 keys in 8 partitions are produced at
 // 500 records/s while the sumworker is SIGKILLed 10 times: 4 times at the fail-point
-// "before-produce" (its Apply is in Redis, its offsets are not stored), 3 times at
-// "alo-before-store" (stored offsets not committed) and 3 times by the test at a random
-// moment, each at a random hit count or delay (seeded; SAMSA_SEED replays), and restarted
-// each time. Each worker is given fresh input (the producer never runs more than one
+// "before-produce" (its Apply is staged, its offsets are not stored), 3 times at
+// "alo-before-store" (effects made, stored offsets not committed) and 3 times by the test
+// at a random moment, each at a random hit count or delay (seeded; SAMSA_SEED replays),
+// and restarted each time. Each worker is given fresh input (the producer never runs more than one
 // eleventh of the input ahead of the kill loop), so every fail-point fires mid-stream.
 //
 // Between two lives the test compares the group's committed offsets with the table's
@@ -561,18 +627,44 @@ const (
 // from Kafka: double_counts = losses = sum_mismatch = 0.
 func TestStateFaultCrashSums(t *testing.T) {
 	sfRequire(t)
+	runCrashSums(t, crashSums{tag: "state-crash", records: 50_000, kinds: []string{
+		fpBeforeProduce, fpBeforeProduce, fpBeforeProduce, fpBeforeProduce,
+		fpBeforeStore, fpBeforeStore, fpBeforeStore, killRandom, killRandom, killRandom}})
+}
+
+// TestStateFaultCrashSumsOutputs is TestStateFaultCrashSums with outputs: the sumworker
+// also sends each record's key's count after it to an output topic, in the same batch
+// as its state update. 20,000 records; 8 kills: 3 at "alo-before-effects" (the batch's
+// outputs acknowledged, its state effects not made: the crash between ack and apply), 2
+// at "before-produce", 1 at "alo-before-store" and 2 at random. Besides the sums, each
+// key's outputs must be exactly the counts 1..n, n being the table's count: no output
+// lost (a gap), none for an effect never made (beyond n); repeats are allowed
+// (at-least-once) and reported.
+func TestStateFaultCrashSumsOutputs(t *testing.T) {
+	sfRequire(t)
+	runCrashSums(t, crashSums{tag: "state-crash-out", records: 20_000, out: true, kinds: []string{
+		fpBeforeEffects, fpBeforeEffects, fpBeforeEffects, fpBeforeProduce, fpBeforeProduce,
+		fpBeforeStore, killRandom, killRandom}})
+}
+
+func runCrashSums(t *testing.T, c crashSums) {
 	const (
-		records    = 50_000
 		partitions = 8
 		keys       = 500
-		kills      = 10
 		perSec     = 500
 	)
+	records, kills, tag := c.records, len(c.kinds), c.tag
 	start := time.Now()
 	seed := testSeed(t)
-	t.Logf("state-crash: seed=%d (set SAMSA_SEED to replay)", seed)
+	t.Logf("%s: seed=%d (set SAMSA_SEED to replay)", tag, seed)
 	rng := rand.New(rand.NewPCG(seed, 17))
-	e := newSFEnv(t, "sfcrash", partitions)
+	e := newSFEnv(t, "sf"+strings.ReplaceAll(tag, "-", ""), partitions)
+	var out string
+	if c.out {
+		out = stack.UniqueName("sfout")
+		createTopic(t, e.brokers, out, partitions, 1)
+		e.args = append(e.args, "-out", out)
+	}
 	logPath := filepath.Join(t.TempDir(), "sumworker.log")
 	logOnFail := func(path string) {
 		t.Cleanup(func() {
@@ -582,10 +674,12 @@ func TestStateFaultCrashSums(t *testing.T) {
 		})
 	}
 	logOnFail(logPath)
-	t.Logf("state-crash: setup (build, Redis, topic) took %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("%s: setup (build, Redis, topic) took %s", tag, time.Since(start).Round(time.Millisecond))
 
-	kinds := []string{fpBeforeProduce, fpBeforeProduce, fpBeforeProduce, fpBeforeProduce,
-		fpBeforeStore, fpBeforeStore, fpBeforeStore, killRandom, killRandom, killRandom}
+	kinds := slices.Clone(c.kinds)
+	// A fail-point fires at a hit count ≤ maxHit, within one chunk of input (see chunk):
+	// a chunk holds ≥ maxHit+5 batches of ≤ 100 records.
+	maxHit := records/(kills+1)/100 - 5
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	chunk := func(k int) int { return records * (k + 1) / (kills + 1) }
 	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, chunk(0))
@@ -615,7 +709,7 @@ func TestStateFaultCrashSums(t *testing.T) {
 		kind := kinds[k]
 		fp := ""
 		if kind != killRandom {
-			fp = fmt.Sprintf("%s:%d", kind, 3+rng.IntN(38)) // ≤ 40 hits: a chunk is ≥ 45 batches of ≤ 100
+			fp = fmt.Sprintf("%s:%d", kind, 3+rng.IntN(maxHit-2)) // a chunk is ≥ maxHit+5 batches of ≤ 100
 		}
 		base := appliedTotal()
 		w := e.start(logPath, fp)
@@ -662,12 +756,12 @@ func TestStateFaultCrashSums(t *testing.T) {
 		totalWin += win
 		lastWin = win
 		ahead += ah
-		t.Logf("state-crash: kill %d/%d: %-16s (%s) pid %d lived %s, applied %d new records; then committed %d, applied %d: %d records applied but not committed (the next worker skips them), %d partitions committed beyond the table; %d produced",
-			k+1, kills, kind, fp, w.pid(), lived.Round(time.Millisecond), newApplied, progress(committed), progress(applied), win, ah, sp.produced.Load())
+		t.Logf("%s: kill %d/%d: %-16s (%s) pid %d lived %s, applied %d new records; then committed %d, applied %d: %d records applied but not committed (the next worker skips them), %d partitions committed beyond the table; %d produced",
+			tag, k+1, kills, kind, fp, w.pid(), lived.Round(time.Millisecond), newApplied, progress(committed), progress(applied), win, ah, sp.produced.Load())
 	}
 
 	// The last worker gets the rest of the input and finishes it.
-	sp.limit.Store(records)
+	sp.limit.Store(int64(records))
 	w := e.start(logPath, "")
 	alive := func() error {
 		if !w.running() {
@@ -691,19 +785,20 @@ func TestStateFaultCrashSums(t *testing.T) {
 	for p, end := range ends {
 		assert.Equal(t, end, applied[p], "partition %d: the table's applied offset is the end offset", p)
 	}
-	fired := map[string]int{
-		fpBeforeProduce: sfCount(logPath, "failpoint: SIGKILL at "+fpBeforeProduce),
-		fpBeforeStore:   sfCount(logPath, "failpoint: SIGKILL at "+fpBeforeStore),
+	fired := map[string]int{}
+	for _, fp := range []string{fpBeforeProduce, fpBeforeEffects, fpBeforeStore} {
+		fired[fp] = sfCount(logPath, "failpoint: SIGKILL at "+fp)
 	}
 	skippedLogged := sfSkippedLogged(logPath)
 	already := sfCount(logPath, "sumworker: batch already applied")
 	conflicts := sfCount(logPath, "sumworker: state conflict")
 	retried := sfCount(logPath, "batch failed, retrying")
-	t.Logf("state-crash: seed=%d kills=%d (before-produce=%d alo-before-store=%d random=%d; fail-point lines before-produce=%d alo-before-store=%d) %s lives_that_applied_new_records=%d/%d applied_not_committed_at_kills=%d (per kill %v) committed_beyond_table=%d skipped_by_last_worker_logged=%d (last kill's window %d) already_applied_batches=%d state_conflicts=%d batch_retries=%d lifetimes=%v drained=%s total=%s",
-		seed, kills, killsBy[fpBeforeProduce], killsBy[fpBeforeStore], killsBy[killRandom], fired[fpBeforeProduce], fired[fpBeforeStore],
+	t.Logf("%s: seed=%d kills=%d (before-produce=%d alo-before-effects=%d alo-before-store=%d random=%d; fail-point lines before-produce=%d alo-before-effects=%d alo-before-store=%d) %s lives_that_applied_new_records=%d/%d applied_not_committed_at_kills=%d (per kill %v) committed_beyond_table=%d skipped_by_last_worker_logged=%d (last kill's window %d) already_applied_batches=%d state_conflicts=%d batch_retries=%d lifetimes=%v drained=%s total=%s",
+		tag, seed, kills, killsBy[fpBeforeProduce], killsBy[fpBeforeEffects], killsBy[fpBeforeStore], killsBy[killRandom],
+		fired[fpBeforeProduce], fired[fpBeforeEffects], fired[fpBeforeStore],
 		v, appliedLives, kills, totalWin, windows, ahead, skippedLogged, lastWin, already, conflicts, retried, roundAll(lifetimes), drained.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if len(v.Examples) > 0 {
-		t.Logf("state-crash: first mismatches: %v", v.Examples)
+		t.Logf("%s: first mismatches: %v", tag, v.Examples)
 	}
 	assert.Equal(t, records, v.Records, "input records read back")
 	assert.Equal(t, keys, v.Keys, "input keys")
@@ -714,8 +809,16 @@ func TestStateFaultCrashSums(t *testing.T) {
 	assert.Equal(t, 2*keys, v.DataKeys, "data keys in the table (a sum and a count per key)")
 	assert.Zero(t, ahead, "partitions whose committed offset was beyond the table's applied offset between two lives")
 	assert.Equal(t, killsBy[fpBeforeProduce], fired[fpBeforeProduce], "before-produce kills")
+	assert.Equal(t, killsBy[fpBeforeEffects], fired[fpBeforeEffects], "alo-before-effects kills")
 	assert.Equal(t, killsBy[fpBeforeStore], fired[fpBeforeStore], "alo-before-store kills")
 	assert.Zero(t, conflicts, "state conflicts (ErrFenced/ErrStateLost) with one writer at a time and a persistent Redis")
+	if c.out {
+		ov := e.checkOutputs(ctx, out, inputs)
+		t.Logf("%s: outputs: %s", tag, ov)
+		assert.Zero(t, ov.Gaps, "counts never sent (outputs lost)")
+		assert.Zero(t, ov.Beyond, "counts sent beyond the table's (outputs of effects never made)")
+		assert.Equal(t, keys, ov.Keys, "keys with outputs")
+	}
 }
 
 func roundAll(ds []time.Duration) []string {

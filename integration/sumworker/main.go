@@ -10,7 +10,10 @@
 //	"sum/" + k   the sum of k's values
 //	"cnt/" + k   how many of k's records were counted
 //
-// (the count lets a checker tell double counts from losses). Each batch reads the current
+// (the count lets a checker tell double counts from losses). With -out, each counted
+// record also sends its key's count after it to that topic (string key, int64 value), in
+// the same batch as the state update: the "update state and emit" pattern, whose outputs
+// a checker compares with the counts. Each batch reads the current
 // values of its keys with table.Partition(p).GetMany, adds the batch, and writes them back
 // with the batch's offsets in one table.Apply(ctx, p, puts, nil, b.NextOffsets());
 // ErrAlreadyApplied is success. Records with a null key or value add nothing, but their
@@ -28,7 +31,7 @@
 // and exits 0 after a clean stop, 1 when the processor fails.
 //
 //	sumworker -brokers 127.0.0.1:9092 -redis 127.0.0.1:6379 -group g -in in -ns sums
-//	          [-batch 100] [-retries 1000] [-backoff-max 1s] [-session 6s] [-v]
+//	          [-out totals] [-batch 100] [-retries 1000] [-backoff-max 1s] [-session 6s] [-v]
 package main
 
 import (
@@ -70,6 +73,7 @@ func run() error {
 	group := flag.String("group", "", "consumer group")
 	in := flag.String("in", "", "input topic (string keys, int64 values)")
 	ns := flag.String("ns", "", "namespace of the Redis table")
+	out := flag.String("out", "", "output topic of each record's key's count after it (default: no outputs)")
 	batch := flag.Int("batch", 100, "BatchSize")
 	inflight := flag.Int("inflight", 0, "MaxInFlightBatches (0: default)")
 	retries := flag.Int("retries", 1000, "retries of a failed batch before the processor stops")
@@ -98,9 +102,16 @@ func run() error {
 		return err
 	}
 	h := &summer{table: table, log: log}
+	var outputs []string
+	if *out != "" {
+		o := processor.NewOutput(*out, codec.String(), codec.Int64())
+		h.out = &o
+		outputs = []string{*out}
+	}
 	p, err := processor.New(processor.Config{
 		Brokers:            *brokers,
 		Group:              *group,
+		Outputs:            outputs,
 		BatchSize:          *batch,
 		MaxInFlightBatches: *inflight,
 		SessionTimeout:     *session,
@@ -126,6 +137,7 @@ func run() error {
 // summer adds each batch to the sums and counts of its keys.
 type summer struct {
 	table *state.Table[string, int64]
+	out   *processor.Output[string, int64] // nil: no outputs
 	log   *slog.Logger
 }
 
@@ -158,6 +170,11 @@ func (h *summer) Handle(ctx context.Context, b *processor.Batch[string, int64]) 
 		i := index[r.Key]
 		cur[2*i] += r.Value
 		cur[2*i+1]++
+		if h.out != nil {
+			if err := h.out.Send(b, r.Key, cur[2*i+1]); err != nil {
+				return err
+			}
+		}
 	}
 	puts := make([]state.Entry[string, int64], len(tkeys))
 	for i := range tkeys {
