@@ -133,6 +133,68 @@ func TestTracePathInJaeger(t *testing.T) {
 	assert.Equal(t, group, fmt.Sprint(tagOr(process, "messaging.consumer.group.name")))
 }
 
+// TestProducerTraceInJaeger: a service sends records with processor.Producer under its
+// own span; the producer's send span and the processor's batch span join that trace,
+// found through the real Jaeger's HTTP API.
+func TestProducerTraceInJaeger(t *testing.T) {
+	requireReal(t)
+	brokers := stack.KafkaBrokers(t)
+	otlp, queryURL := stack.JaegerEndpoints(t)
+	in := stack.UniqueName("ptraced-in")
+	createTopic(t, brokers, in, 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	suffix := stack.UniqueName("feed")
+	appTP, err := metrics.NewTracing(ctx, "app-"+suffix, "http://"+otlp)
+	require.NoError(t, err)
+	procTP, err := metrics.NewTracing(ctx, "processor-"+suffix, "http://"+otlp)
+	require.NoError(t, err)
+
+	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput(in, codec.String(), codec.String()),
+		processor.WithTracerProvider(appTP))
+	require.NoError(t, err)
+	sctx, span := appTP.Tracer("app").Start(ctx, "checkout")
+	require.NoError(t, prod.SendMany(sctx, []processor.ProducerRecord[string, string]{{Key: "o1", Value: "42"}}))
+	span.End()
+	prod.Close()
+	traceID := span.SpanContext().TraceID()
+
+	group := stack.UniqueName("ptraced")
+	proc, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }),
+		processor.WithTracerProvider(procTP))
+	require.NoError(t, err)
+	runCtx, stopRun := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- proc.Run(runCtx) }()
+	require.Eventually(t, func() bool { return committedOffsets(t, brokers, group, in, 1)[0] == 1 }, time.Minute, 100*time.Millisecond)
+	stopRun()
+	require.NoError(t, <-errc)
+	require.NoError(t, appTP.Shutdown(ctx))
+	require.NoError(t, procTP.Shutdown(ctx))
+
+	q := stack.JaegerQuery{URL: queryURL}
+	var tr stack.JaegerTrace
+	want := []string{"checkout", "send " + in, "process " + in}
+	require.Eventually(t, func() bool {
+		tr, err = q.Trace(ctx, traceID.String())
+		if err != nil {
+			return false
+		}
+		for _, op := range want {
+			if _, ok := tr.SpanByOperation(op); !ok {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 500*time.Millisecond, "trace %s in Jaeger lacks some of %v (err %v)", traceID, want, err)
+	send, _ := tr.SpanByOperation("send " + in)
+	process, _ := tr.SpanByOperation("process " + in)
+	assert.Equal(t, "app-"+suffix, tr.Processes[send.ProcessID].ServiceName)
+	assert.Equal(t, "processor-"+suffix, tr.Processes[process.ProcessID].ServiceName)
+}
+
 // TestHandoffTraceInJaeger: two printers nodes (separate OS processes, the example
 // binary) hand a slice over on SIGTERM; Jaeger shows the old node's stop span and the new
 // node's start span in one trace, the start linked to the stop.

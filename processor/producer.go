@@ -11,10 +11,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/kconf"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/telemetry"
 )
 
 // ProducerConfig configures a Producer.
@@ -25,8 +29,6 @@ type ProducerConfig struct {
 	// compression.type). The properties that make it idempotent and Kafka-partitioned
 	// are the framework's and are rejected.
 	Overrides map[string]any
-	// Logger receives librdkafka's log lines. Default (or nil): discard.
-	Logger *slog.Logger
 	// CloseTimeout bounds how long Close waits for records still in flight. Default: 10s.
 	CloseTimeout time.Duration
 	// StartTimeout bounds the check NewProducer makes before it returns: that the brokers
@@ -53,13 +55,24 @@ type ProducerConfig struct {
 type Producer[K, V any] struct {
 	out     Output[K, V]
 	prod    *produce.Producer
+	tel     *telemetry.Telemetry
 	timeout time.Duration
 	once    sync.Once
 }
 
-// NewProducer returns a producer to out's topic, encoding with out's encoders.
-func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V]) (*Producer[K, V], error) {
+// NewProducer returns a producer to out's topic, encoding with out's encoders. It takes
+// the options that apply to a producer: WithLogger (librdkafka's log lines; default:
+// discard), WithTracerProvider and WithPropagator (see SendMany). The others configure
+// processors only and are refused.
+func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V], opts ...Option) (*Producer[K, V], error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var errs []error
+	if o.checkpoint != nil || o.replay != nil || o.mp != nil || o.recordKeys {
+		errs = append(errs, errors.New("only WithLogger, WithTracerProvider and WithPropagator apply to a producer (WithCheckpoint, WithReplay, WithMeterProvider and WithTracedKeys configure processors)"))
+	}
 	if cfg.Brokers == "" {
 		errs = append(errs, errors.New("Brokers is required (host:port[,host:port...])"))
 	}
@@ -83,16 +96,17 @@ func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V]) (*Producer[K, V
 		return nil, fmt.Errorf("processor: producer config: %w", errors.Join(errs...))
 	}
 	timeout := cmp.Or(cfg.CloseTimeout, 10*time.Second)
-	if err := checkReachable(cfg.Brokers, overrides, cfg.Logger, cmp.Or(cfg.StartTimeout, 30*time.Second), out.topic); err != nil {
+	if err := checkReachable(cfg.Brokers, overrides, o.logger, cmp.Or(cfg.StartTimeout, 30*time.Second), out.topic); err != nil {
 		return nil, err
 	}
 	defaults := maps.Clone(producerDefaults)
 	defaults["message.timeout.ms"] = int(cmp.Or(cfg.DeliveryTimeout, 2*time.Minute).Milliseconds())
-	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, Defaults: defaults, Overrides: overrides, Logger: cfg.Logger})
+	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, Defaults: defaults, Overrides: overrides, Logger: o.logger})
 	if err != nil {
 		return nil, err
 	}
-	return &Producer[K, V]{out: out, prod: prod, timeout: timeout}, nil
+	tel := telemetry.New(o.tp, noopmetric.NewMeterProvider(), o.prop)
+	return &Producer[K, V]{out: out, prod: prod, tel: tel, timeout: timeout}, nil
 }
 
 // checkReachable asks the brokers, for up to timeout, whether topic exists: a producer to
@@ -131,7 +145,11 @@ func (p *Producer[K, V]) Send(ctx context.Context, key K, value V, headers ...He
 // SendMany produces records in order and waits until every one is acknowledged or ctx
 // ends. It returns the first failure, naming the topic and the record's index; records
 // of one partition that were acknowledged stay written.
-func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[K, V]) error {
+//
+// Each call is a "send <topic>" span (kind producer), a child of ctx's span. When that
+// span is sampled, every record carries its context (W3C traceparent header), so the
+// processors that read the records continue the caller's trace.
+func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[K, V]) (err error) {
 	if len(records) == 0 {
 		return nil
 	}
@@ -143,6 +161,14 @@ func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[
 		}
 		msgs[i] = m
 	}
+	_, span := p.tel.StartSend(ctx, p.out.topic, msgs)
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "send failed")
+		}
+		span.End()
+	}()
 	acks := &producerAcks{index: make(map[*record.Message]int, len(msgs)), done: make(chan struct{})}
 	acks.remaining.Store(int64(len(msgs)))
 	ptrs := pointers(msgs)

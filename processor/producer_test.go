@@ -7,6 +7,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
@@ -69,4 +73,74 @@ func TestProducerSendBoundedWhenBrokerGone(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `record 0 to "orders"`)
 	assert.Less(t, took, 15*time.Second, "bounded by DeliveryTimeout")
+}
+
+// SendMany under a caller's span is a "send <topic>" child span whose context every
+// record carries, so the processor that reads the records joins the caller's trace; an
+// unsampled caller's records carry no trace header; options that configure processors
+// only are refused.
+func TestProducerTraceJoinsProcessor(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.Background())
+
+	_, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput("in", codec.Int64(), codec.Int64()),
+		processor.WithTracedKeys())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WithTracedKeys")
+
+	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput("in", codec.Int64(), codec.Int64()),
+		processor.WithTracerProvider(tp))
+	require.NoError(t, err)
+	defer prod.Close()
+	ctx, checkout := tp.Tracer("app").Start(context.Background(), "checkout")
+	require.NoError(t, prod.SendMany(ctx, []processor.ProducerRecord[int64, int64]{{Key: 1, Value: 2}, {Key: 3, Value: 4, Headers: []processor.Header{{Key: "h", Value: []byte("v")}}}}))
+	checkout.End()
+	unsampledTP := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	uctx, unsampled := unsampledTP.Tracer("app").Start(context.Background(), "quiet")
+	require.NoError(t, prod.SendMany(uctx, []processor.ProducerRecord[int64, int64]{{Key: 5, Value: 6}}))
+	unsampled.End()
+
+	var send sdktrace.ReadOnlySpan
+	for _, s := range spans.Ended() {
+		if s.Name() == "send in" && s.Parent().SpanID() == checkout.SpanContext().SpanID() {
+			send = s
+		}
+	}
+	require.NotNil(t, send, "spans: %v", names(spans.Ended()))
+	assert.Equal(t, trace.SpanKindProducer, send.SpanKind())
+	assert.Equal(t, "2", attrMap(send.Attributes())["messaging.batch.message_count"])
+
+	recs := consumeAll(t, brokers, "in", 3, 20*time.Second)
+	require.Len(t, recs, 3)
+	for i, m := range recs {
+		carrier := propagation.MapCarrier{}
+		for _, h := range m.Headers {
+			carrier[h.Key] = string(h.Value)
+		}
+		sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), carrier))
+		if i == 2 {
+			assert.False(t, sc.IsValid(), "an unsampled send's record carries no trace context: %v", m.Headers)
+			continue
+		}
+		assert.Equal(t, send.SpanContext().SpanID(), sc.SpanID(), "record %d carries the send span", i)
+		if i == 1 {
+			assert.Equal(t, "v", carrier["h"], "the record's own header is kept")
+		}
+	}
+
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "joined", BatchWait: 5 * time.Millisecond, BatchSize: 1, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](doubler), processor.WithTracerProvider(tp))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool { return committed(t, brokers, "joined", "in", 1)[0] == 3 }))
+	joined := 0
+	for _, s := range spans.Ended() {
+		if s.Name() == "process in" && s.SpanContext().TraceID() == checkout.SpanContext().TraceID() {
+			joined++
+			assert.Equal(t, send.SpanContext().SpanID(), s.Parent().SpanID())
+		}
+	}
+	assert.Equal(t, 2, joined, "the batches of the traced records join the caller's trace")
 }

@@ -95,29 +95,12 @@ func (o *slotObserver) Send(ctx context.Context, outs []record.Message) context.
 	if len(outs) == 0 {
 		return nil
 	}
-	pctx, pspan := t.Tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer),
+	pctx, _ := t.Tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
 			semconv.MessagingBatchMessageCount(len(outs))))
-	if pspan.SpanContext().IsSampled() {
-		// Every output of a sampled batch carries the send span as its creation context
-		// (W3C traceparent). An unsampled batch's outputs carry none: the header is most
-		// of what tracing costs (librdkafka copies it per record, the broker stores it),
-		// and a downstream consumer then decides on its own, as for a record produced
-		// without tracing.
-		// The headers are formatted once per batch and shared: records without headers of
-		// their own get the same capacity-capped slice (an append to one copies), the
-		// others a copy of theirs with the trace headers set.
-		var shared []record.Header
-		t.Inject(pctx, &shared)
-		shared = shared[:len(shared):len(shared)]
-		for i := range outs {
-			if len(outs[i].Headers) == 0 {
-				outs[i].Headers = shared
-			} else {
-				t.Inject(pctx, &outs[i].Headers)
-			}
-		}
-	}
+	// Every output of a sampled batch carries the send span as its creation context; an
+	// unsampled batch's outputs carry none (see InjectSampled).
+	t.InjectSampled(pctx, outs)
 	return pctx
 }
 

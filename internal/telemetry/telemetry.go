@@ -132,6 +132,41 @@ func (t *Telemetry) Inject(ctx context.Context, headers *[]record.Header) {
 	t.Propagator.Inject(ctx, headerCarrier{headers})
 }
 
+// InjectSampled writes ctx's span context (W3C traceparent) into every record's headers
+// when ctx's span is sampled. An unsampled span's records carry none: the header is most
+// of what tracing costs (librdkafka copies it per record, the broker stores it), and a
+// downstream consumer then decides on its own, as for a record produced without
+// tracing. The headers are formatted once and shared: records without headers of their
+// own get the same capacity-capped slice (an append to one copies), the others their
+// own headers with the trace headers set.
+func (t *Telemetry) InjectSampled(ctx context.Context, msgs []record.Message) {
+	if !trace.SpanContextFromContext(ctx).IsSampled() {
+		return
+	}
+	var shared []record.Header
+	t.Inject(ctx, &shared)
+	shared = shared[:len(shared):len(shared)]
+	for i := range msgs {
+		if len(msgs[i].Headers) == 0 {
+			msgs[i].Headers = shared
+		} else {
+			t.Inject(ctx, &msgs[i].Headers)
+		}
+	}
+}
+
+// StartSend starts the span of a standalone producer's send of msgs to topic (a child
+// of ctx's span, if any) and injects its context into msgs when it is sampled, so the
+// processors that read them continue the trace. The caller ends the span.
+func (t *Telemetry) StartSend(ctx context.Context, topic string, msgs []record.Message) (context.Context, trace.Span) {
+	ctx, span := t.Tracer.Start(ctx, "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingDestinationName(topic),
+			semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send"),
+			semconv.MessagingBatchMessageCount(len(msgs))))
+	t.InjectSampled(ctx, msgs)
+	return ctx, span
+}
+
 // Extract reads a span context from headers; the result is invalid when there is none.
 func (t *Telemetry) Extract(headers []record.Header) trace.SpanContext {
 	if len(headers) == 0 {
