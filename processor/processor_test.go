@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,6 +265,22 @@ func TestHandlerPanicIsolatedAndDeadLettered(t *testing.T) {
 	require.NoError(t, runUntil(t, p, func() bool { return committed(t, brokers, "g", "in", 1)[0] == 30 }))
 	dlq := consumeAll(t, brokers, "dlq", 2, 20*time.Second)
 	require.Len(t, dlq, 2)
+	// The panic's dead letter names the functions and files, not this machine's paths.
+	_, file, _, _ := runtime.Caller(0)
+	var panicked string
+	for _, m := range dlq {
+		for _, x := range m.Headers {
+			if x.Key == processor.HeaderError && strings.Contains(string(x.Value), "panicked") {
+				panicked = string(x.Value)
+			}
+		}
+	}
+	t.Logf("the panic's dead letter says:\n%s", panicked)
+	assert.True(t, strings.HasPrefix(panicked, "handler panicked: thirteen\n"), "%q", panicked)
+	assert.Contains(t, panicked, "processor_test.TestHandlerPanicIsolatedAndDeadLettered.func1 (processor_test.go:")
+	assert.NotContains(t, panicked, filepath.Dir(file), "no directory of the build machine")
+	assert.NotContains(t, panicked, "debug.Stack", "the recovery's own calls are left out")
+	assert.NotContains(t, panicked, "+0x", "no program counters")
 	out := consumeAll(t, brokers, "out", 28, 20*time.Second)
 	assert.Len(t, out, 28, "every other record is processed exactly once here (no crash)")
 	// Batch 10-19 fails 3 times (1 + 2 retries), then its 10 records run alone.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
@@ -17,7 +18,7 @@ import (
 
 // Headers a dead-lettered record carries besides its own.
 const (
-	HeaderError           = "samsa.dlq.error"     // the error message, at most 1 KiB
+	HeaderError           = "samsa.dlq.error"     // the error message, at most 1 KiB; a panic's value and calls (function, file.go:line)
 	HeaderStage           = "samsa.dlq.stage"     // decode, handle or produce
 	HeaderSourceTopic     = "samsa.dlq.topic"     // where the record was read
 	HeaderSourcePartition = "samsa.dlq.partition" // decimal
@@ -373,12 +374,19 @@ func (r *runner[K, V]) fail(m *record.Message, stage Stage, cause error, outs *[
 	return &Error{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Stage: stage, Err: cause}
 }
 
+// maxErrorHeader bounds the error a dead letter carries, in bytes.
+const maxErrorHeader = 1024
+
 // deadLetter is m for the dead-letter topic: its key, value and headers, plus headers
 // that say where it came from and why it failed.
 func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, cause error) record.Message {
 	msg := cause.Error()
-	if len(msg) > 1024 {
-		msg = msg[:1024]
+	var hp *handlerPanic
+	if errors.As(cause, &hp) {
+		msg = hp.Brief() // function names, not the build machine's file paths
+	}
+	if len(msg) > maxErrorHeader {
+		msg = strings.ToValidUTF8(msg[:maxErrorHeader], "")
 	}
 	h := make([]record.Header, 0, len(m.Headers)+7)
 	h = append(h, m.Headers...)

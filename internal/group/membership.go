@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 )
 
@@ -172,6 +174,52 @@ type PanicError struct {
 // the stack reaches whatever logs or returns the error.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("%s panicked: %v\n%s", e.What, e.Value, e.Stack)
+}
+
+// Brief reads "<What> panicked: <Value>" followed by the panicking goroutine's calls
+// from the panic on, one per line as "function (file.go:line)": function names keep
+// their import paths, files lose their directories (a build machine's paths), and
+// argument words and program counters are dropped. A dead letter carries it.
+func (e *PanicError) Brief() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s panicked: %v", e.What, e.Value)
+	lines := strings.Split(strings.TrimSpace(string(e.Stack)), "\n")
+	type frame struct{ fn, at string }
+	var frames []frame
+	for i := 0; i < len(lines); i++ {
+		fn := lines[i]
+		if strings.HasPrefix(fn, "goroutine ") || strings.HasPrefix(fn, "\t") {
+			continue
+		}
+		if j := strings.LastIndexByte(fn, '('); j > 0 && strings.HasSuffix(fn, ")") && !strings.HasPrefix(fn, "created by ") {
+			fn = fn[:j] // the argument words
+		}
+		var at string
+		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t") {
+			i++
+			at = strings.TrimSpace(lines[i])
+			if j := strings.LastIndex(at, " +0x"); j > 0 {
+				at = at[:j]
+			}
+			at = filepath.Base(at)
+		}
+		frames = append(frames, frame{fn, at})
+	}
+	// The calls that recovered and formatted the panic are not the user's.
+	for i, f := range frames {
+		if f.fn == "panic" {
+			frames = frames[i+1:]
+			break
+		}
+	}
+	for _, f := range frames {
+		b.WriteString("\n")
+		b.WriteString(f.fn)
+		if f.at != "" {
+			b.WriteString(" (" + f.at + ")")
+		}
+	}
+	return b.String()
 }
 
 // Unwrap returns ErrPanic, and the panic value when it is an error (panic(err)).
