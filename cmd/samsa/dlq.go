@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/samsa-go/samsa/internal/admin"
@@ -18,8 +19,12 @@ import (
 )
 
 // headerRedriveFrom marks a redriven record with the dead letter it came from:
-// "<dead-letter topic>/<partition>/<offset>".
-const headerRedriveFrom = "samsa.redrive.from"
+// "<dead-letter topic>/<partition>/<offset>"; headerRedriveSource with the record that
+// dead letter was read from: "<source topic>/<partition>/<offset>".
+const (
+	headerRedriveFrom   = "samsa.redrive.from"
+	headerRedriveSource = "samsa.redrive.source"
+)
 
 const dlqAbout = `
 dlq list reads a dead-letter topic (written by processor.DeadLetter) and shows each dead
@@ -30,12 +35,19 @@ the processor's group. Filters narrow it: -error (text the error contains), -sta
 
 dlq redrive sends the chosen dead letters back to their source topic and partition (or
 to -to TOPIC, partitioned by key) with their original key, value, timestamp and headers;
-the samsa.dlq.* headers are dropped and samsa.redrive.from=<dlq topic>/<partition>/<offset>
-is added. Like reset it prints what it would do and sends only with --execute.
+the samsa.dlq.* headers are dropped, and samsa.redrive.from=<dlq topic>/<partition>/<offset>
+and samsa.redrive.source=<source topic>/<partition>/<offset> are added. Like reset it
+prints what it would do (each dead letter it would send) and sends only with --execute.
+
+One source record dead-lettered several times (its group was reset and read it again)
+is sent once: of the chosen dead letters with the same source topic, partition and
+offset, only the first is sent, and none when a copy of that source is already in the
+target. -all-copies sends every chosen dead letter instead.
 
 Redrive is idempotent: before sending, it reads the target partitions from the oldest
 chosen dead letter's time to their end, and skips every dead letter whose redriven copy
-(found by its samsa.redrive.from header) is already there. The target topic itself is the
+(found by its samsa.redrive.from header, or by samsa.redrive.source for another dead
+letter of the same source record) is already there. The target topic itself is the
 only mark, so a crash at any point, even between a send and its acknowledgement, leaves
 nothing to reconcile: run the same redrive again and it sends exactly the ones that did
 not land. What it does not guard against: two redrives of the same dead letters running
@@ -45,8 +57,10 @@ letter's time onwards; narrow it with -since.
 
 Neither command changes the dead-letter topic or commits anything: dead letters stay
 where they are (a redriven one that fails again becomes a new dead letter, carrying the
-samsa.redrive.from header). They will not fix the handler, nor decode keys and values
-(they are shown as text when printable, else by size).`
+samsa.redrive.from header). They will not fix the handler, nor decode keys and values:
+list shows them as text when they are printable UTF-8, else by size; with -o json a
+printable key or value is in "key" or "value", any other in "key_base64" or
+"value_base64", and a null one is marked by "key_null" or "value_null".`
 
 // deadLetter is one decoded dead letter.
 type deadLetter struct {
@@ -60,6 +74,11 @@ type deadLetter struct {
 	SourceTime      time.Time `json:"source_time"`
 	Group           string    `json:"group"`
 	Key             string    `json:"key"`
+	KeyBase64       []byte    `json:"key_base64,omitempty"` // a key that is not printable text
+	KeyNull         bool      `json:"key_null,omitempty"`
+	Value           string    `json:"value"`
+	ValueBase64     []byte    `json:"value_base64,omitempty"`
+	ValueNull       bool      `json:"value_null,omitempty"`
 	ValueBytes      int       `json:"value_bytes"`
 	RedrivenFrom    string    `json:"redriven_from,omitempty"`
 
@@ -91,7 +110,7 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 		return usagef("want dlq list or dlq redrive")
 	}
 	sub := args[0]
-	fs, c := newFlags(e, "dlq "+sub, "-topic DLQ [-error TEXT] [-stage S] [-source-topic T] [-source-partition N] [-since TIME] [-until TIME]"+map[string]string{"list": " [-limit N]", "redrive": " [-to TOPIC] [--execute]"}[sub], dlqAbout)
+	fs, c := newFlags(e, "dlq "+sub, "-topic DLQ [-error TEXT] [-stage S] [-source-topic T] [-source-partition N] [-since TIME] [-until TIME]"+map[string]string{"list": " [-limit N]", "redrive": " [-to TOPIC] [-all-copies] [--execute]"}[sub], dlqAbout)
 	topic := fs.String("topic", "", "dead-letter `topic` (required)")
 	var f dlqFilter
 	fs.StringVar(&f.errText, "error", "", "only dead letters whose error contains `text`")
@@ -103,6 +122,7 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 	limit := fs.Int("limit", 0, "list at most `n` dead letters (0: all)")
 	to := fs.String("to", "", "redrive to this `topic` instead of each dead letter's source topic")
 	execute := fs.Bool("execute", false, "redrive: send (default: print what would be sent)")
+	allCopies := fs.Bool("all-copies", false, "redrive: send every chosen dead letter, even several of one source record")
 	if err := c.parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -125,8 +145,8 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	if sub == "list" && (*to != "" || *execute) {
-		return usagef("-to and --execute belong to dlq redrive")
+	if sub == "list" && (*to != "" || *execute || *allCopies) {
+		return usagef("-to, -all-copies and --execute belong to dlq redrive")
 	}
 	ac, brokers, props, err := c.dial(ctx)
 	if err != nil {
@@ -145,7 +165,7 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 		}
 		return listDeadLetters(e, c, *topic, letters, foreign)
 	}
-	return redrive(octx, e, c, ac, brokers, props, *topic, *to, letters, *execute)
+	return redrive(octx, e, c, ac, brokers, props, *topic, *to, letters, redriveOpts{execute: *execute, allCopies: *allCopies})
 }
 
 // readDeadLetters reads the dead-letter topic (from -since on) and returns the matching
@@ -217,15 +237,59 @@ func decodeDeadLetter(m record.Message) (deadLetter, bool) {
 	} else {
 		d.SourceTime = m.Timestamp.UTC()
 	}
-	switch {
-	case m.Key == nil:
-		d.Key = "(null)"
-	case utf8.Valid(m.Key):
-		d.Key = string(m.Key)
-	default:
-		d.Key = fmt.Sprintf("(%d bytes)", len(m.Key))
-	}
+	d.Key, d.KeyBase64, d.KeyNull = payload(m.Key)
+	d.Value, d.ValueBase64, d.ValueNull = payload(m.Value)
 	return d, true
+}
+
+// payload splits a key or value into printable text, other bytes, or null.
+func payload(b []byte) (text string, raw []byte, null bool) {
+	switch {
+	case b == nil:
+		return "", nil, true
+	case printable(b):
+		return string(b), nil, false
+	default:
+		return "", b, false
+	}
+}
+
+// printable reports whether b is UTF-8 text without control characters other than tab
+// and line breaks.
+func printable(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if !unicode.IsPrint(r) && r != '\t' && r != '\n' && r != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
+// cell shows a key or value in one table cell: its text on one line, cut at 40
+// characters (the whole is in -o json), "(null)", or its size when it is not text.
+func cell(text string, raw []byte, null bool) string {
+	switch {
+	case null:
+		return "(null)"
+	case raw != nil:
+		return fmt.Sprintf("(%d bytes)", len(raw))
+	}
+	text = strings.Join(strings.Fields(text), " ")
+	if r := []rune(text); len(r) > 40 {
+		text = string(r[:40]) + "…"
+	}
+	if text == "" {
+		return `""`
+	}
+	return text
+}
+
+// sourceID names the record a dead letter was read from.
+func (d *deadLetter) sourceID() string {
+	return fmt.Sprintf("%s/%d/%d", d.SourceTopic, d.SourcePartition, d.SourceOffset)
 }
 
 func listDeadLetters(e *env, c *conn, topic string, letters []deadLetter, foreign int) error {
@@ -246,9 +310,9 @@ func listDeadLetters(e *env, c *conn, topic string, letters []deadLetter, foreig
 	}
 	fmt.Fprintln(w)
 	var t table
-	t.add("PARTITION", "OFFSET", "SOURCE", "STAGE", "SOURCE-TIME", "GROUP", "KEY", "ERROR")
+	t.add("PARTITION", "OFFSET", "SOURCE", "STAGE", "SOURCE-TIME", "GROUP", "KEY", "VALUE", "ERROR")
 	for _, d := range letters {
-		errText := d.Error
+		errText, _, _ := strings.Cut(d.Error, "\n") // a panic's calls are in -o json
 		if r := []rune(errText); len(r) > 100 {
 			errText = string(r[:100]) + "…" // the whole error is in -o json
 		}
@@ -256,7 +320,7 @@ func listDeadLetters(e *env, c *conn, topic string, letters []deadLetter, foreig
 			errText += " (redriven from " + d.RedrivenFrom + ")"
 		}
 		t.add(d.Partition, d.Offset, fmt.Sprintf("%s[%d]@%d", d.SourceTopic, d.SourcePartition, d.SourceOffset), d.Stage,
-			d.SourceTime.Format(time.RFC3339Nano), d.Group, d.Key, errText)
+			d.SourceTime.Format(time.RFC3339Nano), d.Group, cell(d.Key, d.KeyBase64, d.KeyNull), cell(d.Value, d.ValueBase64, d.ValueNull), errText)
 	}
 	t.write(w)
 	return nil
@@ -264,16 +328,33 @@ func listDeadLetters(e *env, c *conn, topic string, letters []deadLetter, foreig
 
 // redriveResult is what redrive reports.
 type redriveResult struct {
-	Topic    string   `json:"topic"`
-	Executed bool     `json:"executed"`
-	Chosen   int      `json:"chosen"`
-	Already  int      `json:"already_redriven"`
-	Sent     int      `json:"sent"`
-	Targets  []string `json:"targets"`
+	Topic    string `json:"topic"`
+	Executed bool   `json:"executed"`
+	Chosen   int    `json:"chosen"`
+	Already  int    `json:"already_redriven"`
+	// Copies: chosen dead letters of a source record another chosen one is sent for.
+	Copies  int           `json:"copies_skipped"`
+	Sent    int           `json:"sent"`
+	Targets []string      `json:"targets"`
+	Letters []redriveItem `json:"letters"` // what is sent (or, in a dry run, would be)
 }
 
-func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers string, props kconf.Map, dlqTopic, to string, letters []deadLetter, execute bool) error {
-	res := redriveResult{Topic: dlqTopic, Chosen: len(letters), Targets: []string{}}
+// redriveItem is one dead letter redrive sends.
+type redriveItem struct {
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Source    string `json:"source"`
+	Target    string `json:"target"` // topic[partition], or topic[by key]
+}
+
+type redriveOpts struct {
+	execute   bool
+	allCopies bool // send several dead letters of one source record
+}
+
+func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers string, props kconf.Map, dlqTopic, to string, letters []deadLetter, o redriveOpts) error {
+	execute := o.execute
+	res := redriveResult{Topic: dlqTopic, Chosen: len(letters), Targets: []string{}, Letters: []redriveItem{}}
 	// Where each dead letter goes, and from when each target partition must be read.
 	type target struct {
 		topic     string
@@ -316,7 +397,7 @@ func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers str
 	// The copies already in the targets. A copy keeps its dead letter's timestamp (on a
 	// LogAppendTime topic it gets a later one), so it sits at or after the first offset
 	// whose timestamp is at or after the oldest chosen dead letter's.
-	redriven := map[string]bool{}
+	redriven := map[string]bool{} // dead letters (their ids) and sources with a copy there
 	for _, topic := range slices.Sorted(maps.Keys(parts)) {
 		res.Targets = append(res.Targets, topic)
 		var tps []record.TopicPartition
@@ -339,6 +420,9 @@ func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers str
 		err = admin.Scan(ctx, brokers, props, ranges, func(m record.Message) error {
 			if from := header(m, headerRedriveFrom); strings.HasPrefix(from, prefix) {
 				redriven[from] = true
+				if src := header(m, headerRedriveSource); src != "" {
+					redriven[src] = true
+				}
 			}
 			return nil
 		})
@@ -347,20 +431,32 @@ func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers str
 		}
 	}
 	var todo []*record.Message
+	chosen := map[string]bool{} // sources sent in this run
 	for i, d := range letters {
 		id := fmt.Sprintf("%s/%d/%d", dlqTopic, d.Partition, d.Offset)
-		if redriven[id] {
+		src := d.sourceID()
+		if redriven[id] || (!o.allCopies && redriven[src]) {
 			res.Already++
 			continue
 		}
-		h := make([]record.Header, 0, len(d.msg.Headers)+1)
+		if !o.allCopies && chosen[src] {
+			res.Copies++
+			continue
+		}
+		chosen[src] = true
+		h := make([]record.Header, 0, len(d.msg.Headers)+2)
 		for _, x := range d.msg.Headers {
-			if !strings.HasPrefix(x.Key, "samsa.dlq.") && x.Key != headerRedriveFrom {
+			if !strings.HasPrefix(x.Key, "samsa.dlq.") && x.Key != headerRedriveFrom && x.Key != headerRedriveSource {
 				h = append(h, x)
 			}
 		}
-		h = append(h, record.Header{Key: headerRedriveFrom, Value: []byte(id)})
+		h = append(h, record.Header{Key: headerRedriveFrom, Value: []byte(id)}, record.Header{Key: headerRedriveSource, Value: []byte(src)})
 		todo = append(todo, &record.Message{Topic: dest[i].topic, Partition: dest[i].partition, Key: d.msg.Key, Value: d.msg.Value, Headers: h, Timestamp: d.msg.Timestamp})
+		target := fmt.Sprintf("%s[%d]", dest[i].topic, dest[i].partition)
+		if dest[i].partition < 0 {
+			target = dest[i].topic + "[by key]"
+		}
+		res.Letters = append(res.Letters, redriveItem{Partition: d.Partition, Offset: d.Offset, Source: fmt.Sprintf("%s[%d]@%d", d.SourceTopic, d.SourcePartition, d.SourceOffset), Target: target})
 	}
 	if execute && len(todo) > 0 {
 		prod, err := produce.New(produce.Config{Brokers: brokers, Overrides: props, Defaults: kconf.Map{"partitioner": "murmur2_random", "log_level": 3}})
@@ -380,18 +476,32 @@ func redrive(ctx context.Context, e *env, c *conn, ac *admin.Client, brokers str
 		if len(failed) > 0 {
 			return fmt.Errorf("redrive: %d of %d not acknowledged (first: %v); run the same redrive again: it skips the ones that landed", len(failed), len(todo), failed[0])
 		}
-		res.Executed = true
 	}
+	res.Executed = execute
 	if c.output == "json" {
 		return writeJSON(e.stdout, res)
 	}
 	w := e.stdout
-	if execute {
-		fmt.Fprintf(w, "redrive from %s: %d chosen, %d already redriven (skipped), %d sent to %s\n", dlqTopic, res.Chosen, res.Already, res.Sent, strings.Join(res.Targets, ", "))
-	} else {
-		fmt.Fprintf(w, "redrive from %s: %d chosen, %d already redriven (skipped), %d would be sent to %s\n", dlqTopic, res.Chosen, res.Already, len(todo), strings.Join(res.Targets, ", "))
-		fmt.Fprintln(w, "dry run: nothing sent; run again with --execute to send")
+	copies := ""
+	if res.Copies > 0 {
+		copies = fmt.Sprintf("; %d more dead letter(s) of a source record sent once (skipped; -all-copies sends them)", res.Copies)
 	}
+	if execute {
+		fmt.Fprintf(w, "redrive from %s: %d chosen, %d already redriven (skipped), %d sent to %s%s\n", dlqTopic, res.Chosen, res.Already, res.Sent, strings.Join(res.Targets, ", "), copies)
+		return nil
+	}
+	fmt.Fprintf(w, "redrive from %s: %d chosen, %d already redriven (skipped), %d would be sent to %s%s\n", dlqTopic, res.Chosen, res.Already, len(todo), strings.Join(res.Targets, ", "), copies)
+	if len(res.Letters) > 0 {
+		fmt.Fprintln(w)
+		var t table
+		t.add("PARTITION", "OFFSET", "SOURCE", "TARGET")
+		for _, l := range res.Letters {
+			t.add(l.Partition, l.Offset, l.Source, l.Target)
+		}
+		t.write(w)
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "dry run: nothing sent; run again with --execute to send")
 	return nil
 }
 

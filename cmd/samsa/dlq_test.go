@@ -109,6 +109,8 @@ func TestDLQRedrive(t *testing.T) {
 	require.Equal(t, 0, code)
 	var res redriveResult
 	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	assert.Len(t, res.Letters, 50-perPartition[0], "the letters sent are listed")
+	res.Letters = nil
 	assert.Equal(t, redriveResult{Topic: dlq, Executed: true, Chosen: 50, Already: perPartition[0], Sent: 50 - perPartition[0], Targets: []string{in}}, res)
 
 	// Each redriven record went back to its source partition and is processed once.
@@ -146,4 +148,87 @@ func TestDLQRedrive(t *testing.T) {
 	assert.EqualValues(t, perPartition[1], total(endOffsets(t, brokers, other)))
 	_, stderr, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "-to", stack.UniqueName("nosuch"), "--execute")
 	requireOneLine(t, code, stderr, 1, "redrive target: admin: topic does not exist")
+}
+
+// TestDLQValuesAndCopies: list shows keys and values (text when printable, else by size,
+// with -o json carrying them, base64 when not text); three source records dead-lettered
+// by two groups (six dead letters, as after a reset) are redriven once each: the dry run
+// lists the three it would send, the redrive sends three, a second sends none, and
+// -all-copies would send the other three.
+func TestDLQValuesAndCopies(t *testing.T) {
+	brokers, _ := realStack(t)
+	in, dlq := stack.UniqueName("dlqv-in"), stack.UniqueName("dlqv-dead")
+	createTopic(t, brokers, in, 1)
+	createTopic(t, brokers, dlq, 1)
+	binary := []byte{0xff, 0x00, 0x01}
+	produceAll(t, brokers, []*record.Message{
+		{Topic: in, Partition: 0, Key: []byte("order-1"), Value: []byte(`{"total": 42}`), Timestamp: time.Now()},
+		{Topic: in, Partition: 0, Key: binary, Value: binary, Timestamp: time.Now()},
+		{Topic: in, Partition: 0, Key: nil, Value: []byte("line one\nline two"), Timestamp: time.Now()},
+	})
+	inputEnds := endOffsets(t, brokers, in)
+	for _, group := range []string{stack.UniqueName("dlqv-a"), stack.UniqueName("dlqv-b")} {
+		cfg := testConfig(brokers, group, "dlqv-test")
+		cfg.ErrorPolicy = processor.DeadLetter(dlq)
+		p, err := processor.New(cfg, []processor.Input[[]byte, []byte]{{Topic: in, Key: codec.Bytes(), Value: codec.Bytes()}},
+			processor.HandlerFunc[[]byte, []byte](func(context.Context, *processor.Batch[[]byte, []byte]) error {
+				return errors.New("no price")
+			}))
+		require.NoError(t, err)
+		live := startProcessor(t, p)
+		waitCommitted(t, brokers, group, in, inputEnds)
+		require.NoError(t, live.stop())
+	}
+
+	stdout, _, code := samsa(t, brokers, "dlq", "list", "-topic", dlq)
+	require.Equal(t, 0, code)
+	t.Logf("dlq list:\n%s", stdout)
+	assert.Contains(t, stdout, "VALUE")
+	assert.Contains(t, stdout, `{"total": 42}`)
+	assert.Contains(t, stdout, "(3 bytes)")
+	assert.Contains(t, stdout, "line one line two", "a value's line breaks are shown as spaces")
+	assert.Contains(t, stdout, "(null)")
+	stdout, _, code = samsa(t, brokers, "dlq", "list", "-topic", dlq, "-o", "json")
+	require.Equal(t, 0, code)
+	var listed struct {
+		DeadLetters []map[string]any `json:"dead_letters"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &listed))
+	require.Len(t, listed.DeadLetters, 6)
+	byOffset := map[float64]map[string]any{}
+	for _, d := range listed.DeadLetters {
+		byOffset[d["source_offset"].(float64)] = d
+	}
+	assert.Equal(t, "order-1", byOffset[0]["key"])
+	assert.Equal(t, `{"total": 42}`, byOffset[0]["value"])
+	assert.Equal(t, "/wAB", byOffset[1]["key_base64"], "a binary key in base64")
+	assert.Equal(t, "/wAB", byOffset[1]["value_base64"])
+	assert.Equal(t, true, byOffset[2]["key_null"])
+	assert.Equal(t, "line one\nline two", byOffset[2]["value"])
+
+	// Six dead letters of three source records: the dry run lists three.
+	stdout, _, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq)
+	require.Equal(t, 0, code)
+	t.Logf("dry run:\n%s", stdout)
+	assert.Contains(t, stdout, "6 chosen, 0 already redriven (skipped), 3 would be sent to "+in+"; 3 more dead letter(s) of a source record sent once")
+	for o := range 3 {
+		assert.Contains(t, stdout, fmt.Sprintf("%s[0]@%d", in, o))
+	}
+	assert.Equal(t, inputEnds, endOffsets(t, brokers, in), "a dry run produced")
+	stdout, _, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "--execute")
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "6 chosen, 0 already redriven (skipped), 3 sent to "+in)
+	stdout, _, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "--execute", "-o", "json")
+	require.Equal(t, 0, code)
+	var res redriveResult
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	assert.Equal(t, 6, res.Already, "each source has a copy in the target: none of its dead letters is sent again")
+	assert.Zero(t, res.Sent)
+	stdout, _, code = samsa(t, brokers, "dlq", "redrive", "-topic", dlq, "-all-copies")
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "6 chosen, 3 already redriven (skipped), 3 would be sent", "-all-copies skips only the dead letters themselves redriven")
+	ends := endOffsets(t, brokers, in)
+	for tp, end := range ends {
+		assert.Equal(t, inputEnds[tp]+3, end, "three records redriven into %v", tp)
+	}
 }
