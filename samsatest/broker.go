@@ -235,7 +235,7 @@ func (b *Broker) Outage(d time.Duration) {
 
 var errOutage = errors.New("samsatest: broker outage")
 
-// BrokersFromEnv is the zero-setup rule of samsa's examples and tests: with
+// BrokersFromEnv is the zero-setup rule for tests that may run on a real cluster: with
 // KAFKA_BROKERS set it returns that cluster, creating the topics that are missing there
 // (the broker's default replication); otherwise it starts an in-process broker with the
 // topics. stop releases what it started.

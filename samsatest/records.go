@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
-	"github.com/samsa-go/samsa/internal/admin"
+	"github.com/samsa-go/samsa/internal/readback"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -50,44 +50,13 @@ func ProduceContext[K, V any](ctx context.Context, brokers string, out processor
 // processors' exactly-once outputs must be read, and fails when a record does not
 // decode or ctx ends first.
 func ReadAll[K, V any](ctx context.Context, brokers, topic string, key codec.Decoder[K], value codec.Decoder[V]) ([]processor.Record[K, V], error) {
-	ac, err := admin.Dial(brokers, nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("samsatest: read %q: %w", topic, err)
-	}
-	defer ac.Close()
-	tps, err := ac.Partitions(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("samsatest: read %q: %w", topic, err)
-	}
-	starts, err := ac.ListOffsets(ctx, tps, admin.Earliest)
-	if err != nil {
-		return nil, fmt.Errorf("samsatest: read %q: start offsets: %w", topic, err)
-	}
-	ends, err := ac.ListOffsets(ctx, tps, admin.Latest) // read_committed: the last stable offsets
-	if err != nil {
-		return nil, fmt.Errorf("samsatest: read %q: end offsets: %w", topic, err)
-	}
-	ranges := make([]admin.Range, len(tps))
-	for i, tp := range tps {
-		ranges[i] = admin.Range{TopicPartition: tp, From: starts[tp], To: ends[tp]}
-	}
-	byPart := map[int32][]processor.Record[K, V]{}
-	err = admin.Scan(ctx, brokers, nil, ranges, func(m record.Message) error {
-		rec, err := decodeRecord(&m, key, value)
-		if err != nil {
-			return err
-		}
-		byPart[m.Partition] = append(byPart[m.Partition], rec)
-		return nil
+	recs, err := readback.ReadAll(ctx, brokers, topic, func(m *record.Message) (processor.Record[K, V], error) {
+		return decodeRecord(m, key, value)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("samsatest: read %q: %w", topic, err)
+		return nil, fmt.Errorf("samsatest: %w", err)
 	}
-	var out []processor.Record[K, V]
-	for _, tp := range tps {
-		out = append(out, byPart[tp.Partition]...)
-	}
-	return out, nil
+	return recs, nil
 }
 
 func decodeRecord[K, V any](m *record.Message, key codec.Decoder[K], value codec.Decoder[V]) (processor.Record[K, V], error) {
@@ -96,12 +65,12 @@ func decodeRecord[K, V any](m *record.Message, key codec.Decoder[K], value codec
 	if m.Key == nil {
 		rec.NullKey = true
 	} else if rec.Key, err = key.Decode(m.Key); err != nil {
-		return rec, fmt.Errorf("%s[%d]@%d: key: %w", m.Topic, m.Partition, m.Offset, err)
+		return rec, fmt.Errorf("key: %w", err)
 	}
 	if m.Value == nil {
 		rec.Tombstone = true
 	} else if rec.Value, err = value.Decode(m.Value); err != nil {
-		return rec, fmt.Errorf("%s[%d]@%d: value: %w", m.Topic, m.Partition, m.Offset, err)
+		return rec, fmt.Errorf("value: %w", err)
 	}
 	for _, h := range m.Headers {
 		rec.Headers = append(rec.Headers, processor.Header{Key: h.Key, Value: h.Value})

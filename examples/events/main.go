@@ -33,8 +33,8 @@ import (
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/codec/registry"
 	"github.com/samsa-go/samsa/examples/events/internal/events"
+	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/samsatest"
 )
 
 //go:embed schemas
@@ -86,7 +86,7 @@ func failing(i int) bool { return i%10 == 9 }
 
 func run(ctx context.Context, cfg config) (summary, error) {
 	var sum summary
-	brokers, _, release, err := samsatest.BrokersFromEnv(ctx, samsatest.Topic{Name: cfg.Topic, Partitions: 4}, samsatest.Topic{Name: cfg.DLQ, Partitions: 1})
+	brokers, release, err := devkafka.Brokers(ctx, devkafka.Topic{Name: cfg.Topic, Partitions: 4}, devkafka.Topic{Name: cfg.DLQ, Partitions: 1})
 	if err != nil {
 		return sum, err
 	}
@@ -166,7 +166,7 @@ func run(ctx context.Context, cfg config) (summary, error) {
 	seenErr := map[int64]bool{}
 	for err == nil && len(sum.ErrorEvents) < wantErrors {
 		var recs []processor.Record[string, []byte]
-		if recs, err = samsatest.ReadAll(readCtx, brokers, cfg.Topic, codec.String(), codec.Bytes()); err != nil {
+		if recs, err = devkafka.ReadAll(readCtx, brokers, cfg.Topic, codec.String(), codec.Bytes()); err != nil {
 			break
 		}
 		for _, r := range recs {
@@ -186,7 +186,7 @@ func run(ctx context.Context, cfg config) (summary, error) {
 	}
 	for err == nil && sum.DeadLettered == 0 {
 		var recs []processor.Record[string, []byte]
-		if recs, err = samsatest.ReadAll(readCtx, brokers, cfg.DLQ, codec.String(), codec.Bytes()); err != nil {
+		if recs, err = devkafka.ReadAll(readCtx, brokers, cfg.DLQ, codec.String(), codec.Bytes()); err != nil {
 			break
 		}
 		for _, r := range recs {

@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/metrics"
-	"github.com/samsa-go/samsa/samsatest"
 )
 
 func main() {
@@ -46,7 +46,7 @@ func main() {
 }
 
 func run(ctx context.Context, name string, n int, every time.Duration) error {
-	brokers, _, release, err := samsatest.BrokersFromEnv(ctx)
+	brokers, release, err := devkafka.Brokers(ctx)
 	if err != nil {
 		return err
 	}

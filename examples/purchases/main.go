@@ -45,8 +45,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/samsatest"
 	"github.com/samsa-go/samsa/state"
 )
 
@@ -108,8 +108,8 @@ func main() {
 
 func run(ctx context.Context, cfg config) error {
 	// The HTTP endpoint computes partitions, so it needs the topic's real partition
-	// count: BrokersFromEnv fails when the topic exists with another one.
-	brokers, _, release, err := samsatest.BrokersFromEnv(ctx, samsatest.Topic{Name: cfg.Topic, Partitions: int32(cfg.Partitions)})
+	// count: Brokers fails when the topic exists with another one.
+	brokers, release, err := devkafka.Brokers(ctx, devkafka.Topic{Name: cfg.Topic, Partitions: cfg.Partitions})
 	if err != nil {
 		return err
 	}

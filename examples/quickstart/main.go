@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/samsatest"
 )
 
 const count = 1000
@@ -42,7 +42,7 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	brokers, _, release, err := samsatest.BrokersFromEnv(ctx, samsatest.Topic{Name: "numbers", Partitions: 4}, samsatest.Topic{Name: "doubled", Partitions: 4})
+	brokers, release, err := devkafka.Brokers(ctx, devkafka.Topic{Name: "numbers", Partitions: 4}, devkafka.Topic{Name: "doubled", Partitions: 4})
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func run(ctx context.Context) error {
 	var sum int64
 	for len(seen) < count && err == nil {
 		var out []processor.Record[int64, int64]
-		if out, err = samsatest.ReadAll(readCtx, brokers, "doubled", codec.Int64(), codec.Int64()); err != nil {
+		if out, err = devkafka.ReadAll(readCtx, brokers, "doubled", codec.Int64(), codec.Int64()); err != nil {
 			break
 		}
 		for _, r := range out {

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
-	"github.com/samsa-go/samsa/samsatest"
 )
 
 // Follow is one event on "followers".
@@ -104,8 +104,8 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	brokers, _, release, err := samsatest.BrokersFromEnv(ctx,
-		samsatest.Topic{Name: "followers", Partitions: 4}, samsatest.Topic{Name: "tweets", Partitions: 4}, samsatest.Topic{Name: "reach", Partitions: 4})
+	brokers, release, err := devkafka.Brokers(ctx,
+		devkafka.Topic{Name: "followers", Partitions: 4}, devkafka.Topic{Name: "tweets", Partitions: 4}, devkafka.Topic{Name: "reach", Partitions: 4})
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func run(ctx context.Context) error {
 	got := map[string]Reach{}
 	for len(got) < len(want) && err == nil {
 		var out []processor.Record[string, Reach]
-		if out, err = samsatest.ReadAll(readCtx, brokers, "reach", codec.String(), codec.JSON[Reach]()); err != nil {
+		if out, err = devkafka.ReadAll(readCtx, brokers, "reach", codec.String(), codec.JSON[Reach]()); err != nil {
 			break
 		}
 		for _, r := range out {
