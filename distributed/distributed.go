@@ -87,7 +87,8 @@ type Config struct {
 	// margin is whatever the hand-off leaves. Default: 3s.
 	LivenessMargin time.Duration
 
-	// Overrides are librdkafka properties for every client (TLS, SASL, client.id).
+	// Overrides are librdkafka properties for every client (TLS, SASL, client.id). The
+	// default client.id is "<process list name>@<host>/<pid>".
 	Overrides map[string]any
 }
 
@@ -297,7 +298,7 @@ func (n *Node) Run(ctx context.Context, name string, processes []Process) error 
 	if err != nil {
 		return err
 	}
-	prod, err := produce.New(produce.Config{Brokers: n.cfg.Brokers, Overrides: toMap(n.cfg.Overrides), Logger: n.log})
+	prod, err := produce.New(produce.Config{Brokers: n.cfg.Brokers, ClientID: kconf.ClientID(name), Overrides: toMap(n.cfg.Overrides), Logger: n.log})
 	if err != nil {
 		return fmt.Errorf("distributed: %w", err)
 	}

@@ -120,7 +120,8 @@ type Config struct {
 
 	// Overrides are librdkafka properties for every client the processor creates
 	// (consumer, producer, admin): TLS, SASL, client.id. Keys the framework owns are
-	// rejected by Validate.
+	// rejected by Validate. The default client.id is "<Group>@<host>/<pid>", so that
+	// a group's members (samsa status) tell processes apart.
 	Overrides map[string]any
 	// ConsumerOverrides and ProducerOverrides apply to one client only (tuning).
 	ConsumerOverrides map[string]any

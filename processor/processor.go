@@ -377,6 +377,7 @@ func (p *Processor[K, V]) watchInputs(ctx context.Context, topics []string, stop
 func (p *Processor[K, V]) newSink(ctx context.Context) (sink, error) {
 	pcfg := produce.Config{
 		Brokers:   p.cfg.Brokers,
+		ClientID:  kconf.ClientID(p.cfg.Group),
 		Defaults:  producerDefaults,
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,

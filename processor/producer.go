@@ -101,7 +101,7 @@ func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V], opts ...Option)
 	}
 	defaults := maps.Clone(producerDefaults)
 	defaults["message.timeout.ms"] = int(cmp.Or(cfg.DeliveryTimeout, 2*time.Minute).Milliseconds())
-	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, Defaults: defaults, Overrides: overrides, Logger: o.logger})
+	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, ClientID: kconf.ClientID("producer " + out.topic), Defaults: defaults, Overrides: overrides, Logger: o.logger})
 	if err != nil {
 		return nil, err
 	}

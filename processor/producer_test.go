@@ -2,6 +2,8 @@ package processor_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -143,4 +146,31 @@ func TestProducerTraceJoinsProcessor(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 2, joined, "the batches of the traced records join the caller's trace")
+}
+
+// A processor's clients are named "<group>@<host>/<pid>" by default, so a group's member
+// list tells processes apart (librdkafka's default names every client "rdkafka").
+func TestDefaultClientIDNamesGroupHostAndProcess(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1})
+	produceInts(t, brokers, "in", 1, 5)
+	p, err := processor.New(processor.Config{Brokers: brokers, Group: "named", BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error { return nil }))
+	require.NoError(t, err)
+	ac, err := admin.Dial(brokers, nil, nil)
+	require.NoError(t, err)
+	defer ac.Close()
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	want := fmt.Sprintf("named@%s/%d", host, os.Getpid())
+	var seen []string
+	require.NoError(t, runUntil(t, p, func() bool {
+		g, err := ac.DescribeGroup(context.Background(), "named")
+		if err != nil || len(g.Members) == 0 {
+			return false
+		}
+		seen = []string{g.Members[0].ClientID}
+		return true
+	}))
+	assert.Equal(t, []string{want}, seen)
 }

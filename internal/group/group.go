@@ -344,6 +344,7 @@ func (e *Engine) consumerConfig() *kafka.ConfigMap {
 		"auto.offset.reset": "earliest",
 		"isolation.level":   "read_uncommitted",
 		"log_level":         6,
+		"client.id":         kconf.ClientID(e.cfg.GroupID),
 	}
 	if e.cfg.StartFromLatest {
 		defaults["auto.offset.reset"] = "latest"

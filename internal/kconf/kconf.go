@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 
@@ -77,8 +78,20 @@ func Redacted(m map[string]any) string {
 	return b.String()
 }
 
+// ClientID is the default client.id of the framework's clients: "<name>@<host>/<pid>"
+// (name: the group), so a group's member list tells processes apart; librdkafka's own
+// default is "rdkafka" for every client.
+func ClientID(name string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	return fmt.Sprintf("%s@%s/%d", name, host, os.Getpid())
+}
+
 // ForwardLogs writes librdkafka's log events to log until logs is closed (when the client
-// is closed). Syslog levels map to slog levels: 0-3 error, 4 warning, 5-6 info, 7 debug.
+// is closed). Syslog levels map to slog levels: 0-3 error, 4 warning, 5 (notice) info,
+// 6-7 (librdkafka's informational chatter and debug) debug.
 func ForwardLogs(log *slog.Logger, logs chan kafka.LogEvent) {
 	for ev := range logs {
 		level := slog.LevelDebug
@@ -87,7 +100,7 @@ func ForwardLogs(log *slog.Logger, logs chan kafka.LogEvent) {
 			level = slog.LevelError
 		case ev.Level == 4:
 			level = slog.LevelWarn
-		case ev.Level <= 6:
+		case ev.Level == 5:
 			level = slog.LevelInfo
 		}
 		log.Log(context.Background(), level, "librdkafka: "+ev.Message, "client", ev.Name, "tag", ev.Tag)

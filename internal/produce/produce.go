@@ -37,6 +37,8 @@ type Config struct {
 	Defaults  kconf.Map
 	Overrides kconf.Map
 	Logger    *slog.Logger
+	// ClientID is the default client.id (Overrides may set another); empty: librdkafka's.
+	ClientID string
 	// TransactionalID makes the producer transactional (exactly-once mode).
 	TransactionalID string
 	// TransactionTimeout is transaction.timeout.ms: how long the coordinator waits before
@@ -80,6 +82,9 @@ func New(cfg Config) (*Producer, error) {
 		// up resident.
 		"go.events.channel.size":  10000,
 		"go.produce.channel.size": 1,
+	}
+	if cfg.ClientID != "" {
+		defaults["client.id"] = cfg.ClientID
 	}
 	for k, v := range cfg.Defaults {
 		defaults[k] = v
