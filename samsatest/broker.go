@@ -204,11 +204,28 @@ func (b *Broker) FailProduce(topic string, requests int, retriable bool) *Fault 
 // LoseAssignment makes the group coordinator answer the next heartbeat of a member of
 // group with UNKNOWN_MEMBER_ID, as it does for a member it timed out: that member loses
 // its partitions without a revoke (it must not commit them any more) and joins again.
+//
+// The group settles again only once the coordinator drops the old membership, up to
+// one SessionTimeout after the member's last heartbeat: most of a minute at processor's
+// 45 s default, a few seconds with ProcessorConfig's 6 s.
 func (b *Broker) LoseAssignment(group string) *Fault {
 	return &Fault{b.c.Fault(kfake.Fault{
 		Keys:  []kmsg.Key{kmsg.Heartbeat, kmsg.ConsumerGroupHeartbeat},
 		Group: group, Err: kerr.UnknownMemberID, TopLevel: true, Count: 1,
 	})}
+}
+
+// ProcessorConfig returns a processor.Config for a processor of group on b with the
+// settings tests want: SessionTimeout 6 s and HeartbeatInterval 1 s (a member that is
+// gone or lost its assignment is replaced within seconds, not after the 45 s default),
+// BatchWait 5 ms and CommitInterval 100 ms (records flow and commits show at once).
+// Set the rest (ErrorPolicy, BatchSize, ExactlyOnce) on the result.
+func (b *Broker) ProcessorConfig(group string) processor.Config {
+	return processor.Config{
+		Brokers: b.Addr(), Group: group,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+		BatchWait: 5 * time.Millisecond, CommitInterval: 100 * time.Millisecond,
+	}
 }
 
 // Outage makes the broker unreachable for d: every request in that time closes its

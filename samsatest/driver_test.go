@@ -29,12 +29,9 @@ func TestDriverRebalancesAndFaults(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	d := samsatest.NewDriver(t, func(i int) (samsatest.Runner, error) {
-		return processor.New(processor.Config{
-			Brokers: b.Addr(), Group: group,
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond,
-			CommitInterval: 100 * time.Millisecond, BatchWait: 5 * time.Millisecond,
-			ErrorPolicy: processor.Retry(5, processor.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}, processor.Stop()),
-		}, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+		cfg := b.ProcessorConfig(group)
+		cfg.ErrorPolicy = processor.Retry(5, processor.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}, processor.Stop())
+		return processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 			processor.HandlerFunc[string, string](func(ctx context.Context, bt *processor.Batch[string, string]) error {
 				for _, r := range bt.Records {
 					if err := copyOut.Send(bt, r.Key, r.Value); err != nil {
@@ -94,5 +91,48 @@ func TestDriverRebalancesAndFaults(t *testing.T) {
 	rep := samsatest.RequireDelivered(t, samsatest.Delivery{Brokers: b.Addr(), Input: in, Output: out, Group: group}, 30*time.Second)
 	require.Equal(t, 3000, rep.Inputs)
 	t.Logf("delivered: %d inputs, %d outputs, %d duplicates (at-least-once replays)", rep.Inputs, rep.Outputs, rep.Duplicates)
+	require.NoError(t, d.Stop())
+}
+
+// With ProcessorConfig's short session, a lost assignment is back within seconds: the
+// records produced after the fault are committed about a SessionTimeout later.
+func TestLoseAssignmentSettlesWithinTheSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a processor on the in-process broker (about 10 s)")
+	}
+	const in, group = "lose.in", "loser"
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: in, Partitions: 2})
+	cfg := b.ProcessorConfig(group)
+	d := samsatest.NewDriver(t, func(int) (samsatest.Runner, error) {
+		return processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
+			processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }))
+	})
+	input := processor.NewOutput(in, codec.String(), codec.String())
+	total := func(m map[int32]int64) (n int64) {
+		for _, v := range m {
+			n += v
+		}
+		return n
+	}
+	committed := func(want int64) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for total(b.Committed(group, in)) < want {
+			require.Less(t, time.Since(start), 60*time.Second, "committed %v, want %d", b.Committed(group, in), want)
+			require.NoError(t, d.Failed())
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	d.Add()
+	samsatest.Produce(t, b.Addr(), input, samsatest.KV[string, string]{Key: "a", Value: "1"}, samsatest.KV[string, string]{Key: "b", Value: "2"})
+	committed(2)
+	lost := b.LoseAssignment(group)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, lost.Wait(ctx))
+	samsatest.Produce(t, b.Addr(), input, samsatest.KV[string, string]{Key: "a", Value: "3"}, samsatest.KV[string, string]{Key: "b", Value: "4"})
+	took := committed(4)
+	t.Logf("records produced after the lost assignment committed %s later (SessionTimeout %s)", took.Round(time.Millisecond), cfg.SessionTimeout)
 	require.NoError(t, d.Stop())
 }
