@@ -26,9 +26,10 @@ type Recorder interface {
 
 // ErrCheckpointBehind is wrapped by the error Run returns when, at assignment, a
 // checkpoint reports fewer records applied than the group's last commit recorded it had:
-// the store lost writes. Rebuild its state before running again (reset the group to the
-// earliest offsets and clear the table, or replay into a new table), or, to accept the
-// loss, commit the group's offsets without metadata (samsa reset).
+// the store lost writes, or is a new one (an in-memory table in a new process). Rebuild
+// its state before running again (reset the group to the earliest offsets and clear the
+// table, or replay into a new table), or, to accept the loss, commit the group's offsets
+// without metadata (samsa reset). The error says so.
 var ErrCheckpointBehind = errors.New("checkpoint is behind what the group's commits recorded")
 
 // appliedPrefix marks the commit metadata a processor with a Recorder writes.
@@ -70,7 +71,10 @@ func checkBehind(applied map[string]int64, committed []record.Offset, slot int32
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("processor: %w (the store lost writes; rebuild it before running again): %w", ErrCheckpointBehind, errors.Join(errs...))
+	return fmt.Errorf("processor: %w: %w\n"+
+		"The store lost writes (a Redis without persistence), or is not the one the group ran on: an in-memory table (state.NewMemoryTable) starts empty in every process, so a group whose commits outlive the process needs a Redis table (state.NewTable). "+
+		"To rebuild the state, stop every instance and reset the group to the earliest offsets, clearing the table (samsa reset -group GROUP -topic TOPIC -to-earliest -redis ADDR -table-namespace NS -clear-table --execute); "+
+		"to go on without the lost effects, reset the group to its current offsets (samsa reset), which commits them without the recorded applied offsets", ErrCheckpointBehind, errors.Join(errs...))
 }
 
 // committedOf is how the runner reads a slot's committed offsets (group.Slot.Committed).

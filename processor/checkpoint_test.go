@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -337,3 +338,62 @@ func TestCheckpointedStateAndOutputsRefusedDeadLetter(t *testing.T) {
 	require.NoError(t, runCountAndEmit(t, b, "dl", tbl, processor.DeadLetter("dlq"), 100))
 	assertCounts(t, b, tbl, want)
 }
+
+// A memory table lives as long as its process: the group's next run on a new one fails
+// with ErrCheckpointBehind, and the error says what to do. A new group over a table
+// that records records applied skips them, and the log says so.
+func TestMemoryTableAcrossRunsAndGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processors on the in-process broker")
+	}
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2}, samsatest.Topic{Name: "totals", Partitions: 2})
+	recs, _ := orderRecords()
+	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), recs...)
+	run := func(group string, tbl *state.Table[string, int64], log *slog.Logger) error {
+		cfg := b.ProcessorConfig(group)
+		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
+			countAndEmit(tbl, processor.NewOutput("totals", codec.String(), codec.Int64())), processor.WithCheckpoint(tbl), processor.WithLogger(log))
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		for {
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+			if c := b.Committed(group, "in"); c[0]+c[1] >= 50 {
+				time.Sleep(300 * time.Millisecond) // a commit after the last batch: the one with its applied offset
+				cancel()
+				return <-done
+			}
+		}
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	first := state.NewMemoryTable[string, int64]()
+	require.NoError(t, run("g", first, quiet))
+
+	err := run("g", state.NewMemoryTable[string, int64](), quiet)
+	require.ErrorIs(t, err, processor.ErrCheckpointBehind)
+	assert.Contains(t, err.Error(), "state.NewTable", "the error says an in-memory table does not outlive its process")
+	assert.Contains(t, err.Error(), "samsa reset", "and how to rebuild or go on")
+
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	require.NoError(t, run("new-group", first, log))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Contains(t, logs.String(), "the group has committed nothing of this partition, but the checkpoint records records applied")
+	assert.Equal(t, 2, strings.Count(logs.String(), "committed nothing"), "one warning per partition:\n%s", logs.String())
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

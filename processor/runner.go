@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -267,12 +268,27 @@ func (r *runner[K, V]) checkCommitted(committed committedOf) error {
 		offs, err := committed(ctx)
 		cancel()
 		if err == nil {
+			r.noteUncommitted(offs)
 			return checkBehind(r.applied, offs, r.slot)
 		}
 		r.log.Warn("processor: committed offsets unavailable, retrying", "partition", r.slot, "attempt", attempt+1, "err", err)
 		if !(Backoff{}).sleep(r.wait, attempt) {
 			return errAbandoned
 		}
+	}
+}
+
+// noteUncommitted warns about each input the group has committed nothing of while the
+// checkpoint records records of it applied: those records are skipped, their effects
+// being in the store. Expected for a group whose first run crashed before it committed;
+// otherwise a new group (or one whose commits expired) over an existing table.
+func (r *runner[K, V]) noteUncommitted(committed []record.Offset) {
+	for topic, next := range r.applied {
+		if next <= 0 || slices.ContainsFunc(committed, func(o record.Offset) bool { return o.Topic == topic }) {
+			continue
+		}
+		r.log.Warn("processor: the group has committed nothing of this partition, but the checkpoint records records applied: they are skipped (their effects are in the store). A new group over an existing table, or a group whose commits expired, starts where the table is; to process them again, clear the table",
+			"topic", topic, "partition", r.slot, "applied_below", next)
 	}
 }
 

@@ -111,6 +111,12 @@ func NewTable[K comparable, V any](client redis.UniversalClient, namespace strin
 // NewMemoryTable returns an empty in-memory Table with the same semantics as a Redis one
 // (atomic Apply, applied offsets, conflicts, fences), for tests and examples. Values are
 // kept as given, not copied: see Memory.
+//
+// Its state lives as long as the process. A processor checkpointed on it commits the
+// applied offsets it records, so its group's next run, in a new process with a new empty
+// table, fails with processor.ErrCheckpointBehind rather than resume without the state:
+// use a Redis table (NewTable) for a group that outlives its process, or reset the group
+// to the earliest offsets before each run.
 func NewMemoryTable[K comparable, V any]() *Table[K, V] {
 	return newTable("memory", tableBackend[K, V](&memTable[K, V]{parts: map[int32]*memPart[K, V]{}}))
 }
