@@ -63,9 +63,10 @@ vet:
 	$(GO) vet $(PKGS)
 
 ## stack: start Kafka, Redis, Jaeger and the schema registry on loopback and print the
-## environment to export.
+## environment to export. STACK_FLAGS=-no-registry (or -no-jaeger, -no-redis) leaves one out.
+STACK_FLAGS ?=
 stack:
-	$(STACK) up
+	$(STACK) up $(STACK_FLAGS)
 
 ## kafka-jars / jaeger / registry: fetch or build the test components ahead of time (cached).
 kafka-jars:
