@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/internal/admin"
 )
 
 // Checking helpers shared by the processor tests, judging from outside the framework: an outside
@@ -96,6 +98,33 @@ func readTopic(t *testing.T, brokers, topic string, partitions int, timeout time
 	var out []rec
 	for _, rs := range byPart {
 		out = append(out, rs...)
+	}
+	return out
+}
+
+// readCommittedTopic reads topic back read_committed (admin.ReadSpans: what the
+// processor reads again when it makes owed state effects), once no transaction is open
+// on it: aborted records and transaction markers are left out.
+func readCommittedTopic(t *testing.T, brokers, topic string, partitions int, timeout time.Duration) []rec {
+	t.Helper()
+	ends := waitTxnsFinished(t, brokers, topic, partitions, timeout)
+	var spans []admin.Span
+	for p := range int32(partitions) {
+		spans = append(spans, admin.Span{Topic: topic, Partition: p, From: 0, To: ends[p]})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	read, err := admin.ReadSpans(ctx, brokers, nil, spans)
+	require.NoError(t, err, "reading %s back read_committed up to %v", topic, ends)
+	var out []rec
+	for _, ms := range read {
+		for _, m := range ms {
+			r := rec{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}
+			for _, h := range m.Headers {
+				r.Headers = append(r.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+			}
+			out = append(out, r)
+		}
 	}
 	return out
 }

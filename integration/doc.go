@@ -31,7 +31,8 @@
 //
 //	procworker   at-least-once identity processor; output value "<in value>|<partition>|<offset>|<pid>"
 //	eosworker    the same in exactly-once mode; build with -tags chaos for fail-points ($SAMSA_FAILPOINT)
-//	sumworker    checkpointed running sums per key in a Redis state.Table
+//	sumworker    checkpointed running sums per key in a Redis state.Table (-out: a count per
+//	             record to an output topic; -eos: exactly-once)
 //	distnode     one node of a distributed cluster; its processes report to a checker over a Unix socket
 //
 // The tests build them with the go tool into a temp dir (buildProcworker,
@@ -59,10 +60,11 @@
 //
 // `make test-fault` (SAMSA_FAULT_TESTS=1, -run 'Fault'): eos_fault_test.go (crash loop
 // at fail-points, fenced zombie, broker kills on three nodes), state_fault_test.go
-// (crash sums, with outputs too; Redis outage; Redis without persistence),
+// (crash sums, with outputs too in both delivery modes; Redis outage; Redis without
+// persistence),
 // netfault_test.go, security_fault_test.go, security_tls_fault_test.go,
 // scale_fault_test.go and broker_fault_test.go. Each logs one greppable line of figures
-// ("eos-crash:", "state-crash-out:", "net-partition:", "broker-isr:", ...). The network,
+// ("eos-crash:", "state-crash-out:", "state-crash-eos:", "net-partition:", "broker-isr:", ...). The network,
 // security, scale and broker suites:
 //
 //   - TestNetFaultProcessorPartition: one of two processor instances black-holed from

@@ -466,7 +466,8 @@ func (v outVerdict) String() string {
 
 // checkOutputs reads topic out and compares each key's counts sent with its count in
 // the table (found in the partition its inputs, read back, came from).
-func (e *sfEnv) checkOutputs(ctx context.Context, out string, inputs []rec) outVerdict {
+// With committed, the outputs are read read_committed (once no transaction is open).
+func (e *sfEnv) checkOutputs(ctx context.Context, out string, inputs []rec, committed bool) outVerdict {
 	e.t.Helper()
 	partOf := map[string]int32{}
 	for _, r := range inputs {
@@ -475,7 +476,13 @@ func (e *sfEnv) checkOutputs(ctx context.Context, out string, inputs []rec) outV
 	dec := codec.Int64()
 	sent := map[string]map[int64]int{}
 	var v outVerdict
-	for _, r := range readTopic(e.t, e.brokers, out, e.partitions, 2*time.Minute) {
+	var outs []rec
+	if committed {
+		outs = readCommittedTopic(e.t, e.brokers, out, e.partitions, 2*time.Minute)
+	} else {
+		outs = readTopic(e.t, e.brokers, out, e.partitions, 2*time.Minute)
+	}
+	for _, r := range outs {
 		n, err := dec.Decode(r.Value)
 		require.NoError(e.t, err, "output %d@%d", r.Partition, r.Offset)
 		k := string(r.Key)
@@ -600,6 +607,9 @@ const (
 	fpBeforeEffects = "alo-before-effects" // outputs acknowledged, state effects not made
 	fpBeforeStore   = "alo-before-store"   // outputs acknowledged and effects made, offsets not stored
 	killRandom      = "random"             // SIGKILL from the test at a random moment
+	// Exactly-once: a transaction's state effects are made after it commits.
+	fpEOSBeforeCommit  = "eos-before-commit"  // outputs and offsets sent, the transaction not committed
+	fpEOSBeforeEffects = "eos-before-effects" // the transaction committed, its state effects not made
 )
 
 // crashSums is one SIGKILL loop of the sumworker (see TestStateFaultCrashSums).
@@ -608,6 +618,7 @@ type crashSums struct {
 	records int      // input records
 	kinds   []string // one kill per entry: a fail-point or killRandom
 	out     bool     // the worker sends each record's count to an output topic, checked against the table
+	eos     bool     // the worker runs exactly-once (-eos), committing every 200 ms
 }
 
 // TestStateFaultCrashSums is Kafka Streams' EOS test pattern (a running sum per key, the
@@ -647,6 +658,22 @@ func TestStateFaultCrashSumsOutputs(t *testing.T) {
 		fpBeforeStore, killRandom, killRandom}})
 }
 
+// TestStateFaultCrashSumsOutputsEOS is TestStateFaultCrashSumsOutputs in exactly-once
+// mode, where a batch's state effects are made after the transaction that commits its
+// outputs and offsets: 20,000 records, 8 kills: 3 at "eos-before-effects" (committed,
+// effects not made: the next worker reads those records again and makes their effects,
+// discarding their outputs), 2 at "eos-before-commit" (the transaction is aborted, no
+// effects made), 1 at "before-produce" and 2 at random. Between two lives the table is
+// never ahead of the group's commits (committed-but-not-applied is expected after an
+// eos-before-effects kill, and reported). At the end the sums are exact and each key's
+// read_committed outputs are exactly the counts 1..n, each once.
+func TestStateFaultCrashSumsOutputsEOS(t *testing.T) {
+	sfRequire(t)
+	runCrashSums(t, crashSums{tag: "state-crash-eos", records: 20_000, out: true, eos: true, kinds: []string{
+		fpEOSBeforeEffects, fpEOSBeforeEffects, fpEOSBeforeEffects, fpEOSBeforeCommit, fpEOSBeforeCommit,
+		fpBeforeProduce, killRandom, killRandom}})
+}
+
 func runCrashSums(t *testing.T, c crashSums) {
 	const (
 		partitions = 8
@@ -664,6 +691,9 @@ func runCrashSums(t *testing.T, c crashSums) {
 		out = stack.UniqueName("sfout")
 		createTopic(t, e.brokers, out, partitions, 1)
 		e.args = append(e.args, "-out", out)
+	}
+	if c.eos {
+		e.args = append(e.args, "-eos", "-commit", "200ms")
 	}
 	logPath := filepath.Join(t.TempDir(), "sumworker.log")
 	logOnFail := func(path string) {
@@ -709,7 +739,14 @@ func runCrashSums(t *testing.T, c crashSums) {
 		kind := kinds[k]
 		fp := ""
 		if kind != killRandom {
-			fp = fmt.Sprintf("%s:%d", kind, 3+rng.IntN(maxHit-2)) // a chunk is ≥ maxHit+5 batches of ≤ 100
+			hit := 3 + rng.IntN(maxHit-2) // a chunk is ≥ maxHit+5 batches of ≤ 100
+			if strings.HasPrefix(kind, "eos-") {
+				// Hit once per commit with work (every 200 ms while there is some): a worker
+				// assigned after the last one's session expired (6 s) finds its chunk
+				// produced already and commits it in two or three transactions.
+				hit = 1 + rng.IntN(2)
+			}
+			fp = fmt.Sprintf("%s:%d", kind, hit)
 		}
 		base := appliedTotal()
 		w := e.start(logPath, fp)
@@ -786,7 +823,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 		assert.Equal(t, end, applied[p], "partition %d: the table's applied offset is the end offset", p)
 	}
 	fired := map[string]int{}
-	for _, fp := range []string{fpBeforeProduce, fpBeforeEffects, fpBeforeStore} {
+	for _, fp := range []string{fpBeforeProduce, fpBeforeEffects, fpBeforeStore, fpEOSBeforeCommit, fpEOSBeforeEffects} {
 		fired[fp] = sfCount(logPath, "failpoint: SIGKILL at "+fp)
 	}
 	skippedLogged := sfSkippedLogged(logPath)
@@ -807,14 +844,24 @@ func runCrashSums(t *testing.T, c crashSums) {
 	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
 	assert.Zero(t, v.Missing, "keys missing from the table")
 	assert.Equal(t, 2*keys, v.DataKeys, "data keys in the table (a sum and a count per key)")
-	assert.Zero(t, ahead, "partitions whose committed offset was beyond the table's applied offset between two lives")
-	assert.Equal(t, killsBy[fpBeforeProduce], fired[fpBeforeProduce], "before-produce kills")
-	assert.Equal(t, killsBy[fpBeforeEffects], fired[fpBeforeEffects], "alo-before-effects kills")
-	assert.Equal(t, killsBy[fpBeforeStore], fired[fpBeforeStore], "alo-before-store kills")
+	if c.eos {
+		// Effects follow the commit: the table is never ahead of it; behind it only with
+		// effects owed (made by the next worker).
+		assert.Zero(t, totalWin, "records applied but not committed between two lives (exactly-once makes effects after the commit)")
+		t.Logf("%s: partitions committed beyond the table between lives (effects owed to the next worker): %d; eos-before-commit=%d eos-before-effects=%d fail-point lines", tag, ahead, fired[fpEOSBeforeCommit], fired[fpEOSBeforeEffects])
+	} else {
+		assert.Zero(t, ahead, "partitions whose committed offset was beyond the table's applied offset between two lives")
+	}
+	for _, fp := range []string{fpBeforeProduce, fpBeforeEffects, fpBeforeStore, fpEOSBeforeCommit, fpEOSBeforeEffects} {
+		assert.Equal(t, killsBy[fp], fired[fp], "%s kills", fp)
+	}
 	assert.Zero(t, conflicts, "state conflicts (ErrFenced/ErrStateLost) with one writer at a time and a persistent Redis")
 	if c.out {
-		ov := e.checkOutputs(ctx, out, inputs)
+		ov := e.checkOutputs(ctx, out, inputs, c.eos)
 		t.Logf("%s: outputs: %s", tag, ov)
+		if c.eos {
+			assert.Zero(t, ov.Repeats, "counts sent twice under read_committed")
+		}
 		assert.Zero(t, ov.Gaps, "counts never sent (outputs lost)")
 		assert.Zero(t, ov.Beyond, "counts sent beyond the table's (outputs of effects never made)")
 		assert.Equal(t, keys, ov.Keys, "keys with outputs")

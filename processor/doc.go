@@ -91,7 +91,8 @@
 // read_committed. It costs a transaction per CommitInterval per instance (commit
 // latency, and end-to-end latency of up to CommitInterval for read_committed readers),
 // and handler side effects outside Kafka (a database) are still at-least-once: use a
-// checkpointed store (WithCheckpoint) for those.
+// checkpointed store (WithCheckpoint) for those, whose effects are then made once each
+// transaction commits.
 //
 // Several inputs must be co-partitioned (same partition count, checked when Run starts):
 // partition p of every input goes to the same handler, which makes partition-wise joins

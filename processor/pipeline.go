@@ -39,8 +39,12 @@ type pipeline[K, V any] struct {
 	// recorder is the checkpoint's, when it is a Recorder: commits record its offsets.
 	recorder Recorder
 	// staging: each batch's checkpointed state effects are staged in its handler's
-	// context and made once its outputs are acknowledged (see applyEffects).
-	staging bool
+	// context and made once its outputs are acknowledged (see applyEffects), or, with
+	// afterCommit (exactly-once), by the sink once the transaction that holds its outputs
+	// and offsets commits; lastEffects is then the batch the next one reads through.
+	staging     bool
+	afterCommit bool
+	lastEffects *effect.Batch
 
 	maxInFlight int
 	drainBound  time.Duration
@@ -128,6 +132,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		policy:      p.cfg.ErrorPolicy,
 		obs:         obs,
 		staging:     p.staging,
+		afterCommit: p.staging && p.cfg.ExactlyOnce,
 		maxInFlight: p.cfg.MaxInFlightBatches,
 		drainBound:  p.cfg.DrainTimeout,
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
@@ -141,7 +146,13 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		}
 		if rec, ok := p.cp.(Recorder); ok {
 			pl.recorder = rec
-			if err := pl.run.checkCommitted(s.Committed); err != nil {
+			committed, err := pl.run.checkCommitted(s.Committed)
+			if err == nil {
+				// Owed effects come from an exactly-once owner; a group switched to
+				// at-least-once since then makes them too.
+				err = pl.catchUp(committed, p.readSpans)
+			}
+			if err != nil {
 				if isAbandon(err) {
 					return nil
 				}
@@ -221,6 +232,10 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 	var effects *effect.Batch
 	if pl.staging {
 		effects = new(effect.Batch)
+		if pl.afterCommit {
+			effects.Follow(pl.lastEffects)
+			pl.lastEffects = effects
+		}
 		ctx = effect.NewContext(ctx, effects)
 	}
 	started := time.Now()
@@ -236,8 +251,11 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 		return err
 	}
 	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
-	if pl.recorder != nil && !pl.staging {
-		withApplied(pl.recorder, f.next) // the handler has applied the batch by now
+	if pl.recorder != nil && (!pl.staging || pl.afterCommit) {
+		// Without staging the handler has applied the batch by now; with effects made
+		// after the commit, the commit records what was applied before its transaction
+		// (the effects of the batches in it are owed, see catchUp).
+		withApplied(pl.recorder, f.next)
 	}
 	out := recordsSize(outs)
 	pl.s.Hold(out)
@@ -304,13 +322,19 @@ func (pl *pipeline[K, V]) settleHead() error {
 // retried until the store answers or the slot's work is abandoned. With a Recorder, f's
 // offsets then record what the store has applied.
 func (pl *pipeline[K, V]) applyEffects(f *flight) error {
-	if f.effects.Pending() == 0 {
-		return nil
+	if pl.afterCommit || f.effects.Pending() == 0 {
+		return nil // exactly-once: the sink makes them once the transaction commits
 	}
 	if err, _ := f.outcome(); err != nil {
 		return nil // outputs failed: the error policy decides first
 	}
 	failpoint.Hit("alo-before-effects") // outputs acknowledged, state effects not made
+	return pl.makeEffects(f)
+}
+
+// makeEffects makes f's staged state effects (see applyEffects), and records them in
+// f's offsets.
+func (pl *pipeline[K, V]) makeEffects(f *flight) error {
 	for attempt := 0; ; attempt++ {
 		err := f.effects.Commit(pl.run.ctx)
 		if err == nil {

@@ -94,20 +94,31 @@ type Checkpoint interface {
 // offsets, and a store found behind them at assignment (it lost writes) makes Run fail
 // with ErrCheckpointBehind rather than resume on it (in both delivery modes).
 //
-// In at-least-once mode a state.Table's Apply called with the handler's context is
-// staged, not made: the processor makes it once every output of the batch is
-// acknowledged, then stores the batch's offsets. So updating state and sending outputs
-// in one handler cannot lose outputs: a batch whose outputs fail (a missing topic, a
-// record the broker refuses, a crash before the acknowledgements) leaves no effects and
-// is handled again, and a record found applied at assignment had its outputs
-// acknowledged. A crash after the acknowledgements and before the effects are made
-// sends the batch's outputs again (at-least-once), and applies its effects once. Under
-// DeadLetter, a batch whose outputs failed is dead-lettered whole with its effects
-// dropped, so redriving it applies each record once. Batches of a partition are then
+// A state.Table's Apply called with the handler's context is staged, not made, so
+// updating state and sending outputs in one handler cannot lose outputs; reads through
+// that context see what is staged. Pass the handler's context to the table.
+//
+// At-least-once: the processor makes a batch's staged effects once every output of the
+// batch is acknowledged, then stores the batch's offsets. A batch whose outputs fail (a
+// missing topic, a record the broker refuses, a crash before the acknowledgements)
+// leaves no effects and is handled again, and a record found applied at assignment had
+// its outputs acknowledged. A crash after the acknowledgements and before the effects
+// are made sends the batch's outputs again (at-least-once), and applies its effects
+// once. Under DeadLetter, a batch whose outputs failed is dead-lettered whole with its
+// effects dropped, so redriving it applies each record once. Batches of a partition are
 // handled one at a time (MaxInFlightBatches is 1), so each batch reads the state its
-// predecessor left. Exactly-once mode applies effects when the handler calls Apply, as
-// without staging: a transaction aborted after the handler applied a batch (its outputs
-// refused, a lost assignment) leaves effects whose outputs are never sent.
+// predecessor left.
+//
+// Exactly-once: the effects of the batches in a transaction are made once the
+// transaction (their outputs and offsets) commits, before the next one begins; later
+// batches read the earlier ones' staged effects meanwhile. An aborted transaction (an
+// output refused, a lost assignment, a crash before the commit) leaves no effects, and
+// its records are handled again. An owner that stops between a commit and its effects
+// (a crash, Redis out of reach until the processor stops) leaves them owed: the commit
+// records the offset applied when its transaction began, and the partition's next owner
+// reads the committed records from the checkpoint's offset on again and handles them,
+// making their effects and discarding their outputs (committed already). Like a retried
+// batch, this expects a handler whose effects follow from the state and the records.
 func WithCheckpoint(c Checkpoint) Option { return func(o *options) { o.checkpoint = c } }
 
 // WithLogger sets the logger for the processor and librdkafka's logs. Default (or nil):
@@ -130,7 +141,7 @@ type Processor[K, V any] struct {
 	// when the user set MaxBufferedBytes).
 	budgetPerPartition int64
 	// staging holds each batch's checkpointed state effects back until its outputs are
-	// acknowledged (at-least-once with a checkpoint; see internal/effect).
+	// acknowledged, or (exactly-once) committed (with a checkpoint; see internal/effect).
 	staging bool
 
 	mu       sync.Mutex
@@ -195,8 +206,8 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	if err := o.replay.validate(); err != nil {
 		return nil, &ConfigError{Errs: []error{err}}
 	}
-	staging := o.checkpoint != nil && !cfg.ExactlyOnce
-	if staging && cfg.MaxInFlightBatches > 1 {
+	staging := o.checkpoint != nil
+	if staging && !cfg.ExactlyOnce && cfg.MaxInFlightBatches > 1 {
 		return nil, &ConfigError{Errs: []error{fmt.Errorf("MaxInFlightBatches = %d: with WithCheckpoint (at-least-once) a partition's batches are handled one at a time, so that each batch's state effects are made, after its outputs are acknowledged, before the next batch reads the state (leave it 0 or set 1)", cfg.MaxInFlightBatches)}}
 	}
 	tel := telemetry.New(o.tp, o.mp, o.prop)
@@ -206,7 +217,7 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 		perPartition = defaultBudgetPerPartition
 	}
 	cfg = cfg.withDefaults(len(inputs))
-	if staging {
+	if staging && !cfg.ExactlyOnce {
 		cfg.MaxInFlightBatches = 1
 	}
 	return &Processor[K, V]{

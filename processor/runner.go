@@ -262,18 +262,19 @@ func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition)
 // checkCommitted compares the applied offsets loadApplied read with those the group's
 // last commits recorded (see Recorder), asking the coordinator until it answers or the
 // slot is revoked.
-func (r *runner[K, V]) checkCommitted(committed committedOf) error {
+// It returns the committed offsets.
+func (r *runner[K, V]) checkCommitted(committed committedOf) ([]record.Offset, error) {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		offs, err := committed(ctx)
 		cancel()
 		if err == nil {
 			r.noteUncommitted(offs)
-			return checkBehind(r.applied, offs, r.slot)
+			return offs, checkBehind(r.applied, offs, r.slot)
 		}
 		r.log.Warn("processor: committed offsets unavailable, retrying", "partition", r.slot, "attempt", attempt+1, "err", err)
 		if !(Backoff{}).sleep(r.wait, attempt) {
-			return errAbandoned
+			return nil, errAbandoned
 		}
 	}
 }

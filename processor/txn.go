@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/samsa-go/samsa/internal/effect"
 	"github.com/samsa-go/samsa/internal/failpoint"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/produce"
@@ -48,10 +49,14 @@ type txn struct {
 	// offset, see Recorder), when there is any.
 	pendingMeta map[record.TopicPartition]string
 	slots       map[int32]uint64 // slot -> epoch with work in the open transaction
-	dead        map[uint64]bool  // slot epochs whose work was aborted (written under mu.Lock)
-	mustAbort   bool             // an output was refused: the transaction cannot commit
-	aborts      int              // consecutive aborts, for the poison-output guard
-	recovered   int              // producers replaced since the last commit
+	// owed are the state effects staged by the batches in the open transaction (with a
+	// checkpoint), in the order each slot produced them: made once it commits, dropped
+	// when it aborts.
+	owed      []owedEffects
+	dead      map[uint64]bool // slot epochs whose work was aborted (written under mu.Lock)
+	mustAbort bool            // an output was refused: the transaction cannot commit
+	aborts    int             // consecutive aborts, for the poison-output guard
+	recovered int             // producers replaced since the last commit
 
 	// A librdkafka call that ignores its timeout (librdkafka #5456, #5511:
 	// SendOffsetsToTransaction can block for good once the group coordinator went away)
@@ -72,6 +77,13 @@ const maxRecoveries = 3
 const maxConsecutiveAborts = 5
 
 var errTxnAborted = errors.New("transaction aborted; partition rewound")
+
+// owedEffects are one batch's staged state effects and the lane that handled it.
+type owedEffects struct {
+	l    lane
+	b    *effect.Batch
+	from record.Offset // the batch's first input, for logs
+}
 
 // groupMember is the consumer group member whose generation the transactions' offsets
 // carry (the group engine): the coordinator fences a zombie by it.
@@ -188,6 +200,11 @@ func (t *txn) produce(ctx context.Context, l lane, f *flight, msgs []*record.Mes
 		t.pmu.Unlock()
 		return nil
 	}
+	if f.effects.Pending() > 0 {
+		first := &f.inputs[0]
+		t.owed = append(t.owed, owedEffects{l: l, b: f.effects,
+			from: record.Offset{TopicPartition: record.TopicPartition{Topic: first.Topic, Partition: first.Partition}, Offset: first.Offset}})
+	}
 	for _, o := range f.next {
 		if o.Offset > t.pending[o.TopicPartition] {
 			t.pending[o.TopicPartition] = o.Offset
@@ -267,6 +284,9 @@ func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []gr
 	}
 	if err == nil {
 		failpoint.Hit("eos-after-commit")
+		if err := t.makeEffectsLocked(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err == nil {
 		t.aborts = 0
@@ -316,8 +336,58 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 	return rewind, nil
 }
 
+// makeEffectsLocked makes the state effects of the transaction just committed, batch by
+// batch in each slot's order, before the next transaction begins: the records' outputs
+// and offsets are committed, so their effects are owed. Redis out of reach is retried
+// until ctx ends; a store that refuses (a conflict, access denied) stops the processor,
+// except for a slot no longer owned, whose next owner makes the effects itself. Effects
+// not made when the processor stops are made by the partition's next owner, which reads
+// the records again (see catchUp).
+func (t *txn) makeEffectsLocked(ctx context.Context) error {
+	if len(t.owed) == 0 {
+		return nil
+	}
+	failpoint.Hit("eos-before-effects") // transaction committed, its state effects not made
+	owed := t.owed
+	t.owed = nil
+	gaveUp := map[uint64]bool{} // slot epochs whose effects are left to the next owner
+	for i, o := range owed {
+		if gaveUp[o.l.epoch] {
+			o.b.Drop()
+			continue
+		}
+		for attempt := 0; ; attempt++ {
+			err := o.b.Commit(ctx)
+			if err == nil {
+				break
+			}
+			log := t.log.With("topic", o.from.Topic, "partition", o.from.Partition, "offset", o.from.Offset)
+			if permanent(err) && !o.l.owner.Owned() {
+				log.Warn("processor: exactly-once: state effects of a committed transaction refused after the partition moved; its next owner makes them", "err", err)
+				gaveUp[o.l.epoch] = true
+				o.b.Drop()
+				break
+			}
+			if permanent(err) || ctx.Err() != nil {
+				for _, rest := range owed[i:] {
+					rest.b.Drop()
+				}
+				return &Error{Topic: o.from.Topic, Partition: o.from.Partition, Offset: o.from.Offset, Stage: StageEffects,
+					Err: fmt.Errorf("state effects of a committed transaction not made (the partition's next owner makes them from its records): %w", err)}
+			}
+			log.Warn("processor: exactly-once: state effects not made, retrying", "attempt", attempt+1, "err", err)
+			(Backoff{}).sleep(ctx, attempt)
+		}
+	}
+	return nil
+}
+
 // discardLocked forgets the open transaction's work and returns the slots to rewind.
 func (t *txn) discardLocked() []group.Epoch {
+	for _, o := range t.owed {
+		o.b.Drop() // the records are handled again
+	}
+	t.owed = nil
 	var rewind []group.Epoch
 	for _, id := range slices.Sorted(maps.Keys(t.slots)) {
 		rewind = append(rewind, group.Epoch{Slot: id, Epoch: t.slots[id]})

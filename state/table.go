@@ -215,14 +215,15 @@ func (t *Table[K, V]) seenOf(p int32) map[string]int64 {
 // offsets must not be empty and its offsets must be >= 0. Keys and values are encoded
 // before anything is sent, so an encoding error writes nothing.
 //
-// Called with a processor handler's context (at-least-once mode, the table given to
+// Called with a processor handler's context (the table given to
 // processor.WithCheckpoint), Apply returns once the writes are checked and staged in the
 // batch: reads through that context (Partition(p).Get, GetMany) see them at once, and
 // the processor makes them, as described above, only after every output of the batch
-// is acknowledged and before it commits the batch's input offsets. Outputs that never
-// reach the broker then leave no effects behind, and the records are handled again. An
-// error making the writes then (a conflict, an encoding error) stops the processor;
-// Redis being out of reach is retried.
+// is acknowledged and before it commits the batch's input offsets (at-least-once), or
+// once the transaction holding the batch's outputs and offsets commits (exactly-once).
+// Outputs that never reach the broker then leave no effects behind, and the records are
+// handled again. An error making the writes then (a conflict, an encoding error) stops
+// the processor; Redis being out of reach is retried.
 func (t *Table[K, V]) Apply(ctx context.Context, partition int32, puts []Entry[K, V], deletes []K, offsets map[string]int64) error {
 	if staged := effect.FromContext(ctx); staged != nil {
 		return t.stage(staged, partition, puts, deletes, offsets)
@@ -428,7 +429,7 @@ func (s partitionStore[K, V]) GetMany(ctx context.Context, keys []K) ([]V, []boo
 	if err != nil {
 		return nil, nil, s.t.fail("GetMany", s.p, len(keys), err)
 	}
-	if effect.FromContext(ctx).Pending() > 0 {
+	if effect.FromContext(ctx).Staged() {
 		for i, k := range keys {
 			if sv, found, ok := s.t.staged(ctx, s.p, k); ok {
 				v[i], f[i] = sv, found

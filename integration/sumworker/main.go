@@ -4,7 +4,8 @@
 // sum per key, kept in Redis with exactly-once effects.
 //
 // It reads string keys and int64 values (codec.Int64: 8-byte big-endian) from one topic
-// in the at-least-once mode (the default) with processor.WithCheckpoint(table), and keeps
+// in the at-least-once mode (the default; -eos: exactly-once) with
+// processor.WithCheckpoint(table), and keeps
 // in a state.Table[string, int64] (namespace -ns), per input key k:
 //
 //	"sum/" + k   the sum of k's values
@@ -31,7 +32,7 @@
 // and exits 0 after a clean stop, 1 when the processor fails.
 //
 //	sumworker -brokers 127.0.0.1:9092 -redis 127.0.0.1:6379 -group g -in in -ns sums
-//	          [-out totals] [-batch 100] [-retries 1000] [-backoff-max 1s] [-session 6s] [-v]
+//	          [-out totals] [-eos] [-commit 1s] [-batch 100] [-retries 1000] [-backoff-max 1s] [-session 6s] [-v]
 package main
 
 import (
@@ -80,6 +81,8 @@ func run() error {
 	backoffMax := flag.Duration("backoff-max", time.Second, "longest wait between retries")
 	session := flag.Duration("session", 6*time.Second, "SessionTimeout")
 	heartbeat := flag.Duration("heartbeat", time.Second, "HeartbeatInterval")
+	commit := flag.Duration("commit", 0, "CommitInterval (0: default)")
+	eos := flag.Bool("eos", false, "exactly-once mode (outputs and offsets in transactions; state effects made after each commit)")
 	verbose := flag.Bool("v", false, "log at info level (default: warnings)")
 	flag.Parse()
 	if *group == "" || *in == "" || *ns == "" || *brokers == "" || *redisAddr == "" {
@@ -112,6 +115,8 @@ func run() error {
 		Brokers:            *brokers,
 		Group:              *group,
 		Outputs:            outputs,
+		ExactlyOnce:        *eos,
+		CommitInterval:     *commit,
 		BatchSize:          *batch,
 		MaxInFlightBatches: *inflight,
 		SessionTimeout:     *session,

@@ -1,9 +1,12 @@
 // Package effect holds a batch's state writes back until the batch's outputs are
-// acknowledged. The processor puts a Batch in its handler's context; state.Table.Apply
-// finds it there and stages its writes instead of making them, and the table's reads
-// through that context see what is staged. Once the outputs are acknowledged the
-// processor makes the writes (Commit) and only then commits the input offsets; when the
-// batch is handled again or its records are dead-lettered, it drops them.
+// acknowledged (at-least-once) or committed (exactly-once). The processor puts a Batch in
+// its handler's context; state.Table.Apply finds it there and stages its writes instead
+// of making them, and the table's reads through that context see what is staged (also
+// what earlier batches of the partition staged, when the Batch follows theirs). Once
+// the outputs are acknowledged the processor makes the writes (Commit) and only then
+// commits the input offsets; in exactly-once mode the writes of a transaction's batches
+// are made once it commits. When the batch is handled again, its records are
+// dead-lettered or its transaction aborts, the writes are dropped.
 //
 // A Batch is used by one partition's worker goroutine at a time, but a handler may read
 // through it from goroutines of its own, so it is safe for concurrent use.
@@ -28,6 +31,9 @@ type Batch struct {
 	writes []Write
 	latest map[any]int // key -> index in writes of its last write
 	apply  []func(context.Context) error
+	// prev is the batch staged before this one and not made yet (see Follow): its writes
+	// show through where this batch has none.
+	prev *Batch
 }
 
 // Mark is a point in a Batch to roll back to: what was staged before a handler call
@@ -62,18 +68,46 @@ func (b *Batch) Stage(writes []Write, apply func(context.Context) error) {
 	b.apply = append(b.apply, apply)
 }
 
-// Lookup returns the staged write of key, if any.
-func (b *Batch) Lookup(key any) (w Write, ok bool) {
-	if b == nil {
-		return Write{}, false
-	}
+// Follow makes b read through to prev: prev's staged writes, until prev is committed
+// or dropped, show through b where b has no write of the key. The exactly-once mode
+// makes a batch's writes only once its transaction commits, so the next batches of the
+// partition must read what earlier ones staged. prev must be committed before b.
+func (b *Batch) Follow(prev *Batch) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i, ok := b.latest[key]
-	if !ok {
-		return Write{}, false
+	b.prev = prev
+}
+
+// Lookup returns the staged write of key, if any: b's own, else that of the batches b
+// follows.
+func (b *Batch) Lookup(key any) (w Write, ok bool) {
+	for b != nil {
+		b.mu.Lock()
+		i, ok := b.latest[key]
+		if ok {
+			w := b.writes[i]
+			b.mu.Unlock()
+			return w, true
+		}
+		prev := b.prev
+		b.mu.Unlock()
+		b = prev
 	}
-	return b.writes[i], true
+	return Write{}, false
+}
+
+// Staged reports whether b, or a batch it follows, has writes staged.
+func (b *Batch) Staged() bool {
+	for b != nil {
+		b.mu.Lock()
+		n, prev := len(b.writes), b.prev
+		b.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		b = prev
+	}
+	return false
 }
 
 // Pending reports how many staged applies Commit has not made yet.
@@ -116,8 +150,16 @@ func (b *Batch) Rollback(m Mark) {
 	}
 }
 
-// Drop forgets everything staged.
-func (b *Batch) Drop() { b.Rollback(Mark{}) }
+// Drop forgets everything staged, and the batches b follows.
+func (b *Batch) Drop() {
+	if b == nil {
+		return
+	}
+	b.Rollback(Mark{})
+	b.mu.Lock()
+	b.prev = nil
+	b.mu.Unlock()
+}
 
 // Commit makes the staged writes, in the order they were staged. An apply that fails
 // stays staged with those after it, so Commit can be called again; the ones made are
@@ -135,6 +177,7 @@ func (b *Batch) Commit(ctx context.Context) error {
 		b.apply[0] = nil
 		b.apply = b.apply[1:]
 	}
-	b.writes, b.latest = nil, nil
+	// What b followed was made before it: nothing shows through any more.
+	b.writes, b.latest, b.prev = nil, nil, nil
 	return nil
 }

@@ -75,3 +75,34 @@ func TestNilBatch(t *testing.T) {
 	b.Drop()
 	assert.NoError(t, b.Commit(context.Background()))
 }
+
+// A batch that follows another reads the other's writes through until they are made
+// (Commit) or dropped (an aborted transaction); its own writes come first.
+func TestFollowReadsEarlierBatchUntilMadeOrDropped(t *testing.T) {
+	nop := func(context.Context) error { return nil }
+	first, second, third := new(Batch), new(Batch), new(Batch)
+	first.Stage([]Write{{Key: "a", Value: 1}, {Key: "b", Value: 1}}, nop)
+	second.Follow(first)
+	second.Stage([]Write{{Key: "b", Value: 2}}, nop)
+	third.Follow(second)
+	assert.False(t, new(Batch).Staged())
+	assert.True(t, third.Staged(), "staged by the batches it follows")
+
+	w, ok := third.Lookup("a")
+	require.True(t, ok)
+	assert.Equal(t, 1, w.Value, "through two batches")
+	w, ok = third.Lookup("b")
+	require.True(t, ok)
+	assert.Equal(t, 2, w.Value, "the latest batch's write")
+
+	require.NoError(t, first.Commit(context.Background()))
+	_, ok = third.Lookup("a")
+	assert.False(t, ok, "made: read from the store now")
+	w, _ = third.Lookup("b")
+	assert.Equal(t, 2, w.Value)
+
+	second.Drop()
+	_, ok = third.Lookup("b")
+	assert.False(t, ok, "dropped: never made")
+	assert.False(t, third.Staged())
+}
