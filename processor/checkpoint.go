@@ -53,6 +53,18 @@ func recordedApplied(md string) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
+	v, _, _ = strings.Cut(v, fromSep)
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
+// recordedFrom parses the first input offset of the transaction an exactly-once
+// commit's metadata records (see fromSep), if any.
+func recordedFrom(md string) (int64, bool) {
+	_, v, ok := strings.Cut(md, fromSep)
+	if !ok {
+		return 0, false
+	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	return n, err == nil
 }
@@ -89,23 +101,16 @@ type spanReader func(ctx context.Context, spans []admin.Span) ([][]record.Messag
 
 // catchUp makes the state effects a previous owner of the slot left owed. In
 // exactly-once mode a batch's effects are made after the transaction that commits its
-// outputs and offsets; an owner that stopped in between (a crash, a store out of reach)
-// leaves committed records whose effects are not in the store: the commit records the
-// offset applied when its transaction began, and the checkpoint reports less than the
-// committed offset. Those records are read again and handled as usual, their state
-// effects made batch by batch and their outputs (already committed) discarded. Like a
-// retried batch, this expects a handler whose effects follow from the state and the
-// records.
+// outputs and offsets, and a transaction commits only once the earlier ones' effects are
+// made; an owner that stopped in between (a crash, a store out of reach) leaves the last
+// committed transaction's records without their effects: the checkpoint reports less
+// than the committed offset. The commit records the transaction's first input offset,
+// so only the records from there (or from the checkpoint's offset, if later) to the
+// committed offset are read again and handled as usual, their state effects made batch
+// by batch and their outputs (already committed) discarded. Like a retried batch, this
+// expects a handler whose effects follow from the state and the records.
 func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) error {
-	var spans []admin.Span
-	for _, c := range committed {
-		if _, ok := recordedApplied(c.Metadata); !ok {
-			continue // not committed by a checkpointed processor: nothing owed
-		}
-		if a := pl.run.applied[c.Topic]; a < c.Offset {
-			spans = append(spans, admin.Span{Topic: c.Topic, Partition: pl.s.ID, From: a, To: c.Offset})
-		}
-	}
+	spans := owedSpans(committed, pl.run.applied, pl.s.ID)
 	if len(spans) == 0 {
 		return nil
 	}
@@ -162,6 +167,26 @@ func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) er
 	}
 	log.Info("processor: owed state effects made", "records", made)
 	return nil
+}
+
+// owedSpans returns the records of partition slot whose effects are owed: committed by
+// a checkpointed processor (its metadata) and not applied, from the committing
+// transaction's first input offset on (see catchUp).
+func owedSpans(committed []record.Offset, applied map[string]int64, slot int32) []admin.Span {
+	var spans []admin.Span
+	for _, c := range committed {
+		if _, ok := recordedApplied(c.Metadata); !ok {
+			continue // not committed by a checkpointed processor: nothing owed
+		}
+		from := applied[c.Topic]
+		if f, ok := recordedFrom(c.Metadata); ok {
+			from = max(from, f)
+		}
+		if from < c.Offset {
+			spans = append(spans, admin.Span{Topic: c.Topic, Partition: slot, From: from, To: c.Offset})
+		}
+	}
+	return spans
 }
 
 // readSpans reads committed records of the processor's inputs (see catchUp).

@@ -226,14 +226,13 @@ func runCountAndEmit(t *testing.T, b *samsatest.Broker, group string, tbl *state
 	return runCountAndEmitIn(t, b, processor.Config{Group: group, ErrorPolicy: pol}, tbl, until)
 }
 
-// runCountAndEmitIn is runCountAndEmit with cfg's Group, ErrorPolicy, ExactlyOnce and
-// TransactionalID.
+// runCountAndEmitIn is runCountAndEmit with cfg's Group, ErrorPolicy and ExactlyOnce.
 func runCountAndEmitIn(t *testing.T, b *samsatest.Broker, cfg processor.Config, tbl *state.Table[string, int64], until int64) error {
 	t.Helper()
 	group := cfg.Group
 	out := processor.NewOutput("totals", codec.String(), codec.Int64())
 	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, ErrorPolicy: cfg.ErrorPolicy, ExactlyOnce: cfg.ExactlyOnce,
-		TransactionalID: cfg.TransactionalID, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+		CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		countAndEmit(tbl, out), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)
@@ -376,11 +375,6 @@ func TestCheckpointedStateAndOutputsExactlyOnceRefused(t *testing.T) {
 	}
 	assert.Zero(t, b.Committed("eos", "in")[0]+b.Committed("eos", "in")[1], "nothing committed")
 
-	// A transactional id of its own: once in 16 runs on the in-process broker, the
-	// rerun's first commit failed ("send offsets: Operation not valid in state Ready")
-	// when it took over the id whose last transaction the failed run left open (cause
-	// not found).
-	cfg.TransactionalID = "eos-rerun"
 	require.NoError(t, runCountAndEmitIn(t, b, cfg, tbl, 50))
 	assertCounts(t, b, tbl, want)
 	sent := map[string][]int64{}

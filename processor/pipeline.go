@@ -344,6 +344,9 @@ func (pl *pipeline[K, V]) makeEffects(f *flight) error {
 			return errAbandoned
 		}
 		first := &f.inputs[0]
+		if permanent(err) && !pl.s.Owned() {
+			return errAbandoned // another owner moved the applied offsets on: its effects
+		}
 		if permanent(err) {
 			return &Error{Topic: first.Topic, Partition: first.Partition, Offset: first.Offset, Stage: StageEffects, Err: err}
 		}

@@ -109,16 +109,20 @@ type Checkpoint interface {
 // handled one at a time (MaxInFlightBatches is 1), so each batch reads the state its
 // predecessor left.
 //
-// Exactly-once: the effects of the batches in a transaction are made once the
-// transaction (their outputs and offsets) commits, before the next one begins; later
-// batches read the earlier ones' staged effects meanwhile. An aborted transaction (an
-// output refused, a lost assignment, a crash before the commit) leaves no effects, and
-// its records are handled again. An owner that stops between a commit and its effects
-// (a crash, Redis out of reach until the processor stops) leaves them owed: the commit
-// records the offset applied when its transaction began, and the partition's next owner
-// reads the committed records from the checkpoint's offset on again and handles them,
-// making their effects and discarding their outputs (committed already). Like a retried
-// batch, this expects a handler whose effects follow from the state and the records.
+// Exactly-once (with a checkpoint that is a Recorder, as state.Table is): the effects of
+// the batches in a transaction are made once the transaction (their outputs and
+// offsets) commits, before the next one begins; later batches read the earlier ones'
+// staged effects meanwhile. An aborted transaction (an output refused, a lost
+// assignment, a crash before the commit) leaves no effects, and its records are handled
+// again. An owner that stops between a commit and its effects (a crash; Redis out of
+// reach for over a minute, which stops the processor) leaves them owed: the commit
+// records the applied offset and the transaction's first input offset, and the
+// partition's next owner reads the committed records from there again and handles
+// them, making their effects and discarding their outputs (committed already). Like a
+// retried batch, this expects a handler whose effects follow from the state and the
+// records. A checkpoint that is not a Recorder has its effects made when the handler
+// applies them: a transaction aborted after that leaves effects whose outputs are
+// never sent.
 func WithCheckpoint(c Checkpoint) Option { return func(o *options) { o.checkpoint = c } }
 
 // WithLogger sets the logger for the processor and librdkafka's logs. Default (or nil):
@@ -206,7 +210,11 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	if err := o.replay.validate(); err != nil {
 		return nil, &ConfigError{Errs: []error{err}}
 	}
-	staging := o.checkpoint != nil
+	// Exactly-once, effects are made after the commit, and owed ones found through the
+	// applied offsets a Recorder puts in the commits (see catchUp): a checkpoint that is
+	// not one has its effects made when the handler applies them.
+	_, recorder := o.checkpoint.(Recorder)
+	staging := o.checkpoint != nil && (!cfg.ExactlyOnce || recorder)
 	if staging && !cfg.ExactlyOnce && cfg.MaxInFlightBatches > 1 {
 		return nil, &ConfigError{Errs: []error{fmt.Errorf("MaxInFlightBatches = %d: with WithCheckpoint (at-least-once) a partition's batches are handled one at a time, so that each batch's state effects are made, after its outputs are acknowledged, before the next batch reads the state (leave it 0 or set 1)", cfg.MaxInFlightBatches)}}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -52,11 +53,17 @@ type txn struct {
 	// owed are the state effects staged by the batches in the open transaction (with a
 	// checkpoint), in the order each slot produced them: made once it commits, dropped
 	// when it aborts.
-	owed      []owedEffects
-	dead      map[uint64]bool // slot epochs whose work was aborted (written under mu.Lock)
-	mustAbort bool            // an output was refused: the transaction cannot commit
-	aborts    int             // consecutive aborts, for the poison-output guard
-	recovered int             // producers replaced since the last commit
+	owed []owedEffects
+	// pendingFrom is, per partition with metadata, the first input offset in the open
+	// transaction: owed effects (see catchUp) start there at the earliest.
+	pendingFrom map[record.TopicPartition]int64
+	// effectsErr is set when a committed transaction's effects could not be made: no
+	// later transaction may commit (its effects would be made, the earlier ones not).
+	effectsErr error
+	dead       map[uint64]bool // slot epochs whose work was aborted (written under mu.Lock)
+	mustAbort  bool            // an output was refused: the transaction cannot commit
+	aborts     int             // consecutive aborts, for the poison-output guard
+	recovered  int             // producers replaced since the last commit
 
 	// A librdkafka call that ignores its timeout (librdkafka #5456, #5511:
 	// SendOffsetsToTransaction can block for good once the group coordinator went away)
@@ -78,6 +85,15 @@ const maxConsecutiveAborts = 5
 
 var errTxnAborted = errors.New("transaction aborted; partition rewound")
 
+// effectsBound bounds how long a committed transaction's state effects are retried while
+// the store is out of reach. The commit holds every worker and the rebalance callback
+// meanwhile; past it the processor stops and the effects are owed (see catchUp).
+const effectsBound = time.Minute
+
+// fromSep separates, in an exactly-once commit's metadata, the applied offset from the
+// first input offset of the transaction (see catchUp).
+const fromSep = ";from="
+
 // owedEffects are one batch's staged state effects and the lane that handled it.
 type owedEffects struct {
 	l    lane
@@ -98,7 +114,7 @@ func newTxn(newProd func() (*produce.Producer, error), timeout time.Duration, li
 		return nil, err
 	}
 	return &txn{newProd: newProd, prod: prod, timeout: timeout, log: log, wedgeGrace: 5 * time.Second, life: life,
-		pending: map[record.TopicPartition]int64{}, pendingMeta: map[record.TopicPartition]string{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
+		pending: map[record.TopicPartition]int64{}, pendingMeta: map[record.TopicPartition]string{}, pendingFrom: map[record.TopicPartition]int64{}, slots: map[int32]uint64{}, dead: map[uint64]bool{}}, nil
 }
 
 // close closes the current producer, waiting up to timeout for its deliveries, and
@@ -212,6 +228,11 @@ func (t *txn) produce(ctx context.Context, l lane, f *flight, msgs []*record.Mes
 				t.pendingMeta[o.TopicPartition] = o.Metadata
 			}
 		}
+		if o.Metadata != "" {
+			if _, ok := t.pendingFrom[o.TopicPartition]; !ok {
+				t.pendingFrom[o.TopicPartition] = firstOffset(f.inputs, o.Topic)
+			}
+		}
 	}
 	t.pmu.Unlock()
 	return nil
@@ -258,6 +279,14 @@ func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []gr
 		t.log.Warn("processor: exactly-once: an output was refused; aborting the transaction", "partitions", len(t.slots))
 		return t.abortLocked(ctx)
 	}
+	if t.effectsErr != nil {
+		// An earlier transaction's effects are owed to the partitions' next owners, who
+		// make them from its records; committing this one would make its effects first.
+		if _, err := t.abortLocked(ctx); err != nil {
+			t.log.Warn("processor: exactly-once: abort after owed state effects failed", "err", err)
+		}
+		return nil, t.effectsErr
+	}
 	offsets := make([]record.Offset, 0, len(t.pending))
 	for _, tp := range slices.SortedFunc(maps.Keys(t.pending), func(a, b record.TopicPartition) int {
 		if a.Topic != b.Topic {
@@ -268,7 +297,11 @@ func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []gr
 		}
 		return int(a.Partition - b.Partition)
 	}) {
-		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp], Metadata: t.pendingMeta[tp]})
+		md := t.pendingMeta[tp]
+		if from, ok := t.pendingFrom[tp]; ok && md != "" {
+			md += fromSep + strconv.FormatInt(from, 10)
+		}
+		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp], Metadata: md})
 	}
 	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
 	err = t.retry(ctx, "send offsets to transaction", func(ctx context.Context) error {
@@ -284,18 +317,19 @@ func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []gr
 	}
 	if err == nil {
 		failpoint.Hit("eos-after-commit")
-		if err := t.makeEffectsLocked(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if err == nil {
+		effectsErr := t.makeEffectsLocked(ctx)
 		t.aborts = 0
 		t.recovered = 0
 		clear(t.pending)
 		clear(t.pendingMeta)
+		clear(t.pendingFrom)
 		clear(t.slots)
 		if err := t.prod.BeginTransaction(); err != nil {
 			return nil, fmt.Errorf("processor: exactly-once: %w", err)
+		}
+		if effectsErr != nil {
+			t.effectsErr = effectsErr
+			return nil, effectsErr
 		}
 		return nil, nil
 	}
@@ -338,11 +372,12 @@ func (t *txn) abortLocked(ctx context.Context) ([]group.Epoch, error) {
 
 // makeEffectsLocked makes the state effects of the transaction just committed, batch by
 // batch in each slot's order, before the next transaction begins: the records' outputs
-// and offsets are committed, so their effects are owed. Redis out of reach is retried
-// until ctx ends; a store that refuses (a conflict, access denied) stops the processor,
-// except for a slot no longer owned, whose next owner makes the effects itself. Effects
-// not made when the processor stops are made by the partition's next owner, which reads
-// the records again (see catchUp).
+// and offsets are committed, so their effects are owed. The effects are made even when
+// ctx ends meanwhile (Run stopping), and a store out of reach (Redis down) is retried
+// for up to effectsBound; a store that refuses (a conflict, access denied) stops the
+// processor, except for a slot no longer owned, whose next owner makes the effects
+// itself. Effects not made when the processor stops are made by the partition's next
+// owner, which reads the records again (see catchUp).
 func (t *txn) makeEffectsLocked(ctx context.Context) error {
 	if len(t.owed) == 0 {
 		return nil
@@ -350,6 +385,8 @@ func (t *txn) makeEffectsLocked(ctx context.Context) error {
 	failpoint.Hit("eos-before-effects") // transaction committed, its state effects not made
 	owed := t.owed
 	t.owed = nil
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), effectsBound)
+	defer cancel()
 	gaveUp := map[uint64]bool{} // slot epochs whose effects are left to the next owner
 	for i, o := range owed {
 		if gaveUp[o.l.epoch] {
@@ -395,6 +432,7 @@ func (t *txn) discardLocked() []group.Epoch {
 	}
 	clear(t.pending)
 	clear(t.pendingMeta)
+	clear(t.pendingFrom)
 	clear(t.slots)
 	t.mustAbort = false
 	return rewind
@@ -483,4 +521,14 @@ func (t *txn) untilReached(ctx context.Context, name string, attempts int, op fu
 		}
 		(Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}).sleep(sleepCtx, attempt)
 	}
+}
+
+// firstOffset returns the offset of the first of inputs read from topic.
+func firstOffset(inputs []record.Message, topic string) int64 {
+	for i := range inputs {
+		if inputs[i].Topic == topic {
+			return inputs[i].Offset
+		}
+	}
+	return 0
 }

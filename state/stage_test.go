@@ -74,3 +74,40 @@ func TestApplyStagedChecksAndIdempotence(t *testing.T) {
 	v, _, _ := tbl.Partition(0).Get(context.Background(), "a")
 	assert.Equal(t, int64(1), v, "an Apply already made writes nothing again")
 }
+
+// Exactly-once: a batch's context follows the batches staged before it and not made yet.
+// GetMany mixes their staged values with stored ones, and sees the same values after an
+// earlier batch's writes are made (read from the store then) or through its own writes.
+func TestGetManyThroughEarlierStagedBatches(t *testing.T) {
+	tbl := state.NewMemoryTable[string, int64]()
+	ctx := context.Background()
+	require.NoError(t, tbl.Partition(0).Put(ctx, "stored", 5))
+
+	first := new(effect.Batch)
+	require.NoError(t, tbl.Apply(effect.NewContext(ctx, first), 0,
+		[]state.Entry[string, int64]{{Key: "a", Value: 1}, {Key: "b", Value: 1}}, nil, map[string]int64{"in": 10}))
+	second := new(effect.Batch)
+	second.Follow(first)
+	sctx := effect.NewContext(ctx, second)
+	require.NoError(t, tbl.Apply(sctx, 0, []state.Entry[string, int64]{{Key: "b", Value: 2}}, nil, map[string]int64{"in": 20}))
+
+	keys := []string{"a", "b", "stored", "none"}
+	want := []int64{1, 2, 5, 0}
+	vs, found, err := tbl.Partition(0).GetMany(sctx, keys)
+	require.NoError(t, err)
+	assert.Equal(t, want, vs)
+	assert.Equal(t, []bool{true, true, true, false}, found)
+
+	require.NoError(t, first.Commit(ctx))
+	vs, _, err = tbl.Partition(0).GetMany(sctx, keys)
+	require.NoError(t, err)
+	assert.Equal(t, want, vs, "the first batch made: its values come from the store")
+	n, err := tbl.Applied(ctx, "in", 0)
+	require.NoError(t, err)
+	assert.Equal(t, int64(10), n)
+
+	require.NoError(t, second.Commit(ctx))
+	vs, _, err = tbl.Partition(0).GetMany(ctx, keys)
+	require.NoError(t, err)
+	assert.Equal(t, want, vs)
+}

@@ -425,16 +425,36 @@ func (s partitionStore[K, V]) GetMany(ctx context.Context, keys []K) ([]V, []boo
 	if len(keys) == 0 {
 		return []V{}, []bool{}, nil
 	}
-	v, f, err := s.t.b.getMany(ctx, s.p, keys)
+	if !effect.FromContext(ctx).Staged() {
+		v, f, err := s.t.b.getMany(ctx, s.p, keys)
+		if err != nil {
+			return nil, nil, s.t.fail("GetMany", s.p, len(keys), err)
+		}
+		return v, f, nil
+	}
+	// Staged writes first, then the store for the other keys: a write staged by an
+	// earlier batch may be made (and unstaged) by another goroutine meanwhile, and the
+	// store read after the lookup sees it.
+	v, f := make([]V, len(keys)), make([]bool, len(keys))
+	var rest []K
+	var at []int
+	for i, k := range keys {
+		if sv, found, ok := s.t.staged(ctx, s.p, k); ok {
+			v[i], f[i] = sv, found
+			continue
+		}
+		rest = append(rest, k)
+		at = append(at, i)
+	}
+	if len(rest) == 0 {
+		return v, f, nil
+	}
+	rv, rf, err := s.t.b.getMany(ctx, s.p, rest)
 	if err != nil {
 		return nil, nil, s.t.fail("GetMany", s.p, len(keys), err)
 	}
-	if effect.FromContext(ctx).Staged() {
-		for i, k := range keys {
-			if sv, found, ok := s.t.staged(ctx, s.p, k); ok {
-				v[i], f[i] = sv, found
-			}
-		}
+	for j, i := range at {
+		v[i], f[i] = rv[j], rf[j]
 	}
 	return v, f, nil
 }

@@ -8,8 +8,9 @@
 // are made once it commits. When the batch is handled again, its records are
 // dead-lettered or its transaction aborts, the writes are dropped.
 //
-// A Batch is used by one partition's worker goroutine at a time, but a handler may read
-// through it from goroutines of its own, so it is safe for concurrent use.
+// A Batch is staged by one partition's worker goroutine, but a handler may read through
+// it from goroutines of its own, and in exactly-once mode the transaction's commit makes
+// or drops it on another goroutine, so it is safe for concurrent use.
 package effect
 
 import (
@@ -150,7 +151,7 @@ func (b *Batch) Rollback(m Mark) {
 	}
 }
 
-// Drop forgets everything staged, and the batches b follows.
+// Drop forgets everything staged, and stops reading through the batches b follows.
 func (b *Batch) Drop() {
 	if b == nil {
 		return
