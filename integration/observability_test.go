@@ -108,21 +108,7 @@ func TestTracePathInJaeger(t *testing.T) {
 	}
 
 	// One trace in Jaeger, with every hop.
-	q := stack.JaegerQuery{URL: queryURL}
-	var tr stack.JaegerTrace
-	want := []string{"send " + in, "process " + in, "send", "commit " + in, "process " + out}
-	require.Eventually(t, func() bool {
-		tr, err = q.Trace(ctx, traceID.String())
-		if err != nil {
-			return false
-		}
-		for _, op := range want {
-			if _, ok := tr.SpanByOperation(op); !ok {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 500*time.Millisecond, "trace %s in Jaeger lacks some of %v (err %v)", traceID, want, err)
+	tr := waitTrace(t, ctx, queryURL, traceID.String(), []string{"send " + in, "process " + in, "send", "commit " + in, "process " + out})
 	services := map[string]bool{}
 	for _, s := range tr.Spans {
 		services[tr.Processes[s.ProcessID].ServiceName] = true
@@ -174,21 +160,7 @@ func TestProducerTraceInJaeger(t *testing.T) {
 	require.NoError(t, appTP.Shutdown(ctx))
 	require.NoError(t, procTP.Shutdown(ctx))
 
-	q := stack.JaegerQuery{URL: queryURL}
-	var tr stack.JaegerTrace
-	want := []string{"checkout", "send " + in, "process " + in}
-	require.Eventually(t, func() bool {
-		tr, err = q.Trace(ctx, traceID.String())
-		if err != nil {
-			return false
-		}
-		for _, op := range want {
-			if _, ok := tr.SpanByOperation(op); !ok {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 500*time.Millisecond, "trace %s in Jaeger lacks some of %v (err %v)", traceID, want, err)
+	tr := waitTrace(t, ctx, queryURL, traceID.String(), []string{"checkout", "send " + in, "process " + in})
 	send, _ := tr.SpanByOperation("send " + in)
 	process, _ := tr.SpanByOperation("process " + in)
 	assert.Equal(t, "app-"+suffix, tr.Processes[send.ProcessID].ServiceName)
@@ -280,4 +252,26 @@ func tagOr(s stack.JaegerSpan, key string) any {
 		return strings.TrimSpace(str)
 	}
 	return v
+}
+
+// waitTrace waits up to a minute for Jaeger at queryURL to hold trace id with a span of
+// every operation in want, and returns it.
+func waitTrace(t *testing.T, ctx context.Context, queryURL, id string, want []string) stack.JaegerTrace {
+	t.Helper()
+	q := stack.JaegerQuery{URL: queryURL}
+	var tr stack.JaegerTrace
+	var err error
+	require.Eventually(t, func() bool {
+		tr, err = q.Trace(ctx, id)
+		if err != nil {
+			return false
+		}
+		for _, op := range want {
+			if _, ok := tr.SpanByOperation(op); !ok {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 500*time.Millisecond, "trace %s in Jaeger lacks some of %v (err %v)", id, want, err)
+	return tr
 }

@@ -55,7 +55,15 @@ func runCounter(t *testing.T, b *samsatest.Broker, group string, tbl *state.Tabl
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		counter(tbl), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	return runToCommitted(t, b, p, group, until, 30*time.Second)
+}
+
+// runToCommitted runs p until group has committed until records of "in"'s two partitions
+// (then stops it, after settle if given) or Run returns, at most for timeout, and
+// returns what Run returned.
+func runToCommitted[K, V any](t *testing.T, b *samsatest.Broker, p *processor.Processor[K, V], group string, until int64, timeout time.Duration, settle ...time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -65,8 +73,10 @@ func runCounter(t *testing.T, b *samsatest.Broker, group string, tbl *state.Tabl
 			return err
 		case <-time.After(20 * time.Millisecond):
 		}
-		c := b.Committed(group, "in")
-		if c[0]+c[1] >= until {
+		if c := b.Committed(group, "in"); c[0]+c[1] >= until {
+			for _, d := range settle {
+				time.Sleep(d)
+			}
 			cancel()
 			return <-done
 		}
@@ -236,21 +246,7 @@ func runCountAndEmitIn(t *testing.T, b *samsatest.Broker, cfg processor.Config, 
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		countAndEmit(tbl, out), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(20 * time.Millisecond):
-		}
-		if c := b.Committed(group, "in"); c[0]+c[1] >= until {
-			cancel()
-			return <-done
-		}
-	}
+	return runToCommitted(t, b, p, group, until, 60*time.Second)
 }
 
 // orderRecords are 50 records over 5 keys; want is each key's count.
@@ -409,22 +405,8 @@ func TestMemoryTableAcrossRunsAndGroups(t *testing.T) {
 		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 			countAndEmit(tbl, processor.NewOutput("totals", codec.String(), codec.Int64())), processor.WithCheckpoint(tbl), processor.WithLogger(log))
 		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		for {
-			select {
-			case err := <-done:
-				return err
-			case <-time.After(20 * time.Millisecond):
-			}
-			if c := b.Committed(group, "in"); c[0]+c[1] >= 50 {
-				time.Sleep(300 * time.Millisecond) // a commit after the last batch: the one with its applied offset
-				cancel()
-				return <-done
-			}
-		}
+		// Run on 300 ms past the last batch's commit, for a commit with its applied offset.
+		return runToCommitted(t, b, p, group, 50, 30*time.Second, 300*time.Millisecond)
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	first := state.NewMemoryTable[string, int64]()
