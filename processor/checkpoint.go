@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/samsa-go/samsa/internal/admin"
-	"github.com/samsa-go/samsa/internal/effect"
 	"github.com/samsa-go/samsa/internal/record"
 )
 
@@ -95,80 +93,6 @@ func checkBehind(applied map[string]int64, committed []record.Offset, slot int32
 // committedOf is how the runner reads a slot's committed offsets (group.Slot.Committed).
 type committedOf func(ctx context.Context) ([]record.Offset, error)
 
-// spanReader reads committed input records again (admin.ReadSpans on the processor's
-// brokers).
-type spanReader func(ctx context.Context, spans []admin.Span) ([][]record.Message, error)
-
-// catchUp makes the state effects a previous owner of the slot left owed. In
-// exactly-once mode a batch's effects are made after the transaction that commits its
-// outputs and offsets, and a transaction commits only once the earlier ones' effects are
-// made; an owner that stopped in between (a crash, a store out of reach) leaves the last
-// committed transaction's records without their effects: the checkpoint reports less
-// than the committed offset. The commit records the transaction's first input offset,
-// so only the records from there (or from the checkpoint's offset, if later) to the
-// committed offset are read again and handled as usual, their state effects made batch
-// by batch and their outputs (already committed) discarded. Like a retried batch, this
-// expects a handler whose effects follow from the state and the records.
-func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) error {
-	spans := owedSpans(committed, pl.run.applied, pl.s.ID)
-	if len(spans) == 0 {
-		return nil
-	}
-	log := pl.run.log.With("partition", pl.s.ID)
-	for _, sp := range spans {
-		log.Info("processor: making the state effects of committed records a previous owner did not make", "topic", sp.Topic, "from", sp.From, "to", sp.To)
-	}
-	var read2 [][]record.Message
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(pl.run.wait, time.Minute)
-		var err error
-		read2, err = read(ctx, spans)
-		cancel()
-		if err == nil {
-			break
-		}
-		if pl.run.wait.Err() != nil {
-			return errAbandoned
-		}
-		if attempt >= 4 {
-			return fmt.Errorf("processor: reading the committed records whose state effects are owed: %w", err)
-		}
-		log.Warn("processor: reading committed records again failed, retrying", "attempt", attempt+1, "err", err)
-		if !(Backoff{}).sleep(pl.run.wait, attempt) {
-			return errAbandoned
-		}
-	}
-	var all []record.Message
-	for _, rs := range read2 {
-		all = append(all, rs...)
-	}
-	if len(read2) > 1 {
-		all = mergeByTimestamp(all)
-	}
-	made := 0
-	for len(all) > 0 {
-		n := min(len(all), pl.batch.size)
-		chunk := all[:n]
-		all = all[n:]
-		effects := new(effect.Batch)
-		outs, err := pl.run.handle(effect.NewContext(pl.run.ctx, effects), chunk)
-		if err != nil {
-			return err
-		}
-		pl.run.recycle(outs) // committed with the transaction that handled them first
-		f := &flight{inputs: chunk, effects: effects}
-		if err := pl.makeEffects(f); err != nil {
-			return err
-		}
-		made += n
-	}
-	for _, sp := range spans {
-		pl.run.applied[sp.Topic] = max(pl.run.applied[sp.Topic], sp.To)
-	}
-	log.Info("processor: owed state effects made", "records", made)
-	return nil
-}
-
 // owedSpans returns the records of partition slot whose effects are owed: committed by
 // a checkpointed processor (its metadata) and not applied, from the committing
 // transaction's first input offset on (see catchUp).
@@ -187,9 +111,4 @@ func owedSpans(committed []record.Offset, applied map[string]int64, slot int32) 
 		}
 	}
 	return spans
-}
-
-// readSpans reads committed records of the processor's inputs (see catchUp).
-func (p *Processor[K, V]) readSpans(ctx context.Context, spans []admin.Span) ([][]record.Message, error) {
-	return admin.ReadSpans(ctx, p.cfg.Brokers, mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides), spans)
 }
