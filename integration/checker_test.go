@@ -21,6 +21,7 @@ import (
 
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/internal/admin"
+	"github.com/samsa-go/samsa/internal/record"
 )
 
 // Checking helpers shared by the processor tests, judging from outside the framework: an outside
@@ -102,30 +103,28 @@ func readTopic(t *testing.T, brokers, topic string, partitions int, timeout time
 	return out
 }
 
-// readCommittedTopic reads topic back read_committed (admin.ReadSpans: what the
-// processor reads again when it makes owed state effects), once no transaction is open
-// on it: aborted records and transaction markers are left out.
+// readCommittedTopic reads topic back read_committed (admin.Scan: what the processor
+// reads again when it makes owed state effects), once no transaction is open on it:
+// aborted records and transaction markers are left out.
 func readCommittedTopic(t *testing.T, brokers, topic string, partitions int, timeout time.Duration) []rec {
 	t.Helper()
 	ends := waitTxnsFinished(t, brokers, topic, partitions, timeout)
-	var spans []admin.Span
+	var ranges []admin.Range
 	for p := range int32(partitions) {
-		spans = append(spans, admin.Span{Topic: topic, Partition: p, From: 0, To: ends[p]})
+		ranges = append(ranges, admin.Range{TopicPartition: record.TopicPartition{Topic: topic, Partition: p}, To: ends[p]})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	read, err := admin.ReadSpans(ctx, brokers, nil, spans)
-	require.NoError(t, err, "reading %s back read_committed up to %v", topic, ends)
 	var out []rec
-	for _, ms := range read {
-		for _, m := range ms {
-			r := rec{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}
-			for _, h := range m.Headers {
-				r.Headers = append(r.Headers, kafka.Header{Key: h.Key, Value: h.Value})
-			}
-			out = append(out, r)
+	err := admin.Scan(ctx, brokers, nil, ranges, func(m record.Message) error {
+		r := rec{Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}
+		for _, h := range m.Headers {
+			r.Headers = append(r.Headers, kafka.Header{Key: h.Key, Value: h.Value})
 		}
-	}
+		out = append(out, r)
+		return nil
+	})
+	require.NoError(t, err, "reading %s back read_committed up to %v", topic, ends)
 	return out
 }
 

@@ -96,8 +96,8 @@ type committedOf func(ctx context.Context) ([]record.Offset, error)
 // owedSpans returns the records of partition slot whose effects are owed: committed by
 // a checkpointed processor (its metadata) and not applied, from the committing
 // transaction's first input offset on (see catchUp).
-func owedSpans(committed []record.Offset, applied map[string]int64, slot int32) []admin.Span {
-	var spans []admin.Span
+func owedSpans(committed []record.Offset, applied map[string]int64, slot int32) []admin.Range {
+	var spans []admin.Range
 	for _, c := range committed {
 		if _, ok := recordedApplied(c.Metadata); !ok {
 			continue // not committed by a checkpointed processor: nothing owed
@@ -107,7 +107,7 @@ func owedSpans(committed []record.Offset, applied map[string]int64, slot int32) 
 			from = max(from, f)
 		}
 		if from < c.Offset {
-			spans = append(spans, admin.Span{Topic: c.Topic, Partition: slot, From: from, To: c.Offset})
+			spans = append(spans, admin.Range{TopicPartition: record.TopicPartition{Topic: c.Topic, Partition: slot}, From: from, To: c.Offset})
 		}
 	}
 	return spans

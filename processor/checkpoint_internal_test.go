@@ -24,22 +24,22 @@ func TestOwedSpans(t *testing.T) {
 		name      string
 		committed []record.Offset
 		applied   map[string]int64
-		want      []admin.Span
+		want      []admin.Range
 	}{
 		{"applied up to the commit", []record.Offset{off("a", 100, md(80, 90))}, map[string]int64{"a": 100}, nil},
 		{"applied beyond it (an at-least-once run)", []record.Offset{off("a", 100, appliedPrefix+"100")}, map[string]int64{"a": 120}, nil},
 		{"no metadata: not a checkpointed processor's", []record.Offset{off("a", 100, "")}, map[string]int64{"a": 0}, nil},
 		{"the last transaction's effects owed", []record.Offset{off("a", 100, md(80, 90))}, map[string]int64{"a": 90},
-			[]admin.Span{{Topic: "a", Partition: 3, From: 90, To: 100}}},
+			[]admin.Range{{TopicPartition: record.TopicPartition{Topic: "a", Partition: 3}, From: 90, To: 100}}},
 		{"offsets without records before the transaction (markers) are not read",
 			[]record.Offset{off("a", 100, md(80, 92))}, map[string]int64{"a": 90},
-			[]admin.Span{{Topic: "a", Partition: 3, From: 92, To: 100}}},
+			[]admin.Range{{TopicPartition: record.TopicPartition{Topic: "a", Partition: 3}, From: 92, To: 100}}},
 		{"partly made by an owner stopped during its catch-up", []record.Offset{off("a", 100, md(80, 90))}, map[string]int64{"a": 95},
-			[]admin.Span{{Topic: "a", Partition: 3, From: 95, To: 100}}},
+			[]admin.Range{{TopicPartition: record.TopicPartition{Topic: "a", Partition: 3}, From: 95, To: 100}}},
 		{"metadata of an older build (no first offset)", []record.Offset{off("a", 100, appliedPrefix+"80")}, map[string]int64{"a": 85},
-			[]admin.Span{{Topic: "a", Partition: 3, From: 85, To: 100}}},
+			[]admin.Range{{TopicPartition: record.TopicPartition{Topic: "a", Partition: 3}, From: 85, To: 100}}},
 		{"co-partitioned inputs, each its own", []record.Offset{off("a", 100, md(80, 90)), off("b", 50, md(40, 45))},
-			map[string]int64{"a": 100, "b": 40}, []admin.Span{{Topic: "b", Partition: 3, From: 45, To: 50}}},
+			map[string]int64{"a": 100, "b": 40}, []admin.Range{{TopicPartition: record.TopicPartition{Topic: "b", Partition: 3}, From: 45, To: 50}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, owedSpans(tc.committed, tc.applied, 3))

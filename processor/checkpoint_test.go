@@ -249,6 +249,14 @@ func runCountAndEmitIn(t *testing.T, b *samsatest.Broker, cfg processor.Config, 
 	return runToCommitted(t, b, p, group, until, 60*time.Second)
 }
 
+// produceOrders writes orderRecords to "in" and returns each key's count.
+func produceOrders(t *testing.T, b *samsatest.Broker) map[string]int64 {
+	t.Helper()
+	recs, want := orderRecords()
+	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), recs...)
+	return want
+}
+
 // orderRecords are 50 records over 5 keys; want is each key's count.
 func orderRecords() (recs []samsatest.KV[string, string], want map[string]int64) {
 	want = map[string]int64{}
@@ -289,8 +297,7 @@ func TestCheckpointedStateAndOutputsMissingTopic(t *testing.T) {
 		t.Skip("runs processors on the in-process broker")
 	}
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2})
-	recs, want := orderRecords()
-	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), recs...)
+	want := produceOrders(t, b)
 	tbl := state.NewMemoryTable[string, int64]()
 
 	err := runCountAndEmit(t, b, "totals", tbl, processor.Stop(), 50)
@@ -355,8 +362,7 @@ func TestCheckpointedStateAndOutputsExactlyOnceRefused(t *testing.T) {
 		t.Skip("runs processors on the in-process broker")
 	}
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2}, samsatest.Topic{Name: "totals", Partitions: 2})
-	recs, want := orderRecords()
-	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), recs...)
+	want := produceOrders(t, b)
 	tbl := state.NewMemoryTable[string, int64]()
 	cfg := processor.Config{Group: "eos", ErrorPolicy: processor.Stop(), ExactlyOnce: true}
 
@@ -398,8 +404,7 @@ func TestMemoryTableAcrossRunsAndGroups(t *testing.T) {
 		t.Skip("runs processors on the in-process broker")
 	}
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2}, samsatest.Topic{Name: "totals", Partitions: 2})
-	recs, _ := orderRecords()
-	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()), recs...)
+	produceOrders(t, b)
 	run := func(group string, tbl *state.Table[string, int64], log *slog.Logger) error {
 		cfg := b.ProcessorConfig(group)
 		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},

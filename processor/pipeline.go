@@ -151,7 +151,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 			if err == nil {
 				// Owed effects come from an exactly-once owner; a group switched to
 				// at-least-once since then makes them too.
-				err = pl.catchUp(committed, p.readSpans)
+				err = pl.catchUp(committed, p.readOwed)
 			}
 			if err != nil {
 				if isAbandon(err) {
@@ -552,9 +552,9 @@ func mergeByTimestamp(in []record.Message) []record.Message {
 	return out
 }
 
-// spanReader reads committed input records again (admin.ReadSpans on the processor's
-// brokers).
-type spanReader func(ctx context.Context, spans []admin.Span) ([][]record.Message, error)
+// rangeReader reads committed input records again (admin.Scan on the processor's
+// brokers), in offset order per partition.
+type rangeReader func(ctx context.Context, ranges []admin.Range) ([]record.Message, error)
 
 // catchUp makes the state effects a previous owner of the slot left owed. In
 // exactly-once mode a batch's effects are made after the transaction that commits its
@@ -566,7 +566,7 @@ type spanReader func(ctx context.Context, spans []admin.Span) ([][]record.Messag
 // committed offset are read again and handled as usual, their state effects made batch
 // by batch and their outputs (already committed) discarded. Like a retried batch, this
 // expects a handler whose effects follow from the state and the records.
-func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) error {
+func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read rangeReader) error {
 	spans := owedSpans(committed, pl.run.applied, pl.s.ID)
 	if len(spans) == 0 {
 		return nil
@@ -575,11 +575,11 @@ func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) er
 	for _, sp := range spans {
 		log.Info("processor: making the state effects of committed records a previous owner did not make", "topic", sp.Topic, "from", sp.From, "to", sp.To)
 	}
-	var read2 [][]record.Message
+	var all []record.Message
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(pl.run.wait, time.Minute)
 		var err error
-		read2, err = read(ctx, spans)
+		all, err = read(ctx, spans)
 		cancel()
 		if err == nil {
 			break
@@ -595,12 +595,8 @@ func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) er
 			return errAbandoned
 		}
 	}
-	var all []record.Message
-	for _, rs := range read2 {
-		all = append(all, rs...)
-	}
-	if len(read2) > 1 {
-		all = mergeByTimestamp(all)
+	if len(spans) > 1 {
+		all = mergeByTimestamp(all) // co-partitioned inputs, as the batcher orders them
 	}
 	made := 0
 	for len(all) > 0 {
@@ -626,7 +622,12 @@ func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read spanReader) er
 	return nil
 }
 
-// readSpans reads committed records of the processor's inputs (see catchUp).
-func (p *Processor[K, V]) readSpans(ctx context.Context, spans []admin.Span) ([][]record.Message, error) {
-	return admin.ReadSpans(ctx, p.cfg.Brokers, mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides), spans)
+// readOwed reads committed records of the processor's inputs (see catchUp).
+func (p *Processor[K, V]) readOwed(ctx context.Context, ranges []admin.Range) ([]record.Message, error) {
+	var out []record.Message
+	err := admin.Scan(ctx, p.cfg.Brokers, mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides), ranges, func(m record.Message) error {
+		out = append(out, m)
+		return nil
+	})
+	return out, err
 }
