@@ -18,11 +18,11 @@ func TestProtocolNames(t *testing.T) {
 		p    Protocol
 		want group.Protocol
 	}{{"", group.Cooperative}, {Cooperative, group.Cooperative}, {Eager, group.Eager}, {Consumer, group.Consumer}} {
-		m, err := Config{Protocol: tc.p}.membership()
+		m, err := Config{Membership: Membership{Protocol: tc.p}}.membership()
 		require.NoError(t, err, "%q", tc.p)
 		assert.Equal(t, tc.want, m.Protocol, "%q", tc.p)
 	}
-	_, err := Config{Protocol: "sticky"}.membership()
+	_, err := Config{Membership: Membership{Protocol: "sticky"}}.membership()
 	assert.EqualError(t, err, `Protocol "sticky": want "cooperative", "eager" or "consumer"`)
 }
 
@@ -38,8 +38,7 @@ func TestConfigMembershipDefaults(t *testing.T) {
 		},
 		{
 			name: "set fields are kept",
-			cfg: Config{Protocol: Consumer, InstanceID: "n1", SessionTimeout: 20 * time.Second, HeartbeatInterval: 2 * time.Second,
-				MaxPollInterval: time.Minute},
+			cfg:  Config{Membership: Membership{Protocol: Consumer, InstanceID: "n1", SessionTimeout: 20 * time.Second, HeartbeatInterval: 2 * time.Second, MaxPollInterval: time.Minute}},
 			want: group.Membership{Protocol: group.Consumer, InstanceID: "n1", SessionTimeout: 20 * time.Second,
 				HeartbeatInterval: 2 * time.Second, MaxPollInterval: time.Minute},
 		},
@@ -61,38 +60,38 @@ func TestConfigValidateMembership(t *testing.T) {
 		cfg  Config
 		want []string
 	}{
-		{name: "defaults are valid", cfg: Config{Brokers: "b"}},
+		{name: "defaults are valid", cfg: Config{Membership: Membership{Brokers: "b"}}},
 		{
 			name: "negative durations",
-			cfg:  Config{Brokers: "b", StopTimeout: -1, SessionTimeout: -time.Second, HeartbeatInterval: -time.Second, MaxPollInterval: -time.Second},
+			cfg:  Config{Membership: Membership{Brokers: "b", StopTimeout: -1, SessionTimeout: -time.Second, HeartbeatInterval: -time.Second, MaxPollInterval: -time.Second}},
 			want: []string{"StopTimeout = -1ns, must not be negative", "SessionTimeout = -1s, must not be negative",
 				"HeartbeatInterval = -1s, must not be negative", "MaxPollInterval = -1s, must not be negative"},
 		},
 		{
 			name: "heartbeat checked against distributed's default session timeout",
-			cfg:  Config{Brokers: "b", HeartbeatInterval: 10 * time.Second},
+			cfg:  Config{Membership: Membership{Brokers: "b", HeartbeatInterval: 10 * time.Second}},
 			want: []string{"HeartbeatInterval (10s) must be below SessionTimeout (10s)"},
 		},
 		{
 			name: "no heartbeat check with the consumer protocol",
-			cfg:  Config{Brokers: "b", Protocol: Consumer, HeartbeatInterval: 10 * time.Second},
+			cfg:  Config{Membership: Membership{Brokers: "b", Protocol: Consumer, HeartbeatInterval: 10 * time.Second}},
 		},
 		{
 			name: "liveness margin must leave two heartbeats",
-			cfg:  Config{Brokers: "b", SessionTimeout: 6 * time.Second, LivenessMargin: 5 * time.Second},
+			cfg:  Config{Membership: Membership{Brokers: "b", SessionTimeout: 6 * time.Second}, LivenessMargin: 5 * time.Second},
 			want: []string{"LivenessMargin (5s) leaves SessionTimeout (6s) minus it below two HeartbeatIntervals (2s)"},
 		},
 		{
 			name: "liveness check off",
-			cfg:  Config{Brokers: "b", SessionTimeout: 6 * time.Second, LivenessMargin: -1},
+			cfg:  Config{Membership: Membership{Brokers: "b", SessionTimeout: 6 * time.Second}, LivenessMargin: -1},
 		},
 		{
 			name: "default liveness margin with a short session",
-			cfg:  Config{Brokers: "b", SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond},
+			cfg:  Config{Membership: Membership{Brokers: "b", SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}},
 		},
 		{
 			name: "stop timeout checked against the max poll interval",
-			cfg:  Config{Brokers: "b", MaxPollInterval: 20 * time.Second},
+			cfg:  Config{Membership: Membership{Brokers: "b", MaxPollInterval: 20 * time.Second}},
 			want: []string{"StopTimeout (30s) must be below MaxPollInterval (20s)", "lower StopTimeout or raise MaxPollInterval"},
 		},
 	} {
@@ -111,7 +110,7 @@ func TestConfigValidateMembership(t *testing.T) {
 }
 
 func TestNilOptionsMeanDefaults(t *testing.T) {
-	n, err := New(Config{Brokers: "127.0.0.1:1"}, WithLogger(nil), WithTracerProvider(nil), WithMeterProvider(nil), nil)
+	n, err := New(Config{Membership: Membership{Brokers: "127.0.0.1:1"}}, WithLogger(nil), WithTracerProvider(nil), WithMeterProvider(nil), nil)
 	require.NoError(t, err)
 	require.NotNil(t, n.log)
 	require.NotNil(t, n.tel)

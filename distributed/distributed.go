@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/member"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/telemetry"
 )
@@ -25,24 +27,38 @@ import (
 // panicking) fails Run, unless the process is wrapped with Supervise.
 type Process func(ctx context.Context) error
 
-// Protocol selects how the group assigns slices to nodes. The names are processor's
-// too.
-type Protocol string
+// Membership is how a node reaches the brokers and takes part in its group, the block
+// Config embeds; processor.Config embeds the same. In a node, StopTimeout is how long a
+// revoke (or a stop) waits for a slice's processes to return after their context is
+// cancelled: a process still running then makes Run return an error naming it, and the
+// node keeps holding its slices until the program exits, so that no other node starts a
+// second instance meanwhile (see the package doc). SessionTimeout defaults to 10s and
+// HeartbeatInterval to 1s (a dead node's slices should move in seconds), StopTimeout to
+// 30s. The default client.id is "<process list name>@<host>/<pid>".
+type Membership = member.Membership
 
+// Protocol selects how the group assigns slices to nodes.
+type Protocol = member.Protocol
+
+// The group protocols.
 const (
-	// Cooperative (default): classic protocol, cooperative-sticky assignor. A rebalance
-	// stops only the slices that move; the others keep running.
-	Cooperative Protocol = "cooperative"
-	// Eager: classic protocol, range assignor; every rebalance stops every slice.
-	Eager Protocol = "eager"
-	// Consumer: the KIP-848 protocol (Kafka 4.0+ brokers), incremental.
-	Consumer Protocol = "consumer"
+	Cooperative = member.Cooperative
+	Eager       = member.Eager
+	Consumer    = member.Consumer
 )
+
+// Backoff is an exponential backoff with full jitter: the n-th wait is a random duration
+// in [0, min(Max, Initial·2ⁿ)]. processor.Backoff is the same type.
+type Backoff = member.Backoff
+
+// ConfigError lists every problem Validate found, each naming the field and the fix.
+type ConfigError = member.ConfigError
 
 // Config configures a Node. Zero values mean the defaults; Brokers is required.
 type Config struct {
-	// Brokers is the bootstrap server list.
-	Brokers string
+	// Membership: Brokers, Protocol, InstanceID, SessionTimeout, HeartbeatInterval,
+	// MaxPollInterval, StopTimeout, Overrides.
+	Membership
 	// TopicPrefix names the technical topic of each Run: TopicPrefix + name. Default:
 	// "samsa.distributed.".
 	TopicPrefix string
@@ -54,25 +70,6 @@ type Config struct {
 	// NodeID names this node in logs, claim records and process info. Default: host-pid.
 	NodeID string
 
-	// StopTimeout is how long a revoke (or a stop) waits for a slice's processes to return
-	// after their context is cancelled. A process still running then makes Run return an
-	// error naming it, and the node keeps holding its slices until the program exits, so no
-	// other node starts a second instance meanwhile (see the package doc). Must be below
-	// MaxPollInterval. Default: 30s.
-	StopTimeout time.Duration
-
-	// Protocol is the group protocol. Default: Cooperative.
-	Protocol Protocol
-	// InstanceID enables static membership: a node restarted within SessionTimeout keeps
-	// its slices without a rebalance. Default: dynamic.
-	InstanceID string
-	// SessionTimeout: a node not heard from for this long loses its slices (classic
-	// protocols). Default: 10s (processor's is 45s: a dead node's slices should move soon).
-	SessionTimeout time.Duration
-	// HeartbeatInterval (classic protocols). Must be below SessionTimeout. Default: 1s.
-	HeartbeatInterval time.Duration
-	// MaxPollInterval bounds how long a stuck revoke holds the slices. Default: 5m.
-	MaxPollInterval time.Duration
 	// LivenessMargin: a node stops its processes once the group coordinator has not
 	// answered for SessionTimeout minus LivenessMargin (heartbeats are answered every
 	// HeartbeatInterval while all is well), so they have stopped by the time the broker's
@@ -86,10 +83,6 @@ type Config struct {
 	// librdkafka declares the assignment lost, at about the session timeout, and the
 	// margin is whatever the hand-off leaves. Default: 3s.
 	LivenessMargin time.Duration
-
-	// Overrides are librdkafka properties for every client (TLS, SASL, client.id). The
-	// default client.id is "<process list name>@<host>/<pid>".
-	Overrides map[string]any
 }
 
 func (c Config) withDefaults() Config {
@@ -126,14 +119,7 @@ var membershipDefaults = group.Membership{SessionTimeout: 10 * time.Second, Hear
 // membership is c's group membership, defaults applied. The error is a bad Protocol name
 // (then the protocol is Cooperative).
 func (c Config) membership() (group.Membership, error) {
-	p, err := group.ParseProtocol(string(c.Protocol))
-	m := group.Membership{
-		Protocol:          p,
-		InstanceID:        c.InstanceID,
-		SessionTimeout:    c.SessionTimeout,
-		HeartbeatInterval: c.HeartbeatInterval,
-		MaxPollInterval:   c.MaxPollInterval,
-	}
+	m, err := group.Of(c.Membership)
 	return m.Or(membershipDefaults).WithDefaults(), err
 }
 
@@ -157,17 +143,17 @@ func (c Config) Validate() error {
 			d.LivenessMargin, d.SessionTimeout, 2*d.HeartbeatInterval))
 	}
 	owned := kconf.Owned{}
-	for k, v := range group.OwnedKeys {
+	for k, v := range group.OwnedKeys() {
 		owned[k] = v
 	}
-	for k, v := range produce.OwnedKeys {
+	for k, v := range produce.OwnedKeys() {
 		owned[k] = v
 	}
 	errs = append(errs, kconf.CheckOverrides(c.Overrides, owned, "Overrides")...)
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("distributed: invalid config: %w", errors.Join(errs...))
+	return &ConfigError{Pkg: "distributed", Errs: errs}
 }
 
 // Option configures a Node's collaborators.
@@ -178,6 +164,7 @@ type options struct {
 	logger *slog.Logger
 	tp     trace.TracerProvider
 	mp     metric.MeterProvider
+	prop   propagation.TextMapPropagator
 }
 
 // WithLogger sets the node's logger (and librdkafka's). Default (or nil): discard.
@@ -189,6 +176,13 @@ func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options
 
 // WithMeterProvider sets where metrics go. Default (or nil): the OTel global provider.
 func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.mp = mp } }
+
+// WithPropagator sets how trace context is written to and read from the headers of the
+// claim and release records, which join a slice's stop on one node to its start on the
+// next. Default: W3C trace context (traceparent, tracestate).
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(o *options) { o.prop = p }
+}
 
 // Node is one member of the clusters of process lists it Runs. It is safe for
 // concurrent use: Run may be called from several goroutines with different names.
@@ -234,20 +228,20 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	member, _ := cfg.membership() // valid: checked above
+	m, _ := cfg.membership() // valid: checked above
 	return &Node{
 		cfg:     cfg.withDefaults(),
-		member:  member,
+		member:  m,
 		log:     o.logger,
-		tel:     telemetry.New(o.tp, o.mp, nil),
+		tel:     telemetry.New(o.tp, o.mp, o.prop),
 		running: map[string]bool{},
 	}, nil
 }
 
 // ErrPanic is wrapped by the error a process's panic becomes (the panic value and the
 // stack are in its text): errors.Is(err, ErrPanic) tells a panic from a returned error,
-// in Run's *ProcessError and in SuperviseOptions.OnRestart.
-var ErrPanic = group.ErrPanic
+// in Run's *ProcessError and in SuperviseOptions.OnRestart. It is processor.ErrPanic too.
+var ErrPanic = member.ErrPanic
 
 // ErrStuck is wrapped by the error Run returns when a process did not return within
 // StopTimeout after its context was cancelled. The node still holds the process's slice
@@ -256,8 +250,8 @@ var ErrStuck = errors.New("distributed: process did not stop within the stop tim
 
 // Run runs processes as a cluster named name until ctx ends: it joins consumer group
 // name on the technical topic TopicPrefix+name (created with Config.Partitions
-// partitions if missing), and runs process i on the node that owns partition i mod N.
-// It blocks; it returns nil after ctx is cancelled and every process has returned; an
+// partitions if missing, one slice each), and runs process i on the node that owns slice
+// i mod N, N the slice count. It blocks; it returns nil after ctx is cancelled and every process has returned; an
 // error when a process fails (after stopping the others), when a process is stuck
 // (ErrStuck), or when the group fails.
 func (n *Node) Run(ctx context.Context, name string, processes []Process) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
@@ -33,8 +34,7 @@ func broker(t testing.TB) string {
 
 func node(t testing.TB, brokers, id string) *distributed.Node {
 	t.Helper()
-	n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: id, Partitions: 4,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, StopTimeout: 5 * time.Second})
+	n, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, StopTimeout: 5 * time.Second}, NodeID: id, Partitions: 4})
 	require.NoError(t, err)
 	return n
 }
@@ -216,7 +216,7 @@ func TestSuperviseRestartsWithBackoffThenGivesUp(t *testing.T) {
 		runs++
 		mu.Unlock()
 		return errors.New("flaky")
-	}, distributed.SuperviseOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxRestarts: 3,
+	}, distributed.SuperviseOptions{Backoff: distributed.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond}, MaxRestarts: 3,
 		OnRestart: func(int, error) { mu.Lock(); restarts++; mu.Unlock() }})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -228,8 +228,7 @@ func TestSuperviseRestartsWithBackoffThenGivesUp(t *testing.T) {
 
 func TestStuckProcessFailsRunWithItsName(t *testing.T) {
 	brokers := broker(t)
-	n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: "a", Partitions: 2, StopTimeout: 500 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
+	n, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, StopTimeout: 500 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, NodeID: "a", Partitions: 2})
 	require.NoError(t, err)
 	release := make(chan struct{})
 	defer func() {
@@ -257,13 +256,12 @@ func TestStuckProcessFailsRunWithItsName(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	_, err := distributed.New(distributed.Config{Partitions: -1, StopTimeout: 10 * time.Minute, Protocol: "x",
-		Overrides: map[string]any{"enable.auto.commit": true}})
+	_, err := distributed.New(distributed.Config{Membership: distributed.Membership{StopTimeout: 10 * time.Minute, Protocol: "x", Overrides: map[string]any{"enable.auto.commit": true}}, Partitions: -1})
 	require.Error(t, err)
 	for _, want := range []string{"Brokers is required", "Partitions = -1", "StopTimeout (10m0s) must be below MaxPollInterval", `Protocol "x"`, `Overrides["enable.auto.commit"]`} {
 		assert.Contains(t, err.Error(), want)
 	}
-	n, err := distributed.New(distributed.Config{Brokers: "127.0.0.1:1"})
+	n, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: "127.0.0.1:1"}})
 	require.NoError(t, err)
 	assert.ErrorContains(t, n.Run(context.Background(), "x", nil), "no processes")
 }
@@ -277,13 +275,32 @@ func TestSliceOf(t *testing.T) {
 // TestHandoffIsOneTrace: a slice moving from node a to node b shows as a stop span on a
 // and a start span on b that is its child (and links to it), through the release record.
 func TestHandoffIsOneTrace(t *testing.T) {
+	stop, startB := handoffSpans(t)
+	assert.Equal(t, stop.SpanContext().TraceID(), startB.SpanContext().TraceID(), "one trace")
+	assert.Equal(t, stop.SpanContext().SpanID(), startB.Parent().SpanID())
+	require.Len(t, startB.Links(), 1)
+	assert.Equal(t, stop.SpanContext().SpanID(), startB.Links()[0].SpanContext.SpanID())
+}
+
+// TestHandoffWithoutPropagation: a propagator that writes nothing leaves the release
+// record without trace context, so b's start span begins a trace of its own.
+func TestHandoffWithoutPropagation(t *testing.T) {
+	stop, startB := handoffSpans(t, distributed.WithPropagator(propagation.NewCompositeTextMapPropagator()))
+	assert.NotEqual(t, stop.SpanContext().TraceID(), startB.SpanContext().TraceID())
+	assert.False(t, startB.Parent().IsValid(), "a root span")
+	assert.Empty(t, startB.Links())
+}
+
+// handoffSpans moves a one-slice list from node a to node b and returns a's stop span
+// and b's start span.
+func handoffSpans(t *testing.T, opts ...distributed.Option) (stop, startB sdktrace.ReadOnlySpan) {
 	brokers := broker(t)
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	defer tp.Shutdown(context.Background())
 	mk := func(id string) *distributed.Node {
-		n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: id, Partitions: 1,
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, distributed.WithTracerProvider(tp))
+		n, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, NodeID: id, Partitions: 1},
+			append([]distributed.Option{distributed.WithTracerProvider(tp)}, opts...)...)
 		require.NoError(t, err)
 		return n
 	}
@@ -295,7 +312,6 @@ func TestHandoffIsOneTrace(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // b joins; the single slice stays on a
 	require.NoError(t, stopA())
 	require.Eventually(t, func() bool { w := tr.where()[0]; return len(w) == 1 && w[0] == "b" }, 30*time.Second, 20*time.Millisecond)
-	var stop, startB sdktrace.ReadOnlySpan
 	require.Eventually(t, func() bool {
 		for _, s := range spans.Ended() {
 			node := ""
@@ -313,9 +329,6 @@ func TestHandoffIsOneTrace(t *testing.T) {
 		}
 		return stop != nil && startB != nil
 	}, 10*time.Second, 50*time.Millisecond)
-	assert.Equal(t, stop.SpanContext().TraceID(), startB.SpanContext().TraceID(), "one trace")
-	assert.Equal(t, stop.SpanContext().SpanID(), startB.Parent().SpanID())
-	require.Len(t, startB.Links(), 1)
-	assert.Equal(t, stop.SpanContext().SpanID(), startB.Links()[0].SpanContext.SpanID())
 	require.NoError(t, stopB())
+	return stop, startB
 }

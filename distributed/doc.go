@@ -1,8 +1,9 @@
 // Package distributed runs long-lived background processes spread over a cluster of
-// nodes, using a Kafka consumer group for membership (like aecor's
-// kafka-distributed-processing).
+// nodes: a list of processes is sliced over the partitions of a technical topic, a Kafka
+// consumer group assigns the slices to nodes, and each node runs the processes of the
+// slices it owns, stopping them on the old owner before they start on the new one.
 //
-//	node, err := distributed.New(distributed.Config{Brokers: brokers})
+//	node, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers}})
 //	...
 //	err = node.Run(ctx, "printers", processes) // []distributed.Process; blocks until ctx ends
 //

@@ -18,7 +18,7 @@ func ExampleNode_Run() {
 		return
 	}
 	defer b.Close()
-	node, err := distributed.New(distributed.Config{Brokers: b.Addr(), Partitions: 2, NodeID: "node-1"})
+	node, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: b.Addr()}, Partitions: 2, NodeID: "node-1"})
 	if err != nil {
 		fmt.Println(err)
 		return

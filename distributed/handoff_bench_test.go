@@ -58,8 +58,7 @@ func BenchmarkHandoffStart(b *testing.B) {
 		procs[i] = tr.process(i)
 	}
 	mk := func(id string) *distributed.Node {
-		n, err := distributed.New(distributed.Config{Brokers: brokers, NodeID: id, Partitions: 8,
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, distributed.WithTracerProvider(tp))
+		n, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, NodeID: id, Partitions: 8}, distributed.WithTracerProvider(tp))
 		require.NoError(b, err)
 		return n
 	}

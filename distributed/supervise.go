@@ -4,18 +4,15 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/samsa-go/samsa/internal/group"
 )
 
 // SuperviseOptions configures Supervise. The zero value restarts forever with a backoff
 // from 100ms up to 30s.
 type SuperviseOptions struct {
-	// Initial is the upper bound of the first wait before a restart. Default: 100ms.
-	Initial time.Duration
-	// Max caps the wait. Default: 30s (above processor's retry cap of 10s: a process that
-	// keeps failing is usually waiting for something outside to recover).
-	Max time.Duration
+	// Backoff paces the restarts. Default: Initial 100ms, Max 30s (above Backoff's own
+	// 10s: a process that keeps failing is usually waiting for something outside to
+	// recover).
+	Backoff Backoff
 	// MaxRestarts gives up (returning the last error, which fails Run) after this many
 	// restarts. 0 restarts forever.
 	MaxRestarts int
@@ -30,16 +27,16 @@ type SuperviseOptions struct {
 // with full jitter, instead of failing Run. A nil return still means done, and a
 // cancelled context ends supervision, also during a backoff wait.
 func Supervise(p Process, o SuperviseOptions) Process {
-	if o.Initial <= 0 {
-		o.Initial = 100 * time.Millisecond
+	if o.Backoff.Initial <= 0 {
+		o.Backoff.Initial = 100 * time.Millisecond
 	}
-	if o.Max <= 0 {
-		o.Max = 30 * time.Second
+	if o.Backoff.Max <= 0 {
+		o.Backoff.Max = 30 * time.Second
 	}
 	if o.ResetAfter <= 0 {
 		o.ResetAfter = time.Minute
 	}
-	backoff := group.Backoff{Initial: o.Initial, Max: o.Max}
+	backoff := o.Backoff
 	return func(ctx context.Context) error {
 		failures := 0 // since the last reset: the backoff's attempt number
 		for restarts := 0; ; restarts++ {

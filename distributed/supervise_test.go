@@ -24,7 +24,7 @@ func TestSuperviseBackoffEndsAtOnceOnCancel(t *testing.T) {
 		default:
 		}
 		return errors.New("down")
-	}, distributed.SuperviseOptions{Initial: time.Hour, Max: time.Hour})
+	}, distributed.SuperviseOptions{Backoff: distributed.Backoff{Initial: time.Hour, Max: time.Hour}})
 	done := make(chan error, 1)
 	go func() { done <- p(ctx) }()
 	<-failed
@@ -59,7 +59,7 @@ func TestSupervisedPanicIsAnErrorWithItsStack(t *testing.T) {
 					panic(tc.panics[runs-1])
 				}
 				return nil
-			}, distributed.SuperviseOptions{Initial: time.Millisecond, Max: time.Millisecond,
+			}, distributed.SuperviseOptions{Backoff: distributed.Backoff{Initial: time.Millisecond, Max: time.Millisecond},
 				OnRestart: func(_ int, err error) { mu.Lock(); seen = append(seen, err); mu.Unlock() }})
 			require.NoError(t, p(context.Background()), "the run after the panics returns nil: done")
 			require.Len(t, seen, tc.restart)
@@ -76,7 +76,7 @@ func TestSuperviseGivesUpWithTheLastError(t *testing.T) {
 	boom := errors.New("boom")
 	runs := 0
 	p := distributed.Supervise(func(context.Context) error { runs++; return boom },
-		distributed.SuperviseOptions{Initial: time.Millisecond, Max: 2 * time.Millisecond, MaxRestarts: 4})
+		distributed.SuperviseOptions{Backoff: distributed.Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond}, MaxRestarts: 4})
 	err := p(context.Background())
 	assert.ErrorIs(t, err, boom)
 	assert.ErrorContains(t, err, "gave up after 4 restarts: boom")

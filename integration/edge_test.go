@@ -46,7 +46,7 @@ func TestInputTopicDeletedStopsRun(t *testing.T) {
 	createTopic(t, brokers, in, 2, 1)
 	createTopic(t, brokers, out, 2, 1)
 	produceStrings(t, brokers, in, 0, 200)
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, CommitInterval: 100 * time.Millisecond},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, CommitInterval: 100 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 		copyHandler(processor.NewOutput(out, codec.String(), codec.String())))
 	require.NoError(t, err)
@@ -91,7 +91,7 @@ func TestMissingOutputTopicFailsNamingIt(t *testing.T) {
 			in, out, group := stack.UniqueName("noout-in"), stack.UniqueName("noout-missing"), stack.UniqueName("noout")
 			createTopic(t, brokers, in, 1, 1)
 			produceStrings(t, brokers, in, 0, 10)
-			p, err := processor.New(processor.Config{Brokers: brokers, Group: group, ErrorPolicy: tc.policy},
+			p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: tc.policy},
 				[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 				copyHandler(processor.NewOutput(out, codec.String(), codec.String())))
 			require.NoError(t, err)
@@ -139,8 +139,7 @@ func TestOversizeOutputsDeadLetteredPromptly(t *testing.T) {
 	const n = 200
 	produceStrings(t, brokers, in, 0, n)
 	outT := processor.NewOutput(out, codec.String(), codec.String())
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, CommitInterval: 100 * time.Millisecond,
-		ErrorPolicy: processor.DeadLetter(dlq)},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, CommitInterval: 100 * time.Millisecond, ErrorPolicy: processor.DeadLetter(dlq)},
 		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {

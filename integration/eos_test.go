@@ -30,8 +30,7 @@ func TestExactlyOnceHandOff(t *testing.T) {
 	group := stack.UniqueName("eos")
 	output := processor.NewOutput(out, codec.Int64(), codec.Int64())
 	start := func(name string) (stop func() error) {
-		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, ExactlyOnce: true, BatchSize: 200, BatchWait: 5 * time.Millisecond,
-			CommitInterval: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond},
+		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, Group: group, ExactlyOnce: true, BatchSize: 200, BatchWait: 5 * time.Millisecond, CommitInterval: 100 * time.Millisecond},
 			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
 			processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 				for _, r := range b.Records {

@@ -44,7 +44,7 @@ func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
 	twice := 0
 	output := processor.NewOutput(out, codec.Bytes(), codec.Bytes())
 	p, err := processor.New(processor.Config{
-		Brokers: brokers, Group: group, CommitInterval: 100 * time.Millisecond,
+		Membership: processor.Membership{Brokers: brokers}, Group: group, CommitInterval: 100 * time.Millisecond,
 	}, []processor.Input[[]byte, []byte]{{Topic: in, Key: codec.Bytes(), Value: codec.Bytes()}},
 		processor.HandlerFunc[[]byte, []byte](func(_ context.Context, b *processor.Batch[[]byte, []byte]) error {
 			mu.Lock()

@@ -68,7 +68,7 @@ func TestTracePathInJaeger(t *testing.T) {
 	// The processor.
 	outTopic := processor.NewOutput(out, codec.Int64(), codec.Int64())
 	group := stack.UniqueName("traced")
-	proc, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	proc, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchWait: 5 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			for _, r := range b.Records {
@@ -146,7 +146,7 @@ func TestProducerTraceInJaeger(t *testing.T) {
 	traceID := span.SpanContext().TraceID()
 
 	group := stack.UniqueName("ptraced")
-	proc, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	proc, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchWait: 5 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }),
 		processor.WithTracerProvider(procTP))

@@ -129,12 +129,10 @@ func TestProcessorNoLossUnderChurn(t *testing.T) {
 	createTopic(t, brokers, out, partitions, 1)
 	log, flog := newFileLog(t, "churn", slog.LevelInfo)
 	cfg := processor.Config{
-		Brokers:            brokers,
+		Membership:         processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
 		Group:              group,
 		BatchSize:          batchSize,
 		MaxInFlightBatches: inFlight,
-		SessionTimeout:     6 * time.Second,
-		HeartbeatInterval:  time.Second,
 	}
 	start := time.Now()
 	sp := startSeqProducer(t, brokers, in, partitions, keys, records, perSec)
@@ -595,8 +593,7 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 		cnt := &counter{seen: map[int64]int{}}
 		output := processor.NewOutput(out, codec.Int64(), codec.Int64())
 		log, _ := newFileLog(t, "poison-decode", slog.LevelInfo)
-		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchSize: batchSize,
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, ErrorPolicy: processor.DeadLetter(dlq)},
+		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchSize: batchSize, ErrorPolicy: processor.DeadLetter(dlq)},
 			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
 			processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
 				cnt.record(b)
@@ -672,9 +669,7 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 		output := processor.NewOutput(out, codec.Int64(), codec.Int64())
 		log, _ := newFileLog(t, "poison-handler", slog.LevelInfo)
 		const retries = 2
-		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchSize: batchSize,
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-			ErrorPolicy: processor.Retry(retries, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter(dlq))},
+		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchSize: batchSize, ErrorPolicy: processor.Retry(retries, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter(dlq))},
 			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
 			processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
 				cnt.record(b)
@@ -703,7 +698,7 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 			v := int64(binary.BigEndian.Uint64(r.Value))
 			e, _ := r.header(processor.HeaderError)
 			if fail[v]%2 == 1 {
-				assert.Contains(t, e, processor.ErrHandlerPanic.Error(), "value %d: error header", v)
+				assert.Contains(t, e, "handler panicked", "value %d: error header", v)
 			}
 			assert.Contains(t, e, fmt.Sprintf("chosen value %d", v), "value %d: error header", v)
 		}
@@ -770,8 +765,7 @@ func TestProcessorStartupErrors(t *testing.T) {
 			for _, topic := range tc.inputs {
 				ins = append(ins, input(topic))
 			}
-			p, err := processor.New(processor.Config{Brokers: brokers, Group: stack.UniqueName("start"), ErrorPolicy: tc.policy,
-				Outputs: tc.outputs, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, ins, nop)
+			p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: stack.UniqueName("start"), ErrorPolicy: tc.policy, Outputs: tc.outputs}, ins, nop)
 			require.NoError(t, err)
 			errc := make(chan error, 1)
 			start := time.Now()
@@ -794,12 +788,10 @@ func TestProcessorStartupErrors(t *testing.T) {
 
 	t.Run("bad config", func(t *testing.T) {
 		_, err := processor.New(processor.Config{
-			Brokers:           brokers,
+			Membership:        processor.Membership{Brokers: brokers, SessionTimeout: -time.Second, Overrides: map[string]any{"enable.auto.commit": false, "client.id": "ok"}},
 			Group:             stack.UniqueName("start"),
 			BatchSize:         -5,
-			SessionTimeout:    -time.Second,
 			Outputs:           []string{"totals", " "},
-			Overrides:         map[string]any{"enable.auto.commit": false, "client.id": "ok"},
 			ConsumerOverrides: map[string]any{"group.id": "other"},
 			ProducerOverrides: map[string]any{"enable.idempotence": false},
 		}, []processor.Input[int64, int64]{input(a8)}, nop)

@@ -90,8 +90,7 @@ func runProtocolCase(t *testing.T, brokers string, protocol processor.Protocol, 
 		}
 	}
 	start := func(instance string) (stop func() error) {
-		cfg := processor.Config{Brokers: brokers, Group: group, Protocol: protocol, BatchSize: 200, BatchWait: 10 * time.Millisecond,
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}
+		cfg := processor.Config{Membership: processor.Membership{Brokers: brokers, Protocol: protocol, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, Group: group, BatchSize: 200, BatchWait: 10 * time.Millisecond}
 		if static {
 			cfg.InstanceID = group + "-" + instance
 		}

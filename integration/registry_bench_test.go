@@ -95,7 +95,7 @@ func BenchmarkAvroVsJSONThroughProcessor(b *testing.B) {
 		output := processor.NewOutput(out, codec.String(), codec.Encoder[order](f.out))
 		group := stack.UniqueName("bench")
 		var first atomic.Int64 // when the first batch was handled, Unix ns
-		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchSize: 500},
+		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, BatchSize: 500},
 			[]processor.Input[string, order]{{Topic: topic, Key: codec.String(), Value: f.in}},
 			processor.HandlerFunc[string, order](func(_ context.Context, bt *processor.Batch[string, order]) error {
 				first.CompareAndSwap(0, time.Now().UnixNano())

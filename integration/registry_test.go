@@ -61,7 +61,7 @@ func roundTrip[T any](t *testing.T, brokers, in, out string, values []T, enc cod
 
 	output := processor.NewOutput(out, codec.String(), procOut)
 	group := stack.UniqueName("registry-rt")
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, ErrorPolicy: processor.DeadLetter(out + ".dlq")},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: processor.DeadLetter(out + ".dlq")},
 		[]processor.Input[string, T]{{Topic: in, Key: codec.String(), Value: procIn}},
 		processor.HandlerFunc[string, T](func(_ context.Context, b *processor.Batch[string, T]) error {
 			for _, r := range b.Records {
@@ -277,8 +277,7 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 	seen := map[int64]int{}
 	output := processor.NewOutput(out, codec.String(), codec.Encoder[order](codec.JSON[order]()))
 	group := stack.UniqueName("outage")
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group,
-		ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}, processor.DeadLetter(dlq))},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}, processor.DeadLetter(dlq))},
 		[]processor.Input[string, order]{{Topic: in, Key: codec.String(), Value: dec}},
 		processor.HandlerFunc[string, order](func(_ context.Context, b *processor.Batch[string, order]) error {
 			for _, r := range b.Records {

@@ -59,9 +59,8 @@ func TestFaultSecuritySASL(t *testing.T) {
 
 	run := func(t *testing.T, pass, in, out, group string, timeout time.Duration) (error, time.Duration) {
 		log, _ := newFileLog(t, "processor", slog.LevelInfo)
-		cfg := processor.Config{Brokers: k.SASLBootstrap(), Group: group, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-			Overrides: map[string]any{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
-				"sasl.username": user, "sasl.password": pass}}
+		cfg := processor.Config{Membership: processor.Membership{Brokers: k.SASLBootstrap(), SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, Overrides: map[string]any{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
+			"sasl.username": user, "sasl.password": pass}}, Group: group}
 		output := processor.NewOutput(out, codec.String(), codec.String())
 		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 			identityHandler(output, "sec"), processor.WithLogger(log))

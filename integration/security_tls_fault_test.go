@@ -209,7 +209,7 @@ func TestFaultSecurityTLS(t *testing.T) {
 		e.allow(t, tlsPrincipal, rt, "*", kafka.ResourcePatternTypeLiteral, kafka.ACLOperationAll)
 	}
 	const partitions, n = 4, 2000
-	base := processor.Config{SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StartTimeout: 20 * time.Second}
+	base := processor.Config{Membership: processor.Membership{SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, StartTimeout: 20 * time.Second}
 
 	t.Run("at-least-once over mutual TLS", func(t *testing.T) {
 		in, out, ends := e.secTopics(t, "tls-alo", partitions, n)
@@ -295,8 +295,7 @@ func TestFaultSecurityTLS(t *testing.T) {
 		// then stops the node and returns Run's result, or returns Run's early failure.
 		run := func(t *testing.T, brokers, name string, overrides map[string]any) (err error, started int, took time.Duration) {
 			log, _ := newFileLog(t, "node", slog.LevelInfo)
-			node, err := distributed.New(distributed.Config{Brokers: brokers, Partitions: slices, ReplicationFactor: 1,
-				SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StopTimeout: 10 * time.Second, Overrides: overrides},
+			node, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StopTimeout: 10 * time.Second, Overrides: overrides}, Partitions: slices, ReplicationFactor: 1},
 				distributed.WithLogger(log))
 			require.NoError(t, err)
 			var mu sync.Mutex

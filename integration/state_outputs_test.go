@@ -63,7 +63,7 @@ func countEach(tbl *state.Table[string, int64], out processor.Output[string, str
 // partitions) or Run returns, and returns Run's error and how long it ran.
 func stateOutputsRun(t *testing.T, brokers, group, in string, tbl *state.Table[string, int64], out string, pol processor.Policy, until int64) (error, time.Duration) {
 	t.Helper()
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, ErrorPolicy: pol, BatchSize: 25, CommitInterval: 100 * time.Millisecond},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: pol, BatchSize: 25, CommitInterval: 100 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 		countEach(tbl, processor.NewOutput(out, codec.String(), codec.String())), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)

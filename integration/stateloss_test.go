@@ -39,7 +39,7 @@ func TestTableLostWritesDetectedAtAssignment(t *testing.T) {
 	run := func(stopAt int64) error {
 		tbl, err := state.NewTable(rdb, ns, codec.String(), codec.Int64())
 		require.NoError(t, err)
-		p, err := processor.New(processor.Config{Brokers: brokers, Group: group, CommitInterval: 100 * time.Millisecond},
+		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, CommitInterval: 100 * time.Millisecond},
 			[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 			processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
 				puts := make([]state.Entry[string, int64], 0, len(b.Records))

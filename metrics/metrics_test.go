@@ -48,8 +48,7 @@ func TestPrometheusScrape(t *testing.T) {
 	defer srv.Close()
 
 	output := processor.NewOutput(out, codec.Int64(), codec.Int64())
-	proc, err := processor.New(processor.Config{Brokers: brokers, Group: "scraped-" + in, BatchSize: 100, BatchWait: 5 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	proc, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "scraped-" + in, BatchSize: 100, BatchWait: 5 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			for _, r := range b.Records {

@@ -61,19 +61,17 @@ func TestCanarySecretGoesNowhere(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
 
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "canary", BatchWait: 5 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, ErrorPolicy: processor.DeadLetter("dlq"),
-		Overrides: map[string]any{
-			// Plaintext listener: librdkafka keeps these without using them, which is enough
-			// to see whether they leak.
-			"sasl.username":                  "user",
-			"sasl.password":                  canary,
-			"sasl.oauthbearer.client.secret": canary,
-			"ssl.key.password":               canary,
-			"ssl.keystore.password":          canary,
-			"ssl.key.pem":                    "-----BEGIN PRIVATE KEY-----\n" + canary + "\n-----END PRIVATE KEY-----\n",
-			"debug":                          "conf,generic,cgrp",
-		}},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, Overrides: map[string]any{
+		// Plaintext listener: librdkafka keeps these without using them, which is enough
+		// to see whether they leak.
+		"sasl.username":                  "user",
+		"sasl.password":                  canary,
+		"sasl.oauthbearer.client.secret": canary,
+		"ssl.key.password":               canary,
+		"ssl.keystore.password":          canary,
+		"ssl.key.pem":                    "-----BEGIN PRIVATE KEY-----\n" + canary + "\n-----END PRIVATE KEY-----\n",
+		"debug":                          "conf,generic,cgrp",
+	}}, Group: "canary", BatchWait: 5 * time.Millisecond, ErrorPolicy: processor.DeadLetter("dlq")},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler),
 		processor.WithLogger(logger), processor.WithTracerProvider(tp), processor.WithMeterProvider(mp))

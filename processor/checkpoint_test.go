@@ -51,7 +51,7 @@ func counter(tbl *state.Table[string, int64]) processor.Handler[string, string] 
 func runCounter(t *testing.T, b *samsatest.Broker, group string, tbl *state.Table[string, int64], until int64) error {
 	t.Helper()
 	eos := strings.HasSuffix(group, "-eos")
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond, ExactlyOnce: eos},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond, ExactlyOnce: eos},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		counter(tbl), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)
@@ -120,7 +120,7 @@ func testCheckpointBehind(t *testing.T, group string) {
 	assert.Zero(t, n, "nothing was applied to the lost table")
 
 	// A group committed without a recorder (the checkpoint is new to it): nothing to compare.
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "plain", CommitInterval: 50 * time.Millisecond},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: "plain", CommitInterval: 50 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }))
 	require.NoError(t, err)
@@ -167,7 +167,7 @@ func TestCheckpointPermanentErrorFailsRun(t *testing.T) {
 	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.String()),
 		samsatest.KV[string, string]{Key: "a", Value: "1"}, samsatest.KV[string, string]{Key: "b", Value: "2"})
 	run := func(group string, cp processor.Checkpoint) (error, time.Duration) {
-		p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: group, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
 			[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 			processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }),
 			processor.WithCheckpoint(cp))
@@ -241,8 +241,7 @@ func runCountAndEmitIn(t *testing.T, b *samsatest.Broker, cfg processor.Config, 
 	t.Helper()
 	group := cfg.Group
 	out := processor.NewOutput("totals", codec.String(), codec.Int64())
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: group, ErrorPolicy: cfg.ErrorPolicy, ExactlyOnce: cfg.ExactlyOnce,
-		CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: group, ErrorPolicy: cfg.ErrorPolicy, ExactlyOnce: cfg.ExactlyOnce, CommitInterval: 50 * time.Millisecond, BatchWait: 5 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		countAndEmit(tbl, out), processor.WithCheckpoint(tbl))
 	require.NoError(t, err)

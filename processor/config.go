@@ -3,37 +3,49 @@ package processor
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"time"
 
 	"github.com/samsa-go/samsa/internal/group"
 	"github.com/samsa-go/samsa/internal/kconf"
+	"github.com/samsa-go/samsa/internal/member"
 	"github.com/samsa-go/samsa/internal/produce"
 )
 
-// Protocol selects how the group assigns partitions.
-type Protocol string
+// Membership is how a processor reaches the brokers and takes part in its consumer
+// group, the block Config embeds; distributed.Config embeds the same. In a processor,
+// StopTimeout bounds how long a revoked partition (or a shutdown) waits for its in-flight
+// batches: what is not acknowledged by then is not committed and is processed again by
+// the next owner, so Run returns within StopTimeout + 5 s of its context ending, even with
+// a handler that never returns (Run then fails naming its partitions); the default, 20s,
+// keeps that under the 30 s an orchestrator usually grants between SIGTERM and SIGKILL.
+// SessionTimeout's default, 45s, is kept well above the brokers'
+// broker.session.timeout.ms (9 s by default): when a broker holding a replica of the
+// group's __consumer_offsets partition crashes, the coordinator's heartbeat responses
+// stall until the controller fences that broker, and a member whose session runs out
+// meanwhile loses its partitions and processes its uncommitted batches again. With
+// several inputs the default Protocol is Eager, because the range assignor gives
+// partition p of every input to the same member (Consumer then requests the broker's range
+// assignor). The default client.id is "<Group>@<host>/<pid>", so that a group's members
+// (samsa status) tell processes apart.
+type Membership = member.Membership
 
+// Protocol selects how the group assigns partitions.
+type Protocol = member.Protocol
+
+// The group protocols.
 const (
-	// Cooperative: classic group protocol, cooperative-sticky assignor. Rebalances move only
-	// the partitions that change owner. Default for a single input topic.
-	Cooperative Protocol = "cooperative"
-	// Eager: classic protocol, range assignor; every rebalance stops every partition.
-	// Default for several (co-partitioned) inputs, because range gives partition p of every
-	// input to the same member.
-	Eager Protocol = "eager"
-	// Consumer: the KIP-848 protocol (group.protocol=consumer; Kafka 4.0+ brokers). The
-	// broker assigns, incrementally; session timeout and heartbeat are broker settings.
-	// With several inputs the broker's range assignor is requested.
-	Consumer Protocol = "consumer"
+	Cooperative = member.Cooperative
+	Eager       = member.Eager
+	Consumer    = member.Consumer
 )
 
 // Config tunes a processor. The zero value of each field means its default. Brokers and
 // Group are required.
 type Config struct {
-	// Brokers is the bootstrap server list, "host:port,host:port".
-	Brokers string
+	// Membership: Brokers, Protocol, InstanceID, SessionTimeout, HeartbeatInterval,
+	// MaxPollInterval, StopTimeout, Overrides.
+	Membership
 	// Group is the consumer group id; instances with the same Group share the partitions.
 	Group string
 
@@ -64,36 +76,9 @@ type Config struct {
 	// Default: 4 MiB, or 128 KiB per owned partition when that is more.
 	MaxBufferedBytes int64
 
-	// Protocol is the group protocol. Default: Cooperative for one input, Eager for several.
-	Protocol Protocol
-	// InstanceID enables static membership (group.instance.id): a restart within the
-	// session timeout gets its partitions back without a rebalance. Default: dynamic.
-	InstanceID string
-	// SessionTimeout: a member not heard from for this long is removed (classic protocols).
-	// Default: 45s. Keep it well above the brokers' broker.session.timeout.ms (9 s by
-	// default): when a broker holding a replica of the group's __consumer_offsets
-	// partition crashes, the group coordinator's heartbeat responses stall until the
-	// controller fences that broker, and a member whose session runs out meanwhile loses
-	// its partitions and replays its uncommitted batches (measured on a three-node
-	// cluster at 400 records/s: with 6 s, members lost their partitions and 63–912
-	// outputs were duplicated per crash; with 45 s, no rebalance and no duplicate).
-	SessionTimeout time.Duration
-	// HeartbeatInterval (classic protocols). Default: 3s.
-	HeartbeatInterval time.Duration
-	// MaxPollInterval bounds a rebalance: a member that does not complete its revoke within
-	// it is removed. Default: 5m.
-	MaxPollInterval time.Duration
 	// CommitInterval is how often acknowledged offsets are committed. Offsets are also
 	// committed synchronously on revoke and shutdown. Default: 1s.
 	CommitInterval time.Duration
-	// DrainTimeout bounds how long a revoked partition (or a shutdown) waits for in-flight
-	// batches to be acknowledged; what is not done by then is not committed and will be
-	// processed again by the next owner. It is the shutdown bound: Run returns within
-	// DrainTimeout + 5 s of its context ending, even with a handler that never returns
-	// (Run then fails naming its partitions). The default keeps that under the 30 s an
-	// orchestrator usually grants between SIGTERM and SIGKILL. Must be below
-	// MaxPollInterval. Default: 20s.
-	DrainTimeout time.Duration
 	// StartTimeout bounds how long Run waits at start for the brokers to answer (the
 	// topic checks); past it Run fails with an error naming the addresses and what a
 	// connection to each of them says. Default: 30s.
@@ -118,60 +103,51 @@ type Config struct {
 	// TransactionTimeout is transaction.timeout.ms in exactly-once mode. Default: 10s.
 	TransactionTimeout time.Duration
 
-	// Overrides are librdkafka properties for every client the processor creates
-	// (consumer, producer, admin): TLS, SASL, client.id. Keys the framework owns are
-	// rejected by Validate. The default client.id is "<Group>@<host>/<pid>", so that
-	// a group's members (samsa status) tell processes apart.
-	Overrides map[string]any
-	// ConsumerOverrides and ProducerOverrides apply to one client only (tuning).
+	// ConsumerOverrides and ProducerOverrides are librdkafka properties for one client
+	// only (tuning), on top of Overrides.
 	ConsumerOverrides map[string]any
 	ProducerOverrides map[string]any
-}
-
-// Consumer tuning defaults, chosen by absolute throughput and latency on a real broker
-// (integration/bench). librdkafka's defaults wait up to 500 ms per fetch, and once its
-// local queue holds queued.min.messages or queued.max.messages.kbytes it postpones every
-// partition's next fetch by fetch.queue.backoff.ms (1 s): a consumer that keeps its queue
-// near that mark fetches in bursts and idles in between, which halved throughput. The
-// engine moves records out of librdkafka's queue into its partitions' buffers at once
-// (MaxBufferedBytes bounds those), so the queue is a short hand-off and a 10 ms backoff
-// is all it needs. queued.max.messages.kbytes is set from MaxBufferedBytes
-// (consumerDefaultsFor).
-var consumerDefaults = kconf.Map{
-	"fetch.wait.max.ms":          10,
-	"fetch.min.bytes":            1,
-	"queued.min.messages":        100000,
-	"queued.max.messages.kbytes": 32768,
-	"fetch.queue.backoff.ms":     10,
 }
 
 // Producer defaults. topic.metadata.propagation.max.ms is how long librdkafka keeps
 // believing a topic it cannot find is about to appear (its default, 30 s, is for topics
 // created a moment before): an output topic that does not exist fails its batch after 5
 // s instead of 31, with an error naming the topic.
-var producerDefaults = kconf.Map{
-	"partitioner":                       "murmur2_random",
-	"linger.ms":                         5,
-	"topic.metadata.propagation.max.ms": 5000,
+func producerDefaults() kconf.Map {
+	return kconf.Map{
+		"partitioner":                       "murmur2_random",
+		"linger.ms":                         5,
+		"topic.metadata.propagation.max.ms": 5000,
+	}
 }
 
-// consumerDefaultsFor is consumerDefaults with librdkafka's prefetch queue sized from the
-// budget: half of MaxBufferedBytes (at least 1 MiB, at most librdkafka's limit), so the
-// records fetched ahead of the partitions' buffers grow with the budget instead of a
-// fixed 32 MiB. With the default budget it is sized from 4 MiB, not from the
-// per-partition growth.
+// consumerDefaultsFor returns the consumer tuning defaults, chosen by absolute throughput
+// and latency on a real broker (make bench). librdkafka's defaults wait up to 500 ms per
+// fetch, and once its local queue holds queued.min.messages or queued.max.messages.kbytes
+// it postpones every partition's next fetch by fetch.queue.backoff.ms (1 s): a consumer
+// that keeps its queue near that mark fetches in bursts and idles in between. The engine
+// moves records out of librdkafka's queue into its partitions' buffers at once
+// (MaxBufferedBytes bounds those), so the queue is a short hand-off and a 10 ms backoff
+// is all it needs. librdkafka's prefetch queue is sized from the budget: half of
+// MaxBufferedBytes (at least 1 MiB, at most librdkafka's limit), so the records fetched
+// ahead of the partitions' buffers grow with the budget instead of a fixed 32 MiB. With
+// the default budget it is sized from 4 MiB, not from the per-partition growth.
 func consumerDefaultsFor(budget int64) kconf.Map {
-	m := maps.Clone(consumerDefaults)
-	m["queued.max.messages.kbytes"] = int(min(max(budget/2, 1<<20)>>10, maxQueuedKBytes))
-	return m
+	return kconf.Map{
+		"fetch.wait.max.ms":          10,
+		"fetch.min.bytes":            1,
+		"queued.min.messages":        100000,
+		"queued.max.messages.kbytes": int(min(max(budget/2, 1<<20)>>10, maxQueuedKBytes)),
+		"fetch.queue.backoff.ms":     10,
+	}
 }
 
 // maxQueuedKBytes is the largest queued.max.messages.kbytes librdkafka accepts.
 const maxQueuedKBytes = 2097151
 
 // defaultBudgetPerPartition is how much the default MaxBufferedBytes grows per owned
-// partition: at 64 partitions 4 MiB left each a few hundred records and cost a quarter of
-// the throughput (integration/bench, 100-byte records).
+// partition: with many partitions a fixed 4 MiB leaves each a few hundred records, too
+// few for full batches, and the partitions wait on each other.
 const defaultBudgetPerPartition = 128 << 10
 
 func (c Config) withDefaults(inputs int) Config {
@@ -198,8 +174,8 @@ func (c Config) withDefaults(inputs int) Config {
 	if c.CommitInterval == 0 {
 		c.CommitInterval = time.Second
 	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 20 * time.Second
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 20 * time.Second
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second
@@ -237,11 +213,11 @@ func (c Config) Validate() error {
 	if _, err := group.ParseProtocol(string(c.Protocol)); err != nil {
 		errs = append(errs, err)
 	}
-	drain := c.DrainTimeout
-	if drain == 0 {
-		drain = c.withDefaults(1).DrainTimeout
+	stop := c.StopTimeout
+	if stop == 0 {
+		stop = c.withDefaults(1).StopTimeout
 	}
-	errs = append(errs, c.membership().Validate("DrainTimeout", drain)...)
+	errs = append(errs, c.membership().Validate("StopTimeout", stop)...)
 	if c.TransactionTimeout < 0 {
 		errs = append(errs, fmt.Errorf("TransactionTimeout = %s, must not be negative", c.TransactionTimeout))
 	}
@@ -262,29 +238,17 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	clientOwned := kconf.Owned{"bootstrap.servers": "set Brokers in the config"}
-	errs = append(errs, kconf.CheckOverrides(c.Overrides, merge(group.OwnedKeys, produce.OwnedKeys, clientOwned), "Overrides")...)
-	errs = append(errs, kconf.CheckOverrides(c.ConsumerOverrides, group.OwnedKeys, "ConsumerOverrides")...)
-	errs = append(errs, kconf.CheckOverrides(c.ProducerOverrides, produce.OwnedKeys, "ProducerOverrides")...)
+	errs = append(errs, kconf.CheckOverrides(c.Overrides, merge(group.OwnedKeys(), produce.OwnedKeys(), clientOwned), "Overrides")...)
+	errs = append(errs, kconf.CheckOverrides(c.ConsumerOverrides, group.OwnedKeys(), "ConsumerOverrides")...)
+	errs = append(errs, kconf.CheckOverrides(c.ProducerOverrides, produce.OwnedKeys(), "ProducerOverrides")...)
 	if len(errs) == 0 {
 		return nil
 	}
-	return &ConfigError{Errs: errs}
+	return &ConfigError{Pkg: "processor", Errs: errs}
 }
 
-// ConfigError lists every problem Validate found.
-type ConfigError struct{ Errs []error }
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString("processor: invalid config:")
-	for _, err := range e.Errs {
-		b.WriteString("\n\t")
-		b.WriteString(err.Error())
-	}
-	return b.String()
-}
-
-func (e *ConfigError) Unwrap() []error { return e.Errs }
+// ConfigError lists every problem Validate found, each naming the field and the fix.
+type ConfigError = member.ConfigError
 
 func merge(ms ...kconf.Owned) kconf.Owned {
 	out := kconf.Owned{}
@@ -304,13 +268,9 @@ func toMap(m map[string]any) kconf.Map {
 	return out
 }
 
-func (p Protocol) engine() group.Protocol {
-	gp, _ := group.ParseProtocol(string(p)) // validated by New
-	return gp
-}
-
-// membership is c's part in the group, as the engine and its validation see it.
+// membership is c's part in the group, as the engine and its validation see it (a bad
+// Protocol, reported by Validate, reads as Cooperative).
 func (c Config) membership() group.Membership {
-	return group.Membership{Protocol: c.Protocol.engine(), InstanceID: c.InstanceID,
-		SessionTimeout: c.SessionTimeout, HeartbeatInterval: c.HeartbeatInterval, MaxPollInterval: c.MaxPollInterval}
+	m, _ := group.Of(c.Membership)
+	return m
 }

@@ -35,8 +35,7 @@ func TestDeadLetterOnlyInputsWhoseOutputsFailed(t *testing.T) {
 	samsatest.Produce(t, b.Addr(), in, recs...)
 	wait := b.FailProduce("out.special", -1, false) // every produce to out.special is refused
 
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "dl", BatchWait: 200 * time.Millisecond,
-		ErrorPolicy: processor.DeadLetter("in.dlq")},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: "dl", BatchWait: 200 * time.Millisecond, ErrorPolicy: processor.DeadLetter("in.dlq")},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(ctx context.Context, bt *processor.Batch[string, string]) error {
 			for _, r := range bt.Records {

@@ -1,5 +1,6 @@
-// Package processor runs typed, batched, per-partition processors over Kafka topics, in
-// the style of Kasper and Apache Samza.
+// Package processor runs typed, batched, per-partition processors over Kafka topics: a
+// handler gets one partition's records a batch at a time and sends typed outputs, and an
+// input offset is committed only after the outputs made from it are acknowledged.
 //
 // A processor consumes one or more input topics in a consumer group. Every partition
 // assigned to the instance gets a handler (shared, or one per partition from a Factory)
@@ -8,7 +9,7 @@
 //
 //	var doubled = processor.NewOutput("doubled", codec.Int64(), codec.Int64())
 //
-//	p, err := processor.New(processor.Config{Brokers: brokers, Group: "doubler"},
+//	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: "doubler"},
 //		[]processor.Input[int64, int64]{{Topic: "numbers", Key: codec.Int64(), Value: codec.Int64()}},
 //		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 //			for _, r := range b.Records {
@@ -125,7 +126,7 @@
 // New validates the configuration (every problem at once, as a *ConfigError) and
 // connects nothing. Run checks the topics, joins the group and processes until its
 // context is cancelled, Close is called, or a failure stops it. On the way out each
-// partition finishes the batches it has in flight (bounded by DrainTimeout), commits,
+// partition finishes the batches it has in flight (bounded by StopTimeout), commits,
 // and the member leaves the group; Run then returns nil (or the failure). Run is
 // single-use; Close is idempotent and waits for Run to return.
 //
@@ -135,11 +136,11 @@
 // its own worker goroutine, so handlers of different partitions run in parallel while
 // one partition's batches are handled one at a time, in order. A shared Handler must be
 // safe for concurrent use; a Factory's handlers need not be. A handler's context is
-// cancelled DrainTimeout after its partition is revoked or Run's context ends (at once
+// cancelled StopTimeout after its partition is revoked or Run's context ends (at once
 // when the assignment is lost). A handler that returns then leaves its batch uncommitted
 // for the next owner, and a shutdown still returns nil; one that has not returned 5 s
 // later makes Run fail with an error wrapping the group's revoke timeout, rather than let
-// the partition run twice. So Run returns within DrainTimeout + 5 s of its context
+// the partition run twice. So Run returns within StopTimeout + 5 s of its context
 // ending (25 s by default, under an orchestrator's usual 30 s grace period), and Close
 // returns after Run. No goroutine started by Run outlives it, except one waiting (to close it) on a
 // replaced exactly-once producer whose librdkafka call never returned.
@@ -152,12 +153,10 @@
 // 60% to the bytes produced. Only a sampled batch's outputs carry it: with a ratio
 // sampler, unsampled batches cost no header work, and a consumer downstream makes its
 // own sampling decision for their outputs, as for records produced without tracing.
-// Measured with integration/bench on two cores shared with the broker (1,000,000
-// records, 100-byte values, 8 partitions, three alternating trials): a constant header of
-// that size on every output, without tracing, ran at 0.82x of none; every span sampled
-// plus metrics at 0.69x; metrics alone at 1.00x. To keep spans but not the headers
-// (downstream spans then do not join the trace), pass
-// WithPropagator(propagation.NewCompositeTextMapPropagator()).
+// With every span sampled, throughput falls by about what a header of that size on
+// every record costs any program producing through librdkafka (make bench prints both:
+// samsa-trace and loop-hdr). To keep spans but not the headers (downstream spans then
+// do not join the trace), pass WithPropagator(propagation.NewCompositeTextMapPropagator()).
 //
 // # Memory
 //
@@ -185,21 +184,20 @@
 // to about twice what is live before it collects (GOMEMLIMIT holds it); librdkafka
 // holds a copy of each output in flight; the C allocator may keep up to about twice what
 // librdkafka uses resident. So a process's resident memory above its idle size is at
-// most about 2 × (2 H' + O + idle Go heap) + 2 × (P + O). integration/membench checks it
-// with a 1 ms/record handler over 64 partitions and 1 KiB values; integration/bench
-// prints throughput and peak memory against MaxBufferedBytes (on two cores, 100-byte
-// records: throughput was flat from 4 to 64 MiB at 8 partitions, while peak RSS grew
-// from about 90 to 370 MiB).
+// most about 2 × (2 H' + O + idle Go heap) + 2 × (P + O). make bench-mem checks that
+// bound with a slow handler over many partitions; make bench prints throughput and peak
+// memory against MaxBufferedBytes: past the default, a larger budget mostly buys memory.
 //
 // # Tuning
 //
 // The consumer's defaults (fetch.wait.max.ms=10, fetch.min.bytes=1,
 // queued.min.messages=100000, queued.max.messages.kbytes from MaxBufferedBytes,
-// fetch.queue.backoff.ms=10) were chosen by absolute throughput and latency with
-// integration/bench. librdkafka's own fetch.queue.backoff.ms (1 s) postpones every
-// partition's next fetch once its local queue is over queued.min.messages or
-// queued.max.messages.kbytes, which halved throughput. Any librdkafka property the
-// framework does not own can be set through Overrides, ConsumerOverrides and
+// fetch.queue.backoff.ms=10) were chosen by absolute throughput and latency on a real
+// broker (make bench compares them with librdkafka's). librdkafka's own
+// fetch.queue.backoff.ms (1 s) postpones every partition's next fetch once its local
+// queue is over queued.min.messages or queued.max.messages.kbytes, so a consumer that
+// keeps its queue near that mark fetches in bursts and idles in between. Any librdkafka
+// property the framework does not own can be set through Overrides, ConsumerOverrides and
 // ProducerOverrides (TLS, SASL, compression, linger); owned ones are rejected with the
 // reason.
 package processor

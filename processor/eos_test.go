@@ -42,8 +42,7 @@ func TestExactlyOnceCommitsOutputsAndOffsetsTogether(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
 	const n = 600
 	produceInts(t, brokers, "in", 2, n)
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "eos", BatchSize: 50, BatchWait: 5 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "eos", BatchSize: 50, BatchWait: 5 * time.Millisecond, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler))
 	require.NoError(t, err)
@@ -65,12 +64,10 @@ func TestExactlyOnceCommitsOutputsAndOffsetsTogether(t *testing.T) {
 }
 
 func TestExactlyOnceConfig(t *testing.T) {
-	_, err := processor.New(processor.Config{Brokers: "x", Group: "g", TransactionalID: "t",
-		ConsumerOverrides: map[string]any{}},
+	_, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: "x"}, Group: "g", TransactionalID: "t", ConsumerOverrides: map[string]any{}},
 		[]processor.Input[int64, int64]{{Topic: "a", Key: codec.Int64(), Value: codec.Int64()}}, processor.HandlerFunc[int64, int64](doubler))
 	require.ErrorContains(t, err, "apply only with ExactlyOnce")
-	_, err = processor.New(processor.Config{Brokers: "x", Group: "g", ExactlyOnce: true,
-		ConsumerOverrides: map[string]any{"isolation.level": "read_uncommitted"}},
+	_, err = processor.New(processor.Config{Membership: processor.Membership{Brokers: "x"}, Group: "g", ExactlyOnce: true, ConsumerOverrides: map[string]any{"isolation.level": "read_uncommitted"}},
 		[]processor.Input[int64, int64]{{Topic: "a", Key: codec.Int64(), Value: codec.Int64()}}, processor.HandlerFunc[int64, int64](doubler))
 	require.ErrorContains(t, err, "exactly-once mode reads read_committed")
 	_ = context.Background
@@ -83,8 +80,7 @@ func TestExactlyOnceRefusedOutputNeverCommitsItsInput(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
 	produceInts(t, brokers, "in", 1, 10)
 	out := processor.NewOutput("out", codec.Int64(), codec.Bytes())
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "eos-big", BatchSize: 100, BatchWait: 5 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "eos-big", BatchSize: 100, BatchWait: 5 * time.Millisecond, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			for _, r := range b.Records {
@@ -120,9 +116,7 @@ func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
 	// Records of the second half wait until the intruder has registered the id, so the
 	// fence lands mid-run whatever the machine's speed.
 	registered := make(chan struct{})
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "eos-fence", TransactionalID: "eos-fence-txn",
-		BatchSize: 20, BatchWait: 5 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "eos-fence", TransactionalID: "eos-fence-txn", BatchSize: 20, BatchWait: 5 * time.Millisecond, CommitInterval: 50 * time.Millisecond, ExactlyOnce: true},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			if b.Records[len(b.Records)-1].Value >= n/2 {

@@ -3,6 +3,7 @@ package processor
 import (
 	"errors"
 	"fmt"
+	"github.com/samsa-go/samsa/internal/member"
 )
 
 // Stage names where processing failed.
@@ -42,8 +43,10 @@ func (e *Error) Unwrap() error { return e.Err }
 // ErrClosed is returned by Run after Close, or when Run is called a second time.
 var ErrClosed = errors.New("processor: closed")
 
-// ErrHandlerPanic wraps a recovered handler panic.
-var ErrHandlerPanic = errors.New("handler panicked")
+// ErrPanic is wrapped by the error a handler's panic becomes ("handler panicked: <value>"
+// and the panicking goroutine's stack): errors.Is(err, ErrPanic) tells a panic from a
+// returned error. It is distributed.ErrPanic too.
+var ErrPanic = member.ErrPanic
 
 var errNoEncoder = errors.New("output declared without a value encoder")
 

@@ -32,7 +32,7 @@ func ExampleNew() {
 	ctx, cancel := context.WithCancel(context.Background())
 	var once sync.Once
 	p, err := processor.New(
-		processor.Config{Brokers: b.Addr(), Group: "example", BatchWait: 10 * time.Millisecond},
+		processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: "example", BatchWait: 10 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: "words", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {

@@ -62,10 +62,10 @@ type batcher struct {
 	merge bool // several co-partitioned inputs: order each batch by timestamp
 }
 
-// next returns the next batch, its size in bytes and when its first record arrived, or
+// next returns the next batch, its size in bytes and when its first record was queued, or
 // nil and the time at which the oldest chunk is due (zero when the slot is empty: wait
 // for Slot.Ready). A chunk the slot closed early (its byte limit) is due at once.
-func (b *batcher) next() (batch []record.Message, size int64, arrived, due time.Time) {
+func (b *batcher) next() (batch []record.Message, size int64, queuedAt, due time.Time) {
 	n, first, full := b.s.Peek()
 	if n == 0 {
 		return nil, 0, time.Time{}, time.Time{}
@@ -93,7 +93,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 			}
 		}()
 	}
-	// Handlers get a context that outlives the revoke signal by DrainTimeout, so a batch
+	// Handlers get a context that outlives the revoke signal by StopTimeout, so a batch
 	// being handled when the partition is revoked can still finish and be committed.
 	handlerCtx, cancelHandler := context.WithCancel(context.Background())
 	watchDone := make(chan struct{})
@@ -109,7 +109,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 			cancelHandler() // another member may own the partition already
 			return
 		}
-		t := time.NewTimer(p.cfg.DrainTimeout)
+		t := time.NewTimer(p.cfg.StopTimeout)
 		defer t.Stop()
 		select {
 		case <-handlerCtx.Done():
@@ -123,11 +123,12 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 	defer context.AfterFunc(s.Context(), stopWaits)()
 
 	obs := p.tel.ProcessorObserver(p.cfg.Group, s.ID)
+	run := p.newRunner(s.ID, h, obs)
+	run.ctx, run.wait = handlerCtx, waitCtx
 	pl := &pipeline[K, V]{
-		s:     s,
-		batch: batcher{s: s, wait: p.cfg.BatchWait, size: p.cfg.BatchSize, merge: len(p.inputs) > 1},
-		run: &runner[K, V]{inputs: p.inputs, h: h, policy: p.cfg.ErrorPolicy, group: p.cfg.Group, slot: s.ID, spare: &p.outs,
-			log: p.log, obs: obs, ctx: handlerCtx, wait: waitCtx},
+		s:           s,
+		batch:       batcher{s: s, wait: p.cfg.BatchWait, size: p.cfg.BatchSize, merge: len(p.inputs) > 1},
+		run:         run,
 		lane:        lane{slot: s.ID, epoch: s.Epoch, ctx: s.Context(), owner: s},
 		sink:        out,
 		policy:      p.cfg.ErrorPolicy,
@@ -135,7 +136,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		staging:     p.staging,
 		afterCommit: p.staging && p.cfg.ExactlyOnce,
 		maxInFlight: p.cfg.MaxInFlightBatches,
-		drainBound:  p.cfg.DrainTimeout,
+		drainBound:  p.cfg.StopTimeout,
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
 	}
 	if p.cp != nil {
@@ -190,9 +191,9 @@ func (pl *pipeline[K, V]) loop() error {
 		}
 		var wake <-chan time.Time
 		if pl.canStart() {
-			batch, size, arrived, due := pl.batch.next()
+			batch, size, queuedAt, due := pl.batch.next()
 			if batch != nil {
-				if err := pl.process(batch, size, arrived); err != nil {
+				if err := pl.process(batch, size, queuedAt); err != nil {
 					return err
 				}
 				continue
@@ -205,7 +206,7 @@ func (pl *pipeline[K, V]) loop() error {
 		select {
 		case <-pl.s.Ready():
 		case f := <-pl.done:
-			f.arrived = true
+			f.roundDone = true
 		case <-wake:
 		case <-pl.replayWake():
 		case <-ctx.Done():
@@ -223,7 +224,7 @@ func (pl *pipeline[K, V]) canStart() bool {
 }
 
 // process runs one batch through the runner and hands its outputs to the sink.
-func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived time.Time) error {
+func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, queuedAt time.Time) error {
 	if pl.replay != nil {
 		if inputs, size = pl.replayFilter(inputs, size); len(inputs) == 0 {
 			return nil
@@ -251,7 +252,7 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, arrived t
 		}
 		return err
 	}
-	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx, arrivedAt: arrived}
+	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx, queuedAt: queuedAt}
 	if pl.recorder != nil && (!pl.staging || pl.afterCommit) {
 		// Without staging the handler has applied the batch by now; with effects made
 		// after the commit, the commit records what was applied before its transaction
@@ -274,13 +275,13 @@ func (pl *pipeline[K, V]) settleHead() error {
 	for {
 		select {
 		case f := <-pl.done:
-			f.arrived = true
+			f.roundDone = true
 			continue
 		default:
 		}
 		break
 	}
-	for len(pl.inflight) > 0 && pl.inflight[0].arrived {
+	for len(pl.inflight) > 0 && pl.inflight[0].roundDone {
 		f := pl.inflight[0]
 		if err := pl.applyEffects(f); err != nil {
 			return err
@@ -303,7 +304,7 @@ func (pl *pipeline[K, V]) settleHead() error {
 		if isAbandon(err) {
 			observed = nil // not a failure: the next owner commits these offsets
 		}
-		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.arrivedAt, observed)
+		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.queuedAt, observed)
 		if err != nil {
 			return err
 		}
@@ -353,7 +354,7 @@ func (pl *pipeline[K, V]) makeEffects(f *flight) error {
 		}
 		pl.run.log.Warn("processor: state effects not made, retrying", "topic", first.Topic, "partition", first.Partition,
 			"offset", first.Offset, "attempt", attempt+1, "err", err)
-		if !(Backoff{}).sleep(pl.run.wait, attempt) {
+		if !(Backoff{}).Sleep(pl.run.wait, attempt) {
 			return errAbandoned
 		}
 	}
@@ -383,7 +384,7 @@ func (pl *pipeline[K, V]) redeliver(f *flight, of *outputsFailed) (settled bool,
 			isolated: isolated, err: of.err, topic: of.failed[0].Topic, failed: len(of.failed)})
 		switch d.remedy {
 		case remedyResend:
-			if !pl.policy.backoff.sleep(pl.run.wait, d.attempt) {
+			if !pl.policy.backoff.Sleep(pl.run.wait, d.attempt) {
 				return false, errAbandoned
 			}
 			pl.obs.Retried("resend")
@@ -461,7 +462,7 @@ func (pl *pipeline[K, V]) isolate(msgs []*record.Message) (refused []*record.Mes
 	return refused, true
 }
 
-// drain waits (bounded by DrainTimeout) for in-flight batches and settles them. Records
+// drain waits (bounded by StopTimeout) for in-flight batches and settles them. Records
 // not yet handled are left for the next owner.
 func (pl *pipeline[K, V]) drain() error {
 	deadline := time.NewTimer(pl.drainBound)
@@ -478,7 +479,7 @@ func (pl *pipeline[K, V]) drain() error {
 		}
 		select {
 		case f := <-pl.done:
-			f.arrived = true
+			f.roundDone = true
 		case <-deadline.C:
 			pl.run.log.Warn("processor: drain timed out; unacknowledged batches are left uncommitted", "partition", pl.s.ID, "batches", len(pl.inflight))
 			return errAbandoned
@@ -520,8 +521,8 @@ func nextOffsets(inputs []record.Message) []record.Offset {
 // mergeByTimestamp orders a batch of several co-partitioned topics by record timestamp,
 // keeping each topic's own (offset) order: a k-way merge that always takes the head with
 // the earliest timestamp. A join then sees a table update before a later event of the
-// other topic when both arrived in one batch, as Kafka Streams picks the earliest
-// timestamp across a task's partitions.
+// other topic when both arrived in one batch: across topics, records are handled in event
+// time order.
 func mergeByTimestamp(in []record.Message) []record.Message {
 	var topics []string
 	byTopic := map[string][]record.Message{}
@@ -591,7 +592,7 @@ func (pl *pipeline[K, V]) catchUp(committed []record.Offset, read rangeReader) e
 			return fmt.Errorf("processor: reading the committed records whose state effects are owed: %w", err)
 		}
 		log.Warn("processor: reading committed records again failed, retrying", "attempt", attempt+1, "err", err)
-		if !(Backoff{}).sleep(pl.run.wait, attempt) {
+		if !(Backoff{}).Sleep(pl.run.wait, attempt) {
 			return errAbandoned
 		}
 	}

@@ -1,11 +1,9 @@
 package processor
 
 import (
-	"context"
 	"fmt"
-	"time"
 
-	"github.com/samsa-go/samsa/internal/group"
+	"github.com/samsa-go/samsa/internal/member"
 )
 
 // Policy says what happens to a record (or batch) that fails: decoding, handling or
@@ -98,7 +96,7 @@ func (p Policy) validate() error {
 		if p.then == nil || p.then.kind == kindRetry {
 			return fmt.Errorf("ErrorPolicy: Retry must end in Stop, Skip or DeadLetter")
 		}
-		if err := p.backoff.validate(); err != nil {
+		if err := validateBackoff(p.backoff); err != nil {
 			return err
 		}
 		return p.then.validate()
@@ -107,21 +105,13 @@ func (p Policy) validate() error {
 }
 
 // Backoff is an exponential backoff with full jitter: the n-th wait is a random duration
-// in [0, min(Max, Initial·2ⁿ)].
-type Backoff struct {
-	// Initial is the first wait's upper bound. Default: 100ms.
-	Initial time.Duration
-	// Max caps the wait. Default: 10s.
-	Max time.Duration
-}
+// in [0, min(Max, Initial·2ⁿ)]. distributed.Backoff is the same type.
+type Backoff = member.Backoff
 
-func (b Backoff) validate() error {
+// validateBackoff checks a policy's backoff.
+func validateBackoff(b Backoff) error {
 	if b.Initial < 0 || b.Max < 0 {
 		return fmt.Errorf("ErrorPolicy: Backoff durations must not be negative")
 	}
 	return nil
 }
-
-// sleep waits before retry attempt n (0-based), or less when ctx ends first; it returns
-// false when ctx ended.
-func (b Backoff) sleep(ctx context.Context, n int) bool { return group.Backoff(b).Sleep(ctx, n) }

@@ -245,7 +245,7 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 // Run processes until ctx is cancelled, Close is called, or a failure under the Stop
 // policy. It checks at start that the inputs exist and are co-partitioned (and the
 // dead-letter topic exists). On the way out it finishes in-flight batches (bounded by
-// DrainTimeout), commits their offsets and leaves the group; no goroutine it started
+// StopTimeout), commits their offsets and leaves the group; no goroutine it started
 // outlives it. It returns nil after a clean stop, and is single-use.
 func (p *Processor[K, V]) Run(ctx context.Context) error {
 	p.mu.Lock()
@@ -278,12 +278,12 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		return err
 	}
 	// The shutdown bound is paid once: the producer's close gets what is left of
-	// DrainTimeout + stopMargin after Run's context ended (at least a second to flush).
+	// StopTimeout + stopMargin after Run's context ended (at least a second to flush).
 	var stopBy atomic.Int64
-	stopWatch := context.AfterFunc(ctx, func() { stopBy.Store(time.Now().Add(p.cfg.DrainTimeout + stopMargin).UnixNano()) })
+	stopWatch := context.AfterFunc(ctx, func() { stopBy.Store(time.Now().Add(p.cfg.StopTimeout + stopMargin).UnixNano()) })
 	defer stopWatch()
 	defer func() {
-		bound := p.cfg.DrainTimeout
+		bound := p.cfg.StopTimeout
 		if at := stopBy.Load(); at != 0 {
 			bound = max(time.Until(time.Unix(0, at)), time.Second)
 		}
@@ -294,7 +294,7 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Brokers:           p.cfg.Brokers,
 		GroupID:           p.cfg.Group,
 		Topics:            topics,
-		Protocol:          p.cfg.Protocol.engine(),
+		Protocol:          p.cfg.membership().Protocol,
 		RemoteAssignor:    remoteAssignor(p.cfg.Protocol, len(topics)),
 		InstanceID:        p.cfg.InstanceID,
 		SessionTimeout:    p.cfg.SessionTimeout,
@@ -306,8 +306,8 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		// The default budget grows with the partitions; one the user set is kept.
 		BufferBytesPerSlot: p.budgetPerPartition,
 		// The engine's own bound sits above the workers' drain, so a worker that honours
-		// DrainTimeout is never reported stuck.
-		RevokeTimeout:   p.cfg.DrainTimeout + stopMargin,
+		// StopTimeout is never reported stuck.
+		RevokeTimeout:   p.cfg.StopTimeout + stopMargin,
 		StartFromLatest: p.cfg.StartFromLatest,
 		Defaults:        consumerDefaultsFor(p.cfg.MaxBufferedBytes),
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
@@ -397,7 +397,7 @@ func (p *Processor[K, V]) newSink(ctx context.Context) (sink, error) {
 	pcfg := produce.Config{
 		Brokers:   p.cfg.Brokers,
 		ClientID:  kconf.ClientID(p.cfg.Group),
-		Defaults:  producerDefaults,
+		Defaults:  producerDefaults(),
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,
 	}
@@ -481,13 +481,13 @@ func (p *Processor[K, V]) checkTopics(ctx context.Context, topics []string) erro
 	return nil
 }
 
-// stopMargin is how long past DrainTimeout a handler that ignores its cancelled context
-// may run before Run gives up on it: Run returns within DrainTimeout + stopMargin of its
+// stopMargin is how long past StopTimeout a handler that ignores its cancelled context
+// may run before Run gives up on it: Run returns within StopTimeout + stopMargin of its
 // context ending.
 const stopMargin = 5 * time.Second
 
 // Close stops a running processor as cancelling Run's context would, and waits for Run
-// to return (within DrainTimeout + 5 s; Close gives up 10 s after that, which only a
+// to return (within StopTimeout + 5 s; Close gives up 10 s after that, which only a
 // librdkafka call that never returns can cause). It is idempotent; after Close, Run
 // returns ErrClosed.
 func (p *Processor[K, V]) Close() error {
@@ -506,7 +506,7 @@ func (p *Processor[K, V]) Close() error {
 	select {
 	case <-p.finished:
 		return nil
-	case <-time.After(p.cfg.DrainTimeout + stopMargin + 10*time.Second):
+	case <-time.After(p.cfg.StopTimeout + stopMargin + 10*time.Second):
 		return errors.New("processor: Close timed out waiting for Run to return")
 	}
 }

@@ -151,7 +151,7 @@ func TestDoublesAndCommitsAfterAck(t *testing.T) {
 	const n = 2000
 	produceInts(t, brokers, "in", 4, n)
 
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 100, BatchWait: 10 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 100, BatchWait: 10 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler))
 	require.NoError(t, err)
@@ -182,7 +182,7 @@ func TestStopPolicyReturnsTypedErrorAndCommitsNothingOfTheBatch(t *testing.T) {
 	produceRaw(t, brokers, "in", 0, []byte("bad-key"), []byte{1, 2, 3}) // offset 10: undecodable
 	produceInts(t, brokers, "in", 1, 5)
 
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 4, BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 4, BatchWait: time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler))
 	require.NoError(t, err)
@@ -207,8 +207,7 @@ func TestDeadLetterPoisonRecords(t *testing.T) {
 
 	var mu sync.Mutex
 	handled := 0
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 50, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-		ErrorPolicy: processor.DeadLetter("dlq")},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 50, BatchWait: 5 * time.Millisecond, ErrorPolicy: processor.DeadLetter("dlq")},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			mu.Lock()
@@ -244,8 +243,7 @@ func TestHandlerPanicIsolatedAndDeadLettered(t *testing.T) {
 	produceInts(t, brokers, "in", 1, 30)
 	var mu sync.Mutex
 	calls := 0
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 10, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-		ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter("dlq"))},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 10, BatchWait: 5 * time.Millisecond, ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter("dlq"))},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			mu.Lock()
@@ -289,9 +287,8 @@ func TestHandlerPanicIsolatedAndDeadLettered(t *testing.T) {
 
 func TestConfigErrorsListEveryProblem(t *testing.T) {
 	_, err := processor.New(processor.Config{
+		Membership:        processor.Membership{StopTimeout: 10 * time.Minute, Protocol: "sticky"},
 		BatchSize:         -1,
-		DrainTimeout:      10 * time.Minute,
-		Protocol:          "sticky",
 		ConsumerOverrides: map[string]any{"enable.auto.commit": true},
 		ProducerOverrides: map[string]any{"acks": "1"},
 		ErrorPolicy:       processor.DeadLetter(""),
@@ -303,7 +300,7 @@ func TestConfigErrorsListEveryProblem(t *testing.T) {
 		"Brokers is required",
 		"Group is required",
 		"BatchSize = -1",
-		"DrainTimeout (10m0s) must be below MaxPollInterval (5m0s)",
+		"StopTimeout (10m0s) must be below MaxPollInterval (5m0s)",
 		`Protocol "sticky"`,
 		`ConsumerOverrides["enable.auto.commit"]: the framework owns this setting`,
 		`ProducerOverrides["acks"]: the framework owns this setting`,
@@ -316,7 +313,7 @@ func TestConfigErrorsListEveryProblem(t *testing.T) {
 
 func TestCoPartitioningCheckedAtStart(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "a", Partitions: 8}, embedded.Topic{Name: "b", Partitions: 12})
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g"},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: "g"},
 		[]processor.Input[int64, int64]{{Topic: "a", Key: codec.Int64(), Value: codec.Int64()}, {Topic: "b", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler))
 	require.NoError(t, err)
@@ -324,7 +321,7 @@ func TestCoPartitioningCheckedAtStart(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `input topics "a" (8 partitions), "b" (12 partitions) are not co-partitioned`)
 
-	p, err = processor.New(processor.Config{Brokers: brokers, Group: "g"},
+	p, err = processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: "g"},
 		[]processor.Input[int64, int64]{{Topic: "missing", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler))
 	require.NoError(t, err)
@@ -343,7 +340,7 @@ func TestCheckpointSkipsAppliedRecords(t *testing.T) {
 	var mu sync.Mutex
 	var seen []int64
 	var next []map[string]int64
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 100, BatchWait: 20 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 100, BatchWait: 20 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			mu.Lock()
@@ -371,8 +368,7 @@ func TestShutdownEndsRetryBackoff(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
 	produceInts(t, brokers, "in", 1, 3)
 	failed := make(chan struct{}, 1)
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, DrainTimeout: time.Minute,
-		ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: time.Hour, Max: time.Hour}, processor.Stop())},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StopTimeout: time.Minute}, Group: "g", BatchWait: time.Millisecond, ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: time.Hour, Max: time.Hour}, processor.Stop())},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error {
 			select {
@@ -396,7 +392,7 @@ func TestShutdownEndsRetryBackoff(t *testing.T) {
 	select {
 	case err := <-done:
 		require.NoError(t, err, "a clean stop, not the retried batch's failure")
-	case <-time.After(20 * time.Second): // far below the backoff and the DrainTimeout of a minute
+	case <-time.After(20 * time.Second): // far below the backoff and the StopTimeout of a minute
 		t.Fatal("Run waited out the retry backoff after its context was cancelled")
 	}
 	assert.Less(t, committed(t, brokers, "g", "in", 1)[0], int64(0), "the failing batch is not committed")
@@ -410,7 +406,7 @@ func TestNullKeysStayNull(t *testing.T) {
 	produceRaw(t, brokers, "in", 0, []byte{}, []byte("empty key"))
 	produceRaw(t, brokers, "in", 0, []byte("k"), []byte("keyed"))
 	out := processor.NewOutput("out", codec.String(), codec.String())
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchWait: time.Millisecond},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(_ context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {
@@ -443,7 +439,7 @@ func TestNullKeysStayNull(t *testing.T) {
 // TestUnreachableBrokerFailsWithinStartTimeout: with nothing listening at the bootstrap
 // address, Run fails once StartTimeout has passed, naming the address and the cause.
 func TestUnreachableBrokerFailsWithinStartTimeout(t *testing.T) {
-	p, err := processor.New(processor.Config{Brokers: "127.0.0.1:1", Group: "g", StartTimeout: 2 * time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: "127.0.0.1:1"}, Group: "g", StartTimeout: 2 * time.Second},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler))
 	require.NoError(t, err)
@@ -468,7 +464,7 @@ func TestProduceFailureNamesTheOutputTopic(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "big-out", Partitions: 1})
 	produceInts(t, brokers, "in", 1, 1)
 	out := processor.NewOutput("big-out", codec.Int64(), codec.Bytes())
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchWait: time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchWait: time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
 			for _, r := range b.Records {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +37,9 @@ type ProducerConfig struct {
 	// DeliveryTimeout bounds how long a record may wait for its acknowledgement, the
 	// producer's retries included (librdkafka's message.timeout.ms): past it SendMany
 	// fails naming the record, if its context has not ended first. librdkafka notices
-	// the timeout a few seconds late when the broker is gone (2s measured as 8s).
+	// the timeout up to several seconds late when the broker is gone (it scans for
+	// timed-out records about once a second, and a request in flight waits for its own
+	// timeout).
 	// Default: 2m.
 	DeliveryTimeout time.Duration
 }
@@ -83,7 +84,7 @@ func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V], opts ...Option)
 		errs = append(errs, fmt.Errorf("output %q: %w", out.topic, errNoEncoder))
 	}
 	overrides := kconf.Map(cfg.Overrides)
-	errs = append(errs, kconf.CheckOverrides(overrides, produce.OwnedKeys, "Overrides")...)
+	errs = append(errs, kconf.CheckOverrides(overrides, produce.OwnedKeys(), "Overrides")...)
 	if _, ok := overrides["partitioner"]; ok {
 		errs = append(errs, errors.New(`Overrides: "partitioner" is owned by the framework: records are partitioned by murmur2, as outputs are`))
 	}
@@ -99,7 +100,7 @@ func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V], opts ...Option)
 	if err := checkReachable(cfg.Brokers, overrides, o.logger, cmp.Or(cfg.StartTimeout, 30*time.Second), out.topic); err != nil {
 		return nil, err
 	}
-	defaults := maps.Clone(producerDefaults)
+	defaults := producerDefaults()
 	defaults["message.timeout.ms"] = int(cmp.Or(cfg.DeliveryTimeout, 2*time.Minute).Milliseconds())
 	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, ClientID: kconf.ClientID("producer " + out.topic), Defaults: defaults, Overrides: overrides, Logger: o.logger})
 	if err != nil {

@@ -133,7 +133,7 @@ func TestProducerTraceJoinsProcessor(t *testing.T) {
 		}
 	}
 
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "joined", BatchWait: 5 * time.Millisecond, BatchSize: 1, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "joined", BatchWait: 5 * time.Millisecond, BatchSize: 1},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler), processor.WithTracerProvider(tp))
 	require.NoError(t, err)
@@ -153,7 +153,7 @@ func TestProducerTraceJoinsProcessor(t *testing.T) {
 func TestDefaultClientIDNamesGroupHostAndProcess(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1})
 	produceInts(t, brokers, "in", 1, 5)
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "named", BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "named", BatchWait: 5 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(context.Context, *processor.Batch[int64, int64]) error { return nil }))
 	require.NoError(t, err)

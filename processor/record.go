@@ -122,13 +122,7 @@ func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) erro
 }
 
 func (o Output[K, V]) enqueue(s Sender, key, value []byte, headers []Header) error {
-	m := record.Message{Topic: o.topic, Partition: anyPartition, Key: key, Value: value}
-	if len(headers) > 0 {
-		m.Headers = make([]record.Header, len(headers))
-		for i, h := range headers {
-			m.Headers[i] = record.Header{Key: h.Key, Value: h.Value}
-		}
-	}
+	m := record.Message{Topic: o.topic, Partition: anyPartition, Key: key, Value: value, Headers: toRecordHeaders(headers)}
 	if s == nil {
 		return errForeignBatch
 	}
@@ -171,4 +165,26 @@ func (b *Batch[K, V]) NextOffsets() map[string]int64 {
 		}
 	}
 	return next
+}
+
+func toRecordHeaders(hs []Header) []record.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]record.Header, len(hs))
+	for i, h := range hs {
+		out[i] = record.Header(h)
+	}
+	return out
+}
+
+func fromRecordHeaders(hs []record.Header) []Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]Header, len(hs))
+	for i, h := range hs {
+		out[i] = Header(h)
+	}
+	return out
 }

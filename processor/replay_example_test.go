@@ -31,7 +31,7 @@ func ExampleWithReplay() {
 
 	lengths := processor.NewOutput("lengths", codec.String(), codec.Int64())
 	p, err := processor.New(
-		processor.Config{Brokers: b.Addr(), Group: "example-replay", BatchWait: 10 * time.Millisecond},
+		processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: "example-replay", BatchWait: 10 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: "words", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {

@@ -134,7 +134,7 @@ func (r *runner[K, V]) handle(ctx context.Context, inputs []record.Message) ([]r
 			r.obs.Retried("retry")
 			r.log.Warn("processor: batch failed, retrying", "topic", source[0].Topic, "partition", r.slot,
 				"offset", source[0].Offset, "records", len(batch.Records), "attempt", attempt+1, "err", err)
-			if !pol.backoff.sleep(r.wait, attempt) {
+			if !pol.backoff.Sleep(r.wait, attempt) {
 				return nil, errAbandoned
 			}
 			continue
@@ -251,7 +251,7 @@ func (r *runner[K, V]) loadApplied(cp Checkpoint, parts []record.TopicPartition)
 				return fmt.Errorf("processor: checkpoint refused the applied offset of %s[%d] (retrying cannot help): %w", tp.Topic, tp.Partition, err)
 			}
 			r.log.Warn("processor: checkpoint unavailable, retrying", "topic", tp.Topic, "partition", tp.Partition, "attempt", attempt+1, "err", err)
-			if !(Backoff{}).sleep(r.wait, attempt) {
+			if !(Backoff{}).Sleep(r.wait, attempt) {
 				return errAbandoned
 			}
 		}
@@ -273,7 +273,7 @@ func (r *runner[K, V]) checkCommitted(committed committedOf) ([]record.Offset, e
 			return offs, checkBehind(r.applied, offs, r.slot)
 		}
 		r.log.Warn("processor: committed offsets unavailable, retrying", "partition", r.slot, "attempt", attempt+1, "err", err)
-		if !(Backoff{}).sleep(r.wait, attempt) {
+		if !(Backoff{}).Sleep(r.wait, attempt) {
 			return nil, errAbandoned
 		}
 	}
@@ -302,7 +302,7 @@ func (r *runner[K, V]) untilAvailable(what string, m *record.Message, err error,
 	for down := 0; errors.Is(err, codec.ErrUnavailable); down++ {
 		r.log.Warn("processor: codec dependency unavailable, retrying "+what, "topic", m.Topic, "partition", m.Partition,
 			"offset", m.Offset, "attempt", down+1, "err", err)
-		if !r.unavailableBackoff().sleep(r.wait, down) {
+		if !r.unavailableBackoff().Sleep(r.wait, down) {
 			return errAbandoned
 		}
 		err = try()
@@ -320,23 +320,16 @@ func (r *runner[K, V]) unavailableBackoff() Backoff {
 }
 
 // call calls the handler, turning a panic into an error that carries the stack and
-// matches ErrHandlerPanic.
+// matches ErrPanic: "handler panicked: <value>" and the stack.
 func (r *runner[K, V]) call(ctx context.Context, b *Batch[K, V]) (err error) {
 	defer func() {
-		var pe *group.PanicError
-		if errors.As(err, &pe) {
+		if pe, ok := err.(*group.PanicError); ok {
 			r.log.Error("processor: handler panicked", "partition", r.slot, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
-			err = &handlerPanic{pe}
 		}
 	}()
 	defer group.Recover(&err, "handler")
 	return r.h.Handle(ctx, b)
 }
-
-// handlerPanic is a recovered handler panic: "handler panicked: <value>" and the stack.
-type handlerPanic struct{ *group.PanicError }
-
-func (e *handlerPanic) Unwrap() []error { return append(e.PanicError.Unwrap(), ErrHandlerPanic) }
 
 func (r *runner[K, V]) decode(m *record.Message) (Record[K, V], error) {
 	in := r.input(m.Topic)
@@ -352,12 +345,7 @@ func (r *runner[K, V]) decode(m *record.Message) (Record[K, V], error) {
 	} else if rec.Value, err = in.Value.Decode(m.Value); err != nil {
 		return rec, fmt.Errorf("value: %w", err)
 	}
-	if len(m.Headers) > 0 {
-		rec.Headers = make([]Header, len(m.Headers))
-		for i, h := range m.Headers {
-			rec.Headers[i] = Header{Key: h.Key, Value: h.Value}
-		}
-	}
+	rec.Headers = fromRecordHeaders(m.Headers)
 	return rec, nil
 }
 
@@ -398,8 +386,7 @@ const maxErrorHeader = 1024
 // that say where it came from and why it failed.
 func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, cause error) record.Message {
 	msg := cause.Error()
-	var hp *handlerPanic
-	if errors.As(cause, &hp) {
+	if hp, ok := cause.(*group.PanicError); ok {
 		msg = hp.Brief() // function names, not the build machine's file paths
 	}
 	if len(msg) > maxErrorHeader {

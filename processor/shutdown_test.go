@@ -14,7 +14,7 @@ import (
 )
 
 // A handler that never returns, even once its context is cancelled: shutdown pays the
-// bound (DrainTimeout + 5 s) once, Run fails naming the stuck partition, and Close
+// bound (StopTimeout + 5 s) once, Run fails naming the stuck partition, and Close
 // returns only after Run did.
 func TestShutdownWithStuckHandlerPaysTheBoundOnce(t *testing.T) {
 	if testing.Short() {
@@ -26,7 +26,7 @@ func TestShutdownWithStuckHandlerPaysTheBoundOnce(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	const drain = 2 * time.Second
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "stuck", DrainTimeout: drain},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr(), StopTimeout: drain}, Group: "stuck"},
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(ctx context.Context, bt *processor.Batch[string, string]) error {
 			close(entered)
@@ -65,5 +65,5 @@ func TestShutdownWithStuckHandlerPaysTheBoundOnce(t *testing.T) {
 	assert.Less(t, closed.Sub(returned).Abs(), time.Second, "Close returned at %s, Run at %s", closed.Format("15:04:05.000"), returned.Format("15:04:05.000"))
 	// Paid once: about 7 s; twice would be 14 s.
 	assert.Less(t, took, 2*(drain+5*time.Second)-3*time.Second, "the shutdown bound was paid more than once")
-	assert.GreaterOrEqual(t, took, drain, "Run waited for the handler at least DrainTimeout")
+	assert.GreaterOrEqual(t, took, drain, "Run waited for the handler at least StopTimeout")
 }

@@ -79,14 +79,14 @@ type flight struct {
 	effects *effect.Batch // state effects staged by the handler; nil without staging
 	doneCh  chan<- *flight
 
-	ctx       context.Context // the batch's (its span)
-	sendCtx   context.Context // the send's; nil without outputs
-	arrivedAt time.Time       // when the batch's first record was queued
-	sentAt    time.Time
-	held      int64 // bytes counted against the slot: inputs and outputs
+	ctx      context.Context // the batch's (its span)
+	sendCtx  context.Context // the send's; nil without outputs
+	queuedAt time.Time       // when the batch's first record was queued
+	sentAt   time.Time
+	held     int64 // bytes counted against the slot: inputs and outputs
 
 	// Worker goroutine only:
-	arrived      bool // the current delivery round completed
+	roundDone    bool // the current delivery round completed
 	retries      int  // delivery rounds retried
 	deadLettered bool // the inputs were sent to the dead-letter topic instead
 
@@ -118,7 +118,7 @@ func (f *flight) begin(n int) {
 	f.mu.Lock()
 	f.failed, f.err = nil, nil
 	f.mu.Unlock()
-	f.arrived = false
+	f.roundDone = false
 	f.remaining.Store(int64(n) + 1)
 }
 

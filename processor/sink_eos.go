@@ -35,10 +35,10 @@ func newExactlyOnce(ctx context.Context, pcfg produce.Config, cfg Config, log *s
 		return nil, fmt.Errorf("processor: %w", err)
 	}
 	if err := t.begin(ctx); err != nil {
-		t.close(cfg.DrainTimeout)
+		t.close(cfg.StopTimeout)
 		return nil, err
 	}
-	return &exactlyOnce{t: t, commitInterval: cfg.CommitInterval, drainTimeout: cfg.DrainTimeout, log: log}, nil
+	return &exactlyOnce{t: t, commitInterval: cfg.CommitInterval, drainTimeout: cfg.StopTimeout, log: log}, nil
 }
 
 // open makes the engine with offsets committed through the transactions, inputs read

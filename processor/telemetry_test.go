@@ -56,7 +56,7 @@ func TestTracingAndMetricsOfABatch(t *testing.T) {
 	key := []byte{0, 0, 0, 0, 0, 0, 0, 7} // int64 7: must not appear on any span
 	producer := produceTraced(t, brokers, "in", tp, key, key)
 
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "traced", BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "traced", BatchWait: 5 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](doubler),
 		processor.WithTracerProvider(tp), processor.WithMeterProvider(mp))
@@ -142,7 +142,7 @@ func TestTracedKeysOptIn(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	defer tp.Shutdown(context.Background())
 	produceTraced(t, brokers, "in", tp, []byte("user-42!"), []byte{0, 0, 0, 0, 0, 0, 0, 1})
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "keys", BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "keys", BatchWait: 5 * time.Millisecond},
 		[]processor.Input[string, int64]{{Topic: "in", Key: codec.String(), Value: codec.Int64()}},
 		processor.HandlerFunc[string, int64](func(context.Context, *processor.Batch[string, int64]) error { return nil }),
 		processor.WithTracerProvider(tp), processor.WithTracedKeys())
@@ -197,7 +197,7 @@ func TestEmptyPropagatorWritesNoHeaders(t *testing.T) {
 			if c.prop != nil {
 				opts = append(opts, processor.WithPropagator(c.prop))
 			}
-			p, err := processor.New(processor.Config{Brokers: brokers, Group: "prop", BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+			p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "prop", BatchWait: 5 * time.Millisecond},
 				[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 				processor.HandlerFunc[int64, int64](doubler), opts...)
 			require.NoError(t, err)
@@ -220,8 +220,7 @@ func TestRetriesAreCounted(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	inputs := []processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}}
-	p, err := processor.New(processor.Config{Brokers: "unused:9092", Group: "g",
-		ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: time.Millisecond}, processor.Skip())}, inputs,
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: "unused:9092"}, Group: "g", ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: time.Millisecond}, processor.Skip())}, inputs,
 		processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
 			return errors.New("store down")
 		}), processor.WithMeterProvider(mp))

@@ -413,7 +413,7 @@ func (t *txn) makeEffectsLocked(ctx context.Context) error {
 					Err: fmt.Errorf("state effects of a committed transaction not made (the partition's next owner makes them from its records): %w", err)}
 			}
 			log.Warn("processor: exactly-once: state effects not made, retrying", "attempt", attempt+1, "err", err)
-			(Backoff{}).sleep(ctx, attempt)
+			(Backoff{}).Sleep(ctx, attempt)
 		}
 	}
 	return nil
@@ -482,7 +482,7 @@ func (t *txn) retry(ctx context.Context, name string, op func(context.Context) e
 		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 3 || ctx.Err() != nil {
 			return err
 		}
-		Backoff{Initial: 50 * time.Millisecond}.sleep(ctx, attempt)
+		Backoff{Initial: 50 * time.Millisecond}.Sleep(ctx, attempt)
 	}
 }
 
@@ -519,7 +519,7 @@ func (t *txn) untilReached(ctx context.Context, name string, attempts int, op fu
 		if !withinCaller {
 			sleepCtx = t.life
 		}
-		(Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}).sleep(sleepCtx, attempt)
+		(Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}).Sleep(sleepCtx, attempt)
 	}
 }
 

@@ -53,8 +53,7 @@ func TestCodecUnavailableWaitsInsteadOfDeadLettering(t *testing.T) {
 
 	var mu sync.Mutex
 	handled := map[int64]int{}
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 50, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-		ErrorPolicy: processor.Retry(1, processor.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}, processor.DeadLetter("dlq"))},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 50, BatchWait: 5 * time.Millisecond, ErrorPolicy: processor.Retry(1, processor.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}, processor.DeadLetter("dlq"))},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: dec}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			for _, r := range b.Records {
@@ -98,8 +97,7 @@ func TestCodecUnavailableWhileSplittingABatch(t *testing.T) {
 		return binary.BigEndian.AppendUint64(nil, uint64(v)), nil
 	})))
 	var splitCalls atomic.Int32
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: "g", BatchSize: 20, BatchWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-		ErrorPolicy: processor.DeadLetter("dlq")},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: "g", BatchSize: 20, BatchWait: 50 * time.Millisecond, ErrorPolicy: processor.DeadLetter("dlq")},
 		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			if len(b.Records) > 1 {

@@ -222,8 +222,7 @@ func (b *Broker) LoseAssignment(group string) *Fault {
 // Set the rest (ErrorPolicy, BatchSize, ExactlyOnce) on the result.
 func (b *Broker) ProcessorConfig(group string) processor.Config {
 	return processor.Config{
-		Brokers: b.Addr(), Group: group,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
+		Membership: processor.Membership{Brokers: b.Addr(), SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group,
 		BatchWait: 5 * time.Millisecond, CommitInterval: 100 * time.Millisecond,
 	}
 }

@@ -34,8 +34,7 @@ func TestDistributedHandOffsNoOverlap(t *testing.T) {
 	tracked, tracker := samsatest.Track(list)
 	d := samsatest.NewDriver(t, func(i int) (samsatest.Runner, error) {
 		n, err := distributed.New(distributed.Config{
-			Brokers: b.Addr(), Partitions: 4, NodeID: fmt.Sprintf("node-%d", i),
-			SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond, StopTimeout: 5 * time.Second,
+			Membership: distributed.Membership{Brokers: b.Addr(), SessionTimeout: 6 * time.Second, HeartbeatInterval: 200 * time.Millisecond, StopTimeout: 5 * time.Second}, Partitions: 4, NodeID: fmt.Sprintf("node-%d", i),
 		}, distributed.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", i)))
 		if err != nil {
 			return nil, err

@@ -68,7 +68,7 @@ func ExampleBroker() {
 		panic(err)
 	}
 
-	p, err := processor.New(processor.Config{Brokers: b.Addr(), Group: "doubler"},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: "doubler"},
 		[]processor.Input[string, int64]{{Topic: "numbers", Key: codec.String(), Value: codec.Int64()}},
 		processor.HandlerFunc[string, int64](func(ctx context.Context, bt *processor.Batch[string, int64]) error {
 			for _, r := range bt.Records {

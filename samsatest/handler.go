@@ -8,29 +8,26 @@ import (
 	"time"
 
 	"github.com/samsa-go/samsa/codec"
-	"github.com/samsa-go/samsa/internal/kitlink"
-	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/processor"
 )
 
 // HandlerDriver runs a processor's handler and error policy on records given in the
 // test, with no broker: the same decoding, handler call, retries, narrowing of a failing
 // batch to its failing records and dead letters as a running processor, on one
-// partition. It is the unit test of a handler; Kafka Streams' TopologyTestDriver and
-// goka's tester play this part elsewhere.
+// partition. It is the unit test of a handler: no broker and no group.
 //
 // A driver is not safe for concurrent use. Batches are handled in the order given, each
 // as the next batch of the partition (a Factory's handler keeps its state between them).
 type HandlerDriver[K, V any] struct {
 	inputs    []processor.Input[K, V]
-	runner    kitlink.Runner
+	step      *processor.Step[K, V]
 	partition int32
 	next      map[string]int64
 }
 
 // NewHandlerDriver drives h, reading inputs, under policy (the zero Policy is Stop).
 func NewHandlerDriver[K, V any](inputs []processor.Input[K, V], h processor.Handler[K, V], policy processor.Policy) (*HandlerDriver[K, V], error) {
-	p, err := processor.New(processor.Config{Brokers: "samsatest.invalid:9092", Group: "samsatest", ErrorPolicy: policy}, inputs, h)
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: "samsatest.invalid:9092"}, Group: "samsatest", ErrorPolicy: policy}, inputs, h)
 	if err != nil {
 		return nil, fmt.Errorf("samsatest: %w", err)
 	}
@@ -42,22 +39,10 @@ func NewHandlerDriver[K, V any](inputs []processor.Input[K, V], h processor.Hand
 // the inputs p was built with (the driver encodes test records with their codecs).
 // p is not run.
 func DriveProcessor[K, V any](p *processor.Processor[K, V], inputs []processor.Input[K, V], partition int32) (*HandlerDriver[K, V], error) {
-	r, err := kitlink.NewRunner(p, partition)
-	if err != nil {
-		return nil, err
+	if p == nil {
+		return nil, errors.New("samsatest: DriveProcessor: nil processor")
 	}
-	return &HandlerDriver[K, V]{inputs: inputs, runner: r, partition: partition, next: map[string]int64{}}, nil
-}
-
-// Input is a raw input record for HandleRaw: bytes as they would be on the wire.
-type Input struct {
-	// Topic is the input topic; "" is the first input's.
-	Topic      string
-	Key, Value []byte // nil: null
-	Headers    []processor.Header
-	// Offset; 0 continues after the topic's previous record in this driver.
-	Offset    int64
-	Timestamp time.Time
+	return &HandlerDriver[K, V]{inputs: inputs, step: p.Step(partition), partition: partition, next: map[string]int64{}}, nil
 }
 
 // Handle runs one batch of typed records: each is encoded with its input's key and value
@@ -65,13 +50,13 @@ type Input struct {
 // handled as a processor would. A record's Topic "" is the first input's; Offset 0
 // continues the topic's offsets; NullKey and Tombstone send nulls.
 func (d *HandlerDriver[K, V]) Handle(ctx context.Context, records ...processor.Record[K, V]) (*Result, error) {
-	raw := make([]Input, len(records))
+	raw := make([]processor.Message, len(records))
 	for i, r := range records {
 		in, err := d.input(r.Topic)
 		if err != nil {
 			return nil, err
 		}
-		raw[i] = Input{Topic: in.Topic, Headers: r.Headers, Offset: r.Offset, Timestamp: r.Timestamp}
+		raw[i] = processor.Message{Topic: in.Topic, Headers: r.Headers, Offset: r.Offset, Timestamp: r.Timestamp}
 		if !r.NullKey {
 			enc, ok := in.Key.(codec.Encoder[K])
 			if !ok {
@@ -101,9 +86,11 @@ func (d *HandlerDriver[K, V]) Handle(ctx context.Context, records ...processor.R
 }
 
 // HandleRaw runs one batch of raw records, to test what decoding does with bytes a
-// producer got wrong.
-func (d *HandlerDriver[K, V]) HandleRaw(ctx context.Context, inputs ...Input) (*Result, error) {
-	msgs := make([]record.Message, len(inputs))
+// producer got wrong. A record's Topic "" is the first input's; Offset 0 continues the
+// topic's offsets; a zero Timestamp is now; Partition is the driver's (the one given is
+// ignored). A nil Key or Value is null.
+func (d *HandlerDriver[K, V]) HandleRaw(ctx context.Context, inputs ...processor.Message) (*Result, error) {
+	msgs := make([]processor.Message, len(inputs))
 	for i, in := range inputs {
 		if in.Topic == "" {
 			in.Topic = d.inputs[0].Topic
@@ -118,25 +105,17 @@ func (d *HandlerDriver[K, V]) HandleRaw(ctx context.Context, inputs ...Input) (*
 		if in.Timestamp.IsZero() {
 			in.Timestamp = time.Now()
 		}
-		m := record.Message{Topic: in.Topic, Partition: d.partition, Offset: in.Offset, Key: in.Key, Value: in.Value, Timestamp: in.Timestamp}
-		for _, h := range in.Headers {
-			m.Headers = append(m.Headers, record.Header{Key: h.Key, Value: h.Value})
-		}
-		msgs[i] = m
+		msgs[i] = processor.Message{Topic: in.Topic, Partition: d.partition, Offset: in.Offset, Key: in.Key, Value: in.Value, Headers: in.Headers, Timestamp: in.Timestamp}
 	}
-	outs, calls, err := d.runner.Handle(ctx, msgs)
+	outs, calls, err := d.step.Handle(ctx, msgs)
 	res := &Result{Err: err, Calls: calls}
-	dlq := d.runner.DeadLetterTopic()
+	dlq := d.step.DeadLetterTopic()
 	for _, m := range outs {
-		msg := Message{Topic: m.Topic, Key: m.Key, Value: m.Value, Timestamp: m.Timestamp}
-		for _, h := range m.Headers {
-			msg.Headers = append(msg.Headers, processor.Header{Key: h.Key, Value: h.Value})
-		}
-		if dl, ok := deadLetter(dlq, msg); ok {
+		if dl, ok := deadLetter(dlq, m); ok {
 			res.DeadLetters = append(res.DeadLetters, dl)
 			continue
 		}
-		res.Sent = append(res.Sent, msg)
+		res.Sent = append(res.Sent, m)
 	}
 	return res, nil
 }
@@ -153,18 +132,10 @@ func (d *HandlerDriver[K, V]) input(topic string) (*processor.Input[K, V], error
 	return nil, fmt.Errorf("samsatest: %q is not an input of the driven processor", topic)
 }
 
-// Message is a record a handler sent, encoded.
-type Message struct {
-	Topic      string
-	Key, Value []byte // nil: null
-	Headers    []processor.Header
-	Timestamp  time.Time
-}
-
 // DeadLetter is a record the error policy sent to the dead-letter topic: the original
 // key, value and headers (Headers leaves out the samsa.dlq.* ones, decoded here).
 type DeadLetter struct {
-	Message
+	processor.Message
 	Stage  processor.Stage
 	Error  string // the failure's message, as the samsa.dlq.error header carries it
 	Source string // the record's input topic
@@ -174,12 +145,12 @@ type DeadLetter struct {
 // Result is what handling one batch did.
 type Result struct {
 	// Err is what would stop the processor (under Stop, a *processor.Error naming the
-	// record, stage and cause; a handler panic matches processor.ErrHandlerPanic and
+	// record, stage and cause; a handler panic matches processor.ErrPanic and
 	// carries the stack), or nil. Nothing of the batch would be committed.
 	Err error
 	// Sent are the outputs the processor would produce, in order; DeadLetters what the
 	// policy sent to the dead-letter topic.
-	Sent        []Message
+	Sent        []processor.Message
 	DeadLetters []DeadLetter
 	// Calls counts handler invocations: retries, and one per record when a failing batch
 	// is narrowed to its failing records.
@@ -187,11 +158,11 @@ type Result struct {
 }
 
 // Panicked reports whether the batch stopped on a handler panic.
-func (r *Result) Panicked() bool { return errors.Is(r.Err, processor.ErrHandlerPanic) }
+func (r *Result) Panicked() bool { return errors.Is(r.Err, processor.ErrPanic) }
 
 // To returns the messages sent to topic.
-func (r *Result) To(topic string) []Message {
-	var out []Message
+func (r *Result) To(topic string) []processor.Message {
+	var out []processor.Message
 	for _, m := range r.Sent {
 		if m.Topic == topic {
 			out = append(out, m)
@@ -213,15 +184,15 @@ type Sent[K, V any] struct {
 // Outputs returns what r sent to out, decoded with out's own codecs (which must also be
 // decoders, as the codec package's are).
 func Outputs[K, V any](r *Result, out processor.Output[K, V]) ([]Sent[K, V], error) {
-	ke, ve, _ := kitlink.OutputCodecs(out)
+	ke, ve := out.Encoders()
 	var kd codec.Decoder[K]
 	if ke != nil {
 		var ok bool
-		if kd, ok = ke.(codec.Decoder[K]); !ok {
+		if kd, ok = any(ke).(codec.Decoder[K]); !ok {
 			return nil, fmt.Errorf("samsatest: output %q: key encoder %T cannot decode: decode Result.To(%q) yourself", out.Topic(), ke, out.Topic())
 		}
 	}
-	vd, ok := ve.(codec.Decoder[V])
+	vd, ok := any(ve).(codec.Decoder[V])
 	if !ok {
 		return nil, fmt.Errorf("samsatest: output %q: value encoder %T cannot decode: decode Result.To(%q) yourself", out.Topic(), ve, out.Topic())
 	}
@@ -244,7 +215,7 @@ func Outputs[K, V any](r *Result, out processor.Output[K, V]) ([]Sent[K, V], err
 	return sent, nil
 }
 
-func deadLetter(dlq string, m Message) (DeadLetter, bool) {
+func deadLetter(dlq string, m processor.Message) (DeadLetter, bool) {
 	if dlq == "" || m.Topic != dlq {
 		return DeadLetter{}, false
 	}

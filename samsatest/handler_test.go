@@ -119,8 +119,8 @@ func TestHandlerDriverDecodeFailureDeadLettered(t *testing.T) {
 	d, err := samsatest.NewHandlerDriver(orders, doubler, processor.DeadLetter("orders.dlq"))
 	require.NoError(t, err)
 	res, err := d.HandleRaw(t.Context(),
-		samsatest.Input{Key: []byte("a"), Value: codecBytes(t, 4)},
-		samsatest.Input{Key: []byte("b"), Value: []byte("not eight bytes")})
+		processor.Message{Key: []byte("a"), Value: codecBytes(t, 4)},
+		processor.Message{Key: []byte("b"), Value: []byte("not eight bytes")})
 	require.NoError(t, err)
 	require.NoError(t, res.Err)
 	require.Len(t, res.DeadLetters, 1)

@@ -25,7 +25,7 @@ func TestOutageRiddenOut(t *testing.T) {
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: in, Partitions: 4}, samsatest.Topic{Name: out, Partitions: 4})
 	copyOut := processor.NewOutput(out, codec.String(), codec.String())
 	d := samsatest.NewDriver(t, func(int) (samsatest.Runner, error) {
-		return processor.New(processor.Config{Brokers: b.Addr(), Group: group, CommitInterval: 100 * time.Millisecond},
+		return processor.New(processor.Config{Membership: processor.Membership{Brokers: b.Addr()}, Group: group, CommitInterval: 100 * time.Millisecond},
 			[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 			processor.HandlerFunc[string, string](func(ctx context.Context, bt *processor.Batch[string, string]) error {
 				for _, r := range bt.Records {

@@ -167,10 +167,7 @@ func startProcessor[K, V any](t *testing.T, p *processor.Processor[K, V]) *runni
 // testConfig is a processor config with quick timings for tests.
 func testConfig(brokers, group, clientID string) processor.Config {
 	return processor.Config{
-		Brokers: brokers, Group: group, BatchWait: 10 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, CommitInterval: 100 * time.Millisecond,
-		DrainTimeout: 5 * time.Second, StartTimeout: 15 * time.Second,
-		Overrides: map[string]any{"client.id": clientID},
+		Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StopTimeout: 5 * time.Second, Overrides: map[string]any{"client.id": clientID}}, Group: group, BatchWait: 10 * time.Millisecond, CommitInterval: 100 * time.Millisecond, StartTimeout: 15 * time.Second,
 	}
 }
 

@@ -66,7 +66,7 @@ func TestStatusGroup(t *testing.T) {
 	})
 	cfg := testConfig(brokers, group, "CLIENT-A")
 	cfg.BatchSize = 1
-	cfg.DrainTimeout = time.Second
+	cfg.StopTimeout = time.Second
 	p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: topic, Key: codec.String(), Value: codec.String()}}, h)
 	require.NoError(t, err)
 	live := startProcessor(t, p)
@@ -105,7 +105,7 @@ func TestStatusGroup(t *testing.T) {
 func TestStatusDistributed(t *testing.T) {
 	brokers, _ := realStack(t)
 	name := stack.UniqueName("status-dist")
-	node, err := distributed.New(distributed.Config{Brokers: brokers, Partitions: 3, NodeID: "node-a", StopTimeout: 5 * time.Second, SessionTimeout: 6 * time.Second})
+	node, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, StopTimeout: 5 * time.Second, SessionTimeout: 6 * time.Second}, Partitions: 3, NodeID: "node-a"})
 	require.NoError(t, err)
 	var procs []distributed.Process
 	for range 4 {

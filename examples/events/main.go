@@ -140,8 +140,7 @@ func run(ctx context.Context, cfg config) (summary, error) {
 	cfg.Out.Printf("produced %d orders (placed, then shipped) and one record that is not an event to %q", cfg.Orders, cfg.Topic)
 
 	p, err := processor.New(
-		processor.Config{Brokers: brokers, Group: cfg.Group, BatchWait: 20 * time.Millisecond,
-			ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: 50 * time.Millisecond}, processor.DeadLetter(cfg.DLQ))},
+		processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: cfg.Group, BatchWait: 20 * time.Millisecond, ErrorPolicy: processor.Retry(2, processor.Backoff{Initial: 50 * time.Millisecond}, processor.DeadLetter(cfg.DLQ))},
 		[]processor.Input[string, events.Incoming]{{Topic: cfg.Topic, Key: codec.String(), Value: svc.Decoder()}},
 		svc.Handler(),
 	)

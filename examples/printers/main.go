@@ -57,7 +57,7 @@ func run(ctx context.Context, name string, n int, every time.Duration) error {
 	}
 	defer obs.Close()
 
-	node, err := distributed.New(distributed.Config{Brokers: brokers, Partitions: 8, SessionTimeout: 10 * time.Second},
+	node, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, SessionTimeout: 10 * time.Second}, Partitions: 8},
 		distributed.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		distributed.WithTracerProvider(obs.Tracer), distributed.WithMeterProvider(obs.Meter))
 	if err != nil {

@@ -137,7 +137,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 
 	proc, err := processor.NewPartitioned(
-		processor.Config{Brokers: brokers, Group: cfg.Group, SessionTimeout: 10 * time.Second},
+		processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 10 * time.Second}, Group: cfg.Group},
 		[]processor.Input[string, Purchase]{{Topic: cfg.Topic, Key: codec.String(), Value: codec.JSON[Purchase]()}},
 		func(p int32) processor.Handler[string, Purchase] {
 			cfg.Out.Printf("node %s: handles partition %d", cfg.Node, p)

@@ -72,7 +72,7 @@ func run(ctx context.Context) error {
 	// acknowledged before the input offsets are committed.
 	var printMu sync.Mutex
 	p, err := processor.New(
-		processor.Config{Brokers: brokers, Group: "quickstart", Outputs: []string{doubled.Topic()}, BatchSize: 100, BatchWait: 20 * time.Millisecond},
+		processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: "quickstart", Outputs: []string{doubled.Topic()}, BatchSize: 100, BatchWait: 20 * time.Millisecond},
 		[]processor.Input[int64, int64]{{Topic: "numbers", Key: codec.Int64(), Value: codec.Int64()}},
 		processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
 			printMu.Lock()

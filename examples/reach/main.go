@@ -151,7 +151,7 @@ func run(ctx context.Context) error {
 	// within a batch co-partitioned records are merged by timestamp: every follow event is
 	// applied before the later tweets. (BatchWait leaves time for both fetches to arrive.)
 	p, err := processor.NewPartitioned(
-		processor.Config{Brokers: brokers, Group: "reach", BatchWait: 500 * time.Millisecond},
+		processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: "reach", BatchWait: 500 * time.Millisecond},
 		inputs(),
 		func(partition int32) processor.Handler[string, Event] {
 			return &joiner{followers: map[string]map[string]bool{}}

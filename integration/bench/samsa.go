@@ -48,7 +48,7 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 		})
 	}
 	cfg := processor.Config{
-		Brokers:           r.brokers,
+		Membership:        processor.Membership{Brokers: r.brokers},
 		Group:             r.group,
 		BatchSize:         r.batch,
 		BatchWait:         r.batchWait,

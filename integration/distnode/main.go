@@ -70,15 +70,11 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	node, err := distributed.New(distributed.Config{
-		Brokers:           *brokers,
-		TopicPrefix:       *prefix,
-		Partitions:        *partitions,
-		NodeID:            *nodeID,
-		StopTimeout:       *stopTimeout,
-		Protocol:          distributed.Protocol(*protocol),
-		SessionTimeout:    *session,
-		HeartbeatInterval: *heartbeat,
-		LivenessMargin:    *margin,
+		Membership:     distributed.Membership{Brokers: *brokers, StopTimeout: *stopTimeout, Protocol: distributed.Protocol(*protocol), SessionTimeout: *session, HeartbeatInterval: *heartbeat},
+		TopicPrefix:    *prefix,
+		Partitions:     *partitions,
+		NodeID:         *nodeID,
+		LivenessMargin: *margin,
 	}, distributed.WithLogger(log))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "distnode:", err)

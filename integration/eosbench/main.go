@@ -196,7 +196,7 @@ func runTrial(ctx context.Context, o options, ac *kafka.AdminClient, in string, 
 	output := processor.NewOutput(out, codec.Bytes(), codec.Bytes())
 	var first atomic.Int64
 	p, err := processor.New(processor.Config{
-		Brokers:        o.brokers,
+		Membership:     processor.Membership{Brokers: o.brokers},
 		Group:          group,
 		BatchSize:      o.batch,
 		CommitInterval: cadence,

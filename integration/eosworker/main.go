@@ -77,21 +77,17 @@ func run() error {
 	tag := strconv.Itoa(pid)
 	output := processor.NewOutput(*out, codec.String(), codec.String())
 	p, err := processor.New(processor.Config{
-		Brokers:            *brokers,
+		Membership: processor.Membership{Brokers: *brokers, SessionTimeout: *session, HeartbeatInterval: *heartbeat, InstanceID: *instance, // The client id names the process in the group's member list (DescribeConsumerGroups),
+			// so a test can tell which partitions each worker owns.
+			Overrides: map[string]any{"client.id": "eosworker-" + tag}},
 		Group:              *group,
 		BatchSize:          *batch,
 		BatchWait:          *batchWait,
 		MaxInFlightBatches: *inflight,
 		CommitInterval:     *commit,
-		SessionTimeout:     *session,
-		HeartbeatInterval:  *heartbeat,
-		InstanceID:         *instance,
 		ExactlyOnce:        true,
 		TransactionalID:    *txnID,
 		TransactionTimeout: *txnTimeout,
-		// The client id names the process in the group's member list (DescribeConsumerGroups),
-		// so a test can tell which partitions each worker owns.
-		Overrides: map[string]any{"client.id": "eosworker-" + tag},
 	}, []processor.Input[string, string]{{Topic: *in, Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(_ context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {

@@ -129,7 +129,7 @@ func childMain(specJSON string) int {
 		return nil
 	})
 	cfg := processor.Config{
-		Brokers: s.Brokers, Group: s.Group,
+		Membership: processor.Membership{Brokers: s.Brokers}, Group: s.Group,
 		BatchSize: s.BatchSize, MaxInFlightBatches: s.MaxInFlight, MaxBufferedBytes: s.MaxBufferedBytes,
 	}
 	if s.QueuedKBytes > 0 {

@@ -54,14 +54,11 @@ func run() error {
 	tag := strconv.Itoa(os.Getpid())
 	output := processor.NewOutput(*out, codec.String(), codec.String())
 	p, err := processor.New(processor.Config{
-		Brokers:            *brokers,
+		Membership:         processor.Membership{Brokers: *brokers, SessionTimeout: *session, HeartbeatInterval: *heartbeat, Protocol: processor.Protocol(*protocol)},
 		Group:              *group,
 		BatchSize:          *batch,
 		MaxInFlightBatches: *inflight,
-		SessionTimeout:     *session,
-		HeartbeatInterval:  *heartbeat,
 		CommitInterval:     *commit,
-		Protocol:           processor.Protocol(*protocol),
 	}, []processor.Input[string, string]{{Topic: *in, Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(_ context.Context, b *processor.Batch[string, string]) error {
 			for _, r := range b.Records {

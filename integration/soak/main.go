@@ -167,7 +167,7 @@ func run(ctx context.Context, o options) error {
 	defer tp.Shutdown(context.Background())
 
 	output := processor.NewOutput(out, codec.Bytes(), codec.Bytes())
-	p, err := processor.New(processor.Config{Brokers: o.brokers, Group: group},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: o.brokers}, Group: group},
 		[]processor.Input[[]byte, []byte]{{Topic: in, Key: codec.Bytes(), Value: codec.Bytes()}},
 		processor.HandlerFunc[[]byte, []byte](func(_ context.Context, b *processor.Batch[[]byte, []byte]) error {
 			for _, r := range b.Records {

@@ -425,7 +425,7 @@ func trial(ctx context.Context, o options, client *redis.Client, in string, ends
 		opts = append(opts, processor.WithCheckpoint(tbl))
 	}
 	p, err := processor.New(processor.Config{
-		Brokers:        o.brokers,
+		Membership:     processor.Membership{Brokers: o.brokers},
 		Group:          group,
 		BatchSize:      o.batch,
 		CommitInterval: 100 * time.Millisecond,

@@ -112,17 +112,14 @@ func run() error {
 		outputs = []string{*out}
 	}
 	p, err := processor.New(processor.Config{
-		Brokers:            *brokers,
+		Membership:         processor.Membership{Brokers: *brokers, SessionTimeout: *session, HeartbeatInterval: *heartbeat, Overrides: map[string]any{"client.id": "sumworker-" + strconv.Itoa(pid)}},
 		Group:              *group,
 		Outputs:            outputs,
 		ExactlyOnce:        *eos,
 		CommitInterval:     *commit,
 		BatchSize:          *batch,
 		MaxInFlightBatches: *inflight,
-		SessionTimeout:     *session,
-		HeartbeatInterval:  *heartbeat,
 		ErrorPolicy:        processor.Retry(*retries, processor.Backoff{Initial: 50 * time.Millisecond, Max: *backoffMax}, processor.Stop()),
-		Overrides:          map[string]any{"client.id": "sumworker-" + strconv.Itoa(pid)},
 	}, []processor.Input[string, int64]{{Topic: *in, Key: codec.String(), Value: codec.Int64()}},
 		h, processor.WithCheckpoint(table), processor.WithLogger(log))
 	if err != nil {

@@ -145,23 +145,26 @@ type Hooks struct {
 	BeforeUnassign func(slots []int32, lost bool) (rewind []Epoch, err error)
 }
 
-// OwnedKeys are the consumer properties the engine sets itself; users may not override them.
-var OwnedKeys = kconf.Owned{
-	"bootstrap.servers":               "set the brokers in the config",
-	"group.id":                        "set the group in the config",
-	"group.instance.id":               "set InstanceID in the config",
-	"group.protocol":                  "set Protocol in the config",
-	"partition.assignment.strategy":   "set Protocol in the config",
-	"group.remote.assignor":           "set Protocol in the config",
-	"enable.auto.commit":              "offsets are committed only after outputs are acknowledged",
-	"enable.auto.offset.store":        "offsets are stored only after outputs are acknowledged",
-	"auto.commit.interval.ms":         "set CommitInterval in the config",
-	"session.timeout.ms":              "set SessionTimeout in the config",
-	"heartbeat.interval.ms":           "set HeartbeatInterval in the config",
-	"max.poll.interval.ms":            "set MaxPollInterval in the config",
-	"go.events.channel.enable":        "the engine polls; the events channel is deprecated and can deliver stale records after a rebalance",
-	"go.application.rebalance.enable": "the engine handles rebalances",
-	"go.logs.channel.enable":          "librdkafka logs are forwarded to the injected slog.Logger",
+// OwnedKeys returns the consumer properties the engine sets itself (users may not override
+// them), each with why.
+func OwnedKeys() kconf.Owned {
+	return kconf.Owned{
+		"bootstrap.servers":               "set the brokers in the config",
+		"group.id":                        "set the group in the config",
+		"group.instance.id":               "set InstanceID in the config",
+		"group.protocol":                  "set Protocol in the config",
+		"partition.assignment.strategy":   "set Protocol in the config",
+		"group.remote.assignor":           "set Protocol in the config",
+		"enable.auto.commit":              "offsets are committed only after outputs are acknowledged",
+		"enable.auto.offset.store":        "offsets are stored only after outputs are acknowledged",
+		"auto.commit.interval.ms":         "set CommitInterval in the config",
+		"session.timeout.ms":              "set SessionTimeout in the config",
+		"heartbeat.interval.ms":           "set HeartbeatInterval in the config",
+		"max.poll.interval.ms":            "set MaxPollInterval in the config",
+		"go.events.channel.enable":        "the engine polls; the events channel is deprecated and can deliver stale records after a rebalance",
+		"go.application.rebalance.enable": "the engine handles rebalances",
+		"go.logs.channel.enable":          "librdkafka logs are forwarded to the injected slog.Logger",
+	}
 }
 
 // ErrRevokeTimeout is returned by Run when a worker did not return within RevokeTimeout

@@ -1,14 +1,13 @@
 package group
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/samsa-go/samsa/internal/member"
 )
 
 // The vocabulary processor and distributed share about taking part in a group: the
@@ -67,9 +66,17 @@ func (m Membership) Or(d Membership) Membership {
 	return m
 }
 
+// Of is the engine's view of a public Membership block: its protocol parsed (the error
+// names a bad one; the protocol is then Cooperative), its durations as given.
+func Of(m member.Membership) (Membership, error) {
+	p, err := ParseProtocol(string(m.Protocol))
+	return Membership{Protocol: p, InstanceID: m.InstanceID, SessionTimeout: m.SessionTimeout,
+		HeartbeatInterval: m.HeartbeatInterval, MaxPollInterval: m.MaxPollInterval}, err
+}
+
 // Validate returns every problem with m, each naming the field and the fix; nil when
 // there is none. boundName and bound are the caller's revoke bound (processor's
-// DrainTimeout, distributed's StopTimeout): how long a revoke waits for a partition's
+// StopTimeout, distributed's StopTimeout): how long a revoke waits for a partition's
 // work, which must end before MaxPollInterval or the member is removed mid-revoke.
 //
 // Call it on m as it will be used, the caller's own defaults applied (Or); zero durations
@@ -118,50 +125,11 @@ func ParseProtocol(s string) (Protocol, error) {
 	return 0, fmt.Errorf("Protocol %q: want %q, %q or %q", s, Cooperative.String(), Eager.String(), Consumer.String())
 }
 
-// Backoff is an exponential backoff with full jitter: the n-th wait (0-based) is a random
-// duration in [0, min(Max, Initial·2ⁿ)]. A zero or negative field means its default.
-type Backoff struct {
-	// Initial is the first wait's upper bound. Default: 100ms.
-	Initial time.Duration
-	// Max caps the wait. Default: 10s.
-	Max time.Duration
-}
-
-// Wait returns the wait before attempt n (0-based; a negative n counts as 0).
-func (b Backoff) Wait(n int) time.Duration {
-	initial, ceiling := b.Initial, b.Max
-	if initial <= 0 {
-		initial = 100 * time.Millisecond
-	}
-	if ceiling <= 0 {
-		ceiling = 10 * time.Second
-	}
-	d := initial
-	for i := 0; i < n && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	return time.Duration(rand.Int64N(int64(d) + 1))
-}
-
-// Sleep waits Wait(n), or less when ctx ends first. It returns false at once when ctx has
-// ended (before or during the wait), true after a full wait.
-func (b Backoff) Sleep(ctx context.Context, n int) bool {
-	if ctx.Err() != nil {
-		return false
-	}
-	t := time.NewTimer(b.Wait(n))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+// Backoff is the shared exponential backoff with full jitter.
+type Backoff = member.Backoff
 
 // ErrPanic is wrapped by the error Recover makes of a panic.
-var ErrPanic = errors.New("panic")
+var ErrPanic = member.ErrPanic
 
 // PanicError is a panic recovered from user code (a handler, a process, a worker).
 type PanicError struct {

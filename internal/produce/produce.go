@@ -18,17 +18,19 @@ import (
 	"github.com/samsa-go/samsa/internal/record"
 )
 
-// OwnedKeys are producer properties the framework sets itself.
-var OwnedKeys = kconf.Owned{
-	"bootstrap.servers":                     "set the brokers in the config",
-	"enable.idempotence":                    "outputs are produced idempotently so broker retries create no duplicates",
-	"acks":                                  "outputs are acknowledged by all in-sync replicas before inputs are committed",
-	"max.in.flight.requests.per.connection": "bounded by idempotence",
-	"go.delivery.reports":                   "delivery reports decide when inputs are committed",
-	"go.delivery.report.fields":             "the framework trims delivery reports",
-	"go.events.channel.enable":              "the framework drains producer events",
-	"go.logs.channel.enable":                "librdkafka logs are forwarded to the injected slog.Logger",
-	"transactional.id":                      "set the exactly-once mode in the config",
+// OwnedKeys returns the producer properties the framework sets itself, each with why.
+func OwnedKeys() kconf.Owned {
+	return kconf.Owned{
+		"bootstrap.servers":                     "set the brokers in the config",
+		"enable.idempotence":                    "outputs are produced idempotently so broker retries create no duplicates",
+		"acks":                                  "outputs are acknowledged by all in-sync replicas before inputs are committed",
+		"max.in.flight.requests.per.connection": "bounded by idempotence",
+		"go.delivery.reports":                   "delivery reports decide when inputs are committed",
+		"go.delivery.report.fields":             "the framework trims delivery reports",
+		"go.events.channel.enable":              "the framework drains producer events",
+		"go.logs.channel.enable":                "librdkafka logs are forwarded to the injected slog.Logger",
+		"transactional.id":                      "set the exactly-once mode in the config",
+	}
 }
 
 // Config configures a Producer.
@@ -360,16 +362,16 @@ func (e *TxnError) Error() string {
 
 func (e *TxnError) Unwrap() error { return e.Err }
 
-// fencingCodes are the fatal errors after which a new producer with the same
+// fencing reports the fatal errors after which a new producer with the same
 // transactional id can continue: the old epoch is gone, nothing else is wrong.
-var fencingCodes = map[kafka.ErrorCode]bool{
-	kafka.ErrFenced:                   true,
-	kafka.ErrProducerFenced:           true,
-	kafka.ErrInvalidProducerEpoch:     true,
-	kafka.ErrInvalidProducerIDMapping: true,
-	kafka.ErrUnknownProducerID:        true,
-	kafka.ErrInvalidTxnState:          true,
-	kafka.ErrOutOfOrderSequenceNumber: true,
+func fencing(code kafka.ErrorCode) bool {
+	switch code {
+	case kafka.ErrFenced, kafka.ErrProducerFenced, kafka.ErrInvalidProducerEpoch,
+		kafka.ErrInvalidProducerIDMapping, kafka.ErrUnknownProducerID,
+		kafka.ErrInvalidTxnState, kafka.ErrOutOfOrderSequenceNumber:
+		return true
+	}
+	return false
 }
 
 func (p *Producer) classify(op string, err error) error {
@@ -386,9 +388,9 @@ func (p *Producer) classify(op string, err error) error {
 		switch {
 		case kerr.IsFatal():
 			te.Fatal = true
-			te.Fenced = fencingCodes[kerr.Code()]
+			te.Fenced = fencing(kerr.Code())
 			if ferr := p.p.GetFatalError(); ferr != nil {
-				if fk, ok := ferr.(kafka.Error); ok && fencingCodes[fk.Code()] {
+				if fk, ok := ferr.(kafka.Error); ok && fencing(fk.Code()) {
 					te.Fenced = true
 				}
 			}

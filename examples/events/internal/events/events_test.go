@@ -104,8 +104,7 @@ func TestDispatchErrorEventsAndPolicy(t *testing.T) {
 
 func runUntil(t *testing.T, brokers, group string, svc *events.Service, committed int64) {
 	t.Helper()
-	p, err := processor.New(processor.Config{Brokers: brokers, Group: group, BatchWait: 5 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second,
-		ErrorPolicy: processor.DeadLetter("dlq")},
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchWait: 5 * time.Millisecond, ErrorPolicy: processor.DeadLetter("dlq")},
 		[]processor.Input[string, events.Incoming]{{Topic: "ev", Key: codec.String(), Value: svc.Decoder()}},
 		svc.Handler())
 	require.NoError(t, err)

@@ -12,8 +12,18 @@ import (
 	"github.com/samsa-go/samsa/codec/registry"
 )
 
-// schemaTypes maps a schema file's extension to the registry's schema type.
-var schemaTypes = map[string]string{".avsc": "AVRO", ".proto": "PROTOBUF", ".json": "JSON"}
+// schemaType is the registry's schema type of a schema file's extension, "" for none.
+func schemaType(ext string) string {
+	switch ext {
+	case ".avsc":
+		return "AVRO"
+	case ".proto":
+		return "PROTOBUF"
+	case ".json":
+		return "JSON"
+	}
+	return ""
+}
 
 // MigrateError is Migrate's failure: a one-line summary (the files' own lines were
 // written already), with each file's error reachable through Unwrap.
@@ -47,8 +57,8 @@ func Migrate(client *registry.Client, dir fs.FS, check bool, w io.Writer) ([]Mig
 	var errs []error
 	for _, e := range entries {
 		ext := path.Ext(e.Name())
-		typ, ok := schemaTypes[ext]
-		if e.IsDir() || !ok {
+		typ := schemaType(ext)
+		if e.IsDir() || typ == "" {
 			continue
 		}
 		res := MigrateResult{File: e.Name(), Subject: strings.TrimSuffix(e.Name(), ext)}
