@@ -3,25 +3,10 @@ package processor
 import (
 	"context"
 	"errors"
-	"time"
 
-	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/internal/telemetry"
 )
-
-// Message is a record as bytes, as it is on the wire: what a Step takes as input and
-// gives as output. A nil Key or Value is null. An output's Partition is -1 (the producer
-// partitions it by its key) and its Offset 0 (it has none before it is produced).
-type Message struct {
-	Topic     string
-	Partition int32
-	Offset    int64
-	Key       []byte
-	Value     []byte
-	Headers   []Header
-	Timestamp time.Time
-}
 
 // Step is one partition's decode → handler → error-policy stage on its own, without a
 // broker: the stage a running processor puts between its consumer and its producer, with
@@ -86,6 +71,3 @@ func (s *Step[K, V]) DeadLetterTopic() string {
 	}
 	return ""
 }
-
-// Encoders returns the output's key encoder (nil: null keys) and value encoder.
-func (o Output[K, V]) Encoders() (codec.Encoder[K], codec.Encoder[V]) { return o.key, o.value }
