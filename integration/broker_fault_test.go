@@ -19,7 +19,7 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
-// TestBrokerFaultThreeNodes: broker-side faults under two at-least-once procworkers (one
+// TestBrokerFaultThreeNodes: broker-side faults under two at-least-once copy workers (one
 // group, default cooperative protocol unless said, 8 partitions, replication 3, min.insync.replicas 2) on one three-node cluster,
 // each scenario with fresh topics and group while a seqProducer writes keyed, sequenced
 // input at a steady rate:
@@ -65,7 +65,7 @@ func TestBrokerFaultThreeNodes(t *testing.T) {
 	dir := t.TempDir()
 	go func() {
 		var err error
-		bin, err = goBuild(dir, "./procworker")
+		bin, err = goBuild(dir, "./worker")
 		built <- err
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -74,7 +74,7 @@ func TestBrokerFaultThreeNodes(t *testing.T) {
 	require.NoError(t, err, "start the three-node cluster")
 	t.Cleanup(func() { k.Close() })
 	require.NoError(t, <-built)
-	t.Logf("broker-fault: three-node cluster ready and procworker built in %s", time.Since(started).Round(time.Millisecond))
+	t.Logf("broker-fault: three-node cluster ready and copy worker built in %s", time.Since(started).Round(time.Millisecond))
 	c := &brokerCluster{k: k, brokers: k.Bootstrap(), bin: bin}
 
 	for _, protocol := range []string{"cooperative", "consumer"} {
@@ -95,7 +95,7 @@ var defaultSession = []string{"-session", "45s", "-heartbeat", "3s"}
 type brokerCluster struct {
 	k       *stack.Kafka
 	brokers string
-	bin     string // procworker
+	bin     string // copy worker
 }
 
 // restartAtCleanup restarts broker id when t ends with it down (t failed before its
@@ -157,7 +157,7 @@ func startBrokerRun(t *testing.T, c *brokerCluster, name string, seconds int, ou
 	for i := range 2 {
 		logPath := filepath.Join(r.dir, fmt.Sprintf("worker%d.log", i+1))
 		logOnFailure(t, fmt.Sprintf("worker%d", i+1), logPath)
-		args := append([]string{"-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out, "-v"}, eosWorkerArgs...)
+		args := append([]string{"-mode", "copy", "-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out, "-v"}, eosWorkerArgs...)
 		args = append(args, workerArgs...)
 		r.workers = append(r.workers, startWorker(t, c.bin, logPath, args...))
 		r.logs = append(r.logs, logPath)

@@ -28,7 +28,7 @@ import (
 
 // Exactly-once fault tests (crash loop, fenced zombie, broker kills) on a three-node KRaft
 // cluster (replication 3, min.insync.replicas 2) that each test starts for itself. The
-// processor runs as integration/eosworker, built with -tags chaos, in its own OS process,
+// processor runs as integration/worker (-mode copy -eos), built with -tags chaos, in its own OS process,
 // so it can be SIGKILLed at the framework's fail-points, SIGSTOPped and restarted. A
 // read_committed reader in the test process follows the output while the faults happen;
 // at the end, once every transaction is finished (read_committed end == high watermark on
@@ -64,7 +64,7 @@ type eosEnv struct {
 	k          *stack.Kafka
 	brokers    string
 	ac         *kafka.AdminClient
-	bin        string // the chaos-built eosworker
+	bin        string // the chaos-built exactly-once worker
 	envBin     string // /usr/bin/env: sets $SAMSA_FAILPOINT and execs the worker (same PID)
 	in, out    string
 	group      string
@@ -111,7 +111,7 @@ func newEOSCluster(t *testing.T, name string, fastAbort bool) *eosEnv {
 	t.Cleanup(func() { k.Close() })
 	require.NoError(t, <-built)
 	e.k, e.brokers = k, k.Bootstrap()
-	t.Logf("%s: three-node cluster ready and eosworker built in %s", name, time.Since(e.started).Round(time.Millisecond))
+	t.Logf("%s: three-node cluster ready and exactly-once worker built in %s", name, time.Since(e.started).Round(time.Millisecond))
 	e.envBin, err = exec.LookPath("env")
 	require.NoError(t, err, "the tests start the worker through env(1) to set its fail-point")
 	e.ac = newAdmin(t, e.brokers)
@@ -130,16 +130,16 @@ func (e *eosEnv) withTopics(t *testing.T, name string, partitions int) *eosEnv {
 	return &c
 }
 
-// buildEOSWorker compiles integration/eosworker with the chaos tag (fail-points in)
+// buildEOSWorker compiles integration/worker (-mode copy -eos) with the chaos tag (fail-points in)
 // into dir.
-func buildEOSWorker(dir string) (string, error) { return goBuild(dir, "./eosworker", "chaos") }
+func buildEOSWorker(dir string) (string, error) { return goBuild(dir, "./worker", "chaos") }
 
-// startEOSWorker starts an eosworker process with fail-point fp ("" for none) and extra
+// startEOSWorker starts an exactly-once worker process with fail-point fp ("" for none) and extra
 // flags, its output appended to logPath. It is SIGKILLed by PID at the test's end if it
 // still runs (startWorker's cleanup).
 func (e *eosEnv) startEOSWorker(logPath, fp string, extra ...string) *workerProc {
 	e.t.Helper()
-	args := []string{"SAMSA_FAILPOINT=" + fp, e.bin, "-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out}
+	args := []string{"SAMSA_FAILPOINT=" + fp, e.bin, "-mode", "copy", "-eos", "-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out}
 	args = append(append(args, eosWorkerArgs...), extra...)
 	return startWorker(e.t, e.envBin, logPath, args...)
 }
@@ -240,7 +240,7 @@ type txnRec struct {
 	Arrived   time.Time
 }
 
-// outFields splits an eosworker output value: input value, partition, offset, writer pid.
+// outFields splits an exactly-once worker output value: input value, partition, offset, writer pid.
 func (r txnRec) fields() (value string, partition int32, offset int64, writer string, ok bool) {
 	f := strings.SplitN(string(r.Value), "|", 4)
 	if len(f) != 4 {
@@ -624,9 +624,9 @@ func (e *eosEnv) finishRun(sp *seqProducer, alive func() error, workers func() [
 			continue
 		}
 		code, exited := w.signal(syscall.SIGTERM, time.Minute)
-		require.True(t, exited, "eosworker %d did not exit within 1m of SIGTERM", w.pid())
+		require.True(t, exited, "exactly-once worker %d did not exit within 1m of SIGTERM", w.pid())
 		if !mayFail[w] {
-			assert.Equal(t, 0, code, "eosworker %d exit code after SIGTERM", w.pid())
+			assert.Equal(t, 0, code, "exactly-once worker %d exit code after SIGTERM", w.pid())
 		}
 	}
 	assert.Equal(t, ends, committedOffsets(t, e.brokers, e.group, e.in, e.partitions), "committed == input end offsets after the workers stopped")
@@ -673,7 +673,7 @@ func killedBy(w *workerProc, sig syscall.Signal) bool {
 // TestEOSFaultCrashLoop: modelled on Kafka's own EOS system test (hard-kill the
 // processor repeatedly; read_committed must see every output once). 50,000
 // keyed, sequenced records flow into 8 partitions (paced at 330/s, ~150 s; 2,000 before
-// the first worker starts) while an eosworker is SIGKILLed 10 times: at the fail-points
+// the first worker starts) while an exactly-once worker is SIGKILLed 10 times: at the fail-points
 // eos-before-send-offsets (outputs produced, offsets not sent), eos-before-commit
 // (offsets sent, not committed) and before-produce (a batch handled, not produced), each
 // on a seeded N-th hit, and at random moments (which also spread the kills over the
@@ -700,8 +700,8 @@ func TestEOSFaultCrashLoop(t *testing.T) {
 	t.Logf("eos-crash: seed=%d (set SAMSA_SEED to replay)", seed)
 	rng := rand.New(rand.NewPCG(seed, 12))
 	e := newEOSEnv(t, "eoscrash", partitions, true)
-	logPath := filepath.Join(t.TempDir(), "eosworker.log")
-	logOnFailure(t, "eosworker log", logPath)
+	logPath := filepath.Join(t.TempDir(), "eos-worker.log")
+	logOnFailure(t, "exactly-once worker log", logPath)
 
 	live := startTopicReader(t, e.brokers, e.out, partitions, "read_committed")
 	// Paced so that input keeps arriving through the kills; the first worker starts with
@@ -770,7 +770,7 @@ func TestEOSFaultCrashLoop(t *testing.T) {
 			slot := first.Add(time.Duration(k) * time.Duration(records/perSec) * time.Second / (kills + 2))
 			time.Sleep(max(time.Until(slot), 0) + time.Second + time.Duration(rng.Int64N(int64(2*time.Second))))
 			_, ok := l.w.signal(syscall.SIGKILL, 30*time.Second)
-			require.True(t, ok, "eosworker %d survived SIGKILL", l.w.pid())
+			require.True(t, ok, "exactly-once worker %d survived SIGKILL", l.w.pid())
 		}
 		l.ended, l.how = time.Now(), exitDesc(l.w)
 		if !killedBy(l.w, syscall.SIGKILL) {
@@ -784,7 +784,7 @@ func TestEOSFaultCrashLoop(t *testing.T) {
 	final := launch("")
 	alive := func() error {
 		if !final.w.running() {
-			return fmt.Errorf("the last eosworker %d ended by itself (%s)", final.w.pid(), exitDesc(final.w))
+			return fmt.Errorf("the last exactly-once worker %d ended by itself (%s)", final.w.pid(), exitDesc(final.w))
 		}
 		return nil
 	}
@@ -855,12 +855,12 @@ func groupMembers(ac *kafka.AdminClient, group, topic string) (map[string][]int3
 	return out, nil
 }
 
-func clientID(w *workerProc) string { return "eosworker-" + strconv.Itoa(w.pid()) }
+func clientID(w *workerProc) string { return "worker-" + strconv.Itoa(w.pid()) }
 
 // zombieLines are the stderr lines of a fenced or rejoining worker worth reporting.
 var zombieLines = regexp.MustCompile(`(?i)fenc|illegal_generation|unknown_member|generation|exactly-once|abort|lost|revoked|assigned|rewound|epoch|processor failed|error class|max.poll|timed out|stopped cleanly`)
 
-// TestEOSFaultZombieFenced: a paused instance must be fenced (KIP-447). Two eosworkers (dynamic members,
+// TestEOSFaultZombieFenced: a paused instance must be fenced (KIP-447). Two exactly-once workers (dynamic members,
 // KIP-447 random transactional ids) share 8 partitions while input flows; worker A (2 s
 // transactions) is SIGSTOPped with its transaction open until worker B owns all of A's partitions (at
 // least the pause), then gets SIGCONT. Two pauses: 12 s (2× the 6 s session timeout,
@@ -1125,7 +1125,7 @@ func leaders(ac *kafka.AdminClient, topic string) (map[int32]int32, error) {
 	return out, nil
 }
 
-// TestEOSFaultBrokerKill: coordinator failover mid-transaction. One eosworker (fixed transactional
+// TestEOSFaultBrokerKill: coordinator failover mid-transaction. One exactly-once worker (fixed transactional
 // id) copies 36,000 records from 8 partitions while brokers are SIGKILLed in turn, each
 // kept down 5 s and restarted: first the leader of its transaction coordinator's
 // __transaction_state partition, then the group coordinator (or, when that is the same
@@ -1142,8 +1142,8 @@ func TestEOSFaultBrokerKill(t *testing.T) {
 		down       = 5 * time.Second
 	)
 	e := newEOSEnv(t, "eosbroker", partitions, false)
-	logPath := filepath.Join(t.TempDir(), "eosworker.log")
-	logOnFailure(t, "eosworker log", logPath)
+	logPath := filepath.Join(t.TempDir(), "eos-worker.log")
+	logOnFailure(t, "exactly-once worker log", logPath)
 	live := startTopicReader(t, e.brokers, e.out, partitions, "read_committed")
 	sp := startSeqProducer(t, e.brokers, e.in, partitions, keys, records, perSec)
 	txnID := e.group + "-txn"
@@ -1152,9 +1152,9 @@ func TestEOSFaultBrokerKill(t *testing.T) {
 	alive := func() error {
 		if !w.running() {
 			restarts++
-			t.Errorf("eos-broker: the eosworker ended by itself (%s); restarting it. Log tail:\n%s", exitDesc(w), tailFile(logPath, 3000))
+			t.Errorf("eos-broker: the exactly-once worker ended by itself (%s); restarting it. Log tail:\n%s", exitDesc(w), tailFile(logPath, 3000))
 			if restarts > 3 {
-				return fmt.Errorf("the eosworker keeps failing")
+				return fmt.Errorf("the exactly-once worker keeps failing")
 			}
 			w = e.startEOSWorker(logPath, "", "-txnid", txnID, "-v")
 		}
@@ -1165,7 +1165,7 @@ func TestEOSFaultBrokerKill(t *testing.T) {
 		if _, ok := live.seen(strconv.Itoa(w.pid())); ok {
 			break
 		}
-		require.True(t, w.running(), "eosworker exited: %s", exitDesc(w))
+		require.True(t, w.running(), "exactly-once worker exited: %s", exitDesc(w))
 		require.True(t, time.Now().Before(deadline), "no read_committed output within 90s")
 		time.Sleep(50 * time.Millisecond)
 	}

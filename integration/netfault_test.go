@@ -146,7 +146,7 @@ func TestNetFaultProcessorPartition(t *testing.T) {
 	dir := t.TempDir()
 	e := newNetEnv(t, func(e *netEnv) (err error) {
 		if e.eosBin, err = buildEOSWorker(dir); err == nil {
-			e.procBin, err = goBuild(dir, "./procworker")
+			e.procBin, err = goBuild(dir, "./worker")
 		}
 		return err
 	})
@@ -184,7 +184,7 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 		if eos {
 			return e.startEOSWorker(logPath, "", "-brokers", brokers)
 		}
-		args := []string{"-brokers", brokers, "-group", e.group, "-in", e.in, "-out", e.out}
+		args := []string{"-mode", "copy", "-brokers", brokers, "-group", e.group, "-in", e.in, "-out", e.out}
 		return startWorker(t, ne.procBin, logPath, append(args, eosWorkerArgs...)...)
 	}
 	sp := startSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
@@ -365,7 +365,7 @@ func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool)
 	c.requireNoOverlap(moved...)
 }
 
-// TestNetFaultRedisBlackhole: a checkpointed sumworker (processor.WithCheckpoint on a
+// TestNetFaultRedisBlackhole: a checkpointed sum worker (processor.WithCheckpoint on a
 // Redis state.Table) reaches Redis through the proxy, which black-holes that connection
 // both ways for 15 s under load. Unlike a killed Redis, a black hole answers nothing and
 // refuses nothing: the client's calls time out, and what it sent meanwhile reaches Redis
@@ -391,8 +391,8 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 	i := slices.Index(e.args, "-redis")
 	require.GreaterOrEqual(t, i, 0)
 	e.args[i+1] = px.Addr()
-	logPath := filepath.Join(t.TempDir(), "sumworker.log")
-	logOnFailure(t, "sumworker", logPath)
+	logPath := filepath.Join(t.TempDir(), "sum-worker.log")
+	logOnFailure(t, "sum worker", logPath)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -400,7 +400,7 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 	w := e.start(logPath, "")
 	alive := func() error {
 		if !w.running() {
-			return fmt.Errorf("sumworker %d exited by itself (%v)", w.pid(), w.state)
+			return fmt.Errorf("sum worker %d exited by itself (%v)", w.pid(), w.state)
 		}
 		return nil
 	}
@@ -455,13 +455,13 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 	smp.close()
 	_, peakLag := smp.snapshot()
 	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "sumworker did not exit within 1m of SIGTERM")
-	assert.Equal(t, 0, code, "sumworker exit code after SIGTERM")
+	require.True(t, exited, "sum worker did not exit within 1m of SIGTERM")
+	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
 
 	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
 	v := e.checkSums(ctx, inputs)
 	retries := sfCount(logPath, "batch failed, retrying")
-	already := sfCount(logPath, "sumworker: batch already applied")
+	already := sfCount(logPath, "worker: batch already applied")
 	_, up, down := px.Stats()
 	t.Logf("net-redis: seed=%d cut=%s %s committed_beyond_table=%d state_writes_resumed=%s after heal lag_peak=%d batch_retries_logged=%d already_applied_batches=%d proxy_bytes_up=%d down=%d total=%s",
 		seed, cut, v, beyond, stateBack.Round(time.Millisecond), peakLag, retries, already, up, down, time.Since(start).Round(time.Millisecond))
@@ -478,7 +478,7 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 
 // TestNetFaultEOSLatencyResets probes transactions under a bad network (a Jepsen-style
 // check of the producer path, as Jepsen's Bufstream analysis ran against Kafka): one
-// exactly-once instance (eosworker) talks to the broker only through the proxy, which for
+// exactly-once instance (exactly-once worker) talks to the broker only through the proxy, which for
 // 45 s adds 0 to 2 s of random latency to every chunk in each direction and resets every
 // connection every 3 to 6 s, while the instance commits a transaction every 250 ms. The
 // consumer's traffic shares the path (one broker address), so fetches and rebalances
@@ -506,12 +506,12 @@ func TestNetFaultEOSLatencyResets(t *testing.T) {
 	live := startTopicReader(t, e.brokers, e.out, partitions, "read_committed")
 	n := int((bad + 25*time.Second).Seconds()) * perSec
 	sp := startSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
-	logPath := filepath.Join(t.TempDir(), "eosworker.log")
-	logOnFailure(t, "eosworker", logPath)
+	logPath := filepath.Join(t.TempDir(), "eos-worker.log")
+	logOnFailure(t, "exactly-once worker", logPath)
 	w := e.startEOSWorker(logPath, "", "-brokers", ne.proxied)
 	alive := func() error {
 		if !w.running() {
-			return fmt.Errorf("eosworker %d ended: %s", w.pid(), exitDesc(w))
+			return fmt.Errorf("exactly-once worker %d ended: %s", w.pid(), exitDesc(w))
 		}
 		return nil
 	}

@@ -203,26 +203,26 @@ func TestProcessorNoLossUnderChurn(t *testing.T) {
 	}
 }
 
-// workerProc is one procworker OS process.
+// workerProc is one worker OS process.
 type workerProc struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	state *os.ProcessState // valid after done
 }
 
-// buildProcworker compiles integration/procworker into a temp dir.
-func buildProcworker(t *testing.T) string {
+// buildCopyWorker compiles integration/worker into a temp dir.
+func buildCopyWorker(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	require.NoError(t, err, "the crash test builds its worker with the go tool")
-	bin := filepath.Join(t.TempDir(), "procworker")
+	bin := filepath.Join(t.TempDir(), "copy worker")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./procworker")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./worker")
 	_, file, _, _ := runtime.Caller(0)
 	cmd.Dir = filepath.Dir(file) // integration/, wherever the test binary runs
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build procworker:\n%s", out)
+	require.NoError(t, err, "go build copy worker:\n%s", out)
 	return bin
 }
 
@@ -296,18 +296,18 @@ func TestProcessorCrashRestart(t *testing.T) {
 	seed := testSeed(t)
 	t.Logf("crash: seed=%d (set SAMSA_SEED to replay)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	bin := buildProcworker(t)
+	bin := buildCopyWorker(t)
 
 	in, out, group := stack.UniqueName("crash-in"), stack.UniqueName("crash-out"), stack.UniqueName("crash")
 	createTopic(t, brokers, in, partitions, 1)
 	createTopic(t, brokers, out, partitions, 1)
-	logPath := filepath.Join(t.TempDir(), "procworker.log")
+	logPath := filepath.Join(t.TempDir(), "copy-worker.log")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- procworker log tail:\n%s", tailFile(logPath, 6000))
+			t.Logf("--- copy worker log tail:\n%s", tailFile(logPath, 6000))
 		}
 	})
-	args := []string{"-brokers", brokers, "-group", group, "-in", in, "-out", out,
+	args := []string{"-mode", "copy", "-brokers", brokers, "-group", group, "-in", in, "-out", out,
 		"-batch", strconv.Itoa(batchSize), "-inflight", strconv.Itoa(inFlight),
 		"-session", "6s", "-heartbeat", "1s", "-v"}
 	probe := newOffsetProbe(t, brokers)
@@ -317,7 +317,7 @@ func TestProcessorCrashRestart(t *testing.T) {
 	w := startWorker(t, bin, logPath, args...)
 	alive := func() error {
 		if !w.running() {
-			return fmt.Errorf("procworker %d exited by itself (code %d)", w.pid(), w.state.ExitCode())
+			return fmt.Errorf("copy worker %d exited by itself (code %d)", w.pid(), w.state.ExitCode())
 		}
 		return nil
 	}
@@ -342,7 +342,7 @@ func TestProcessorCrashRestart(t *testing.T) {
 		require.NoError(t, alive())
 		pid := w.pid()
 		code, ok := w.signal(syscall.SIGKILL, 30*time.Second)
-		require.True(t, ok, "procworker %d survived SIGKILL", pid)
+		require.True(t, ok, "copy worker %d survived SIGKILL", pid)
 		t.Logf("crash: kill %d: pid %d SIGKILLed %s after it resumed (resume took %s), exit %d, %d records produced",
 			k, pid, delay.Round(time.Millisecond), resumed.Round(time.Millisecond), code, sp.produced.Load())
 		w = startWorker(t, bin, logPath, args...)
@@ -359,8 +359,8 @@ func TestProcessorCrashRestart(t *testing.T) {
 	drained := time.Since(start)
 	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
 	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "procworker %d did not exit within 1m of SIGTERM", w.pid())
-	assert.Equal(t, 0, code, "procworker exit code after SIGTERM")
+	require.True(t, exited, "copy worker %d did not exit within 1m of SIGTERM", w.pid())
+	assert.Equal(t, 0, code, "copy worker exit code after SIGTERM")
 	assert.Equal(t, ends, committedOffsets(t, brokers, group, in, partitions), "committed == end offsets after the clean stop")
 
 	inputs := readTopic(t, brokers, in, partitions, time.Minute)

@@ -15,7 +15,7 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
-// TestScaleFault256Partitions runs one at-least-once processor (procworker, built
+// TestScaleFault256Partitions runs one at-least-once processor (copy worker, built
 // without the race detector, in its own process) through a preloaded backlog of 200,000
 // keyed records on 256 partitions, and the same backlog on 8 partitions for comparison,
 // on the shared broker. Each run must process everything (committed == end on every
@@ -27,7 +27,7 @@ import (
 func TestScaleFault256Partitions(t *testing.T) {
 	requireFaultSuite(t)
 	brokers := stack.KafkaBrokers(t)
-	bin, err := goBuild(t.TempDir(), "./procworker")
+	bin, err := goBuild(t.TempDir(), "./worker")
 	require.NoError(t, err)
 	var lines []string
 	for _, partitions := range []int{8, 256} {
@@ -62,17 +62,17 @@ func scaleRun(t *testing.T, brokers, bin string, partitions, n int) string {
 	load := time.Since(loadStart)
 	ends := endOffsets(t, brokers, in, partitions)
 
-	logPath := filepath.Join(t.TempDir(), "procworker.log")
-	logOnFailure(t, "procworker", logPath)
+	logPath := filepath.Join(t.TempDir(), "copy-worker.log")
+	logOnFailure(t, "copy worker", logPath)
 	start := time.Now()
-	w := startWorker(t, bin, logPath, "-brokers", brokers, "-group", group, "-in", in, "-out", out,
+	w := startWorker(t, bin, logPath, "-mode", "copy", "-brokers", brokers, "-group", group, "-in", in, "-out", out,
 		"-batch", "500", "-session", "10s", "-heartbeat", "1s")
 	probe := newOffsetProbe(t, brokers)
 	var first time.Time
 	var atFirst int64
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		require.True(t, w.running(), "procworker exited: %s", exitDesc(w))
+		require.True(t, w.running(), "copy worker exited: %s", exitDesc(w))
 		c, err := probe.committed(group, in, partitions)
 		if err == nil {
 			if p := progress(c); p > 0 && first.IsZero() {
@@ -94,7 +94,7 @@ func scaleRun(t *testing.T, brokers, bin string, partitions, n int) string {
 	end := time.Now()
 	code, exited := w.signal(syscall.SIGTERM, time.Minute)
 	require.True(t, exited)
-	assert.Equal(t, 0, code, "procworker exit code after SIGTERM")
+	assert.Equal(t, 0, code, "copy worker exit code after SIGTERM")
 
 	inputs := readTopic(t, brokers, in, partitions, 2*time.Minute)
 	outputs := readTopic(t, brokers, out, partitions, 2*time.Minute)

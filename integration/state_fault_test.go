@@ -32,7 +32,7 @@ import (
 // State fault tests: exactly-once effects of a processor in Redis (state.Table with
 // processor.WithCheckpoint) under worker crashes and Redis outages, on the real stack
 // (crash/restart with state, a Redis outage, Redis restarted without persistence). The processor is
-// integration/sumworker, built with -tags chaos, in its own OS process: the Kafka Streams
+// integration/worker (-mode sum), built with -tags chaos, in its own OS process: the Kafka Streams
 // EOS test's running sum per key, plus a count per key, in a Redis table. The input is
 // deterministic (seeded int64 values over string keys, partition = key index mod
 // partitions); after each run the test reads the input back, recomputes every key's sum and
@@ -60,7 +60,7 @@ type sfEnv struct {
 	t          *testing.T
 	brokers    string
 	redis      *stack.Redis
-	bin        string // the chaos-built sumworker
+	bin        string // the chaos-built sum worker
 	envBin     string // /usr/bin/env: sets $SAMSA_FAILPOINT and execs the worker (same PID)
 	in, group  string
 	ns         string
@@ -69,12 +69,12 @@ type sfEnv struct {
 	args       []string // worker flags
 }
 
-// newSFEnv builds the sumworker (meanwhile getting the shared broker and starting the
+// newSFEnv builds the sum worker (meanwhile getting the shared broker and starting the
 // test's own redis-server with redisArgs) and creates the input topic.
 func newSFEnv(t *testing.T, name string, partitions int, redisArgs ...string) *sfEnv {
 	t.Helper()
 	e := &sfEnv{t: t, partitions: partitions}
-	binPath := filepath.Join(t.TempDir(), "sumworker")
+	binPath := filepath.Join(t.TempDir(), "sum worker")
 	built := make(chan error, 1)
 	go func() { built <- sfBuildSumworker(binPath) }()
 	e.brokers = stack.KafkaBrokers(t)
@@ -92,7 +92,7 @@ func newSFEnv(t *testing.T, name string, partitions int, redisArgs ...string) *s
 	e.ns = strings.ReplaceAll(stack.UniqueName(name), "-", ".")
 	createTopic(t, e.brokers, e.in, partitions, 1)
 	e.probe = newSFProbe(t, e.brokers, e.group, e.in, partitions)
-	e.args = []string{"-brokers", e.brokers, "-redis", r.Addr(), "-group", e.group, "-in", e.in, "-ns", e.ns,
+	e.args = []string{"-mode", "sum", "-brokers", e.brokers, "-redis", r.Addr(), "-group", e.group, "-in", e.in, "-ns", e.ns,
 		"-batch", "100", "-session", "6s", "-heartbeat", "1s", "-v"}
 	return e
 }
@@ -166,7 +166,7 @@ func (p *sfProbe) waitCommitted(t *testing.T, ends map[int32]int64, timeout time
 	}
 }
 
-// sfBuildSumworker compiles integration/sumworker with the chaos tag (fail-points in).
+// sfBuildSumworker compiles integration/worker (-mode sum) with the chaos tag (fail-points in).
 func sfBuildSumworker(bin string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -174,16 +174,16 @@ func sfBuildSumworker(bin string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "chaos", "-o", bin, "./sumworker")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "chaos", "-o", bin, "./worker")
 	_, file, _, _ := runtime.Caller(0)
 	cmd.Dir = filepath.Dir(file) // integration/, wherever the test binary runs
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -tags chaos sumworker: %w\n%s", err, out)
+		return fmt.Errorf("go build -tags chaos sum worker: %w\n%s", err, out)
 	}
 	return nil
 }
 
-// start starts a sumworker with fail-point fp ("" for none), its output appended to
+// start starts a sum worker with fail-point fp ("" for none), its output appended to
 // logPath. startWorker SIGKILLs it by PID at the test's end if it still runs.
 func (e *sfEnv) start(logPath, fp string) *workerProc {
 	e.t.Helper()
@@ -451,7 +451,7 @@ func (e *sfEnv) checkSums(ctx context.Context, inputs []rec) sumVerdict {
 	return v
 }
 
-// outVerdict compares the sumworker's outputs (each record's key's count after it) with
+// outVerdict compares the sum worker's outputs (each record's key's count after it) with
 // the table's counts.
 type outVerdict struct {
 	Outputs, Keys int
@@ -612,7 +612,7 @@ const (
 	fpEOSBeforeEffects = "eos-before-effects" // the transaction committed, its state effects not made
 )
 
-// crashSums is one SIGKILL loop of the sumworker (see TestStateFaultCrashSums).
+// crashSums is one SIGKILL loop of the sum worker (see TestStateFaultCrashSums).
 type crashSums struct {
 	tag     string   // prefix of the greppable log lines
 	records int      // input records
@@ -624,7 +624,7 @@ type crashSums struct {
 // TestStateFaultCrashSums is Kafka Streams' EOS test pattern (a running sum per key, the
 // worker killed and restarted) on samsa's at-least-once processor with a Redis table as
 // its checkpoint. 50,000 seeded int64 values over 500 keys in 8 partitions are produced at
-// 500 records/s while the sumworker is SIGKILLed 10 times: 4 times at the fail-point
+// 500 records/s while the sum worker is SIGKILLed 10 times: 4 times at the fail-point
 // "before-produce" (its Apply is staged, its offsets are not stored), 3 times at
 // "alo-before-store" (effects made, stored offsets not committed) and 3 times by the test
 // at a random moment, each at a random hit count or delay (seeded; SAMSA_SEED replays),
@@ -643,7 +643,7 @@ func TestStateFaultCrashSums(t *testing.T) {
 		fpBeforeStore, fpBeforeStore, fpBeforeStore, killRandom, killRandom, killRandom}})
 }
 
-// TestStateFaultCrashSumsOutputs is TestStateFaultCrashSums with outputs: the sumworker
+// TestStateFaultCrashSumsOutputs is TestStateFaultCrashSums with outputs: the sum worker
 // also sends each record's key's count after it to an output topic, in the same batch
 // as its state update. 20,000 records; 8 kills: 3 at "alo-before-effects" (the batch's
 // outputs acknowledged, its state effects not made: the crash between ack and apply), 2
@@ -695,7 +695,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 	if c.eos {
 		e.args = append(e.args, "-eos", "-commit", "200ms")
 	}
-	logPath := filepath.Join(t.TempDir(), "sumworker.log")
+	logPath := filepath.Join(t.TempDir(), "sum-worker.log")
 	logOnFail := func(path string) {
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -755,18 +755,18 @@ func runCrashSums(t *testing.T, c crashSums) {
 		if kind == killRandom {
 			// Wait until this worker applies something, then kill it 0.3-2.5 s later.
 			for {
-				require.True(t, w.running(), "sumworker %d (life %d) exited by itself: %s", w.pid(), k+1, tailFile(logPath, 2000))
+				require.True(t, w.running(), "sum worker %d (life %d) exited by itself: %s", w.pid(), k+1, tailFile(logPath, 2000))
 				if a := appliedTotal(); a > base {
 					break
 				}
-				require.Less(t, time.Since(t0), 90*time.Second, "sumworker %d applied nothing within 90s of its start", w.pid())
+				require.Less(t, time.Since(t0), 90*time.Second, "sum worker %d applied nothing within 90s of its start", w.pid())
 				time.Sleep(50 * time.Millisecond)
 			}
 			delay := 300*time.Millisecond + time.Duration(rng.Int64N(int64(2200*time.Millisecond)))
 			time.Sleep(delay)
-			require.True(t, w.running(), "sumworker %d exited by itself", w.pid())
+			require.True(t, w.running(), "sum worker %d exited by itself", w.pid())
 			_, ok := w.signal(syscall.SIGKILL, 30*time.Second)
-			require.True(t, ok, "sumworker %d survived SIGKILL", w.pid())
+			require.True(t, ok, "sum worker %d survived SIGKILL", w.pid())
 			fp = "delay " + delay.Round(time.Millisecond).String() + " after its first apply"
 		} else {
 			select {
@@ -774,7 +774,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 			case <-time.After(2 * time.Minute):
 				t.Fatalf("fail-point %s did not fire within 2m of the worker's start", fp)
 			}
-			require.True(t, sfKilled(w), "sumworker %d (fail-point %s) exited with %v, not by its fail-point's SIGKILL", w.pid(), fp, w.state)
+			require.True(t, sfKilled(w), "sum worker %d (fail-point %s) exited with %v, not by its fail-point's SIGKILL", w.pid(), fp, w.state)
 		}
 		lived := time.Since(t0)
 		lifetimes = append(lifetimes, lived)
@@ -803,7 +803,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 	w := e.start(logPath, "")
 	alive := func() error {
 		if !w.running() {
-			return fmt.Errorf("sumworker %d exited by itself (%v)", w.pid(), w.state)
+			return fmt.Errorf("sum worker %d exited by itself (%v)", w.pid(), w.state)
 		}
 		return nil
 	}
@@ -813,8 +813,8 @@ func runCrashSums(t *testing.T, c crashSums) {
 	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
 	drained := time.Since(start)
 	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "sumworker %d did not exit within 1m of SIGTERM", w.pid())
-	assert.Equal(t, 0, code, "sumworker exit code after SIGTERM")
+	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", w.pid())
+	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
 
 	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
 	v := e.checkSums(ctx, inputs)
@@ -828,8 +828,8 @@ func runCrashSums(t *testing.T, c crashSums) {
 		fired[fp] = sfCount(logPath, "failpoint: SIGKILL at "+fp)
 	}
 	skippedLogged := sfSkippedLogged(logPath)
-	already := sfCount(logPath, "sumworker: batch already applied")
-	conflicts := sfCount(logPath, "sumworker: state conflict")
+	already := sfCount(logPath, "worker: batch already applied")
+	conflicts := sfCount(logPath, "worker: state conflict")
 	retried := sfCount(logPath, "batch failed, retrying")
 	t.Logf("%s: seed=%d kills=%d (before-produce=%d alo-before-effects=%d alo-before-store=%d random=%d; fail-point lines before-produce=%d alo-before-effects=%d alo-before-store=%d) %s lives_that_applied_new_records=%d/%d applied_not_committed_at_kills=%d (per kill %v) committed_beyond_table=%d skipped_by_last_worker_logged=%d (last kill's window %d) already_applied_batches=%d state_conflicts=%d batch_retries=%d lifetimes=%v drained=%s total=%s",
 		tag, seed, kills, killsBy[fpBeforeProduce], killsBy[fpBeforeEffects], killsBy[fpBeforeStore], killsBy[killRandom],
@@ -878,7 +878,7 @@ func roundAll(ds []time.Duration) []string {
 }
 
 // TestStateFaultRedisOutage: Redis (AOF, appendfsync always) is SIGKILLed under load for
-// 20 s and restarted on the same port and data dir, while one sumworker keeps running (its
+// 20 s and restarted on the same port and data dir, while one sum worker keeps running (its
 // error policy, Retry(1000, ≤1 s backoff) then Stop, waits the outage out). During the
 // outage the group commits no offset the table has not applied (committed ≤ applied for
 // every partition); after it, the same worker process recovers by itself, the committed
@@ -897,10 +897,10 @@ func TestStateFaultRedisOutage(t *testing.T) {
 	start := time.Now()
 	seed := testSeed(t)
 	e := newSFEnv(t, "sfoutage", partitions, "--appendonly", "yes", "--appendfsync", "always")
-	logPath := filepath.Join(t.TempDir(), "sumworker.log")
+	logPath := filepath.Join(t.TempDir(), "sum-worker.log")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- sumworker log tail:\n%s", tailFile(logPath, 6000))
+			t.Logf("--- sum worker log tail:\n%s", tailFile(logPath, 6000))
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -911,7 +911,7 @@ func TestStateFaultRedisOutage(t *testing.T) {
 	pid := w.pid()
 	alive := func() error {
 		if !w.running() {
-			return fmt.Errorf("sumworker %d exited by itself (%v)", pid, w.state)
+			return fmt.Errorf("sum worker %d exited by itself (%v)", pid, w.state)
 		}
 		return nil
 	}
@@ -996,14 +996,14 @@ func TestStateFaultRedisOutage(t *testing.T) {
 		}
 	}
 	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "sumworker %d did not exit within 1m of SIGTERM", pid)
-	assert.Equal(t, 0, code, "sumworker exit code after SIGTERM")
+	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", pid)
+	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
 
 	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
 	v := e.checkSums(ctx, inputs)
 	retries := sfCount(logPath, "batch failed, retrying")
-	conflicts := sfCount(logPath, "sumworker: state conflict")
-	already := sfCount(logPath, "sumworker: batch already applied")
+	conflicts := sfCount(logPath, "worker: state conflict")
+	already := sfCount(logPath, "worker: batch already applied")
 	commitsAfterKill := "none"
 	if lastMoveBefore.After(killed) {
 		commitsAfterKill = lastMoveBefore.Sub(killed).Round(time.Millisecond).String()
@@ -1054,10 +1054,10 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	seed := testSeed(t)
 	e := newSFEnv(t, "sfnopersist", partitions) // the launcher's default: no persistence
 	dir := t.TempDir()
-	log1, log2 := filepath.Join(dir, "sumworker-1.log"), filepath.Join(dir, "sumworker-2.log")
+	log1, log2 := filepath.Join(dir, "sum-worker-1.log"), filepath.Join(dir, "sum-worker-2.log")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- sumworker-1 log tail:\n%s\n--- sumworker-2 log tail:\n%s", tailFile(log1, 4000), tailFile(log2, 4000))
+			t.Logf("--- sum worker-1 log tail:\n%s\n--- sum worker-2 log tail:\n%s", tailFile(log1, 4000), tailFile(log2, 4000))
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -1066,14 +1066,14 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, first)
 	w := e.start(log1, "")
 	for sp.acked.Load() < first {
-		require.True(t, w.running(), "sumworker exited by itself")
+		require.True(t, w.running(), "sum worker exited by itself")
 		require.Less(t, time.Since(start), 3*time.Minute, "the first half was not acknowledged within 3m")
 		time.Sleep(50 * time.Millisecond)
 	}
 	half := endOffsets(t, e.brokers, e.in, partitions)
 	_, ok := e.probe.waitCommitted(t, half, 2*time.Minute, func() error {
 		if !w.running() {
-			return fmt.Errorf("sumworker exited by itself")
+			return fmt.Errorf("sum worker exited by itself")
 		}
 		return nil
 	})
@@ -1092,7 +1092,7 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	// The running worker: wait for its first conflict, then watch it for 10 s more.
 	var firstConflict time.Duration
 	for firstConflict == 0 && time.Since(back) < time.Minute {
-		if sfCount(log1, "sumworker: state conflict") > 0 {
+		if sfCount(log1, "worker: state conflict") > 0 {
 			firstConflict = time.Since(back)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -1104,12 +1104,12 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	stillRunning := w.running()
 	advanced := progress(committedStuck) - progress(half)
 	t.Logf("state-nopersist: running worker after Redis came back empty: first ErrStateLost after %s, %d conflict lines (kind=lost %d, kind=fenced %d) in %s, committed offsets advanced by %d records, still running=%t (retrying)",
-		durOrNA(firstConflict), sfCount(log1, "sumworker: state conflict"), lostConflicts, fencedConflicts, time.Since(back).Round(time.Millisecond), advanced, stillRunning)
+		durOrNA(firstConflict), sfCount(log1, "worker: state conflict"), lostConflicts, fencedConflicts, time.Since(back).Round(time.Millisecond), advanced, stillRunning)
 
 	// A supervisor restarts it.
 	if stillRunning {
 		_, killedOK := w.signal(syscall.SIGKILL, 30*time.Second)
-		require.True(t, killedOK, "sumworker survived SIGKILL")
+		require.True(t, killedOK, "sum worker survived SIGKILL")
 	}
 	w2 := e.start(log2, "")
 	sp.waitDone(t, 3*time.Minute)
@@ -1117,7 +1117,7 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	for w2.running() && time.Since(restarted) < 2*time.Minute {
 		time.Sleep(100 * time.Millisecond)
 	}
-	require.False(t, w2.running(), "the restarted sumworker resumed on the emptied table (it ran 2m without refusing)")
+	require.False(t, w2.running(), "the restarted sum worker resumed on the emptied table (it ran 2m without refusing)")
 	detected := time.Since(restarted)
 	refusals := sfCount(log2, "checkpoint is behind what the group's commits recorded")
 	committedAfter := e.committedRetry()
