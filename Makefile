@@ -4,7 +4,7 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: deps test test-short test-fault test-net-fault soak vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos
+.PHONY: deps test test-short test-fault test-net-fault soak vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos bench-mem
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
@@ -40,20 +40,21 @@ test-net-fault: deps
 SOAK_DURATION ?= 30m
 SOAK_RATE     ?= 10000
 soak:
-	$(STACK) run -- $(GO) run ./integration/soak -duration $(SOAK_DURATION) -rate $(SOAK_RATE)
+	$(STACK) run -- $(GO) run ./integration/bench soak -duration $(SOAK_DURATION) -rate $(SOAK_RATE)
 
-## bench / bench-eos: throughput harnesses on the real broker (print figures; not tests).
-## bench builds integration/gokabench (its own module: goka and sarama stay out of go.mod).
+## bench / bench-eos: the throughput and eos scenarios of integration/bench on the real
+## broker (print figures; not tests). bench builds integration/gokabench (its own module:
+## goka and sarama stay out of go.mod).
 bench:
-	$(GO) run ./integration/bench
+	$(GO) run ./integration/bench throughput
 
 bench-eos:
-	$(GO) run ./integration/eosbench
+	$(GO) run ./integration/bench eos
 
 ## bench-mem: peak RSS of a processor with a slow handler against its documented memory
 ## budget (exits 3 when the budget is exceeded).
 bench-mem:
-	$(GO) run ./integration/membench
+	$(GO) run ./integration/bench mem
 
 ## test-short: unit tests only, no broker (integration tests skip and say why).
 test-short:

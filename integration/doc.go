@@ -29,13 +29,13 @@
 // The fault suites run the code under test in its own OS process, so it can be
 // SIGKILLed, SIGSTOPped, restarted and cut off, while the test process checks:
 //
-//	procworker   at-least-once identity processor; output value "<in value>|<partition>|<offset>|<pid>"
-//	eosworker    the same in exactly-once mode; build with -tags chaos for fail-points ($SAMSA_FAILPOINT)
-//	sumworker    checkpointed running sums per key in a Redis state.Table (-out: a count per
-//	             record to an output topic; -eos: exactly-once)
+//	worker       -mode copy: identity processor, output value "<in value>|<partition>|<offset>|<pid>"
+//	             (-eos: exactly-once); -mode sum: checkpointed running sums per key in a Redis
+//	             state.Table (-out: a count per record to an output topic; -eos: exactly-once);
+//	             build with -tags chaos for fail-points ($SAMSA_FAILPOINT)
 //	distnode     one node of a distributed cluster; its processes report to a checker over a Unix socket
 //
-// The tests build them with the go tool into a temp dir (buildProcworker,
+// The tests build them with the go tool into a temp dir (buildCopyWorker,
 // buildEOSWorker, buildDistnode, goBuild).
 //
 // # Checkers and helpers (test files)
@@ -109,10 +109,14 @@
 //
 // # Harnesses (print figures, never assert timings)
 //
-//	bench      samsa vs a hand-written confluent-kafka-go loop vs goka (gokabench, own module)
-//	eosbench   exactly-once vs at-least-once throughput
-//	membench   peak RSS against the processor's documented memory budget
-//	statebench checkpointed Redis state cost
+// bench is one program whose first argument picks the scenario (go run ./integration/bench
+// SCENARIO [flags]; go doc ./integration/bench):
+//
+//	throughput samsa vs a hand-written confluent-kafka-go loop vs goka (the default;
+//	           goka runs from gokabench, its own module)
+//	eos        exactly-once vs at-least-once throughput
+//	mem        peak RSS against the processor's documented memory budget
+//	state      checkpointed Redis state cost
 //	soak       a steady rate for a long time with tracing and metrics; RSS and goroutines sampled
 //
 // tools/ holds the Maven POM that fetches the Kafka jars, the Jaeger build, and

@@ -93,7 +93,7 @@ func runBaseline2G(ctx context.Context, r run) error { return runBaselineWith(ct
 // loopProducerTuning) instead of the framework's, retrying a full producer queue after
 // 100 µs: the strongest hand-written loop, the yardstick samsa's ratios are taken against.
 func runLoop(ctx context.Context, r run) error {
-	return runBaselineWith(ctx, r, false, loopConsumerTuning, loopProducerTuning)
+	return runBaselineWith(ctx, r, false, loopConsumerTuning(), loopProducerTuning())
 }
 
 func runBaselineWith(ctx context.Context, r run, twoGoroutines bool, consumerTuning, producerTuning map[string]any) error {

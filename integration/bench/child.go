@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,15 +22,14 @@ import (
 	"time"
 )
 
-// Every throughput trial runs its contestant in a child process of its own, so that CPU
-// and max RSS come from that process's rusage and not from the harness (which holds the
-// admin client, the probes and the output reader). samsa and the baselines run in the
-// harness's own binary re-executed with -child; goka runs in the gokabench binary.
-//
-// A child writes two lines to stdout for the harness: "first <unix ns>" when user code
-// first sees a record, and "mem <mallocs> <bytes allocated> <GCs>" just before it exits.
-// It runs until SIGTERM, then shuts down (committing what it acknowledged) and exits 0,
-// or non-zero with the error on stderr.
+// The per-trial child process protocol, shared by the throughput and mem scenarios: a
+// trial runs in this binary re-executed (goka: the gokabench binary), so that its CPU
+// and peak RSS are its own, not the harness's (which holds the admin client, the probes,
+// the preload producer and the output reader). A child writes lines to stdout for the
+// harness: "first <unix ns>" when user code first sees a record, "mem <mallocs> <bytes
+// allocated> <GCs> [<Go peak>]" just before it exits, and "result <JSON>" with a
+// scenario's figures. It runs until SIGTERM (or its own end), then shuts down
+// (committing what it acknowledged) and exits 0, or non-zero with the error on stderr.
 
 // childSpec is one trial of an in-binary contestant, passed as JSON in -child.
 type childSpec struct {
@@ -65,9 +65,9 @@ func anyMap(m map[string]string) map[string]any {
 	return out
 }
 
-// childMain runs one trial's contestant in this process (the -child mode) and returns the
-// exit code.
-func childMain(specJSON string) int {
+// throughputChild runs one trial's contestant in this process (the throughput scenario's
+// -child mode) and returns the exit code.
+func throughputChild(specJSON string) int {
 	var s childSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
 		fmt.Fprintln(os.Stderr, "bench child: -child:", err)
@@ -87,7 +87,7 @@ func childMain(specJSON string) int {
 		first: &firstMark{notify: func(t time.Time) { fmt.Printf("first %d\n", t.UnixNano()) }},
 	}
 	if s.MemProfile != "" {
-		if err := writeAllocs(s.MemProfile + ".before"); err != nil {
+		if err := writeProfile("allocs", s.MemProfile+".before"); err != nil {
 			fmt.Fprintln(os.Stderr, "bench child:", err)
 			return 1
 		}
@@ -126,7 +126,7 @@ func childMain(specJSON string) int {
 			}
 		}
 		if s.MemProfile != "" {
-			if werr := writeAllocs(s.MemProfile + ".after"); werr != nil {
+			if werr := writeProfile("allocs", s.MemProfile+".after"); werr != nil {
 				fmt.Fprintln(os.Stderr, "bench child:", werr)
 			}
 		}
@@ -186,6 +186,7 @@ type child struct {
 	mu      sync.Mutex
 	mem     [4]uint64 // mallocs, bytes, GCs and the Go peak from its "mem" line
 	haveMem bool
+	result  string // the JSON of its last "result" line
 
 	stderr *tail
 	done   chan struct{} // closed when Wait has returned
@@ -206,8 +207,8 @@ func (c *child) sampleHWM() {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if kb := readStatusKB(path, "VmHWM:"); kb > 0 {
-			c.hwm.Store(kb << 10)
+		if hwm := procStatus(path, "VmHWM:")[0]; hwm > 0 {
+			c.hwm.Store(hwm)
 		}
 		select {
 		case <-c.done:
@@ -217,29 +218,17 @@ func (c *child) sampleHWM() {
 	}
 }
 
-// readStatusKB returns the value in kB of one field of a /proc status file (0 when it
-// cannot be read).
-func readStatusKB(path, field string) int64 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// startChild starts path with args. The child gets SIGKILL if the harness dies
-// (Pdeathsig), so a crashed harness leaves no contestant running.
-func startChild(name, path string, args ...string) (*child, error) {
+// startChild starts path with args; echo, when set, gets a copy of its stderr. The child
+// gets SIGKILL if the harness dies (Pdeathsig), so a crashed harness leaves no child
+// running.
+func startChild(name string, echo io.Writer, path string, args ...string) (*child, error) {
 	ch := &child{name: name, stderr: &tail{max: 16 << 10}, done: make(chan struct{})}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout = &lineWriter{line: ch.parse}
 	cmd.Stderr = ch.stderr
+	if echo != nil {
+		cmd.Stderr = io.MultiWriter(ch.stderr, echo)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// Bounds Wait's copying of stdout/stderr should the pipes outlive the process.
 	cmd.WaitDelay = 5 * time.Second
@@ -269,6 +258,10 @@ func (c *child) parse(line string) {
 		}
 		c.mu.Lock()
 		c.mem, c.haveMem = m, true
+		c.mu.Unlock()
+	case len(f) >= 2 && f[0] == "result":
+		c.mu.Lock()
+		c.result = strings.TrimSpace(strings.TrimPrefix(line, "result"))
 		c.mu.Unlock()
 	}
 }
@@ -342,7 +335,7 @@ func (c *child) memStats() ([4]uint64, bool) {
 // The binary may exit before a sample is taken; then rusage's figure is returned, which
 // is the harness's own RSS at that moment (see sampleHWM), an upper bound.
 func idleRSS(ctx context.Context, path string) (int64, error) {
-	ch, err := startChild("idle", path, "-h")
+	ch, err := startChild("idle", nil, path, "-h")
 	if err != nil {
 		return 0, err
 	}
@@ -427,7 +420,7 @@ func (t *tail) suffix() string {
 	return "; its stderr ends:\n" + strings.Join(lines, "\n")
 }
 
-// writeProfile writes the named runtime profile (block, mutex) to path.
+// writeProfile writes the named runtime profile (allocs, block, mutex) to path.
 func writeProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {

@@ -98,26 +98,26 @@ func (h slogCapture) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-var confDebug = map[string]any{"debug": "conf", "log_level": 7}
+func confDebug() map[string]any { return map[string]any{"debug": "conf", "log_level": 7} }
 
-// ignoredConf differ by design between two clients of one run.
-// default_topic_conf is a pointer.
-var ignoredConf = map[string]bool{"global:group.id": true, "global:default_topic_conf": true}
+// ignoredConf reports the properties that differ by design between two clients of one run
+// (default_topic_conf is a pointer).
+func ignoredConf(k string) bool { return k == "global:group.id" || k == "global:default_topic_conf" }
 
 // compareConfigs starts samsa's processor and the baseline's clients with debug=conf on a
 // scratch topic, and returns the properties whose effective values differ.
 func (e *env) compareConfigs(ctx context.Context) ([]string, error) {
 	in, out := stack.UniqueName("bench-conf-in"), stack.UniqueName("bench-conf-out")
 	for _, t := range []string{in, out} {
-		if err := e.createTopic(ctx, t, e.o.partitions); err != nil {
+		if err := e.adm.createTopic(ctx, t, e.o.partitions); err != nil {
 			return nil, err
 		}
-		defer e.deleteTopic(context.Background(), t)
 	}
+	defer e.adm.deleteTopics(in, out)
 	r := run{
 		brokers: e.o.brokers, group: stack.UniqueName("bench-conf"), in: in, out: out,
 		batch: e.o.batch, batchWait: e.o.batchWait, commitInterval: e.o.commitInterval,
-		consumer: mergeAny(e.o.consumer, confDebug), producer: mergeAny(e.o.producer, confDebug),
+		consumer: mergeAny(e.o.consumer, confDebug()), producer: mergeAny(e.o.producer, confDebug()),
 		codec: e.o.samsaCodec, first: &firstMark{},
 	}
 
@@ -178,7 +178,7 @@ func (e *env) compareConfigs(ctx context.Context) ([]string, error) {
 		}
 		keys := slices.Sorted(maps.Keys(mergeStr(s, b)))
 		for _, k := range keys {
-			if ignoredConf[k] {
+			if ignoredConf(k) {
 				continue
 			}
 			sv, sok := s[k]

@@ -60,40 +60,43 @@ type variant struct {
 
 func (v variant) describe() string {
 	if len(v.consumer) == 0 {
-		f := kvFlag(frameworkConsumerTuning)
+		f := kvFlag(frameworkConsumerTuning())
 		return "framework defaults: " + f.String()
 	}
 	f := kvFlag(v.consumer)
 	return f.String()
 }
 
-var variants = []variant{
-	// librdkafka's own defaults, restored explicitly over the framework's.
-	{name: "librdkafka", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000}},
-	// Whatever processor/config.go sets (mirrored in frameworkConsumerTuning).
-	{name: "framework"},
-	// Deep prefetch, short fetch wait.
-	{name: "deep", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
-	// Deep prefetch with the framework's fetch wait, to separate the two effects.
-	{name: "deep-wait10", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10}},
-	// Framework prefetch depth, short fetch wait.
-	{name: "wait5", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
-	// Intermediate depth.
-	{name: "q300k", consumer: map[string]any{"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
-	// Deep prefetch with a larger per-partition fetch (default 1 MiB).
-	{name: "deep-4mb", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20}},
+// variants are the tuning comparison's consumer settings.
+func variants() []variant {
+	return []variant{
+		// librdkafka's own defaults, restored explicitly over the framework's.
+		{name: "librdkafka", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000}},
+		// Whatever processor/config.go sets (mirrored in frameworkConsumerTuning).
+		{name: "framework"},
+		// Deep prefetch, short fetch wait.
+		{name: "deep", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
+		// Deep prefetch with the framework's fetch wait, to separate the two effects.
+		{name: "deep-wait10", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10}},
+		// Framework prefetch depth, short fetch wait.
+		{name: "wait5", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
+		// Intermediate depth.
+		{name: "q300k", consumer: map[string]any{"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
+		// Deep prefetch with a larger per-partition fetch (default 1 MiB).
+		{name: "deep-4mb", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20}},
+	}
 }
 
 func variantNames() []string {
 	var out []string
-	for _, v := range variants {
+	for _, v := range variants() {
 		out = append(out, v.name)
 	}
 	return out
 }
 
 func findVariant(name string) (variant, bool) {
-	for _, v := range variants {
+	for _, v := range variants() {
 		if v.name == name {
 			return v, true
 		}
@@ -107,30 +110,32 @@ func findVariant(name string) (variant, bool) {
 //	processor/config.go   consumerDefaults, producerDefaults
 //	internal/group        Engine.consumerConfig (owned keys and defaults)
 //	internal/produce      New (owned keys and defaults)
-var frameworkConsumerTuning = map[string]any{
-	"fetch.wait.max.ms":          10,
-	"fetch.min.bytes":            1,
-	"queued.min.messages":        100000,
-	"queued.max.messages.kbytes": 2048, // half of the default MaxBufferedBytes
-	"fetch.queue.backoff.ms":     10,
+func frameworkConsumerTuning() map[string]any {
+	return map[string]any{
+		"fetch.wait.max.ms":          10,
+		"fetch.min.bytes":            1,
+		"queued.min.messages":        100000,
+		"queued.max.messages.kbytes": 2048, // half of the default MaxBufferedBytes
+		"fetch.queue.backoff.ms":     10,
+	}
 }
 
 // The strongest loop's own settings (the "loop" contestant), on top of the mirror of the
 // framework's: a fetch waits for 64 KiB or 50 ms, so a busy partition is fetched in few
 // large responses, and the producer builds batches of up to 1 MiB.
-var (
-	loopConsumerTuning = map[string]any{
+func loopConsumerTuning() map[string]any {
+	return map[string]any{
 		"fetch.min.bytes":            65536,
 		"fetch.wait.max.ms":          50,
 		"queued.min.messages":        100000,
 		"queued.max.messages.kbytes": 32768,
 		"fetch.queue.backoff.ms":     10,
 	}
-	loopProducerTuning = map[string]any{
-		"linger.ms":  5,
-		"batch.size": 1 << 20,
-	}
-)
+}
+
+func loopProducerTuning() map[string]any {
+	return map[string]any{"linger.ms": 5, "batch.size": 1 << 20}
+}
 
 func baselineConsumerConfig(brokers, group string, commitInterval time.Duration, overrides ...map[string]any) *kafka.ConfigMap {
 	cm := kafka.ConfigMap{
@@ -139,7 +144,7 @@ func baselineConsumerConfig(brokers, group string, commitInterval time.Duration,
 		"isolation.level":   "read_uncommitted",
 		"log_level":         6,
 	}
-	setAll(cm, frameworkConsumerTuning)
+	setAll(cm, frameworkConsumerTuning())
 	for _, o := range overrides {
 		setAll(cm, o)
 	}

@@ -3,242 +3,63 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"runtime/pprof"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
-// env is the broker side of a run: an admin client, the preloaded input topic and its end
-// offsets.
+// env is the broker side of a throughput run: the admin, the preloaded input topic and
+// its end offsets. The admin belongs to the caller.
 type env struct {
-	o  options
-	ac *kafka.AdminClient
-	// probes are idle consumers, one per group, that read committed offsets.
-	probes  map[string]*kafka.Consumer
+	o   options
+	adm *admin
+	// probes read committed offsets, one per group.
+	probes  map[string]*offsetProbe
 	in      string
 	ends    []int64 // per input partition, after preload
 	self    string  // this binary, re-executed with -child for each trial
 	gokaBin string  // the gokabench binary; empty unless goka is a contestant
 }
 
-func newEnv(ctx context.Context, o options) (*env, error) {
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": o.brokers, "log_level": 3})
-	if err != nil {
-		return nil, err
-	}
+func newEnv(o options, adm *admin, in string) (*env, error) {
 	self, err := os.Executable()
 	if err != nil {
-		ac.Close()
 		return nil, fmt.Errorf("find this binary to re-execute per trial: %w", err)
 	}
-	e := &env{o: o, ac: ac, in: stack.UniqueName("bench-in"), self: self}
-	if err := e.createTopic(ctx, e.in, o.partitions); err != nil {
-		ac.Close()
-		return nil, err
-	}
-	return e, nil
+	return &env{o: o, adm: adm, in: in, self: self, probes: map[string]*offsetProbe{}}, nil
 }
 
 func (e *env) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, c := range e.probes {
-		c.Close()
-	}
-	e.deleteTopic(ctx, e.in)
-	e.ac.Close()
-}
-
-func (e *env) createTopic(ctx context.Context, name string, partitions int) error {
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	res, err := e.ac.CreateTopics(cctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}})
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", name, err)
-	}
-	if code := res[0].Error.Code(); code != kafka.ErrNoError {
-		return fmt.Errorf("create topic %s: %w", name, res[0].Error)
-	}
-	for {
-		md, err := e.ac.GetMetadata(&name, false, 2000)
-		if err == nil {
-			if tm, ok := md.Topics[name]; ok && len(tm.Partitions) == partitions {
-				ready := true
-				for _, p := range tm.Partitions {
-					ready = ready && p.Leader >= 0
-				}
-				if ready {
-					return nil
-				}
-			}
-		}
-		select {
-		case <-cctx.Done():
-			return fmt.Errorf("topic %s has no leaders: %w", name, cctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	for _, p := range e.probes {
+		p.close()
 	}
 }
-
-func (e *env) deleteTopic(ctx context.Context, name string) {
-	if _, err := e.ac.DeleteTopics(ctx, []string{name}); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: delete topic %s: %v\n", name, err)
-	}
-}
-
-// key is 12 bytes.
-func key(i int) []byte { return fmt.Appendf(nil, "key-%08d", i) }
 
 // preload writes the input records with a producer tuned for bulk loading.
-func (e *env) preload(ctx context.Context) (time.Duration, error) {
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":            e.o.brokers,
-		"linger.ms":                    50,
-		"batch.size":                   1 << 20,
-		"batch.num.messages":           100000,
-		"queue.buffering.max.messages": 1000000,
-		"queue.buffering.max.kbytes":   1 << 20,
-		"acks":                         1,
-		"enable.idempotence":           false,
-		"compression.type":             "none",
-		"go.delivery.report.fields":    "none",
-		"log_level":                    3,
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer p.Close()
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n := 0
-		for ev := range p.Events() {
-			if m, ok := ev.(*kafka.Message); ok {
-				if m.TopicPartition.Error != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, m.TopicPartition.Error)
-				}
-				if n++; n == e.o.records {
-					return
-				}
-			}
-		}
-	}()
-	start := time.Now()
-	value := inputValue(e.o.valueSize)
-	for i := range e.o.records {
-		m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.in, Partition: int32(i % e.o.partitions)}, Key: key(i), Value: value}
-		for {
-			err := p.Produce(m, nil)
-			if err == nil {
-				break
-			}
-			if kerr, ok := err.(kafka.Error); ok && kerr.Code() == kafka.ErrQueueFull {
-				time.Sleep(time.Millisecond)
-				continue
-			}
-			return 0, err
-		}
-		if i%100000 == 0 && ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Minute):
-		return 0, errors.New("preload: delivery reports timed out")
-	}
-	took := time.Since(start)
-	if n := failed.Load(); n > 0 {
-		return 0, fmt.Errorf("preload: %d records failed: %v", n, firstErr.Load())
-	}
-	e.ends = make([]int64, e.o.partitions)
-	var total int64
-	for part := range e.o.partitions {
-		_, high, err := p.QueryWatermarkOffsets(e.in, int32(part), 10000)
-		if err != nil {
-			return 0, err
-		}
-		e.ends[part] = high
-		total += high
-	}
-	if total != int64(e.o.records) {
-		return 0, fmt.Errorf("preload: input holds %d records, want %d", total, e.o.records)
-	}
-	return took, nil
+func (e *env) preload(ctx context.Context) (took time.Duration, err error) {
+	took, e.ends, err = e.o.preloadInput(ctx, e.in, bulkProducer())
+	return took, err
 }
 
 // committedSum returns the sum of the group's committed offsets on the input and whether
-// every partition reached its end offset. It asks through one idle (never subscribed)
-// consumer of the group, kept per group for the run: AdminClient.ListConsumerGroupOffsets
-// can crash the process on NOT_COORDINATOR (librdkafka #5040), as right after the broker
-// started.
+// every partition reached its end offset, through one probe per group kept for the run.
 func (e *env) committedSum(ctx context.Context, group string) (int64, bool) {
-	c := e.probes[group]
-	if c == nil {
+	p := e.probes[group]
+	if p == nil {
 		var err error
-		c, err = kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.o.brokers, "group.id": group, "enable.auto.commit": false, "log_level": 3})
-		if err != nil {
+		if p, err = newOffsetProbe(e.o.brokers, group, e.in, e.ends); err != nil {
 			return 0, false
 		}
-		if e.probes == nil {
-			e.probes = map[string]*kafka.Consumer{}
-		}
-		e.probes[group] = c
-	}
-	tps := make([]kafka.TopicPartition, e.o.partitions)
-	for p := range tps {
-		tps[p] = kafka.TopicPartition{Topic: &e.in, Partition: int32(p)}
+		e.probes[group] = p
 	}
 	timeout := 5 * time.Second
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-		timeout = max(time.Until(d), time.Millisecond)
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
 	}
-	res, err := c.Committed(tps, int(timeout.Milliseconds()))
-	if err != nil {
-		return 0, false
-	}
-	var sum int64
-	all := true
-	for _, tp := range res {
-		if tp.Error != nil || tp.Offset < 0 {
-			all = false
-			continue
-		}
-		sum += int64(tp.Offset)
-		if int64(tp.Offset) < e.ends[tp.Partition] {
-			all = false
-		}
-	}
-	return sum, all && len(res) == e.o.partitions
-}
-
-// outputCount sums the high watermarks of an output topic.
-func (e *env) outputCount(topic string, partitions int) (int64, error) {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.o.brokers, "group.id": "bench-probe", "log_level": 3})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	var total int64
-	for p := range partitions {
-		_, high, err := c.QueryWatermarkOffsets(topic, int32(p), 10000)
-		if err != nil {
-			return 0, err
-		}
-		total += high
-	}
-	return total, nil
+	return p.committed(timeout)
 }
 
 // run is one contestant running on one input/output pair until ctx is cancelled.
@@ -264,6 +85,15 @@ type run struct {
 	onBatch func(values [][]byte)
 }
 
+// Contestant names the harness refers to.
+const (
+	cSamsa    = "samsa"
+	cBaseline = "baseline"
+	cLoop     = "loop"
+	cGoka     = "goka"
+	cBefore   = "samsa-before"
+)
+
 // contestant is one side of the comparison. run is nil for contestants that are separate
 // binaries (goka), which the harness starts itself.
 type contestant struct {
@@ -271,66 +101,64 @@ type contestant struct {
 	run  func(ctx context.Context, r run) error
 }
 
-var (
-	samsaContestant    = contestant{name: "samsa", run: runSamsa}
-	baselineContestant = contestant{name: "baseline", run: runBaseline}
-	// baseline2G hands full batches to a second goroutine that produces them.
-	baseline2G = contestant{name: "baseline-2g", run: runBaseline2G}
-	// loopContestant is the baseline at its own fastest settings (see runLoop).
-	loopContestant = contestant{name: "loop", run: runLoop}
-	// samsaNoCopy is samsa with decoders that do not copy (see noCopy).
-	samsaNoCopy = contestant{name: "samsa-nocopy", run: func(ctx context.Context, r run) error {
-		r.codec = "nocopy"
-		return runSamsa(ctx, r)
-	}}
-	// samsaOtel is samsa with tracing and metrics on: an SDK tracer provider sampling
-	// every span into a batch processor (exported nowhere) and the Prometheus provider.
-	samsaOtel = contestant{name: "samsa-otel", run: func(ctx context.Context, r run) error {
-		r.otel = true
-		return runSamsa(ctx, r)
-	}}
-	// samsaMetrics and samsaHeader split samsa-otel's cost: metrics alone, and a
-	// traceparent-sized header on every output with tracing off (the bytes and the
-	// per-record header copies, without spans).
-	// samsaTrace1 is samsa with tracing at a parent-based 1% ratio sampler.
-	samsaTrace1 = contestant{name: "samsa-trace1", run: func(ctx context.Context, r run) error {
-		r.otelRatio = 0.01
-		return runSamsa(ctx, r)
-	}}
-	// samsaTrace is samsa with tracing only, every span sampled.
-	samsaTrace = contestant{name: "samsa-trace", run: func(ctx context.Context, r run) error {
-		r.traceAll = true
-		return runSamsa(ctx, r)
-	}}
-	// loopHeader is the loop writing the same constant traceparent-sized header as
-	// samsa-hdr on every output: what carrying a W3C trace header per record costs any
-	// client, whatever frames it.
-	loopHeader = contestant{name: "loop-hdr", run: func(ctx context.Context, r run) error {
-		r.header = true
-		return runLoop(ctx, r)
-	}}
-	samsaMetrics = contestant{name: "samsa-metrics", run: func(ctx context.Context, r run) error {
-		r.metricsOnly = true
-		return runSamsa(ctx, r)
-	}}
-	samsaHeader = contestant{name: "samsa-hdr", run: func(ctx context.Context, r run) error {
-		r.header = true
-		return runSamsa(ctx, r)
-	}}
-	// gokaContestant is the gokabench binary (integration/gokabench, its own module).
-	gokaContestant = contestant{name: "goka"}
-	// samsaBefore is samsa as built into the -before binary: this harness built from an
-	// earlier commit, for a before/after comparison in one interleaved run.
-	samsaBefore = contestant{name: "samsa-before", run: runSamsa}
-)
-
+// findContestant returns the contestant called name:
+//
+//   - samsa; samsa-before: samsa as built into the -before binary (this harness built
+//     from an earlier commit, for a before/after comparison in one interleaved run).
+//   - baseline; baseline-2g: it hands full batches to a second goroutine that produces
+//     them; loop: the baseline at its own fastest settings (see runLoop).
+//   - samsa-nocopy: samsa with decoders that do not copy (see noCopy).
+//   - samsa-otel: samsa with tracing and metrics on (an SDK tracer provider sampling
+//     every span into a batch processor exported nowhere, and the Prometheus provider).
+//     samsa-trace (tracing only, every span sampled), samsa-trace1 (tracing at a
+//     parent-based 1% ratio sampler), samsa-metrics (metrics only) and samsa-hdr (a
+//     traceparent-sized header on every output, tracing off: the bytes and the per-record
+//     header copies without spans) split that cost.
+//   - loop-hdr: the loop writing samsa-hdr's header on every output: what carrying a W3C
+//     trace header per record costs any client, whatever frames it.
+//   - goka: the gokabench binary (integration/gokabench, its own module).
 func findContestant(name string) (contestant, bool) {
-	for _, c := range []contestant{baselineContestant, baseline2G, loopContestant, samsaContestant, samsaNoCopy, samsaOtel, samsaTrace, samsaTrace1, samsaMetrics, loopHeader, samsaHeader, gokaContestant, samsaBefore} {
-		if c.name == name {
-			return c, true
+	with := func(f func(context.Context, run) error, set func(*run)) func(context.Context, run) error {
+		return func(ctx context.Context, r run) error {
+			set(&r)
+			return f(ctx, r)
 		}
 	}
-	return contestant{}, false
+	c := contestant{name: name}
+	switch name {
+	case cSamsa, cBefore:
+		c.run = runSamsa
+	case cBaseline:
+		c.run = runBaseline
+	case "baseline-2g":
+		c.run = runBaseline2G
+	case cLoop:
+		c.run = runLoop
+	case "loop-hdr":
+		c.run = with(runLoop, func(r *run) { r.header = true })
+	case "samsa-nocopy":
+		c.run = with(runSamsa, func(r *run) { r.codec = "nocopy" })
+	case "samsa-otel":
+		c.run = with(runSamsa, func(r *run) { r.otel = true })
+	case "samsa-trace":
+		c.run = with(runSamsa, func(r *run) { r.traceAll = true })
+	case "samsa-trace1":
+		c.run = with(runSamsa, func(r *run) { r.otelRatio = 0.01 })
+	case "samsa-metrics":
+		c.run = with(runSamsa, func(r *run) { r.metricsOnly = true })
+	case "samsa-hdr":
+		c.run = with(runSamsa, func(r *run) { r.header = true })
+	case cGoka:
+	default:
+		return c, false
+	}
+	return c, true
+}
+
+// named returns the contestant called name, one of the constants above.
+func named(name string) contestant {
+	c, _ := findContestant(name)
+	return c
 }
 
 // firstMark records the first time user code received a batch; notify, when set, is
@@ -381,45 +209,24 @@ func (r result) line() string {
 		r.bytesPerRecord(), r.gcs, r.output, check, r.missing, r.dups, r.corrupt)
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // profiles names the profiles to write around a trial; empty: none.
 type profiles struct{ cpu, mem, block string }
-
-func writeAllocs(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return pprof.Lookup("allocs").WriteTo(f, 0)
-}
 
 // trial runs one contestant in a child process over the whole input with a fresh group
 // and output topic, stops it once the group's committed offsets reach the input's end
 // offsets, and then reads the output back (see verify).
 func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles) (result, error) {
 	out := stack.UniqueName("bench-out")
-	if err := e.createTopic(ctx, out, e.o.partitions); err != nil {
+	if err := e.adm.createTopic(ctx, out, e.o.partitions); err != nil {
 		return result{}, err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		e.deleteTopic(dctx, out)
-	}()
+	defer e.adm.deleteTopics(out)
 	group := stack.UniqueName("bench-" + c.name)
 	path, args := e.gokaBin, e.gokaArgs(group, out, e.o.commitInterval)
 	if c.run != nil {
 		name, self := c.name, e.self
-		if c.name == samsaBefore.name {
-			name, self = samsaContestant.name, e.o.before
+		if c.name == cBefore {
+			name, self = cSamsa, e.o.before
 		}
 		buffer := e.o.samsaBuffer
 		if v.buffer != 0 {
@@ -437,7 +244,7 @@ func (e *env) trial(ctx context.Context, c contestant, v variant, prof profiles)
 		path, args = self, []string{"-child", string(spec)}
 	}
 	start := time.Now()
-	ch, err := startChild(c.name, path, args...)
+	ch, err := startChild(c.name, nil, path, args...)
 	if err != nil {
 		return result{}, err
 	}

@@ -52,11 +52,11 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 	o := e.o
 	in, out := stack.UniqueName("bench-lat-in"), stack.UniqueName("bench-lat-out")
 	for _, t := range []string{in, out} {
-		if err := e.createTopic(ctx, t, o.partitions); err != nil {
+		if err := e.adm.createTopic(ctx, t, o.partitions); err != nil {
 			return latencyResult{}, err
 		}
-		defer e.deleteTopic(context.Background(), t)
 	}
+	defer e.adm.deleteTopics(in, out)
 	group := stack.UniqueName("bench-lat-" + c.name)
 
 	var mu sync.Mutex
@@ -174,7 +174,7 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 	// Wait for the reader to see every record.
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		n, _ := e.outputCount(out, o.partitions)
+		_, n, _ := highWatermarks(lp, out, o.partitions)
 		if n >= int64(sent) {
 			break
 		}
@@ -221,7 +221,7 @@ func (e *env) waitStable(ctx context.Context, group string, errc chan error) err
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		res, err := e.ac.DescribeConsumerGroups(cctx, []string{group})
+		res, err := e.adm.ac.DescribeConsumerGroups(cctx, []string{group})
 		cancel()
 		if err == nil && len(res.ConsumerGroupDescriptions) == 1 {
 			d := res.ConsumerGroupDescriptions[0]

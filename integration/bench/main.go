@@ -1,13 +1,26 @@
-// Command bench measures samsa's end-to-end throughput on a real Kafka broker next to a
-// hand-written confluent-kafka-go loop that does exactly the same work with exactly the
-// same client settings, and next to goka (github.com/lovoo/goka on sarama), and prints the
-// ratios.
+// Command bench measures samsa on a real Kafka broker. Its first argument picks the
+// scenario; every scenario prints figures (it is not a test) and asserts only what its
+// section says:
 //
-// Usage (no Makefile needed; starts a single-node Kafka unless $KAFKA_BROKERS is set):
+//	go run ./integration/bench [throughput] [flags]  samsa vs a hand-written loop vs goka (the default)
+//	go run ./integration/bench eos [flags]           exactly-once vs at-least-once throughput
+//	go run ./integration/bench mem [flags]           peak RSS against the documented memory budget
+//	go run ./integration/bench state [flags]         the cost of checkpointed Redis state
+//	go run ./integration/bench soak [flags]          a steady rate for a long time; growth of RSS and goroutines
 //
-//	go run ./integration/bench -records 1000000 -trials 3
+// `go run ./integration/bench SCENARIO -h` lists a scenario's flags. Every scenario uses
+// the Kafka at -brokers ($KAFKA_BROKERS), else starts a single-node Kafka from the Maven
+// Central jars (integration/stack) and stops it at the end; it creates fresh topics
+// (replication 1, except eos and soak: the broker's default) and deletes them at the end.
+// The throughput, eos, mem and state scenarios preload their input topic once, spread
+// evenly over its partitions, and end a trial when the group's committed offsets reach
+// the input's end offsets (read through a consumer of the group that never joins it).
 //
-// # What is measured
+// # Throughput (the default scenario)
+//
+// throughput measures samsa's end-to-end throughput next to a hand-written
+// confluent-kafka-go loop that does exactly the same work with exactly the same client
+// settings, and next to goka (github.com/lovoo/goka on sarama), and prints the ratios.
 //
 // The input topic (-partitions partitions, replication 1) is preloaded once per run with
 // -records records: 12-byte keys, -value-size byte values, spread evenly over the
@@ -47,7 +60,7 @@
 // (debug=conf) and prints any difference, so a change of the framework's defaults cannot
 // silently skew the comparison.
 //
-// # One process per trial
+// # Throughput: one process per trial
 //
 // Every throughput and tuning trial runs its contestant in a fresh child process: samsa
 // and the baselines in this binary re-executed with -child (a JSON trial spec), goka in
@@ -63,7 +76,7 @@
 // heap allocations over its life (runtime.MemStats at exit). The latency mode still runs
 // samsa and the baseline inside the harness (it needs the per-batch hook).
 //
-// # Output check
+// # Throughput: output check
 //
 // After each trial (outside the measured window) a reader with no group reads the whole
 // output topic and checks that every input key with the input value appears: missing,
@@ -97,619 +110,211 @@
 // told to stop), -memprofile allocation profiles at the start and at the stop of the last
 // trial of each in-binary contestant. -throughput=false -tuning=false runs the latency
 // mode alone.
+//
+// # Eos
+//
+// eos measures the processor's exactly-once throughput next to its at-least-once
+// throughput in one run, at several transaction (commit) cadences, and prints the ratio.
+//
+// The input topic (-partitions partitions) is preloaded once with -records records:
+// 12-byte keys and -value-size byte values. Every trial then runs a processor in this
+// process with a fresh consumer group and a fresh output topic, an identity handler that
+// Sends each record of the batch to the output (codec.Bytes on both sides), and the same
+// Config except ExactlyOnce: at-least-once (idempotent producer, offsets committed
+// asynchronously every CommitInterval after the outputs are acknowledged) or exactly-once
+// (outputs and offsets in one transaction every CommitInterval, input read
+// read_committed). A trial ends when the group's committed offsets equal the input's end
+// offsets (polled every 50 ms through a consumer of the group that does not subscribe),
+// the same end condition for both modes. records/s is -records over the time from the first batch handed to the handler
+// until that end; the join before it (for exactly-once it includes InitTransactions) is
+// printed separately. Trials alternate ALO, EOS, ALO, EOS... per cadence, so drift of a
+// shared machine hits both modes alike; medians and the eos/alo ratio of the medians are
+// printed per cadence (with min..max). The end is seen when a commit lands, so a trial
+// also pays up to one CommitInterval after its last record, in both modes: with the
+// default 500,000 records (a few seconds per trial on a small machine) that weighs on the
+// 1s cadence; raise -records to shrink it. For exactly-once trials the number of transaction markers in the
+// output (high watermarks minus records) is printed: about one per partition touched per
+// transaction.
+//
+// With the single-node broker the launcher starts, topics have replication 1: the
+// exactly-once cost measured is the transaction protocol's (AddPartitions, the offsets
+// sent, EndTxn and the markers), not replication. Run against a three-node cluster with
+// -brokers to include acks from replicas.
+//
+// # Mem
+//
+// mem checks the processor's documented memory budget (processor's package doc,
+// "Memory") with a slow handler: it prints the resident memory of a processor working
+// through a backlog next to the budget its configuration promises (`make bench-mem` runs
+// it with its defaults; for example -duration 40s -max-buffered 0,16MiB,4MiB).
+//
+// The harness creates an input topic of -partitions partitions and preloads it with
+// -records records (12-byte keys, -value-size byte values), spread evenly. For each
+// MaxBufferedBytes in -max-buffered (default "0,16MiB": the library default, then 16 MiB)
+// it starts a child process (this binary re-executed as "mem -child") that runs processor.New
+// with codec.Bytes() on both sides, a fresh group reading from the beginning and a handler
+// that sleeps 1 ms per record of its batch and then sends every record to a fresh output
+// topic, for -duration; it then cancels the context and waits for Run to return. The
+// child, not the harness (which holds the preload producer and an admin client), is what
+// is measured.
+//
+// Every 250 ms the child samples VmRSS and VmHWM from /proc/self/status, Go's heap
+// (runtime/metrics /memory/classes/heap/objects:bytes, live and not yet swept; also
+// /gc/heap/live:bytes and /memory/classes/total:bytes), glibc's malloc in use and held
+// from the OS (mallinfo2: librdkafka's C memory, which Go does not see) and the records
+// handled.
+// Peak RSS is the larger of the sampled VmRSS and the final VmHWM. The Go heap and C
+// malloc figures tell which side a peak came from. The child also reads the processor's
+// samsa.records.produced counter (an OTel SDK ManualReader; it counts a batch's outputs
+// when the batch settles: all acknowledged, offset stored, batch released) to count the
+// outputs in flight: the records behind the budget's in-flight term.
+//
+// The baseline is the peak RSS of an idle processor: the same child, against an empty
+// topic of the same partition count, run for -idle-duration (long enough to join the
+// group and be assigned every partition). It holds the Go runtime, librdkafka's
+// threads and the partition workers, but no records.
+//
+// # Mem: the budget
+//
+// The budget is the one processor's package doc states ("Memory"), computed from the
+// configuration each child actually used (defaults resolved as documented):
+//
+//	H' max(MaxBufferedBytes, partitions × 256 KiB)      (the default MaxBufferedBytes: at least partitions × 128 KiB)
+//	held  2 H'                                          records held: fetched, handled, in flight
+//	O     held                                          their outputs (the handler sends one same-sized output per input)
+//	P  queued.max.messages.kbytes × 1024 + fetch.max.bytes   librdkafka's prefetch and its one-response overshoot
+//	I  the idle processor's live Go heap                    (measured by the baseline child)
+//	budget = 2 × (held + O + I) + 2 × (P + O) = 6 held + 2 P + 2 I
+//
+// Go side: once the partitions hold the budget together, a partition at its share holds
+// the poll back, so records held stay below the budget plus what partitions below their
+// share may add (2 H'), and at GOGC=100 the heap grows to about twice what is live
+// before a collection. C side: librdkafka's prefetch and its copies of the outputs in
+// flight, which glibc may keep resident up to about twice what is in use. The claim
+// checked is peak RSS − baseline ≤ budget. The table also prints the peak number of
+// outputs in flight (sent, batch not yet settled).
+//
+// # Mem: exit status
+//
+// This is a harness that prints figures, not a test: timings are never asserted. It
+// exits 1 when the run itself fails (no broker, a topic cannot be created, a child
+// crashes or its Run returns an error), and 3 when a configuration's peak RSS − baseline
+// exceeds its budget, which is the claim it checks.
+//
+// # State
+//
+// state measures what exactly-once effects on a Redis table cost a processor: records/s
+// with the checkpoint on (processor.WithCheckpoint(table), each batch written with
+// table.Apply and its offsets) and off (the same handler writing the same sums with the
+// table partition's plain PutMany, no checkpoint), in alternating trials of one run, and
+// prints the ratio. It uses the Redis at -redis ($REDIS_ADDR), else starts a redis-server.
+//
+// The input topic (-partitions partitions, replication 1) is preloaded once with -records
+// records: keys "b%05d" over -keys distinct keys (partition = key index mod partitions),
+// 8-byte int64 values. Every trial consumes the whole topic from the beginning with a fresh
+// consumer group into a fresh table namespace. The handler (the same code in both modes)
+// reads the current sums of the batch's keys with one MGET (table.Partition(p).GetMany),
+// adds the batch, and writes the new sums:
+//
+//   - on:  table.Apply(ctx, p, puts, nil, b.NextOffsets()) — one Lua script writing the
+//     sums and the partition's applied offset atomically — and the processor runs with
+//     processor.WithCheckpoint(table) (one HGET per partition on assignment).
+//   - off: table.Partition(p).PutMany(ctx, puts) — one MSET — and no checkpoint.
+//
+// records/s is -records over the time from the first batch handed to the handler until
+// the handler has seen every record ("handled"), and until the group's committed offsets
+// equal the end offsets, polled every 50 ms ("committed"). After each trial the sums are
+// checked (Σ sums and Σ counts over every key equal the input's) and the namespace is
+// deleted. Trials alternate on, off, on, off, ...; the figures are medians per mode and
+// ratio = on / off, also taken per adjacent (on, off) pair. CPU per record is this
+// process's user+sys time (librdkafka's threads included) and redis-server's (INFO cpu)
+// over the trial, divided by -records. Redis runs on the same machine as Kafka and the processor: on a small
+// machine all three compete for the CPUs.
+//
+// # Soak
+//
+// soak runs one processor for a long time at a steady input rate with tracing and metrics
+// on, and samples its resident memory, goroutines and lag, to show whether anything
+// grows. It prints one line per sample and a summary of growth after the warm-up; it
+// asserts nothing (a figure, not a test). `make soak` runs it for 30 minutes on the
+// stack, with Jaeger. Spans go to $OTEL_EXPORTER_OTLP_ENDPOINT (Jaeger) when it is set;
+// otherwise every span is still recorded by the OTel SDK and handed to a batching
+// exporter that drops it, so tracing costs what it would. Metrics are the Prometheus
+// provider of package metrics, served on 127.0.0.1; the sampler scrapes that endpoint
+// over HTTP, as Prometheus would: process_resident_memory_bytes, go_goroutines,
+// go_memstats_heap_inuse_bytes, go_memstats_sys_bytes, go_memstats_heap_released_bytes,
+// samsa_records_consumed_total and samsa_consumer_lag. The Go runtime's mapped memory
+// (sys minus what it released to the OS; it may include reserved pages never touched, so
+// it is an upper bound of the Go share of RSS) is printed beside RSS, and RSS minus it
+// bounds from below what lies outside the Go runtime (librdkafka and other C
+// allocations, the binary), so growth can be told apart.
+//
+// # Soak: what the summary says
+//
+// RSS and goroutines at the end of the warm-up (-warmup, default a third of the
+// duration, at most 10 minutes) and at the end, their maxima after the warm-up, and the RSS slope after it
+// and over the second half of it (least squares, MiB per hour: a short run's first slope
+// still includes the climb to the working set); records produced and consumed and the
+// final lag.
 package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
-	"slices"
-	"sort"
-	"strconv"
 	"strings"
-	"time"
-
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/samsa-go/samsa/integration/stack"
+	"syscall"
 )
 
-type options struct {
-	brokers        string
-	records        int
-	partitions     int
-	valueSize      int
-	trials         int
-	batch          int
-	batchWait      time.Duration
-	commitInterval time.Duration
-	consumer       kvFlag
-	producer       kvFlag
-	samsaCodec     string
-	contestants    string
-	before         string
-	samsaBuffer    int64
-
-	throughput   bool
-	tuning       bool
-	tuningTrials int
-	budgetCurve  string
-	budgetTrials int
-	variants     string
-
-	latency         bool
-	latencyRate     int
-	latencyDuration time.Duration
-	latencyWarmup   time.Duration
-	latencyCommit   time.Duration
-	latencyRounds   int
-
-	cpuProfile         string
-	cpuProfileOf       string
-	blockProfile       string
-	baselineCPUProfile string
-	memProfile         string
-	checkConfig        bool
-	trialTimeout       time.Duration
-	kafkaVersion       string
-	gokaCompression    string
-
-	child string // -child: run one trial (JSON childSpec) in this process and exit
-}
-
 func main() {
-	var o options
-	flag.StringVar(&o.brokers, "brokers", os.Getenv(stack.EnvKafkaBrokers), "bootstrap servers of a running Kafka (default $KAFKA_BROKERS); empty: start a single-node Kafka from the Maven Central jars")
-	flag.IntVar(&o.records, "records", 1_000_000, "records preloaded into the input topic and consumed by every trial")
-	flag.IntVar(&o.partitions, "partitions", 8, "partitions of the input and output topics")
-	flag.IntVar(&o.valueSize, "value-size", 100, "value size in bytes (keys are 12 bytes)")
-	flag.IntVar(&o.trials, "trials", 3, "trials per contestant in the main comparison (alternating baseline, samsa)")
-	flag.IntVar(&o.batch, "batch", 1000, "batch size (processor.Config.BatchSize, and the baseline's)")
-	flag.DurationVar(&o.batchWait, "batch-wait", 50*time.Millisecond, "batch wait (processor.Config.BatchWait, and the baseline's)")
-	flag.DurationVar(&o.commitInterval, "commit-interval", 100*time.Millisecond, "auto-commit interval of both sides in throughput trials (the framework's default is 1s; shorter makes the end of a trial visible sooner and adds one cheap OffsetCommit per interval)")
-	flag.Var(&o.consumer, "consumer", "librdkafka consumer properties for both sides, k=v,k=v (on top of the framework's defaults)")
-	flag.Var(&o.producer, "producer", "librdkafka producer properties for both sides, k=v,k=v (on top of the framework's defaults)")
-	flag.StringVar(&o.samsaCodec, "samsa-codec", "bytes", "samsa's input decoders: bytes (codec.Bytes, copies) or nocopy (a DecoderFunc returning the slice it is given)")
-	flag.StringVar(&o.contestants, "contestants", "loop,baseline,samsa,goka", "contestants of the main comparison, in alternation order: loop (the strongest hand-written loop, at its own fastest settings), baseline (the same loop at the framework's client settings), baseline-2g (produces on a second goroutine), samsa, samsa-nocopy (samsa with -samsa-codec nocopy), samsa-otel (samsa with tracing and metrics on; its ratio to samsa is printed), samsa-trace (tracing only, every span sampled), samsa-trace1 (tracing only, parent-based 1% sampler), samsa-metrics (metrics only), samsa-hdr (a constant traceparent-sized header on every output, tracing off), loop-hdr (the loop writing that header on every output), goka (goka v1.1.14 on sarama, built from integration/gokabench)")
-	flag.StringVar(&o.gokaCompression, "goka-compression", "", "goka's producer compression: none, snappy, lz4, zstd, gzip (empty: goka's default, snappy; samsa and the baselines produce uncompressed)")
-	flag.BoolVar(&o.throughput, "throughput", true, "run the main throughput comparison")
-	flag.BoolVar(&o.tuning, "tuning", true, "run the consumer prefetch tuning comparison")
-	flag.StringVar(&o.budgetCurve, "budget-curve", "4,8,16,32,64", "samsa MaxBufferedBytes values in MiB for the throughput-against-budget curve (samsa at each, the loop once per round; empty: no curve)")
-	flag.IntVar(&o.budgetTrials, "budget-trials", 2, "rounds of the budget curve")
-	flag.IntVar(&o.tuningTrials, "tuning-trials", 2, "trials per contestant and variant in the tuning comparison")
-	flag.StringVar(&o.variants, "variants", "librdkafka,framework,deep", "tuning variants to compare: "+strings.Join(variantNames(), ", "))
-	flag.BoolVar(&o.latency, "latency", true, "run the fixed-rate latency comparison")
-	flag.IntVar(&o.latencyRate, "latency-rate", 20_000, "records/s written in the latency comparison")
-	flag.DurationVar(&o.latencyDuration, "latency-duration", 20*time.Second, "how long the latency comparison writes, per contestant")
-	flag.IntVar(&o.latencyRounds, "latency-rounds", 1, "latency runs per contestant (alternating loop, samsa)")
-	flag.DurationVar(&o.latencyWarmup, "latency-warmup", 2*time.Second, "records written in the first part of the latency run are left out of the percentiles")
-	flag.DurationVar(&o.latencyCommit, "latency-commit-interval", time.Second, "auto-commit interval of both sides in the latency comparison (the framework's default)")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last trial of -cpuprofile-of (samsa) in the main comparison to this file")
-	flag.StringVar(&o.cpuProfileOf, "cpuprofile-of", "samsa", "the contestant -cpuprofile profiles")
-	flag.StringVar(&o.blockProfile, "blockprofile", "", "write block and mutex profiles (PREFIX-<contestant>.block, .mutex) of the last trial of each in-binary contestant of the main comparison: where its goroutines wait (off-CPU), from start until it is told to stop")
-	flag.StringVar(&o.baselineCPUProfile, "baseline-cpuprofile", "", "write a CPU profile of the last baseline trial of the main comparison to this file")
-	flag.StringVar(&o.memProfile, "memprofile", "", "write allocation profiles PREFIX-<contestant>.before and .after around the last trial of each contestant in the main comparison (compare with go tool pprof -sample_index=alloc_objects -diff_base)")
-	flag.BoolVar(&o.checkConfig, "check-config", true, "compare the effective librdkafka configuration of both sides (debug=conf) before measuring")
-	flag.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "a trial that has not committed everything by then fails the run")
-	flag.StringVar(&o.kafkaVersion, "kafka-version", "", "Kafka version to start when -brokers is empty (default: the launcher's)")
-	flag.Int64Var(&o.samsaBuffer, "samsa-buffer", 0, "samsa's MaxBufferedBytes in bytes (0: the framework's default)")
-	flag.StringVar(&o.before, "before", "", "a binary of this harness built from an earlier commit; adds the contestant samsa-before, which runs samsa as that binary has it (build it from a worktree of the commit with this harness's files; the child protocol must match)")
-	flag.StringVar(&o.child, "child", "", "internal: run one trial described by this JSON in this process (the harness re-executes itself so that each trial has a process of its own)")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./integration/bench [flags]\n\n%s\n\nflags:\n", strings.TrimSpace(usageText))
-		flag.PrintDefaults()
+	scenario, args := "throughput", os.Args[1:]
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		scenario, args = args[0], args[1:]
 	}
-	flag.Parse()
-	if o.child != "" {
-		os.Exit(childMain(o.child))
+	switch scenario {
+	case "throughput":
+		os.Exit(throughputMain(args))
+	case "eos":
+		os.Exit(eosMain(args))
+	case "mem":
+		os.Exit(memMain(args))
+	case "state":
+		os.Exit(stateMain(args))
+	case "soak":
+		os.Exit(soakMain(args))
 	}
-	if err := o.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(2)
-	}
+	fmt.Fprintf(os.Stderr, "bench: unknown scenario %q: want throughput, eos, mem, state or soak\n", scenario)
+	os.Exit(2)
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+// exitError is an error that asks for a particular exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+// runScenario runs f with a context that ends on SIGINT or SIGTERM and returns the exit
+// status: 0, the exitError's code, else 1 with the error on stderr.
+func runScenario(f func(ctx context.Context) error) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := benchmark(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-}
-
-const usageText = `
-Measures records/s end to end (consume -> identity handler -> produce -> ack -> commit) of
-samsa, of a hand-written confluent-kafka-go loop with the same client settings and of goka,
-each trial in a process of its own, alternating trials, checks every output, and prints
-the ratios and each contestant's max RSS; then a consumer-prefetch tuning comparison and
-p50/p99 latency at a fixed rate. Example:
-
-  go run ./integration/bench -records 1000000 -trials 3`
-
-func (o *options) validate() error {
-	if o.records < o.partitions || o.partitions < 1 || o.trials < 1 || o.batch < 1 || o.valueSize < 8 {
-		return fmt.Errorf("need -records >= -partitions >= 1, -trials >= 1, -batch >= 1, -value-size >= 8")
-	}
-	switch o.samsaCodec {
-	case "bytes", "nocopy":
-	default:
-		return fmt.Errorf("-samsa-codec %q: want bytes or nocopy", o.samsaCodec)
-	}
-	if len(splitList(o.contestants)) == 0 {
-		return fmt.Errorf("-contestants: none given")
-	}
-	for _, c := range splitList(o.contestants) {
-		if c == samsaBefore.name && o.before == "" {
-			return fmt.Errorf("-contestants: samsa-before needs -before PATH")
-		}
-		if _, ok := findContestant(c); !ok {
-			return fmt.Errorf("-contestants: unknown %q (have loop, loop-hdr, baseline, baseline-2g, samsa, samsa-trace, samsa-trace1, samsa-nocopy, samsa-otel, samsa-metrics, samsa-hdr, goka)", c)
-		}
-	}
-	for _, v := range splitList(o.variants) {
-		if _, ok := findVariant(v); !ok {
-			return fmt.Errorf("-variants: unknown %q (have %s)", v, strings.Join(variantNames(), ", "))
-		}
-	}
-	return nil
-}
-
-func benchmark(ctx context.Context, o options) error {
-	start := time.Now()
-	rep := &report{opts: o, cmd: commandLine(), load0: loadAvg()}
-	var gokaBin string
-	if o.throughput && slices.Contains(splitList(o.contestants), gokaContestant.name) {
-		dir, err := os.MkdirTemp("", "samsa-bench-goka-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		fmt.Println("building integration/gokabench (goka contestant)...")
-		if gokaBin, err = buildGoka(ctx, dir); err != nil {
-			return err
-		}
-		if rep.gokaIdleRSS, err = idleRSS(ctx, gokaBin); err != nil {
-			return fmt.Errorf("idle RSS of gokabench: %w", err)
-		}
-	}
-	if self, err := os.Executable(); err == nil {
-		rep.selfIdleRSS, _ = idleRSS(ctx, self)
-	}
-	if o.brokers == "" {
-		fmt.Println("starting a single-node Kafka (stack.StartKafka)...")
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		k, err := stack.StartKafka(sctx, stack.KafkaOptions{Version: o.kafkaVersion})
-		cancel()
-		if err != nil {
-			return err
-		}
-		defer func() {
-			pid := k.PID(1)
-			if err := k.Close(); err != nil {
-				fmt.Fprintln(os.Stderr, "bench: stop kafka:", err)
-			}
-			fmt.Printf("stopped the Kafka node started for this run (pid %d)\n", pid)
-		}()
-		o.brokers = k.Bootstrap()
-		v := o.kafkaVersion
-		if v == "" {
-			v = os.Getenv("SAMSA_KAFKA_VERSION")
-		}
-		if v == "" {
-			v = stack.DefaultKafkaVersion
-		}
-		rep.broker = fmt.Sprintf("Apache Kafka %s, 1 node, started by stack.StartKafka (pid %d)", v, k.PID(1))
-	} else {
-		rep.broker = "external: " + o.brokers
-	}
-
-	env, err := newEnv(ctx, o)
-	if err != nil {
-		return err
-	}
-	defer env.close()
-	env.gokaBin = gokaBin
-
-	fmt.Printf("preloading %d records (%d partitions, %d-byte values) into %s...\n", o.records, o.partitions, o.valueSize, env.in)
-	took, err := env.preload(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("preloaded in %s (%.0f records/s)\n", took.Round(time.Millisecond), float64(o.records)/took.Seconds())
-
-	if o.checkConfig {
-		diffs, err := env.compareConfigs(ctx)
-		if err != nil {
-			return fmt.Errorf("config check: %w", err)
-		}
-		rep.configDiffs = diffs
-		if len(diffs) == 0 {
-			fmt.Println("config check: samsa's and the baseline's librdkafka configurations are identical (consumer and producer)")
-		} else {
-			fmt.Println("config check: DIFFERENCES between samsa's and the baseline's librdkafka configuration:")
-			for _, d := range diffs {
-				fmt.Println("  ", d)
-			}
-		}
-	}
-
-	// Main comparison.
-	if o.throughput {
-		fmt.Printf("\n== throughput: batch size %d, %d trials each, alternating ==\n", o.batch, o.trials)
-	}
-	fw := variant{name: "framework"}
-	for i := range o.trials {
-		if !o.throughput {
-			break
-		}
-		for _, name := range splitList(o.contestants) {
-			c, _ := findContestant(name)
-			var prof profiles
-			if i == o.trials-1 {
-				switch c.name {
-				case o.cpuProfileOf:
-					prof.cpu = o.cpuProfile
-				case "baseline":
-					prof.cpu = o.baselineCPUProfile
-				}
-				if o.memProfile != "" {
-					prof.mem = o.memProfile + "-" + c.name
-				}
-				if o.blockProfile != "" {
-					prof.block = o.blockProfile + "-" + c.name
-				}
-			}
-			r, err := env.trial(ctx, c, fw, prof)
-			if err != nil {
-				return fmt.Errorf("%s trial %d: %w", c.name, i+1, err)
-			}
-			r.trial = i + 1
-			fmt.Println(" ", r.line())
-			rep.main = append(rep.main, r)
-		}
-	}
-
-	if budgets, err := budgetList(o.budgetCurve); err != nil {
-		return err
-	} else if len(budgets) > 0 {
-		fmt.Printf("\n== throughput against samsa's MaxBufferedBytes: %s MiB; %d rounds, alternating, the loop once per round ==\n", o.budgetCurve, o.budgetTrials)
-		for i := range o.budgetTrials {
-			r, err := env.trial(ctx, loopContestant, variant{name: "budget"}, profiles{})
-			if err != nil {
-				return fmt.Errorf("budget curve loop trial %d: %w", i+1, err)
-			}
-			r.trial = i + 1
-			fmt.Println(" ", r.line())
-			rep.budget = append(rep.budget, r)
-			for _, b := range budgets {
-				r, err := env.trial(ctx, samsaContestant, variant{name: budgetVariant(b), buffer: b << 20}, profiles{})
-				if err != nil {
-					return fmt.Errorf("budget curve %d MiB trial %d: %w", b, i+1, err)
-				}
-				r.trial = i + 1
-				fmt.Println(" ", r.line())
-				rep.budget = append(rep.budget, r)
-			}
-		}
-	}
-
-	if o.tuning {
-		variants := splitList(o.variants)
-		fmt.Printf("\n== consumer prefetch tuning: %s; %d trials each, alternating ==\n", strings.Join(variants, ", "), o.tuningTrials)
-		for i := range o.tuningTrials {
-			for _, name := range variants {
-				v, _ := findVariant(name)
-				for _, c := range []contestant{baselineContestant, samsaContestant} {
-					r, err := env.trial(ctx, c, v, profiles{})
-					if err != nil {
-						return fmt.Errorf("tuning %s %s trial %d: %w", v.name, c.name, i+1, err)
-					}
-					r.trial = i + 1
-					fmt.Println(" ", r.line())
-					rep.tuning = append(rep.tuning, r)
-				}
-			}
-		}
-	}
-
-	if o.latency {
-		fmt.Printf("\n== latency: %d records/s for %s per contestant ==\n", o.latencyRate, o.latencyDuration)
-		for range o.latencyRounds {
-			for _, c := range []contestant{loopContestant, samsaContestant} {
-				lr, err := env.latency(ctx, c)
-				if err != nil {
-					return fmt.Errorf("latency %s: %w", c.name, err)
-				}
-				fmt.Println(" ", lr.line())
-				rep.latency = append(rep.latency, lr)
-			}
-		}
-	}
-
-	rep.elapsed = time.Since(start)
-	rep.load1 = loadAvg()
-	rep.print(os.Stdout)
-	var failed []string
-	for _, r := range slices.Concat(rep.main, rep.tuning, rep.budget) {
-		if !r.ok() {
-			failed = append(failed, fmt.Sprintf("%s %s #%d (%d missing, %d corrupt)", r.contestant, r.variant, r.trial, r.missing, r.corrupt))
-		}
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("output check failed in %d trials: %s", len(failed), strings.Join(failed, "; "))
-	}
-	return nil
-}
-
-// report collects every figure for the final summary.
-type report struct {
-	opts        options
-	cmd         string
-	broker      string
-	configDiffs []string
-	main        []result
-	tuning      []result
-	budget      []result
-	latency     []latencyResult
-	load0       string
-	load1       string
-	elapsed     time.Duration
-	selfIdleRSS int64 // max RSS of this binary run with -h
-	gokaIdleRSS int64 // max RSS of gokabench run with -h; 0: goka not run
-}
-
-func (r *report) print(w *os.File) {
-	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
-	o := r.opts
-	p("\n================ samsa throughput benchmark: summary ================")
-	p("command:   %s", r.cmd)
-	p("machine:   %d CPUs (GOMAXPROCS %d), %s, load average before %s, after %s", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), r.load0, r.load1)
-	_, lib := kafka.LibraryVersion()
-	p("broker:    %s (the broker shares the CPUs with the benchmark)", r.broker)
-	p("client:    librdkafka %s; %d records, %d partitions, 12-byte keys, %d-byte values; batch %d, batch wait %s, commit interval %s", lib, o.records, o.partitions, o.valueSize, o.batch, o.batchWait, o.commitInterval)
-	if len(r.opts.consumer) > 0 || len(r.opts.producer) > 0 {
-		p("overrides: consumer %s; producer %s", r.opts.consumer.String(), r.opts.producer.String())
-	}
-	if o.checkConfig {
-		if len(r.configDiffs) == 0 {
-			p("config:    both sides' effective librdkafka configurations identical (debug=conf dump)")
-		} else {
-			p("config:    DIFFERENCES: %s", strings.Join(r.configDiffs, "; "))
-		}
-	}
-	p("rate = records / (end - first batch handed to user code); end = committed offsets == end offsets (50 ms polls)")
-	p("each trial in a child process: cpu = its user+sys per record over its whole life (client threads included); rss = its peak RSS (VmHWM, sampled);")
-	p("  allocs = its Go heap allocations per record; output checked by a reader after the trial (FAILED: records missing or corrupt)")
-	if r.selfIdleRSS > 0 || r.gokaIdleRSS > 0 {
-		s := fmt.Sprintf("idle max RSS (binary run with -h): harness binary (samsa, baselines) %.1f MiB", float64(r.selfIdleRSS)/(1<<20))
-		if r.gokaIdleRSS > 0 {
-			s += fmt.Sprintf(", gokabench %.1f MiB", float64(r.gokaIdleRSS)/(1<<20))
-		}
-		p("%s", s)
-	}
-	if slices.Contains(splitList(o.contestants), gokaContestant.name) {
-		comp := o.gokaCompression
-		if comp == "" {
-			comp = "snappy (goka's default)"
-		}
-		p("goka:      v1.1.14 on sarama v1.45.1, acks=all, compression %s, no idempotence; samsa and the baselines: idempotent, uncompressed", comp)
-	}
-	p("")
-	if len(r.main) > 0 {
-		p("throughput, framework defaults, samsa codec %s:", o.samsaCodec)
-		for _, res := range r.main {
-			p("  %s", res.line())
-		}
-		p("")
-		r.ratioBlock(p, r.main, "framework")
-	}
-	if len(r.budget) > 0 {
-		budgets, _ := budgetList(o.budgetCurve)
-		var loops []result
-		for _, res := range r.budget {
-			if res.contestant == loopContestant.name {
-				loops = append(loops, res)
-			}
-		}
-		l := medianRate(loops, loopContestant.name)
-		p("")
-		p("throughput against samsa's MaxBufferedBytes (medians; loop %.0f records/s, max RSS %.0f MiB):", l, medianOf(loops, loopContestant.name, result.rssMiB))
-		for _, b := range budgets {
-			var rs []result
-			for _, res := range r.budget {
-				if res.variant == budgetVariant(b) {
-					rs = append(rs, res)
-				}
-			}
-			s := medianRate(rs, samsaContestant.name)
-			p("  %4d MiB  %7.0f records/s  ratio to loop %.2f  max RSS %4.0f MiB (Go %3.0f)", b, s, s/l,
-				medianOf(rs, samsaContestant.name, result.rssMiB), medianOf(rs, samsaContestant.name, func(x result) float64 { return float64(x.goPeak) / (1 << 20) }))
-		}
-	}
-	if len(r.tuning) > 0 {
-		p("")
-		p("consumer prefetch tuning (median records/s; ratio samsa/baseline):")
-		for _, name := range splitList(o.variants) {
-			v, _ := findVariant(name)
-			var rs []result
-			for _, res := range r.tuning {
-				if res.variant == name {
-					rs = append(rs, res)
-				}
-			}
-			b, s := medianRate(rs, "baseline"), medianRate(rs, "samsa")
-			cb, cs := medianOf(rs, "baseline", result.cpuPerRecord), medianOf(rs, "samsa", result.cpuPerRecord)
-			p("  %-11s baseline %7.0f  samsa %7.0f  ratio %.2f  (cpu us/rec %.2f / %.2f)  [%s]", name, b, s, s/b, cb, cs, v.describe())
-		}
-	}
-	if len(r.latency) > 0 {
-		p("")
-		p("latency at %d records/s for %s (first %s left out); batch wait %s, commit interval %s:", o.latencyRate, o.latencyDuration, o.latencyWarmup, o.batchWait, o.latencyCommit)
-		p("  output = load producer's Produce call -> copy readable in the output topic (acks=all), per record")
-		p("  handler = oldest record's Produce call -> its batch handed to the handler, per batch")
-		for _, lr := range r.latency {
-			p("  %s", lr.line())
-		}
-	}
-	p("")
-	p("total run time %s", r.elapsed.Round(time.Second))
-	p("======================================================================")
-}
-
-// ratioBlock prints each contestant's medians and min-max, and the ratios of each samsa
-// contestant to the strongest baseline (by median records/s) and to goka.
-func (r *report) ratioBlock(p func(string, ...any), rs []result, variant string) {
-	names := splitList(r.opts.contestants)
-	p("%-13s %-10s %-30s %-10s %-30s %s", "contestant", "ok", "records/s median (min-max)", "cpu us/rec", "max RSS MiB median (min-max)", "allocs/rec, B/rec")
-	rate := func(x result) float64 { return x.rate() }
-	rss := func(x result) float64 { return x.rssMiB() }
-	for _, name := range names {
-		ok, n := 0, 0
-		for _, x := range rs {
-			if x.contestant == name {
-				n++
-				if x.ok() {
-					ok++
-				}
-			}
-		}
-		status := fmt.Sprintf("%d/%d", ok, n)
-		if ok < n {
-			status += " FAILED"
-		}
-		lo, hi := rangeOf(rs, name, rate)
-		rlo, rhi := rangeOf(rs, name, rss)
-		p("%-13s %-10s %-30s %-10.2f %-30s %.1f, %.0f", name, status,
-			fmt.Sprintf("%.0f (%.0f-%.0f)", medianRate(rs, name), lo, hi), medianOf(rs, name, result.cpuPerRecord),
-			fmt.Sprintf("%.0f (%.0f-%.0f)", medianOf(rs, name, rss), rlo, rhi),
-			medianOf(rs, name, result.allocsPerRecord), medianOf(rs, name, result.bytesPerRecord))
-	}
-	best, b := "", 0.0
-	for _, name := range names {
-		if m := medianRate(rs, name); (name == loopContestant.name || strings.HasPrefix(name, "baseline")) && m > b {
-			best, b = name, m
-		}
-	}
-	g, gRSS := medianRate(rs, gokaContestant.name), medianOf(rs, gokaContestant.name, rss)
-	if l := medianRate(rs, loopContestant.name); l > 0 && g > 0 {
-		p("RATIO loop/goka records/s: %.2f (the yardstick must be strong: target >= 1.15)", l/g)
-	}
-	for _, name := range names {
-		if !strings.HasPrefix(name, "samsa") {
-			continue
-		}
-		s := medianRate(rs, name)
-		if s == 0 {
-			continue
-		}
-		if b > 0 {
-			p("RATIO %s/%s records/s at batch size %d: %.2f (target >= 0.95)", name, best, r.opts.batch, s/b)
-		}
-		if g > 0 {
-			p("RATIO %s/goka records/s: %.2f", name, s/g)
-			p("RATIO %s/goka max RSS: %.2f (target <= 1.50)", name, medianOf(rs, name, rss)/gRSS)
-		}
-	}
-	if on, off := medianRate(rs, "samsa-otel"), medianRate(rs, "samsa"); on > 0 && off > 0 {
-		p("RATIO samsa-otel/samsa (tracing and metrics on vs off): %.2f (target >= 0.95)", on/off)
-	}
-	if on, off := medianRate(rs, "samsa-trace"), medianRate(rs, "samsa"); on > 0 && off > 0 {
-		p("RATIO samsa-trace/samsa (tracing, every span sampled, vs off): %.2f (target >= 0.90)", on/off)
-	}
-	if on, off := medianRate(rs, "loop-hdr"), medianRate(rs, loopContestant.name); on > 0 && off > 0 {
-		p("RATIO loop-hdr/loop (a traceparent header on every output, in the loop): %.2f", on/off)
-	}
-	if on, off := medianRate(rs, "samsa-trace1"), medianRate(rs, "samsa"); on > 0 && off > 0 {
-		p("RATIO samsa-trace1/samsa (tracing at a parent-based 1%% sampler vs off): %.2f (target >= 0.97)", on/off)
-	}
-	for _, c := range []string{"samsa-metrics", "samsa-hdr"} {
-		if on, off := medianRate(rs, c), medianRate(rs, "samsa"); on > 0 && off > 0 {
-			p("RATIO %s/samsa: %.2f", c, on/off)
-		}
-	}
-}
-
-func medianRate(rs []result, name string) float64 {
-	return medianOf(rs, name, func(x result) float64 { return x.rate() })
-}
-
-// values returns f of name's trials that passed the output check, sorted.
-func values(rs []result, name string, f func(result) float64) []float64 {
-	var xs []float64
-	for _, r := range rs {
-		if r.contestant == name && r.ok() {
-			xs = append(xs, f(r))
-		}
-	}
-	sort.Float64s(xs)
-	return xs
-}
-
-func medianOf(rs []result, name string, f func(result) float64) float64 {
-	xs := values(rs, name, f)
-	if len(xs) == 0 {
+	err := f(ctx)
+	if err == nil {
 		return 0
 	}
-	if len(xs)%2 == 1 {
-		return xs[len(xs)/2]
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	if ee := (exitError{}); errors.As(err, &ee) {
+		return ee.code
 	}
-	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+	return 1
 }
 
-func rangeOf(rs []result, name string, f func(result) float64) (lo, hi float64) {
-	xs := values(rs, name, f)
-	if len(xs) == 0 {
-		return 0, 0
-	}
-	return xs[0], xs[len(xs)-1]
+// usageError prints a flag-validation error and returns the exit status 2.
+func usageError(scenario string, err error) int {
+	fmt.Fprintf(os.Stderr, "bench %s: %v\n", scenario, err)
+	return 2
 }
-
-func commandLine() string {
-	args := []string{"go run ./integration/bench"}
-	for _, a := range os.Args[1:] {
-		if strings.ContainsAny(a, " ,;") {
-			a = "'" + a + "'"
-		}
-		args = append(args, a)
-	}
-	return strings.Join(args, " ")
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, x := range strings.Split(s, ",") {
-		if x = strings.TrimSpace(x); x != "" {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// budgetList parses -budget-curve: MiB values, comma-separated.
-func budgetList(s string) ([]int64, error) {
-	var out []int64
-	for _, f := range splitList(s) {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("-budget-curve: %q is not a positive number of MiB", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-func budgetVariant(mib int64) string { return fmt.Sprintf("budget-%d", mib) }

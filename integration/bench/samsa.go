@@ -11,14 +11,17 @@ import (
 	"github.com/samsa-go/samsa/processor"
 )
 
-// noCopy returns the slice it is given. The Decoder contract lets the framework reuse
-// the slice after Decode, so this is only for measuring what codec.Bytes' copy costs.
-var noCopy = codec.DecoderFunc[[]byte](func(data []byte) ([]byte, error) { return data, nil })
+// noCopy returns a decoder that returns the slice it is given. The Decoder contract lets
+// the framework reuse the slice after Decode, so this is only for measuring what
+// codec.Bytes' copy costs.
+func noCopy() codec.Decoder[[]byte] {
+	return codec.DecoderFunc[[]byte](func(data []byte) ([]byte, error) { return data, nil })
+}
 
 func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []byte], error) {
 	var dec codec.Decoder[[]byte] = codec.Bytes()
 	if r.codec == "nocopy" {
-		dec = noCopy
+		dec = noCopy()
 	}
 	out := processor.NewOutput(r.out, codec.Bytes(), codec.Bytes())
 	// identity sends every record unchanged. Each handler has its own scratch slice for
@@ -94,12 +97,6 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 
 // constantTraceparent is a W3C traceparent header value: what a sampled output carries.
 const constantTraceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-// discardExporter drops spans after the SDK built and batched them.
-type discardExporter struct{}
-
-func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (discardExporter) Shutdown(context.Context) error                             { return nil }
 
 // runSamsa runs the identity processor until ctx is cancelled.
 func runSamsa(ctx context.Context, r run) error {

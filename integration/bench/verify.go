@@ -20,15 +20,6 @@ type verdict struct {
 
 func (v verdict) ok() bool { return v.missing == 0 && v.corrupt == 0 }
 
-// inputValue is the value of every preloaded record.
-func inputValue(size int) []byte {
-	v := make([]byte, size)
-	for i := range v {
-		v[i] = byte('a' + i%26)
-	}
-	return v
-}
-
 // keyIndex parses key(i) back to i; -1 if b is not such a key.
 func keyIndex(b []byte) int {
 	if len(b) < 5 || string(b[:4]) != "key-" {

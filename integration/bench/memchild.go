@@ -1,18 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime/metrics"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,14 +20,12 @@ import (
 	"github.com/samsa-go/samsa/processor"
 )
 
-// The child is this binary re-executed with -child <JSON childSpec>. It runs one processor
-// for Duration, then cancels it and waits for Run to return. It writes progress to stderr
-// and, last, one line "membench-result <JSON childResult>" to stdout; it exits 1 when Run
-// failed.
+// The mem scenario's child is this binary re-executed as "mem -child <JSON memSpec>". It
+// runs one processor for Duration, then cancels it and waits for Run to return. It writes
+// progress to stderr and, last, one line "result <JSON memResult>" to stdout; it exits 1
+// when Run failed.
 
-const resultPrefix = "membench-result "
-
-type childSpec struct {
+type memSpec struct {
 	Brokers, Group, In, Out string
 	Duration                time.Duration
 	Records                 int // the input's records, to note when all are handled; 0: idle
@@ -41,7 +34,7 @@ type childSpec struct {
 	QueuedKBytes            int // 0: samsa's default
 }
 
-type childResult struct {
+type memResult struct {
 	Handled           int64
 	PeakRSS           int64         // max of sampled VmRSS and the final VmHWM
 	PeakRSSAt         time.Duration // since the child started, of the sampled peak
@@ -57,46 +50,45 @@ type childResult struct {
 	FirstSettledAfter time.Duration // from the first batch to the first sample that saw a settled batch (250 ms resolution)
 }
 
-// runChild runs spec in a child process of self and returns its figures. The child is
-// stopped by its PID (SIGTERM, then SIGKILL) if ctx ends or it overruns its duration by
+// runMemChild runs spec in a child process of self and returns its figures. The child
+// is stopped (SIGTERM, then SIGKILL after 45 s) if ctx ends or it overruns its duration by
 // two minutes.
-func runChild(ctx context.Context, self string, spec childSpec) (childResult, error) {
+func runMemChild(ctx context.Context, self string, spec memSpec) (memResult, error) {
 	js, err := json.Marshal(spec)
 	if err != nil {
-		return childResult{}, err
+		return memResult{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, spec.Duration+2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, self, "-child", string(js))
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 45 * time.Second
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	runErr := cmd.Run()
-	var res childResult
-	found := false
-	sc := bufio.NewScanner(&stdout)
-	for sc.Scan() {
-		if line, ok := strings.CutPrefix(sc.Text(), resultPrefix); ok {
-			if err := json.Unmarshal([]byte(line), &res); err != nil {
-				return res, fmt.Errorf("child result: %w", err)
-			}
-			found = true
-		}
+	ch, err := startChild("mem child", os.Stderr, self, "mem", "-child", string(js))
+	if err != nil {
+		return memResult{}, err
 	}
-	if runErr != nil {
-		return res, fmt.Errorf("child (pid %d): %w", cmd.Process.Pid, runErr)
+	defer ch.kill()
+	select {
+	case <-ch.done:
+		err = ch.exitErr()
+	case <-ctx.Done():
+		err = errors.Join(ctx.Err(), ch.stop(45*time.Second))
+	case <-time.After(spec.Duration + 2*time.Minute):
+		err = errors.Join(errors.New("overran its duration by 2m"), ch.stop(45*time.Second))
 	}
-	if !found {
-		return res, fmt.Errorf("child (pid %d) printed no result", cmd.Process.Pid)
+	if err != nil {
+		return memResult{}, err
 	}
-	return res, nil
+	var res memResult
+	ch.mu.Lock()
+	js2 := ch.result
+	ch.mu.Unlock()
+	if js2 == "" {
+		return res, fmt.Errorf("child (pid %d) printed no result", ch.pid())
+	}
+	return res, json.Unmarshal([]byte(js2), &res)
 }
 
-func childMain(specJSON string) int {
-	var s childSpec
+// memChild runs one measured processor in this process and returns the exit code.
+func memChild(specJSON string) int {
+	var s memSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
-		fmt.Fprintln(os.Stderr, "membench child: -child:", err)
+		fmt.Fprintln(os.Stderr, "bench mem child: -child:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -114,14 +106,11 @@ func childMain(specJSON string) int {
 	h := processor.HandlerFunc[[]byte, []byte](func(ctx context.Context, b *processor.Batch[[]byte, []byte]) error {
 		firstOnce.Do(func() {
 			firstBatch.Store(time.Now().UnixNano())
-			st, _ := readStatus()
-			rssFirst.Store(st.rss)
+			rssFirst.Store(procStatus("/proc/self/status", "VmRSS:")[0])
 		})
 		time.Sleep(time.Duration(len(b.Records)) * time.Millisecond)
-		for _, r := range b.Records {
-			if err := out.Send(b, r.Key, r.Value); err != nil {
-				return err
-			}
+		if err := sendAll(out, b); err != nil {
+			return err
 		}
 		if n := handled.Add(int64(len(b.Records))); s.Records > 0 && n >= int64(s.Records) {
 			allAfter.CompareAndSwap(0, time.Now().UnixNano()-firstBatch.Load())
@@ -144,7 +133,7 @@ func childMain(specJSON string) int {
 	p, err := processor.New(cfg, []processor.Input[[]byte, []byte]{{Topic: s.In, Key: codec.Bytes(), Value: codec.Bytes()}}, h,
 		processor.WithMeterProvider(mp))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "membench child:", err)
+		fmt.Fprintln(os.Stderr, "bench mem child:", err)
 		return 1
 	}
 
@@ -176,7 +165,7 @@ func childMain(specJSON string) int {
 	wg.Wait()
 	smp.sample()
 
-	res := childResult{
+	res := memResult{
 		Handled: handled.Load(), PeakRSS: max(smp.peakRSS, smp.hwm), PeakRSSAt: smp.peakRSSAt,
 		PeakHeap: smp.peakHeap, PeakLiveHeap: smp.peakLive, PeakGoMapped: smp.peakGo, PeakCMalloc: smp.peakC, PeakCHeld: smp.peakCHeld,
 		RSSAtFirstBatch: rssFirst.Load(), AllHandledAfter: time.Duration(allAfter.Load()),
@@ -186,13 +175,13 @@ func childMain(specJSON string) int {
 		res.FirstSettledAfter = smp.firstSettled.Sub(time.Unix(0, fb))
 	}
 	js, _ := json.Marshal(res)
-	fmt.Printf("%s%s\n", resultPrefix, js)
+	fmt.Printf("result %s\n", js)
 	if runErr != nil {
-		fmt.Fprintln(os.Stderr, "membench child: Run:", runErr)
+		fmt.Fprintln(os.Stderr, "bench mem child: Run:", runErr)
 		return 1
 	}
 	if smp.err != nil {
-		fmt.Fprintln(os.Stderr, "membench child: sampling:", smp.err)
+		fmt.Fprintln(os.Stderr, "bench mem child: sampling:", smp.err)
 		return 1
 	}
 	return 0
@@ -224,27 +213,18 @@ type sampler struct {
 
 type memSample struct{ rss, heap, goMapped, cMalloc, cHeld, inFlight int64 }
 
-var metricNames = []string{
-	"/memory/classes/heap/objects:bytes",
-	"/memory/classes/total:bytes",
-	"/memory/classes/heap/released:bytes",
-	"/gc/heap/live:bytes",
-}
-
 func (s *sampler) sample() {
 	sent := s.handled.Load() // before the acks: inFlight is never negative
-	st, err := readStatus()
-	if err != nil {
-		s.err = err
+	st := procStatus("/proc/self/status", "VmRSS:", "VmHWM:")
+	if st[0] == 0 || st[1] == 0 {
+		s.err = errors.New("/proc/self/status has no VmRSS or VmHWM")
 		return
 	}
-	ms := make([]metrics.Sample, len(metricNames))
-	for i, n := range metricNames {
-		ms[i].Name = n
-	}
+	ms := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(ms)
 	u := func(i int) int64 { return int64(ms[i].Value.Uint64()) }
-	m := memSample{rss: st.rss, heap: u(0), goMapped: u(1) - u(2), cMalloc: -1, cHeld: -1}
+	m := memSample{rss: st[0], heap: u(0), goMapped: u(1) - u(2), cMalloc: -1, cHeld: -1}
 	if c, held, ok := cMalloc(); ok {
 		m.cMalloc, m.cHeld = c, held
 	}
@@ -258,7 +238,7 @@ func (s *sampler) sample() {
 	if m.inFlight > s.peakInFlight {
 		s.peakInFlight, s.peakInFlightAt = m.inFlight, time.Since(s.start)
 	}
-	s.hwm = max(s.hwm, st.hwm)
+	s.hwm = max(s.hwm, st[1])
 	if m.rss > s.peakRSS {
 		s.peakRSS, s.peakRSSAt = m.rss, time.Since(s.start)
 	}
@@ -288,39 +268,4 @@ func (s *sampler) acked() (int64, bool) {
 		}
 	}
 	return n, true
-}
-
-type procStatus struct{ rss, hwm int64 }
-
-// readStatus reads VmRSS and VmHWM (kB) from /proc/self/status.
-func readStatus() (procStatus, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return procStatus{}, err
-	}
-	var st procStatus
-	for line := range strings.Lines(string(b)) {
-		var dst *int64
-		switch {
-		case strings.HasPrefix(line, "VmRSS:"):
-			dst = &st.rss
-		case strings.HasPrefix(line, "VmHWM:"):
-			dst = &st.hwm
-		default:
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			return st, fmt.Errorf("/proc/self/status: %q", line)
-		}
-		kb, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return st, fmt.Errorf("/proc/self/status: %q: %w", line, err)
-		}
-		*dst = kb * 1024
-	}
-	if st.rss == 0 || st.hwm == 0 {
-		return st, errors.New("/proc/self/status has no VmRSS or VmHWM")
-	}
-	return st, nil
 }

@@ -1,49 +1,17 @@
-// Command soak runs one processor for a long time at a steady input rate with tracing and
-// metrics on, and samples its resident memory, goroutines and lag, to show whether
-// anything grows. It prints one line per sample and a summary of growth after the
-// warm-up; it asserts nothing (a figure, not a test).
-//
-// Usage (`make soak` runs it for 30 minutes on the stack, with Jaeger):
-//
-//	go run ./integration/soak [-duration 30m] [-rate 10000] [-partitions 8] [-sample 10s]
-//
-// It uses $KAFKA_BROKERS (or -brokers), else starts a single-node Kafka with
-// integration/stack. Spans go to $OTEL_EXPORTER_OTLP_ENDPOINT (Jaeger) when it is set;
-// otherwise every span is still recorded by the OTel SDK and handed to a batching
-// exporter that drops it, so tracing costs what it would. Metrics are the Prometheus
-// provider of package metrics, served on 127.0.0.1; the sampler scrapes that endpoint
-// over HTTP, as Prometheus would: process_resident_memory_bytes, go_goroutines,
-// go_memstats_heap_inuse_bytes, go_memstats_sys_bytes, go_memstats_heap_released_bytes,
-// samsa_records_consumed_total and samsa_consumer_lag. The Go runtime's mapped memory
-// (sys minus what it released to the OS; it may include reserved pages never touched, so
-// it is an upper bound of the Go share of RSS) is printed beside RSS, and RSS minus it
-// bounds from below what lies outside the Go runtime (librdkafka and other C
-// allocations, the binary), so growth can be told apart.
-//
-// # What the summary says
-//
-// RSS and goroutines at the end of the warm-up (-warmup, default a third of the
-// duration, at most 10 minutes) and at the end, their maxima after the warm-up, and the RSS slope after it
-// and over the second half of it (least squares, MiB per hour: a short run's first slope
-// still includes the climb to the working set); records produced and consumed and the
-// final lag.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"regexp"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -55,44 +23,35 @@ import (
 	"github.com/samsa-go/samsa/processor"
 )
 
-type options struct {
-	brokers    string
-	duration   time.Duration
-	warmup     time.Duration
-	rate       int
-	partitions int
-	valueSize  int
-	sample     time.Duration
+type soakOptions struct {
+	input
+	duration time.Duration
+	warmup   time.Duration
+	rate     int
+	sample   time.Duration
 }
 
-func main() {
-	var o options
-	flag.StringVar(&o.brokers, "brokers", os.Getenv(stack.EnvKafkaBrokers), "bootstrap servers (default $KAFKA_BROKERS); empty: start a single-node Kafka")
-	flag.DurationVar(&o.duration, "duration", 30*time.Minute, "how long to run")
-	flag.DurationVar(&o.warmup, "warmup", 0, "growth is measured after this (default: a third of -duration, at most 10m)")
-	flag.IntVar(&o.rate, "rate", 10_000, "input records per second")
-	flag.IntVar(&o.partitions, "partitions", 8, "partitions of the input and output topics")
-	flag.IntVar(&o.valueSize, "value-size", 100, "bytes per input value")
-	flag.DurationVar(&o.sample, "sample", 10*time.Second, "sampling interval")
-	flag.Parse()
+// soakMain runs the soak scenario and returns the exit code.
+func soakMain(args []string) int {
+	var o soakOptions
+	fs := o.flagSet("soak", 0, 8, 100)
+	fs.DurationVar(&o.duration, "duration", 30*time.Minute, "how long to run")
+	fs.DurationVar(&o.warmup, "warmup", 0, "growth is measured after this (default: a third of -duration, at most 10m)")
+	fs.IntVar(&o.rate, "rate", 10_000, "input records per second")
+	fs.DurationVar(&o.sample, "sample", 10*time.Second, "sampling interval")
+	fs.Parse(args)
 	if o.warmup == 0 {
-		// At 10,000 records/s RSS climbed to its working set for about 5 minutes, so a
-		// tenth of a 30-minute run counted that climb as growth.
+		// RSS climbs to its working set for minutes at the default rate: a third of
+		// the run, at most 10 minutes, leaves that climb out of the growth figures.
 		o.warmup = min(o.duration/3, 10*time.Minute)
 	}
 	if err := o.check(); err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		os.Exit(2)
+		return usageError("soak", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		os.Exit(1)
-	}
+	return runScenario(func(ctx context.Context) error { return soakRun(ctx, o) })
 }
 
-func (o options) check() error {
+func (o soakOptions) check() error {
 	var errs []error
 	if o.duration <= 0 || o.sample <= 0 || o.warmup < 0 || o.warmup >= o.duration {
 		errs = append(errs, fmt.Errorf("-duration (%s) and -sample (%s) must be positive and -warmup (%s) below -duration", o.duration, o.sample, o.warmup))
@@ -103,7 +62,7 @@ func (o options) check() error {
 	return errors.Join(errs...)
 }
 
-type sample struct {
+type soakSample struct {
 	at         time.Duration
 	rss        float64
 	goroutines float64
@@ -114,32 +73,13 @@ type sample struct {
 	produced   int64
 }
 
-func run(ctx context.Context, o options) error {
-	if o.brokers == "" {
-		fmt.Println("soak: starting a single-node Kafka (stack.StartKafka)...")
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-		k, err := stack.StartKafka(sctx, stack.KafkaOptions{})
-		cancel()
-		if err != nil {
-			return err
-		}
-		defer k.Close()
-		o.brokers = k.Bootstrap()
-	}
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": o.brokers, "log_level": 3})
+func soakRun(ctx context.Context, o soakOptions) error {
+	in, out, group := stack.UniqueName("soak-in"), stack.UniqueName("soak-out"), stack.UniqueName("soak")
+	_, _, done, err := o.setUp(ctx, "", -1, in, out)
 	if err != nil {
 		return err
 	}
-	defer ac.Close()
-	in, out, group := stack.UniqueName("soak-in"), stack.UniqueName("soak-out"), stack.UniqueName("soak")
-	if err := createTopics(ctx, ac, o.partitions, in, out); err != nil {
-		return err
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ac.DeleteTopics(dctx, []string{in, out})
-	}()
+	defer done()
 
 	prom, err := metrics.NewPrometheus("soak")
 	if err != nil {
@@ -159,7 +99,7 @@ func run(ctx context.Context, o options) error {
 	tp, err := metrics.NewTracing(ctx, "soak", "")
 	if errors.Is(err, metrics.ErrNoEndpoint) {
 		tracing = "recorded, dropped by the exporter (no $OTEL_EXPORTER_OTLP_ENDPOINT)"
-		tp, err = sdktrace.NewTracerProvider(sdktrace.WithBatcher(dropExporter{})), nil
+		tp, err = sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{})), nil
 	}
 	if err != nil {
 		return err
@@ -170,12 +110,7 @@ func run(ctx context.Context, o options) error {
 	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: o.brokers}, Group: group},
 		[]processor.Input[[]byte, []byte]{{Topic: in, Key: codec.Bytes(), Value: codec.Bytes()}},
 		processor.HandlerFunc[[]byte, []byte](func(_ context.Context, b *processor.Batch[[]byte, []byte]) error {
-			for _, r := range b.Records {
-				if err := output.Send(b, r.Key, r.Value); err != nil {
-					return err
-				}
-			}
-			return nil
+			return sendAll(output, b)
 		}),
 		processor.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		processor.WithMeterProvider(prom.Provider), processor.WithTracerProvider(tp))
@@ -194,7 +129,7 @@ func run(ctx context.Context, o options) error {
 	go func() { prodErr <- produce(runCtx, o, in, &produced) }()
 
 	start := time.Now()
-	var samples []sample
+	var samples []soakSample
 	tick := time.NewTicker(o.sample)
 	defer tick.Stop()
 	fmt.Println("      t   rss_MiB  heap_MiB    go_MiB  goroutines    consumed    produced      lag")
@@ -227,28 +162,8 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-func createTopics(ctx context.Context, ac *kafka.AdminClient, partitions int, names ...string) error {
-	var specs []kafka.TopicSpecification
-	for _, n := range names {
-		specs = append(specs, kafka.TopicSpecification{Topic: n, NumPartitions: partitions, ReplicationFactor: -1})
-	}
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	res, err := ac.CreateTopics(cctx, specs)
-	if err != nil {
-		return fmt.Errorf("create topics: %w", err)
-	}
-	for _, r := range res {
-		if r.Error.Code() != kafka.ErrNoError {
-			return fmt.Errorf("create topic %s: %v", r.Topic, r.Error)
-		}
-	}
-	time.Sleep(time.Second) // leaders elected
-	return nil
-}
-
 // produce writes rate records per second (in 10 ms steps) until ctx ends.
-func produce(ctx context.Context, o options, topic string, produced *atomic.Int64) error {
+func produce(ctx context.Context, o soakOptions, topic string, produced *atomic.Int64) error {
 	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": o.brokers, "linger.ms": 5, "log_level": 3})
 	if err != nil {
 		return err
@@ -287,21 +202,20 @@ func produce(ctx context.Context, o options, topic string, produced *atomic.Int6
 	}
 }
 
-var sampleRe = regexp.MustCompile(`(?m)^([a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$`)
-
 // scrape reads the metrics the soak follows from the processor's /metrics endpoint.
-func scrape(url string) (sample, error) {
+func scrape(url string) (soakSample, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return sample{}, fmt.Errorf("scrape %s: %w", url, err)
+		return soakSample{}, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return sample{}, fmt.Errorf("scrape %s: %w", url, err)
+		return soakSample{}, fmt.Errorf("scrape %s: %w", url, err)
 	}
-	var s sample
+	var s soakSample
 	seen := map[string]bool{}
+	sampleRe := regexp.MustCompile(`(?m)^([a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$`)
 	for _, m := range sampleRe.FindAllStringSubmatch(string(body), -1) {
 		v, _ := strconv.ParseFloat(m[3], 64)
 		seen[m[1]] = true
@@ -324,14 +238,14 @@ func scrape(url string) (sample, error) {
 	}
 	for _, name := range []string{"process_resident_memory_bytes", "go_goroutines", "go_memstats_sys_bytes", "go_memstats_heap_released_bytes"} {
 		if !seen[name] {
-			return sample{}, fmt.Errorf("scrape %s: no %s in the metrics", url, name)
+			return soakSample{}, fmt.Errorf("scrape %s: no %s in the metrics", url, name)
 		}
 	}
 	return s, nil
 }
 
-func summarize(o options, samples []sample) {
-	var after []sample
+func summarize(o soakOptions, samples []soakSample) {
+	var after []soakSample
 	for _, s := range samples {
 		if s.at >= o.warmup {
 			after = append(after, s)
@@ -346,14 +260,14 @@ func summarize(o options, samples []sample) {
 	for _, s := range after {
 		maxRSS, maxG = max(maxRSS, s.rss), max(maxG, s.goroutines)
 	}
-	rss := func(s sample) float64 { return s.rss }
-	outside := func(s sample) float64 { return s.rss - s.goSys }
+	rss := func(s soakSample) float64 { return s.rss }
+	outside := func(s soakSample) float64 { return s.rss - s.goSys }
 	slope, late := mibPerHour(after, rss), mibPerHour(after[len(after)/2:], rss)
 	fmt.Printf("soak: duration=%s rate=%d/s warmup=%s samples_after_warmup=%d\n", last.at.Round(time.Second), o.rate, o.warmup, len(after))
 	fmt.Printf("soak: rss_MiB after_warmup=%.1f end=%.1f max=%.1f growth=%+.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
 		first.rss/(1<<20), last.rss/(1<<20), maxRSS/(1<<20), (last.rss-first.rss)/(1<<20), slope, late)
 	fmt.Printf("soak: heap_inuse_MiB after_warmup=%.1f end=%.1f\n", first.heap/(1<<20), last.heap/(1<<20))
-	fmt.Printf("soak: go_MiB (mapped by the Go runtime: sys − heap released) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h\n", first.goSys/(1<<20), last.goSys/(1<<20), mibPerHour(after, func(s sample) float64 { return s.goSys }))
+	fmt.Printf("soak: go_MiB (mapped by the Go runtime: sys − heap released) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h\n", first.goSys/(1<<20), last.goSys/(1<<20), mibPerHour(after, func(s soakSample) float64 { return s.goSys }))
 	fmt.Printf("soak: rss_minus_go_MiB (at least: librdkafka, cgo, binary) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
 		outside(first)/(1<<20), outside(last)/(1<<20), mibPerHour(after, outside), mibPerHour(after[len(after)/2:], outside))
 	fmt.Printf("soak: goroutines after_warmup=%.0f end=%.0f max=%.0f\n", first.goroutines, last.goroutines, maxG)
@@ -361,7 +275,7 @@ func summarize(o options, samples []sample) {
 }
 
 // mibPerHour is the least-squares slope of f (bytes) over time, in MiB per hour.
-func mibPerHour(ss []sample, f func(sample) float64) float64 {
+func mibPerHour(ss []soakSample, f func(soakSample) float64) float64 {
 	if len(ss) < 2 {
 		return 0
 	}
@@ -373,9 +287,3 @@ func mibPerHour(ss []sample, f func(sample) float64) float64 {
 	n := float64(len(ss))
 	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
 }
-
-// dropExporter takes every span and drops it.
-type dropExporter struct{}
-
-func (dropExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (dropExporter) Shutdown(context.Context) error                             { return nil }
