@@ -53,10 +53,17 @@
 // # Suites
 //
 // `make test` (every package, -race, one shared stack): processor_test.go (churn, crash
-// and restart, poison records to the dead-letter topic, startup errors),
+// and restart, poison records to the dead-letter topic, startup errors), nodup_test.go
+// (no duplicate output without a fault over 64 paused and resumed partitions),
+// edge_test.go (input topic deleted, output topic missing, oversize outputs),
 // protocols_test.go, eos_test.go, foundation_test.go, distributed_test.go (SIGTERM,
-// SIGKILL, node added, SIGSTOP pause, stuck process), state_test.go, observability_test.go
-// (traces in Jaeger), layout_test.go.
+// SIGKILL, node added, SIGSTOP pause, stuck process), state_test.go,
+// state_outputs_test.go (state plus outputs when the broker refuses the outputs),
+// stateloss_test.go (a table that lost acknowledged writes is caught at assignment),
+// registry_test.go (schema-registry codecs in every format, a registry outage under load;
+// registry_bench_test.go prices Avro against JSON), observability_test.go (traces in
+// Jaeger), layout_test.go (imports point one way; this map names every suite, binary and
+// test it mentions).
 //
 // `make test-fault` (SAMSA_FAULT_TESTS=1, -run 'Fault'): eos_fault_test.go (crash loop
 // at fail-points, fenced zombie, broker kills on three nodes), state_fault_test.go

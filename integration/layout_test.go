@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -66,4 +68,39 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	require.Greater(t, n, 5, "go list found too few packages")
+}
+
+// TestDocMapsTheTree keeps doc.go, the map of this directory, true: it names every test
+// file and every directory here, and every test file, directory, test function and build
+// helper it names exists.
+func TestDocMapsTheTree(t *testing.T) {
+	docBytes, err := os.ReadFile("doc.go")
+	require.NoError(t, err)
+	doc := string(docBytes)
+	entries, err := os.ReadDir(".")
+	require.NoError(t, err)
+	var sources strings.Builder
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case e.IsDir():
+			assert.True(t, regexp.MustCompile(`\b`+regexp.QuoteMeta(name)+`\b`).MatchString(doc), "doc.go does not mention the directory %s/", name)
+		case strings.HasSuffix(name, "_test.go"):
+			assert.True(t, strings.Contains(doc, name), "doc.go does not mention %s", name)
+			src, err := os.ReadFile(name)
+			require.NoError(t, err)
+			sources.Write(src)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\b[a-z0-9_]+_test\.go\b`).FindAllString(doc, -1) {
+		_, err := os.Stat(m)
+		assert.NoError(t, err, "doc.go names %s", m)
+	}
+	for _, m := range regexp.MustCompile(`\b(?:Test[A-Z]\w*|build[A-Z]\w*|goBuild)\b`).FindAllString(doc, -1) {
+		assert.True(t, strings.Contains(sources.String(), "func "+m+"("), "doc.go names %s, which no test file here defines", m)
+	}
+	for _, dir := range regexp.MustCompile(`integration/([a-z]+)`).FindAllStringSubmatch(doc, -1) {
+		_, err := os.Stat(dir[1])
+		assert.NoError(t, err, "doc.go names integration/%s", dir[1])
+	}
 }
