@@ -61,6 +61,9 @@ func TestLayout(t *testing.T) {
 			if top != "integration" {
 				assert.False(t, strings.HasPrefix(imp, mod+"integration"), "%s imports %s", p.ImportPath, imp)
 			}
+			if rel == "processor" {
+				assert.NotEqual(t, mod+"processor/topics", imp, "processor must not import processor/topics: the producer and topic creation stand on processor, not the other way")
+			}
 			for _, f := range forbidden[top] {
 				bad := imp == f || strings.HasPrefix(imp, f+"/")
 				assert.False(t, bad, "%s must not import %s (imports point down only: examples → public packages → codec, internal)", p.ImportPath, imp)

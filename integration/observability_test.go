@@ -22,6 +22,7 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // TestTracePathInJaeger: a record produced under a traced producer's span passes through
@@ -136,11 +137,11 @@ func TestProducerTraceInJaeger(t *testing.T) {
 	procTP, err := metrics.NewTracing(ctx, "processor-"+suffix, "http://"+otlp)
 	require.NoError(t, err)
 
-	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput(in, codec.String(), codec.String()),
-		processor.WithTracerProvider(appTP))
+	prod, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers}, processor.NewOutput(in, codec.String(), codec.String()),
+		topics.WithTracerProvider(appTP))
 	require.NoError(t, err)
 	sctx, span := appTP.Tracer("app").Start(ctx, "checkout")
-	require.NoError(t, prod.SendMany(sctx, []processor.ProducerRecord[string, string]{{Key: "o1", Value: "42"}}))
+	require.NoError(t, prod.SendMany(sctx, []topics.Record[string, string]{{Key: "o1", Value: "42"}}))
 	span.End()
 	prod.Close()
 	traceID := span.SpanContext().TraceID()

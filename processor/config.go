@@ -51,7 +51,7 @@ type Config struct {
 
 	// Outputs names the topics the handlers send to. Run checks at start that each
 	// exists, as it checks the inputs and the dead-letter topic, and fails naming those
-	// missing (create them with CreateTopics). Whether declared or not, an output topic
+	// missing (create them with topics.Create). Whether declared or not, an output topic
 	// the broker refuses while running (deleted, not authorized) stops the processor
 	// under every error policy: no record is to blame, so none is skipped or
 	// dead-lettered for it. Default: none checked at start.
@@ -107,18 +107,6 @@ type Config struct {
 	// only (tuning), on top of Overrides.
 	ConsumerOverrides map[string]any
 	ProducerOverrides map[string]any
-}
-
-// Producer defaults. topic.metadata.propagation.max.ms is how long librdkafka keeps
-// believing a topic it cannot find is about to appear (its default, 30 s, is for topics
-// created a moment before): an output topic that does not exist fails its batch after 5
-// s instead of 31, with an error naming the topic.
-func producerDefaults() kconf.Map {
-	return kconf.Map{
-		"partitioner":                       "murmur2_random",
-		"linger.ms":                         5,
-		"topic.metadata.propagation.max.ms": 5000,
-	}
 }
 
 // consumerDefaultsFor returns the consumer tuning defaults, chosen by absolute throughput

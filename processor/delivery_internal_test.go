@@ -142,7 +142,7 @@ func handled(t *testing.T, pl *pipeline[string, string], n int) *flight {
 	outs, err := pl.run.handle(context.Background(), inputs)
 	require.NoError(t, err)
 	f := &flight{inputs: inputs, outs: outs, next: nextOffsets(inputs), doneCh: pl.done}
-	require.NoError(t, pl.sink.send(context.Background(), pl.lane, f, pointers(f.outs)))
+	require.NoError(t, pl.sink.send(context.Background(), pl.lane, f, record.Pointers(f.outs)))
 	<-pl.done
 	return f
 }

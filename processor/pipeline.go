@@ -266,7 +266,7 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, queuedAt 
 	f.sentAt = time.Now()
 	pl.inflight = append(pl.inflight, f)
 	failpoint.Hit("before-produce") // handled, nothing produced
-	return pl.sink.send(pl.run.ctx, pl.lane, f, pointers(f.outs))
+	return pl.sink.send(pl.run.ctx, pl.lane, f, record.Pointers(f.outs))
 }
 
 // settleHead settles the completed batches at the head of the flight queue, in order,
@@ -432,7 +432,7 @@ func (pl *pipeline[K, V]) redeliver(f *flight, of *outputsFailed) (settled bool,
 			if len(guilty) < len(f.inputs) {
 				log.Warn("processor: dead-lettering the records whose outputs failed", "records", len(f.inputs), "dead_lettered", len(guilty))
 			}
-			return false, pl.sink.send(pl.run.ctx, pl.lane, f, pointers(f.outs))
+			return false, pl.sink.send(pl.run.ctx, pl.lane, f, record.Pointers(f.outs))
 		default:
 			return false, d.err
 		}

@@ -397,7 +397,7 @@ func (p *Processor[K, V]) newSink(ctx context.Context) (sink, error) {
 	pcfg := produce.Config{
 		Brokers:   p.cfg.Brokers,
 		ClientID:  kconf.ClientID(p.cfg.Group),
-		Defaults:  producerDefaults(),
+		Defaults:  produce.Defaults(),
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // A producer to a cluster nobody answers for fails in NewProducer, within its
@@ -25,7 +26,7 @@ import (
 func TestProducerUnreachableFailsAtStart(t *testing.T) {
 	out := processor.NewOutput("orders", codec.String(), codec.String())
 	start := time.Now()
-	p, err := processor.NewProducer(processor.ProducerConfig{Brokers: "127.0.0.1:1", StartTimeout: 2 * time.Second}, out)
+	p, err := topics.NewProducer(topics.ProducerConfig{Brokers: "127.0.0.1:1", StartTimeout: 2 * time.Second}, out)
 	took := time.Since(start)
 	t.Logf("NewProducer failed after %s: %v", took.Round(time.Millisecond), err)
 	require.Error(t, err)
@@ -37,13 +38,13 @@ func TestProducerUnreachableFailsAtStart(t *testing.T) {
 // A producer to a topic that does not exist fails in NewProducer naming the topic.
 func TestProducerMissingTopicFailsAtStart(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "orders", Partitions: 1})
-	_, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers, StartTimeout: 5 * time.Second},
+	_, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers, StartTimeout: 5 * time.Second},
 		processor.NewOutput("totals", codec.String(), codec.String()))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"totals"`)
 	assert.Contains(t, err.Error(), "does not exist")
 
-	_, err = processor.NewProducer(processor.ProducerConfig{Brokers: brokers, StartTimeout: -time.Second, DeliveryTimeout: -time.Second},
+	_, err = topics.NewProducer(topics.ProducerConfig{Brokers: brokers, StartTimeout: -time.Second, DeliveryTimeout: -time.Second},
 		processor.NewOutput("orders", codec.String(), codec.String()))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "StartTimeout = -1s, must not be negative")
@@ -55,7 +56,7 @@ func TestProducerMissingTopicFailsAtStart(t *testing.T) {
 func TestProducerSendBoundedWhenBrokerGone(t *testing.T) {
 	b, err := embedded.Start(embedded.Topic{Name: "orders", Partitions: 1})
 	require.NoError(t, err)
-	p, err := processor.NewProducer(processor.ProducerConfig{Brokers: b.Bootstrap(), DeliveryTimeout: 2 * time.Second},
+	p, err := topics.NewProducer(topics.ProducerConfig{Brokers: b.Bootstrap(), DeliveryTimeout: 2 * time.Second},
 		processor.NewOutput("orders", codec.String(), codec.String()))
 	require.NoError(t, err)
 	defer p.Close()
@@ -70,7 +71,7 @@ func TestProducerSendBoundedWhenBrokerGone(t *testing.T) {
 	assert.Less(t, time.Since(start), 2*time.Second, "returns when its context ends")
 
 	start = time.Now()
-	err = p.SendMany(context.Background(), []processor.ProducerRecord[string, string]{{Key: "k", Value: "third"}})
+	err = p.SendMany(context.Background(), []topics.Record[string, string]{{Key: "k", Value: "third"}})
 	took := time.Since(start)
 	t.Logf("SendMany failed after %s: %v", took.Round(time.Millisecond), err)
 	require.Error(t, err)
@@ -80,29 +81,23 @@ func TestProducerSendBoundedWhenBrokerGone(t *testing.T) {
 
 // SendMany under a caller's span is a "send <topic>" child span whose context every
 // record carries, so the processor that reads the records joins the caller's trace; an
-// unsampled caller's records carry no trace header; options that configure processors
-// only are refused.
+// unsampled caller's records carry no trace header.
 func TestProducerTraceJoinsProcessor(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	defer tp.Shutdown(context.Background())
 
-	_, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput("in", codec.Int64(), codec.Int64()),
-		processor.WithTracedKeys())
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "WithTracedKeys")
-
-	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput("in", codec.Int64(), codec.Int64()),
-		processor.WithTracerProvider(tp))
+	prod, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers}, processor.NewOutput("in", codec.Int64(), codec.Int64()),
+		topics.WithTracerProvider(tp))
 	require.NoError(t, err)
 	defer prod.Close()
 	ctx, checkout := tp.Tracer("app").Start(context.Background(), "checkout")
-	require.NoError(t, prod.SendMany(ctx, []processor.ProducerRecord[int64, int64]{{Key: 1, Value: 2}, {Key: 3, Value: 4, Headers: []processor.Header{{Key: "h", Value: []byte("v")}}}}))
+	require.NoError(t, prod.SendMany(ctx, []topics.Record[int64, int64]{{Key: 1, Value: 2}, {Key: 3, Value: 4, Headers: []processor.Header{{Key: "h", Value: []byte("v")}}}}))
 	checkout.End()
 	unsampledTP := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
 	uctx, unsampled := unsampledTP.Tracer("app").Start(context.Background(), "quiet")
-	require.NoError(t, prod.SendMany(uctx, []processor.ProducerRecord[int64, int64]{{Key: 5, Value: 6}}))
+	require.NoError(t, prod.SendMany(uctx, []topics.Record[int64, int64]{{Key: 5, Value: 6}}))
 	unsampled.End()
 
 	var send sdktrace.ReadOnlySpan

@@ -139,12 +139,3 @@ func (f *flight) outcome() (error, []*record.Message) {
 	defer f.mu.Unlock()
 	return f.err, f.failed
 }
-
-// pointers returns a pointer to every message of msgs.
-func pointers(msgs []record.Message) []*record.Message {
-	ptrs := make([]*record.Message, len(msgs))
-	for i := range msgs {
-		ptrs[i] = &msgs[i]
-	}
-	return ptrs
-}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // Topic is a topic to create, with its partition count.
@@ -255,18 +256,18 @@ var errOutage = errors.New("samsatest: broker outage")
 // KAFKA_BROKERS set it returns that cluster, creating the topics that are missing there
 // (the broker's default replication); otherwise it starts an in-process broker with the
 // topics. stop releases what it started.
-func BrokersFromEnv(ctx context.Context, topics ...Topic) (brokers string, embedded bool, stop func(), err error) {
+func BrokersFromEnv(ctx context.Context, want ...Topic) (brokers string, embedded bool, stop func(), err error) {
 	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
-		specs := make([]processor.TopicSpec, len(topics))
-		for i, t := range topics {
-			specs[i] = processor.TopicSpec{Name: t.Name, Partitions: int(t.Partitions)}
+		specs := make([]topics.Spec, len(want))
+		for i, t := range want {
+			specs[i] = topics.Spec{Name: t.Name, Partitions: int(t.Partitions)}
 		}
-		if err := processor.CreateTopics(ctx, env, nil, specs...); err != nil {
+		if err := topics.Create(ctx, env, nil, specs...); err != nil {
 			return "", false, nil, err
 		}
 		return env, false, func() {}, nil
 	}
-	b, err := StartBroker(topics...)
+	b, err := StartBroker(want...)
 	if err != nil {
 		return "", false, nil, errors.Join(err, errors.New("samsatest: set KAFKA_BROKERS to use a running cluster instead"))
 	}

@@ -19,7 +19,7 @@
 //
 // Broker is an in-process Kafka-protocol broker (franz-go's kfake) that starts in
 // milliseconds: the quickstart's broker, and the tests'. Produce and ReadAll move typed
-// records in and out; processor.Producer and processor.CreateTopics do the same against
+// records in and out; processor.Producer and topics.Create do the same against
 // a real cluster. Driver runs several instances of a processor and scripts their life
 // (Add, Remove: each moves partitions), while the broker injects what peers' test
 // drivers cannot: a produce request refused (FailProduce), an assignment lost without

@@ -10,6 +10,7 @@ import (
 	"github.com/samsa-go/samsa/internal/readback"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // KV is a key and a value, for Produce.
@@ -32,14 +33,14 @@ func Produce[K, V any](tb testing.TB, brokers string, out processor.Output[K, V]
 
 // ProduceContext is Produce for code without a testing.TB (an example's main).
 func ProduceContext[K, V any](ctx context.Context, brokers string, out processor.Output[K, V], records ...KV[K, V]) error {
-	p, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, out)
+	p, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers}, out)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	recs := make([]processor.ProducerRecord[K, V], len(records))
+	recs := make([]topics.Record[K, V], len(records))
 	for i, r := range records {
-		recs[i] = processor.ProducerRecord[K, V]{Key: r.Key, Value: r.Value}
+		recs[i] = topics.Record[K, V]{Key: r.Key, Value: r.Value}
 	}
 	return p.SendMany(ctx, recs)
 }

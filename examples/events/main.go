@@ -35,6 +35,7 @@ import (
 	"github.com/samsa-go/samsa/examples/events/internal/events"
 	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 //go:embed schemas
@@ -226,12 +227,12 @@ func produce(ctx context.Context, client *registry.Client, brokers string, cfg c
 	if err != nil {
 		return err
 	}
-	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, processor.NewOutput(cfg.Topic, codec.String(), codec.Bytes()))
+	prod, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers}, processor.NewOutput(cfg.Topic, codec.String(), codec.Bytes()))
 	if err != nil {
 		return err
 	}
 	defer prod.Close()
-	var recs []processor.ProducerRecord[string, []byte]
+	var recs []topics.Record[string, []byte]
 	for i := range cfg.Orders {
 		id := fmt.Sprintf("o-%04d", i)
 		pe := events.Event[OrderPlaced]{Meta: events.Meta{ID: events.NewID()}, Payload: OrderPlaced{OrderID: id, Customer: fmt.Sprintf("c-%02d", i%7), AmountCents: int64(1000 + i)}}
@@ -239,7 +240,7 @@ func produce(ctx context.Context, client *registry.Client, brokers string, cfg c
 		if err != nil {
 			return err
 		}
-		recs = append(recs, processor.ProducerRecord[string, []byte]{Key: id, Value: b})
+		recs = append(recs, topics.Record[string, []byte]{Key: id, Value: b})
 		carrier := "dhl"
 		if failing(i) {
 			carrier = ""
@@ -248,9 +249,9 @@ func produce(ctx context.Context, client *registry.Client, brokers string, cfg c
 		if err != nil {
 			return err
 		}
-		recs = append(recs, processor.ProducerRecord[string, []byte]{Key: id, Value: b})
+		recs = append(recs, topics.Record[string, []byte]{Key: id, Value: b})
 	}
-	recs = append(recs, processor.ProducerRecord[string, []byte]{Key: "poison", Value: []byte(`{"not":"an event"}`)})
+	recs = append(recs, topics.Record[string, []byte]{Key: "poison", Value: []byte(`{"not":"an event"}`)})
 	return prod.SendMany(ctx, recs)
 }
 

@@ -47,6 +47,7 @@ import (
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 	"github.com/samsa-go/samsa/state"
 )
 
@@ -270,16 +271,16 @@ func usersHandler(table *state.Table[string, Totals], partitions int, node strin
 // produce writes purchases from..from+n-1 (see purchaseN): spread over users u00, u01, ...
 // with amounts that make each user's expected totals easy to recompute (see expected).
 func produce(ctx context.Context, brokers, topic string, from, n, users int) error {
-	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers},
+	prod, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers},
 		processor.NewOutput(topic, codec.String(), codec.JSON[Purchase]()))
 	if err != nil {
 		return err
 	}
 	defer prod.Close()
-	recs := make([]processor.ProducerRecord[string, Purchase], 0, n)
+	recs := make([]topics.Record[string, Purchase], 0, n)
 	for i := from; i < from+n; i++ {
 		p := purchaseN(i, users)
-		recs = append(recs, processor.ProducerRecord[string, Purchase]{Key: p.User, Value: p})
+		recs = append(recs, topics.Record[string, Purchase]{Key: p.User, Value: p})
 	}
 	return prod.SendMany(ctx, recs)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 const count = 1000
@@ -55,14 +56,14 @@ func run(ctx context.Context) error {
 	defer obs.Close()
 
 	// The outside world: 1..1000 into "numbers", partitioned by key as outputs are.
-	prod, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, numbers)
+	prod, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers}, numbers)
 	if err != nil {
 		return err
 	}
 	defer prod.Close()
-	recs := make([]processor.ProducerRecord[int64, int64], count)
+	recs := make([]topics.Record[int64, int64], count)
 	for i := range recs {
-		recs[i] = processor.ProducerRecord[int64, int64]{Key: int64(i + 1), Value: int64(i + 1)}
+		recs[i] = topics.Record[int64, int64]{Key: int64(i + 1), Value: int64(i + 1)}
 	}
 	if err := prod.SendMany(ctx, recs); err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // Follow is one event on "followers".
@@ -114,13 +115,13 @@ func run(ctx context.Context) error {
 	// Followers first, then the tweets: users u0..u9, user ui has 10·i followers, one of
 	// whom unfollows again; every user tweets twice. The producers partition by key as
 	// the processor's outputs do, so a user's follows and tweets meet in one partition.
-	pcfg := processor.ProducerConfig{Brokers: brokers}
-	follows, err := processor.NewProducer(pcfg, processor.NewOutput("followers", codec.String(), codec.JSON[Follow]()))
+	pcfg := topics.ProducerConfig{Brokers: brokers}
+	follows, err := topics.NewProducer(pcfg, processor.NewOutput("followers", codec.String(), codec.JSON[Follow]()))
 	if err != nil {
 		return err
 	}
 	defer follows.Close()
-	tweets, err := processor.NewProducer(pcfg, processor.NewOutput("tweets", codec.String(), codec.JSON[Tweet]()))
+	tweets, err := topics.NewProducer(pcfg, processor.NewOutput("tweets", codec.String(), codec.JSON[Tweet]()))
 	if err != nil {
 		return err
 	}
@@ -128,12 +129,12 @@ func run(ctx context.Context) error {
 	want := map[string]int{}
 	for i := range 10 {
 		user := fmt.Sprintf("u%d", i)
-		var fs []processor.ProducerRecord[string, Follow]
+		var fs []topics.Record[string, Follow]
 		for f := range 10 * i {
-			fs = append(fs, processor.ProducerRecord[string, Follow]{Key: user, Value: Follow{Follower: fmt.Sprintf("f%d", f)}})
+			fs = append(fs, topics.Record[string, Follow]{Key: user, Value: Follow{Follower: fmt.Sprintf("f%d", f)}})
 		}
 		if i > 0 {
-			fs = append(fs, processor.ProducerRecord[string, Follow]{Key: user, Value: Follow{Follower: "f0", Unfollow: true}})
+			fs = append(fs, topics.Record[string, Follow]{Key: user, Value: Follow{Follower: "f0", Unfollow: true}})
 		}
 		if err := follows.SendMany(ctx, fs); err != nil { // followers are in before the tweets
 			return err

@@ -37,3 +37,12 @@ type Offset struct {
 	// Metadata is committed with the offset ("" for none).
 	Metadata string
 }
+
+// Pointers returns a pointer to each of msgs, in order: the form the producer takes.
+func Pointers(msgs []Message) []*Message {
+	ptrs := make([]*Message, len(msgs))
+	for i := range msgs {
+		ptrs[i] = &msgs[i]
+	}
+	return ptrs
+}

@@ -5,7 +5,7 @@
 //
 // It is the examples' own convenience, not a pattern for production: a production
 // binary takes its brokers from its configuration, creates or checks its topics with
-// processor.CreateTopics (or leaves that to its operators), and links neither this
+// topics.Create (or leaves that to its operators), and links neither this
 // package nor the samsatest test kit.
 package devkafka
 
@@ -19,6 +19,7 @@ import (
 	"github.com/samsa-go/samsa/internal/readback"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // Topic is a topic an example needs.
@@ -29,13 +30,13 @@ type Topic struct {
 
 // Brokers returns the bootstrap servers the example runs on and a stop function that
 // releases what Brokers started (nothing, on $KAFKA_BROKERS).
-func Brokers(ctx context.Context, topics ...Topic) (brokers string, stop func(), err error) {
+func Brokers(ctx context.Context, want ...Topic) (brokers string, stop func(), err error) {
 	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
-		specs := make([]processor.TopicSpec, len(topics))
-		for i, t := range topics {
-			specs[i] = processor.TopicSpec{Name: t.Name, Partitions: t.Partitions}
+		specs := make([]topics.Spec, len(want))
+		for i, t := range want {
+			specs[i] = topics.Spec{Name: t.Name, Partitions: t.Partitions}
 		}
-		if err := processor.CreateTopics(ctx, env, nil, specs...); err != nil {
+		if err := topics.Create(ctx, env, nil, specs...); err != nil {
 			return "", nil, err
 		}
 		return env, func() {}, nil
@@ -43,8 +44,8 @@ func Brokers(ctx context.Context, topics ...Topic) (brokers string, stop func(),
 	if err := ctx.Err(); err != nil {
 		return "", nil, err
 	}
-	ts := make([]embedded.Topic, len(topics))
-	for i, t := range topics {
+	ts := make([]embedded.Topic, len(want))
+	for i, t := range want {
 		ts[i] = embedded.Topic{Name: t.Name, Partitions: int32(t.Partitions)}
 	}
 	b, err := embedded.Start(ts...)

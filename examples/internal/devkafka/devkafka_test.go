@@ -13,6 +13,7 @@ import (
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/examples/internal/devkafka"
 	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/processor/topics"
 )
 
 // The examples are programs to copy: none links the test kit (samsatest, and with it
@@ -41,7 +42,7 @@ func TestBrokersInProcess(t *testing.T) {
 	require.NoError(t, err)
 	defer stop()
 	out := processor.NewOutput("t", codec.String(), codec.String())
-	p, err := processor.NewProducer(processor.ProducerConfig{Brokers: brokers}, out)
+	p, err := topics.NewProducer(topics.ProducerConfig{Brokers: brokers}, out)
 	require.NoError(t, err)
 	require.NoError(t, p.Send(ctx, "k", "v"))
 	p.Close()

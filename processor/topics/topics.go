@@ -1,4 +1,8 @@
-package processor
+// Package topics works with Kafka topics from outside a processor: Create makes the topics
+// a processor reads and writes, with the partition counts co-partitioned inputs need, and a
+// Producer writes typed records to a topic the way a processor's outputs are written, so
+// a record lands where a processor's output of the same key would.
+package topics
 
 import (
 	"cmp"
@@ -12,12 +16,16 @@ import (
 
 	"go.opentelemetry.io/otel/codes"
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/kconf"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
 	"github.com/samsa-go/samsa/internal/telemetry"
+	"github.com/samsa-go/samsa/processor"
 )
 
 // ProducerConfig configures a Producer.
@@ -54,60 +62,85 @@ type ProducerConfig struct {
 //
 // A Producer is safe for concurrent use. Close it when done.
 type Producer[K, V any] struct {
-	out     Output[K, V]
+	topic   string
+	key     codec.Encoder[K] // nil: null keys
+	value   codec.Encoder[V]
 	prod    *produce.Producer
 	tel     *telemetry.Telemetry
 	timeout time.Duration
 	once    sync.Once
 }
 
-// NewProducer returns a producer to out's topic, encoding with out's encoders. It takes
-// the options that apply to a producer: WithLogger (librdkafka's log lines; default:
-// discard), WithTracerProvider and WithPropagator (see SendMany). The others configure
-// processors only and are refused.
-func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V], opts ...Option) (*Producer[K, V], error) {
+// Option configures a Producer's collaborators.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+	tp     trace.TracerProvider
+	prop   propagation.TextMapPropagator
+}
+
+// WithLogger sets where librdkafka's log lines go. Default: discarded.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithTracerProvider sets where the send spans go. Default: the OTel global provider.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
+// WithPropagator sets how trace context is written to record headers. Default: W3C
+// trace context (traceparent, tracestate).
+func WithPropagator(p propagation.TextMapPropagator) Option { return func(o *options) { o.prop = p } }
+
+// NewProducer returns a producer to out's topic, encoding with out's encoders. It checks,
+// for up to StartTimeout, that the brokers answer and the topic exists.
+func NewProducer[K, V any](cfg ProducerConfig, out processor.Output[K, V], opts ...Option) (*Producer[K, V], error) {
 	var o options
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
+	key, value := out.Encoders()
+	topic := out.Topic()
 	var errs []error
-	if o.checkpoint != nil || o.replay != nil || o.mp != nil || o.recordKeys {
-		errs = append(errs, errors.New("only WithLogger, WithTracerProvider and WithPropagator apply to a producer (WithCheckpoint, WithReplay, WithMeterProvider and WithTracedKeys configure processors)"))
-	}
 	if cfg.Brokers == "" {
 		errs = append(errs, errors.New("Brokers is required (host:port[,host:port...])"))
 	}
-	if out.topic == "" {
+	if topic == "" {
 		errs = append(errs, errors.New("the output has no topic"))
 	}
-	if out.value == nil {
-		errs = append(errs, fmt.Errorf("output %q: %w", out.topic, errNoEncoder))
+	if value == nil {
+		errs = append(errs, fmt.Errorf("output %q was declared without a value encoder", topic))
 	}
 	overrides := kconf.Map(cfg.Overrides)
 	errs = append(errs, kconf.CheckOverrides(overrides, produce.OwnedKeys(), "Overrides")...)
 	if _, ok := overrides["partitioner"]; ok {
 		errs = append(errs, errors.New(`Overrides: "partitioner" is owned by the framework: records are partitioned by murmur2, as outputs are`))
 	}
-	for name, v := range map[string]time.Duration{"CloseTimeout": cfg.CloseTimeout, "StartTimeout": cfg.StartTimeout, "DeliveryTimeout": cfg.DeliveryTimeout} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", name, v))
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"CloseTimeout", cfg.CloseTimeout}, {"StartTimeout", cfg.StartTimeout}, {"DeliveryTimeout", cfg.DeliveryTimeout}} {
+		if f.d < 0 {
+			errs = append(errs, fmt.Errorf("%s = %s, must not be negative", f.name, f.d))
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("processor: producer config: %w", errors.Join(errs...))
+		return nil, fmt.Errorf("topics: producer config: %w", errors.Join(errs...))
 	}
-	timeout := cmp.Or(cfg.CloseTimeout, 10*time.Second)
-	if err := checkReachable(cfg.Brokers, overrides, o.logger, cmp.Or(cfg.StartTimeout, 30*time.Second), out.topic); err != nil {
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if err := checkReachable(cfg.Brokers, overrides, o.logger, cmp.Or(cfg.StartTimeout, 30*time.Second), topic); err != nil {
 		return nil, err
 	}
-	defaults := producerDefaults()
+	defaults := produce.Defaults()
 	defaults["message.timeout.ms"] = int(cmp.Or(cfg.DeliveryTimeout, 2*time.Minute).Milliseconds())
-	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, ClientID: kconf.ClientID("producer " + out.topic), Defaults: defaults, Overrides: overrides, Logger: o.logger})
+	prod, err := produce.New(produce.Config{Brokers: cfg.Brokers, ClientID: kconf.ClientID("producer " + topic), Defaults: defaults, Overrides: overrides, Logger: o.logger})
 	if err != nil {
 		return nil, err
 	}
 	tel := telemetry.New(o.tp, noopmetric.NewMeterProvider(), o.prop)
-	return &Producer[K, V]{out: out, prod: prod, tel: tel, timeout: timeout}, nil
+	return &Producer[K, V]{topic: topic, key: key, value: value, prod: prod, tel: tel, timeout: cmp.Or(cfg.CloseTimeout, 10*time.Second)}, nil
 }
 
 // checkReachable asks the brokers, for up to timeout, whether topic exists: a producer to
@@ -116,31 +149,31 @@ func NewProducer[K, V any](cfg ProducerConfig, out Output[K, V], opts ...Option)
 func checkReachable(brokers string, overrides kconf.Map, log *slog.Logger, timeout time.Duration, topic string) error {
 	ac, err := admin.Dial(brokers, overrides, log)
 	if err != nil {
-		return fmt.Errorf("processor: producer: %w", err)
+		return fmt.Errorf("topics: producer: %w", err)
 	}
 	defer ac.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if _, err := ac.PartitionCounts(ctx, []string{topic}); err != nil {
-		return fmt.Errorf("processor: producer: %w", err)
+		return fmt.Errorf("topics: producer: %w", err)
 	}
 	return nil
 }
 
-// ProducerRecord is one record for Producer.SendMany.
-type ProducerRecord[K, V any] struct {
+// Record is one record for Producer.SendMany.
+type Record[K, V any] struct {
 	Key   K
 	Value V
 	// NullKey sends a null key (Key is ignored); Tombstone a null value (Value is ignored).
 	NullKey, Tombstone bool
-	Headers            []Header
+	Headers            []processor.Header
 	// Timestamp of the record; zero: now.
 	Timestamp time.Time
 }
 
 // Send produces one record and waits for the broker's acknowledgement.
-func (p *Producer[K, V]) Send(ctx context.Context, key K, value V, headers ...Header) error {
-	return p.SendMany(ctx, []ProducerRecord[K, V]{{Key: key, Value: value, Headers: headers}})
+func (p *Producer[K, V]) Send(ctx context.Context, key K, value V, headers ...processor.Header) error {
+	return p.SendMany(ctx, []Record[K, V]{{Key: key, Value: value, Headers: headers}})
 }
 
 // SendMany produces records in order and waits until every one is acknowledged or ctx
@@ -150,7 +183,7 @@ func (p *Producer[K, V]) Send(ctx context.Context, key K, value V, headers ...He
 // Each call is a "send <topic>" span (kind producer), a child of ctx's span. When that
 // span is sampled, every record carries its context (W3C traceparent header), so the
 // processors that read the records continue the caller's trace.
-func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[K, V]) (err error) {
+func (p *Producer[K, V]) SendMany(ctx context.Context, records []Record[K, V]) (err error) {
 	if len(records) == 0 {
 		return nil
 	}
@@ -158,11 +191,11 @@ func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[
 	for i := range records {
 		m, err := p.encode(&records[i])
 		if err != nil {
-			return fmt.Errorf("processor: producer: record %d to %q: %w", i, p.out.topic, err)
+			return fmt.Errorf("topics: producer: record %d to %q: %w", i, p.topic, err)
 		}
 		msgs[i] = m
 	}
-	_, span := p.tel.StartSend(ctx, p.out.topic, msgs)
+	_, span := p.tel.StartSend(ctx, p.topic, msgs)
 	defer func() {
 		if err != nil {
 			span.RecordError(err)
@@ -172,7 +205,7 @@ func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[
 	}()
 	acks := &producerAcks{index: make(map[*record.Message]int, len(msgs)), done: make(chan struct{})}
 	acks.remaining.Store(int64(len(msgs)))
-	ptrs := pointers(msgs)
+	ptrs := record.Pointers(msgs)
 	for i, m := range ptrs {
 		acks.index[m] = i
 	}
@@ -180,28 +213,28 @@ func (p *Producer[K, V]) SendMany(ctx context.Context, records []ProducerRecord[
 	select {
 	case <-acks.done:
 	case <-ctx.Done():
-		return fmt.Errorf("processor: producer: to %q: %d of %d records not acknowledged: %w", p.out.topic, acks.remaining.Load(), len(msgs), ctx.Err())
+		return fmt.Errorf("topics: producer: to %q: %d of %d records not acknowledged: %w", p.topic, acks.remaining.Load(), len(msgs), ctx.Err())
 	}
 	if acks.err != nil {
-		return fmt.Errorf("processor: producer: record %d to %q: %w", acks.first, p.out.topic, acks.err)
+		return fmt.Errorf("topics: producer: record %d to %q: %w", acks.first, p.topic, acks.err)
 	}
 	return nil
 }
 
-func (p *Producer[K, V]) encode(r *ProducerRecord[K, V]) (record.Message, error) {
-	m := record.Message{Topic: p.out.topic, Partition: anyPartition, Timestamp: r.Timestamp}
+func (p *Producer[K, V]) encode(r *Record[K, V]) (record.Message, error) {
+	m := record.Message{Topic: p.topic, Partition: -1, Timestamp: r.Timestamp} // -1: partitioned by key
 	if m.Timestamp.IsZero() {
 		m.Timestamp = time.Now()
 	}
-	if !r.NullKey && p.out.key != nil {
-		k, err := p.out.key.Encode(r.Key)
+	if !r.NullKey && p.key != nil {
+		k, err := p.key.Encode(r.Key)
 		if err != nil {
 			return m, fmt.Errorf("key: %w", err)
 		}
 		m.Key = k
 	}
 	if !r.Tombstone {
-		v, err := p.out.value.Encode(r.Value)
+		v, err := p.value.Encode(r.Value)
 		if err != nil {
 			return m, fmt.Errorf("value: %w", err)
 		}
@@ -244,40 +277,40 @@ func (a *producerAcks) Delivered(m *record.Message, err error) {
 	}
 }
 
-// TopicSpec is a topic for CreateTopics.
-type TopicSpec struct {
+// Spec is a topic for Create.
+type Spec struct {
 	Name       string
 	Partitions int
 	// ReplicationFactor; 0: the broker's default.
 	ReplicationFactor int
 }
 
-// CreateTopics creates every topic that does not exist yet, with its partition count
+// Create creates every topic that does not exist yet, with its partition count
 // and replication factor, and fails when an existing topic has another partition count
 // (its keys would not land where the processor's partitions expect them). overrides are
 // librdkafka properties for the admin connection (TLS, SASL).
-func CreateTopics(ctx context.Context, brokers string, overrides map[string]any, topics ...TopicSpec) error {
-	for _, t := range topics {
+func Create(ctx context.Context, brokers string, overrides map[string]any, specs ...Spec) error {
+	for _, t := range specs {
 		if t.Name == "" || t.Partitions < 1 || t.ReplicationFactor < 0 {
-			return fmt.Errorf("processor: create topic %q: want a name, at least 1 partition and a replication factor ≥ 0, got %d partitions, rf %d", t.Name, t.Partitions, t.ReplicationFactor)
+			return fmt.Errorf("topics: create topic %q: want a name, at least 1 partition and a replication factor ≥ 0, got %d partitions, rf %d", t.Name, t.Partitions, t.ReplicationFactor)
 		}
 	}
 	c, err := admin.Dial(brokers, kconf.Map(overrides), nil)
 	if err != nil {
-		return fmt.Errorf("processor: create topics: %w", err)
+		return fmt.Errorf("topics: create topics: %w", err)
 	}
 	defer c.Close()
-	for _, t := range topics {
+	for _, t := range specs {
 		rf := t.ReplicationFactor
 		if rf == 0 {
 			rf = -1
 		}
 		n, err := c.EnsureTopic(ctx, t.Name, t.Partitions, rf)
 		if err != nil {
-			return fmt.Errorf("processor: create topic %q: %w", t.Name, err)
+			return fmt.Errorf("topics: create topic %q: %w", t.Name, err)
 		}
 		if n != t.Partitions {
-			return fmt.Errorf("processor: topic %q exists with %d partitions, want %d", t.Name, n, t.Partitions)
+			return fmt.Errorf("topics: topic %q exists with %d partitions, want %d", t.Name, n, t.Partitions)
 		}
 	}
 	return nil
