@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/internal/testwait"
 )
 
 // Fast tests on the embedded broker; the multi-process fault tests run on real Kafka in
@@ -118,10 +121,10 @@ func TestSlicesMoveStopBeforeStart(t *testing.T) {
 		procs[i] = tr.process(i)
 	}
 	stopA := start(t, node(t, brokers, "a"), "printers", procs)
-	require.Eventually(t, func() bool { return len(tr.where()) == 10 }, 30*time.Second, 20*time.Millisecond, "all 10 running on a")
+	testwait.For(t, 30*time.Second, "all 10 running on a", func() bool { return len(tr.where()) == 10 })
 
 	stopB := start(t, node(t, brokers, "b"), "printers", procs)
-	require.Eventually(t, func() bool {
+	testwait.For(t, 30*time.Second, "slices spread over a and b", func() bool {
 		nodes := map[string]bool{}
 		for _, w := range tr.where() {
 			for _, n := range w {
@@ -129,10 +132,10 @@ func TestSlicesMoveStopBeforeStart(t *testing.T) {
 			}
 		}
 		return len(tr.where()) == 10 && nodes["a"] && nodes["b"]
-	}, 30*time.Second, 20*time.Millisecond, "slices spread over a and b")
+	})
 
 	require.NoError(t, stopA())
-	require.Eventually(t, func() bool {
+	testwait.For(t, 30*time.Second, "all 10 running on b after a stopped", func() bool {
 		w := tr.where()
 		if len(w) != 10 {
 			return false
@@ -143,7 +146,7 @@ func TestSlicesMoveStopBeforeStart(t *testing.T) {
 			}
 		}
 		return true
-	}, 30*time.Second, 20*time.Millisecond, "all 10 running on b after a stopped")
+	})
 	require.NoError(t, stopB())
 
 	tr.mu.Lock()
@@ -160,9 +163,24 @@ func TestProcessErrorFailsRunAfterStoppingTheRest(t *testing.T) {
 	brokers := broker(t)
 	tr := newTracker()
 	boom := errors.New("boom")
-	procs := []distributed.Process{tr.process(0), tr.process(1), func(ctx context.Context) error {
-		time.Sleep(200 * time.Millisecond)
-		return boom
+	// Process 2 fails once 0 and 1 run.
+	var started atomic.Int32
+	bothRunning := make(chan struct{})
+	running := func(p distributed.Process) distributed.Process {
+		return func(ctx context.Context) error {
+			if started.Add(1) == 2 {
+				close(bothRunning)
+			}
+			return p(ctx)
+		}
+	}
+	procs := []distributed.Process{running(tr.process(0)), running(tr.process(1)), func(ctx context.Context) error {
+		select {
+		case <-bothRunning:
+			return boom
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -192,18 +210,16 @@ func TestProcessPanicFailsRunWithItsStack(t *testing.T) {
 
 func TestDoneProcessIsNotRestarted(t *testing.T) {
 	brokers := broker(t)
-	var mu sync.Mutex
-	runs := 0
+	var runs atomic.Int32
 	procs := []distributed.Process{func(ctx context.Context) error {
-		mu.Lock()
-		runs++
-		mu.Unlock()
+		runs.Add(1)
 		return nil
 	}}
 	stop := start(t, node(t, brokers, "a"), "once", procs)
-	time.Sleep(time.Second)
+	testwait.For(t, 30*time.Second, "the process ran", func() bool { return runs.Load() > 0 })
+	time.Sleep(time.Second) // checks that nothing happens: no second run
 	require.NoError(t, stop())
-	assert.Equal(t, 1, runs)
+	assert.EqualValues(t, 1, runs.Load())
 }
 
 func TestSuperviseRestartsWithBackoffThenGivesUp(t *testing.T) {
@@ -231,6 +247,7 @@ func TestStuckProcessFailsRunWithItsName(t *testing.T) {
 	n, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, StopTimeout: 500 * time.Millisecond, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, NodeID: "a", Partitions: 2})
 	require.NoError(t, err)
 	release := make(chan struct{})
+	var started atomic.Int32
 	defer func() {
 		close(release) // the stuck process returns; the engine, still holding, can stop
 		wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -238,13 +255,13 @@ func TestStuckProcessFailsRunWithItsName(t *testing.T) {
 		require.NoError(t, n.Wait(wctx))
 	}()
 	procs := []distributed.Process{
-		func(ctx context.Context) error { <-ctx.Done(); return nil },
-		func(ctx context.Context) error { <-ctx.Done(); <-release; return nil }, // ignores cancellation
+		func(ctx context.Context) error { started.Add(1); <-ctx.Done(); return nil },
+		func(ctx context.Context) error { started.Add(1); <-ctx.Done(); <-release; return nil }, // ignores cancellation
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx, "stuck", procs) }()
-	time.Sleep(2 * time.Second)
+	testwait.For(t, 30*time.Second, "both processes running", func() bool { return started.Load() == 2 })
 	cancel()
 	select {
 	case err := <-errc:
@@ -307,12 +324,12 @@ func handoffSpans(t *testing.T, opts ...distributed.Option) (stop, startB sdktra
 	tr := newTracker()
 	procs := []distributed.Process{tr.process(0)}
 	stopA := start(t, mk("a"), "traced", procs)
-	require.Eventually(t, func() bool { return len(tr.where()[0]) == 1 }, 30*time.Second, 20*time.Millisecond)
+	testwait.For(t, 30*time.Second, "the slice running on a", func() bool { return len(tr.where()[0]) == 1 })
 	stopB := start(t, mk("b"), "traced", procs)
-	time.Sleep(500 * time.Millisecond) // b joins; the single slice stays on a
+	waitMembers(t, brokers, "traced", 2) // b joined; the single slice stays on a
 	require.NoError(t, stopA())
-	require.Eventually(t, func() bool { w := tr.where()[0]; return len(w) == 1 && w[0] == "b" }, 30*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool {
+	testwait.For(t, 30*time.Second, "the slice running on b", func() bool { w := tr.where()[0]; return len(w) == 1 && w[0] == "b" })
+	testwait.For(t, 10*time.Second, "a's stop span and b's start span", func() bool {
 		for _, s := range spans.Ended() {
 			node := ""
 			for _, a := range s.Attributes() {
@@ -328,7 +345,27 @@ func handoffSpans(t *testing.T, opts ...distributed.Option) (stop, startB sdktra
 			}
 		}
 		return stop != nil && startB != nil
-	}, 10*time.Second, 50*time.Millisecond)
+	})
 	require.NoError(t, stopB())
 	return stop, startB
+}
+
+// waitMembers waits until group is stable with members members.
+func waitMembers(t testing.TB, brokers, group string, members int) {
+	t.Helper()
+	ac, err := admin.Dial(brokers, nil, nil)
+	require.NoError(t, err)
+	defer ac.Close()
+	testwait.ForNoError(t, 30*time.Second, fmt.Sprintf("group %s stable with %d members", group, members), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		g, err := ac.DescribeGroup(ctx, group)
+		if err != nil {
+			return err
+		}
+		if g.State != "Stable" || len(g.Members) != members {
+			return fmt.Errorf("state %s, %d members", g.State, len(g.Members))
+		}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package distributed_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/internal/testwait"
 )
 
 // startSpans keeps, for every "slice start" span of a later owner (token > 0), how long
@@ -79,14 +81,21 @@ func BenchmarkHandoffStart(b *testing.B) {
 	const rounds = 6
 	old := "n0"
 	stopOld := start(b, mk(old), "bench", procs)
-	require.Eventually(b, on(old), 30*time.Second, 10*time.Millisecond)
+	testwait.For(b, 30*time.Second, "every slice on "+old, on(old))
 	b.ResetTimer()
 	for i := range b.N * rounds {
 		id := "n" + string(rune('1'+i%9))
 		stopNew := start(b, mk(id), "bench", procs)
-		time.Sleep(2 * time.Second) // the new node joins; some slices move to it
+		testwait.For(b, 30*time.Second, fmt.Sprintf("round %d: some slices on %s", i, id), func() bool {
+			for _, nodes := range tr.where() {
+				if slices.Contains(nodes, id) {
+					return true
+				}
+			}
+			return false
+		})
 		require.NoError(b, stopOld())
-		require.Eventually(b, on(id), 30*time.Second, 10*time.Millisecond, "round %d: every slice on %s", i, id)
+		testwait.For(b, 30*time.Second, fmt.Sprintf("round %d: every slice on %s", i, id), on(id))
 		old, stopOld = id, stopNew
 	}
 	b.StopTimer()

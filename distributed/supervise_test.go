@@ -28,7 +28,8 @@ func TestSuperviseBackoffEndsAtOnceOnCancel(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p(ctx) }()
 	<-failed
-	time.Sleep(20 * time.Millisecond) // now (most likely) inside the backoff wait
+	time.Sleep(20 * time.Millisecond) // checks that nothing happens: Supervise waits in the hour-long backoff
+	require.Empty(t, done, "Supervise returned during its backoff")
 	cancel()
 	select {
 	case err := <-done:

@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -73,11 +75,14 @@ func TestPrometheusScrape(t *testing.T) {
 		return string(body)
 	}
 	var text string
-	require.Eventually(t, func() bool {
+	testwait.ForNoError(t, 30*time.Second, "every record produced and no lag", func() error {
 		text = scrape()
-		return metricSum(text, "samsa_records_produced_total") == n && metricSum(text, "samsa_consumer_lag") == 0 &&
-			regexp.MustCompile(`samsa_consumer_lag\{`).MatchString(text)
-	}, 30*time.Second, 100*time.Millisecond, "last scrape:\n%s", text)
+		if metricSum(text, "samsa_records_produced_total") == n && metricSum(text, "samsa_consumer_lag") == 0 &&
+			regexp.MustCompile(`samsa_consumer_lag\{`).MatchString(text) {
+			return nil
+		}
+		return fmt.Errorf("last scrape:\n%s", text)
+	})
 	assert.EqualValues(t, n, metricSum(text, "samsa_records_consumed_total"))
 	assert.Greater(t, metricSum(text, "samsa_batch_size_count"), 0.0, "%s", text)
 	assert.Greater(t, metricSum(text, "samsa_batch_commit_latency_seconds_count"), 0.0)
@@ -105,7 +110,18 @@ func brokersAndTopics(t *testing.T) (brokers, in, out string) {
 		for _, r := range res {
 			require.Equal(t, kafka.ErrNoError, r.Error.Code(), "create %s: %v", r.Topic, r.Error)
 		}
-		time.Sleep(time.Second) // metadata propagation
+		testwait.ForNoError(t, 30*time.Second, "both topics in the metadata", func() error {
+			for _, topic := range []string{in, out} {
+				md, err := ac.GetMetadata(&topic, false, 5000)
+				if err != nil {
+					return err
+				}
+				if tm := md.Topics[topic]; tm.Error.Code() != kafka.ErrNoError || len(tm.Partitions) != 2 {
+					return fmt.Errorf("topic %s: %v, %d partitions", topic, tm.Error, len(tm.Partitions))
+				}
+			}
+			return nil
+		})
 		return env, in, out
 	}
 	b, err := embedded.Start(embedded.Topic{Name: in, Partitions: 2}, embedded.Topic{Name: out, Partitions: 2})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -59,28 +60,13 @@ func runCounter(t *testing.T, b *samsatest.Broker, group string, tbl *state.Tabl
 }
 
 // runToCommitted runs p until group has committed until records of "in"'s two partitions
-// (then stops it, after settle if given) or Run returns, at most for timeout, and
-// returns what Run returned.
-func runToCommitted[K, V any](t *testing.T, b *samsatest.Broker, p *processor.Processor[K, V], group string, until int64, timeout time.Duration, settle ...time.Duration) error {
+// (then stops it) or Run returns, at most for timeout, and returns what Run returned.
+func runToCommitted[K, V any](t *testing.T, b *samsatest.Broker, p *processor.Processor[K, V], group string, until int64, timeout time.Duration) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), timeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(20 * time.Millisecond):
-		}
-		if c := b.Committed(group, "in"); c[0]+c[1] >= until {
-			for _, d := range settle {
-				time.Sleep(d)
-			}
-			cancel()
-			return <-done
-		}
-	}
+	return runWithin(t, timeout, fmt.Sprintf("group %s commits %d records of in", group, until), p, func() bool {
+		c := b.Committed(group, "in")
+		return c[0]+c[1] >= until
+	})
 }
 
 // A table that lost its writes (here: a new, empty one, as a Redis restarted without
@@ -124,12 +110,7 @@ func testCheckpointBehind(t *testing.T, group string) {
 		[]processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 		processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	require.Eventually(t, func() bool { c := b.Committed("plain", "in"); return c[0]+c[1] == 200 }, 30*time.Second, 20*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, runToCommitted(t, b, p, "plain", 200, 30*time.Second))
 	require.NoError(t, runCounter(t, b, "plain", state.NewMemoryTable[string, int64](), 200), "no recorded offsets: the new table is accepted")
 }
 
@@ -172,22 +153,9 @@ func TestCheckpointPermanentErrorFailsRun(t *testing.T) {
 			processor.HandlerFunc[string, string](func(context.Context, *processor.Batch[string, string]) error { return nil }),
 			processor.WithCheckpoint(cp))
 		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		defer cancel()
 		start := time.Now()
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		for {
-			select {
-			case err := <-done:
-				return err, time.Since(start)
-			case <-time.After(20 * time.Millisecond):
-			}
-			if c := b.Committed(group, "in"); c[0]+c[1] == 2 {
-				cancel()
-				return <-done, time.Since(start)
-			}
-		}
+		err = runToCommitted(t, b, p, group, 2, 20*time.Second)
+		return err, time.Since(start)
 	}
 
 	err, took := run("refused", &flakyCheckpoint{err: fmt.Errorf("state: redis Applied: %w", permanentErr{true}), fails: 1 << 30})
@@ -404,19 +372,23 @@ func TestMemoryTableAcrossRunsAndGroups(t *testing.T) {
 	}
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 2}, samsatest.Topic{Name: "totals", Partitions: 2})
 	produceOrders(t, b)
-	run := func(group string, tbl *state.Table[string, int64], log *slog.Logger) error {
+	// run runs a processor of group over tbl until done holds or Run returns.
+	run := func(group string, tbl *state.Table[string, int64], log *slog.Logger, what string, done func() bool) error {
 		cfg := b.ProcessorConfig(group)
 		p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: "in", Key: codec.String(), Value: codec.String()}},
 			countAndEmit(tbl, processor.NewOutput("totals", codec.String(), codec.Int64())), processor.WithCheckpoint(tbl), processor.WithLogger(log))
 		require.NoError(t, err)
-		// Run on 300 ms past the last batch's commit, for a commit with its applied offset.
-		return runToCommitted(t, b, p, group, 50, 30*time.Second, 300*time.Millisecond)
+		return runWithin(t, 30*time.Second, what, p, done)
 	}
+	committedAll := func(group string) bool { c := b.Committed(group, "in"); return c[0]+c[1] >= 50 }
 	quiet := slog.New(slog.DiscardHandler)
 	first := state.NewMemoryTable[string, int64]()
-	require.NoError(t, run("g", first, quiet))
+	// Until g committed every record and its commits record them applied.
+	require.NoError(t, run("g", first, quiet, "g commits every record, recording them applied", func() bool {
+		return committedAll("g") && commitsRecordApplied(t, b.Addr(), "g")
+	}))
 
-	err := run("g", state.NewMemoryTable[string, int64](), quiet)
+	err := run("g", state.NewMemoryTable[string, int64](), quiet, "the error at assignment", func() bool { return false })
 	require.ErrorIs(t, err, processor.ErrCheckpointBehind)
 	assert.Contains(t, err.Error(), "state.NewTable", "the error says an in-memory table does not outlive its process")
 	assert.Contains(t, err.Error(), "samsa reset", "and how to rebuild or go on")
@@ -428,11 +400,32 @@ func TestMemoryTableAcrossRunsAndGroups(t *testing.T) {
 		defer mu.Unlock()
 		return logs.Write(p)
 	}), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	require.NoError(t, run("new-group", first, log))
+	require.NoError(t, run("new-group", first, log, "new-group commits every record", func() bool { return committedAll("new-group") }))
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Contains(t, logs.String(), "the group has committed nothing of this partition, but the checkpoint records records applied")
 	assert.Equal(t, 2, strings.Count(logs.String(), "committed nothing"), "one warning per partition:\n%s", logs.String())
+}
+
+// commitsRecordApplied reports whether group's commit of each of "in"'s two partitions
+// records its own offset as applied (the commit metadata of a processor with a
+// checkpoint that records what it applied).
+func commitsRecordApplied(t *testing.T, brokers, group string) bool {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "log_level": 3})
+	require.NoError(t, err)
+	defer c.Close()
+	topic := "in"
+	res, err := c.Committed([]kafka.TopicPartition{{Topic: &topic, Partition: 0}, {Topic: &topic, Partition: 1}}, 10_000)
+	if err != nil {
+		return false
+	}
+	for _, tp := range res {
+		if tp.Metadata == nil || *tp.Metadata != fmt.Sprintf("samsa:applied=%d", tp.Offset) {
+			return false
+		}
+	}
+	return true
 }
 
 type writerFunc func(p []byte) (int, error)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/samsatest"
 )
@@ -58,10 +59,13 @@ func TestDeadLetterOnlyInputsWhoseOutputsFailed(t *testing.T) {
 	require.NoError(t, wait.Wait(ctx))
 
 	var dls []processor.Record[string, string]
-	require.Eventually(t, func() bool {
+	testwait.ForNoError(t, 30*time.Second, "two dead letters and the input committed", func() error {
 		dls, err = samsatest.ReadAll(ctx, b.Addr(), "in.dlq", codec.String(), codec.String())
-		return err == nil && len(dls) >= 2 && len(b.Committed("dl", "in")) == 1 && b.Committed("dl", "in")[0] == 10
-	}, 30*time.Second, 50*time.Millisecond, "dead letters %v, committed %v", dls, b.Committed("dl", "in"))
+		if c := b.Committed("dl", "in"); err != nil || len(dls) < 2 || len(c) != 1 || c[0] != 10 {
+			return fmt.Errorf("dead letters %v (%v), committed %v", dls, err, c)
+		}
+		return nil
+	})
 	stop()
 	require.NoError(t, <-done)
 

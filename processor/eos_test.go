@@ -130,32 +130,17 @@ func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
 		}), processor.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	require.NoError(t, err)
 
-	fenced := make(chan error, 1)
-	go func() {
-		defer close(registered)
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			c := committed(t, brokers, "eos-fence", "in", 2)
-			if c[0]+c[1] > 0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		intruder, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "transactional.id": "eos-fence-txn", "log_level": 3})
-		if err != nil {
-			fenced <- err
-			return
-		}
-		defer intruder.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		fenced <- intruder.InitTransactions(ctx)
-	}()
+	// Once the processor committed (its producer holds the id), an intruder registers it.
+	intruded := false
 	require.NoError(t, runUntil(t, p, func() bool {
 		c := committed(t, brokers, "eos-fence", "in", 2)
+		if c[0]+c[1] > 0 && !intruded {
+			intruded = true
+			require.NoError(t, registerID(brokers, "eos-fence-txn"), "the intruding producer registered the transactional id")
+			close(registered)
+		}
 		return c[0] == n/2 && c[1] == n/2
 	}))
-	require.NoError(t, <-fenced, "the intruding producer registered the transactional id")
 	require.Contains(t, logs.String(), "producer fenced; replacing it", "the processor saw the fence")
 
 	out := readCommitted(t, brokers, "out", n, 30*time.Second)
@@ -167,4 +152,17 @@ func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
 	for k, c := range seen {
 		assert.Equal(t, 1, c, "key %d seen %d times under read_committed", k, c)
 	}
+}
+
+// registerID registers transactional id as a new producer would, fencing the producer
+// that held it.
+func registerID(brokers, id string) error {
+	intruder, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "transactional.id": id, "log_level": 3})
+	if err != nil {
+		return err
+	}
+	defer intruder.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return intruder.InitTransactions(ctx)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 )
 
@@ -124,26 +125,37 @@ func doubler(_ context.Context, b *processor.Batch[int64, int64]) error {
 	return nil
 }
 
+// runUntil runs p until cond holds (then stops it) or Run returns, at most 60 s, and
+// returns what Run returned.
 func runUntil(t *testing.T, p interface{ Run(context.Context) error }, cond func() bool) error {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	return runWithin(t, 60*time.Second, "the condition", p, cond)
+}
+
+// runWithin is runUntil with the bound d and what cond stands for. Run is stopped and
+// waited for also when the wait fails the test.
+func runWithin(t *testing.T, d time.Duration, what string, p interface{ Run(context.Context) error }, cond func() bool) (err error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(ctx) }()
-	deadline := time.After(60 * time.Second)
-	for !cond() {
-		select {
-		case err := <-errc:
-			cancel()
-			return err
-		case <-deadline:
-			cancel()
-			<-errc
-			t.Fatal("condition not met within 60s")
-		case <-time.After(50 * time.Millisecond):
+	returned := false
+	defer func() {
+		cancel()
+		if !returned {
+			err = <-errc
 		}
-	}
-	cancel()
-	return <-errc
+	}()
+	testwait.For(t, d, what+", or Run returning", func() bool {
+		select {
+		case err = <-errc:
+			returned = true
+			return true
+		default:
+			return cond()
+		}
+	})
+	return err
 }
 
 func TestDoublesAndCommitsAfterAck(t *testing.T) {
@@ -387,7 +399,8 @@ func TestShutdownEndsRetryBackoff(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the handler was never called")
 	}
-	time.Sleep(100 * time.Millisecond) // into the backoff (up to an hour)
+	time.Sleep(100 * time.Millisecond) // checks that nothing happens: Run waits in the hour-long backoff
+	require.Empty(t, done, "Run returned during the retry backoff")
 	cancel()
 	select {
 	case err := <-done:

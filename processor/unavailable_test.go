@@ -25,6 +25,8 @@ func TestCodecUnavailableWaitsInsteadOfDeadLettering(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2}, embedded.Topic{Name: "dlq", Partitions: 1})
 	produceInts(t, brokers, "in", 2, 100)
 
+	// Each dependency is down until 500 ms after the first call that met the outage: the
+	// decoder's is back first, the encoder's (met only once records decode) later.
 	var decodeDown, encodeDown atomic.Bool
 	var decodeFailures, encodeFailures atomic.Int32
 	decodeDown.Store(true)
@@ -32,24 +34,22 @@ func TestCodecUnavailableWaitsInsteadOfDeadLettering(t *testing.T) {
 	outage := fmt.Errorf("registry: %w", codec.ErrUnavailable)
 	dec := codec.DecoderFunc[int64](func(b []byte) (int64, error) {
 		if decodeDown.Load() {
-			decodeFailures.Add(1)
+			if decodeFailures.Add(1) == 1 {
+				time.AfterFunc(500*time.Millisecond, func() { decodeDown.Store(false) })
+			}
 			return 0, outage
 		}
 		return codec.Int64().Decode(b)
 	})
 	out := processor.NewOutput("out", codec.Int64(), codec.Encoder[int64](codec.EncoderFunc[int64](func(v int64) ([]byte, error) {
 		if encodeDown.Load() {
-			encodeFailures.Add(1)
+			if encodeFailures.Add(1) == 1 {
+				time.AfterFunc(500*time.Millisecond, func() { encodeDown.Store(false) })
+			}
 			return nil, outage
 		}
 		return binary.BigEndian.AppendUint64(nil, uint64(v)), nil
 	})))
-	go func() {
-		time.Sleep(500 * time.Millisecond)
-		decodeDown.Store(false) // the decoder's dependency is back first, the encoder's later
-		time.Sleep(500 * time.Millisecond)
-		encodeDown.Store(false)
-	}()
 
 	var mu sync.Mutex
 	handled := map[int64]int{}
@@ -104,7 +104,7 @@ func TestCodecUnavailableWhileSplittingABatch(t *testing.T) {
 				return fmt.Errorf("batch-level failure") // sends the batch to the one-at-a-time pass
 			}
 			if splitCalls.Add(1) == 5 {
-				go func() { time.Sleep(300 * time.Millisecond); down.Store(false) }()
+				time.AfterFunc(300*time.Millisecond, func() { down.Store(false) }) // the dependency is back 300 ms later
 			}
 			return out.Send(b, b.Records[0].Key, b.Records[0].Value)
 		}))

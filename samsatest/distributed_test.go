@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/samsatest"
 )
 
@@ -47,14 +48,14 @@ func TestDistributedHandOffsNoOverlap(t *testing.T) {
 	allRunning := func(nodes int) {
 		t.Helper()
 		require.NoError(t, b.WaitBalanced(ctx, group, topic, nodes), "%v", d.Failed())
-		require.Eventually(t, func() bool {
+		testwait.ForNoError(t, 20*time.Second, "every process running", func() error {
 			for _, n := range tracker.Running(procs) {
 				if n == "" {
-					return false
+					return fmt.Errorf("\n%s", tracker)
 				}
 			}
-			return true
-		}, 20*time.Second, 10*time.Millisecond, "every process running\n%s", tracker)
+			return nil
+		})
 		require.NoError(t, d.Failed())
 	}
 

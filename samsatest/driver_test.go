@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/samsatest"
 )
@@ -117,11 +118,13 @@ func TestLoseAssignmentSettlesWithinTheSession(t *testing.T) {
 	committed := func(want int64) time.Duration {
 		t.Helper()
 		start := time.Now()
-		for total(b.Committed(group, in)) < want {
-			require.Less(t, time.Since(start), 60*time.Second, "committed %v, want %d", b.Committed(group, in), want)
+		testwait.ForNoError(t, 60*time.Second, fmt.Sprintf("%d records committed", want), func() error {
 			require.NoError(t, d.Failed())
-			time.Sleep(20 * time.Millisecond)
-		}
+			if c := b.Committed(group, in); total(c) < want {
+				return fmt.Errorf("committed %v", c)
+			}
+			return nil
+		})
 		return time.Since(start)
 	}
 	d.Add()

@@ -51,7 +51,7 @@ func TestOutageRiddenOut(t *testing.T) {
 	defer cancel()
 	require.NoError(t, b.WaitBalanced(ctx, group, in, 1))
 	b.Outage(3 * time.Second)
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(3500 * time.Millisecond) // the scenario: the next records are produced after the outage
 	produce(1000, 1000)
 	samsatest.RequireDelivered(t, samsatest.Delivery{Brokers: b.Addr(), Input: in, Output: out, Group: group}, 45*time.Second)
 	require.NoError(t, d.Failed())

@@ -20,6 +20,7 @@ import (
 	"github.com/samsa-go/samsa/internal/admin"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/state"
 )
@@ -115,20 +116,29 @@ func produceAll(t *testing.T, brokers string, msgs []*record.Message) {
 	}
 }
 
+// committed returns the group's committed offsets. Waits call it again and again, so
+// it closes its client before returning.
 func committed(t *testing.T, brokers, group string) map[record.TopicPartition]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := dial(t, brokers).Committed(ctx, group)
+	ac, err := admin.Dial(brokers, nil, nil)
+	require.NoError(t, err)
+	defer ac.Close()
+	c, err := ac.Committed(ctx, group)
 	require.NoError(t, err)
 	return c
 }
 
+// endOffsets returns the end offset of every partition of topic; like committed, it
+// closes its client before returning.
 func endOffsets(t *testing.T, brokers, topic string) map[record.TopicPartition]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ac := dial(t, brokers)
+	ac, err := admin.Dial(brokers, nil, nil)
+	require.NoError(t, err)
+	defer ac.Close()
 	tps, err := ac.Partitions(ctx, topic)
 	require.NoError(t, err)
 	ends, err := ac.ListOffsets(ctx, tps, admin.Latest)
@@ -171,29 +181,17 @@ func testConfig(brokers, group, clientID string) processor.Config {
 	}
 }
 
-// waitFor polls cond every 100ms for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // waitCommitted waits until the group committed want on every partition of topic.
 func waitCommitted(t *testing.T, brokers, group, topic string, want map[record.TopicPartition]int64) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprintf("group %s commits %v", group, want), func() bool {
+	testwait.ForNoError(t, 30*time.Second, fmt.Sprintf("group %s commits %v", group, want), func() error {
 		got := committed(t, brokers, group)
 		for tp, off := range want {
 			if tp.Topic == topic && got[tp] != off {
-				return false
+				return fmt.Errorf("committed %v", got)
 			}
 		}
-		return true
+		return nil
 	})
 }
 

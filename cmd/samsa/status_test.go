@@ -18,6 +18,7 @@ import (
 	"github.com/samsa-go/samsa/distributed"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 )
 
@@ -72,7 +73,7 @@ func TestStatusGroup(t *testing.T) {
 	live := startProcessor(t, p)
 	want := map[record.TopicPartition]int64{{Topic: topic, Partition: 0}: 3, {Topic: topic, Partition: 1}: 2, {Topic: topic, Partition: 2}: 1}
 	waitCommitted(t, brokers, group, topic, want)
-	waitFor(t, 30*time.Second, "the member is stable", func() bool {
+	testwait.For(t, 30*time.Second, "the member is stable", func() bool {
 		out, _, _ := samsa(t, brokers, "status", "-group", group, "-o", "json")
 		var g groupJSON
 		return json.Unmarshal([]byte(out), &g) == nil && g.State == "Stable" && len(g.Members) == 1 && len(g.Members[0].Assignment) == 3
@@ -128,7 +129,7 @@ func TestStatusDistributed(t *testing.T) {
 			stop()
 		}
 	}()
-	waitFor(t, 30*time.Second, "three slices running and assigned", func() bool {
+	testwait.For(t, 30*time.Second, "three slices running and assigned", func() bool {
 		out, _, code := samsa(t, brokers, "status", "-distributed", name, "-o", "json")
 		var d distJSON
 		if code != 0 || json.Unmarshal([]byte(out), &d) != nil || len(d.Slices) != 3 {
@@ -146,7 +147,7 @@ func TestStatusDistributed(t *testing.T) {
 	golden(t, "status-distributed.golden", stdout, map[string]string{name: "NAME"})
 
 	stop()
-	waitFor(t, 30*time.Second, "slices released", func() bool {
+	testwait.For(t, 30*time.Second, "slices released", func() bool {
 		out, _, _ := samsa(t, brokers, "status", "-distributed", name, "-o", "json")
 		var d distJSON
 		if json.Unmarshal([]byte(out), &d) != nil || len(d.Slices) != 3 {

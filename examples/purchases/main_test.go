@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/integration/stack"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/samsatest"
 	"github.com/samsa-go/samsa/state"
 )
@@ -96,24 +97,20 @@ func (n *node) user(id string) (userReply, int, error) {
 // waitTotals polls every user on every node until all answer the expected totals.
 func waitTotals(t *testing.T, want map[string]Totals, nodes ...*node) {
 	t.Helper()
-	var last string
-	ok := assert.Eventually(t, func() bool {
+	testwait.ForNoError(t, 2*time.Minute, "every node answers the expected totals", func() error {
 		for _, n := range nodes {
 			for user, w := range want {
 				r, status, err := n.user(user)
 				if err != nil || status != http.StatusOK || r.Count != w.Count || r.SpentCents != w.SpentCents {
-					last = fmt.Sprintf("node %s user %s: status %d, %+v, err %v; want count %d spent %d", n.name, user, status, r, err, w.Count, w.SpentCents)
-					return false
+					return fmt.Errorf("node %s user %s: status %d, %+v, err %v; want count %d spent %d", n.name, user, status, r, err, w.Count, w.SpentCents)
 				}
 				if r.ServedBy != n.name || r.Partition != state.PartitionOf([]byte(user), 8) {
-					last = fmt.Sprintf("node %s user %s: %+v", n.name, user, r)
-					return false
+					return fmt.Errorf("node %s user %s: %+v", n.name, user, r)
 				}
 			}
 		}
-		return true
-	}, 2*time.Minute, 200*time.Millisecond)
-	require.True(t, ok, "totals never matched; last: %s", last)
+		return nil
+	})
 }
 
 // TestPurchasesOneNode runs one node with the in-memory table (no REDIS_ADDR), on the
@@ -160,13 +157,11 @@ func TestPurchasesTwoNodes(t *testing.T) {
 	ctxA, stopA := context.WithCancel(ctx)
 	defer stopA()
 	a := startNode(t, ctxA, cfgA)
-	require.Eventually(t, func() bool { return strings.Contains(a.logs.String(), "node a: partition") },
-		90*time.Second, 50*time.Millisecond, "node a applied nothing")
+	testwait.For(t, 90*time.Second, "node a applies a batch", func() bool { return strings.Contains(a.logs.String(), "node a: partition") })
 	ctxB, stopB := context.WithCancel(ctx)
 	defer stopB()
 	b := startNode(t, ctxB, cfgB)
-	require.Eventually(t, func() bool { return strings.Contains(b.logs.String(), "node b: handles partition") },
-		90*time.Second, 100*time.Millisecond, "node b was never assigned a partition")
+	testwait.For(t, 90*time.Second, "node b is assigned a partition", func() bool { return strings.Contains(b.logs.String(), "node b: handles partition") })
 
 	// The second half arrives while both nodes own partitions.
 	require.NoError(t, produce(ctx, os.Getenv("KAFKA_BROKERS"), name, half, half, users))

@@ -2,7 +2,10 @@ package group
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/samsa-go/samsa/internal/embedded"
 	"github.com/samsa-go/samsa/internal/kconf"
 	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -151,12 +155,12 @@ func TestPausedPartitionResumesAfterReassign(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[int64]bool{}
 	hold := make(chan struct{}) // the first ownership takes nothing: its slots fill and pause
-	firstEpochs := map[uint64]bool{}
+	var held []*Slot            // the first ownership's slots
 	a, err := New(cfg, func(s *Slot) error {
 		mu.Lock()
-		first := len(firstEpochs) < 2
+		first := len(held) < 2
 		if first {
-			firstEpochs[s.Epoch] = true
+			held = append(held, s)
 		}
 		mu.Unlock()
 		if first {
@@ -188,27 +192,35 @@ func TestPausedPartitionResumesAfterReassign(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- a.Run(ctx) }()
-	time.Sleep(2 * time.Second) // a owns both slots, paused by the full queues
+	testwait.For(t, 30*time.Second, "a owns both slots, paused in the client by their full queues", func() bool {
+		mu.Lock()
+		slots := slices.Clone(held)
+		mu.Unlock()
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(slots) == 2 && slots[0].pausedInClient && slots[1].pausedInClient
+	})
 
 	// Another member joins and leaves: eager revokes both slots and gives them back.
-	other, err := New(cfg, func(s *Slot) error { <-s.Context().Done(); return nil })
+	var otherOwned atomic.Bool
+	other, err := New(cfg, func(s *Slot) error { otherOwned.Store(true); <-s.Context().Done(); return nil })
 	require.NoError(t, err)
 	octx, ocancel := context.WithCancel(context.Background())
 	oerr := make(chan error, 1)
 	go func() { oerr <- other.Run(octx) }()
-	time.Sleep(3 * time.Second)
+	testwait.For(t, 30*time.Second, "the other member owns a slot", otherOwned.Load)
 	ocancel()
 	require.NoError(t, <-oerr)
 	close(hold)
 
-	got := 0
-	ok := assert.Eventually(t, func() bool {
+	testwait.ForNoError(t, 30*time.Second, "every record after the slots came back", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		got = len(seen)
-		return got == n
-	}, 30*time.Second, 50*time.Millisecond)
-	require.True(t, ok, "records after the slots came back: %d of %d", got, n)
+		if len(seen) != n {
+			return fmt.Errorf("%d of %d records", len(seen), n)
+		}
+		return nil
+	})
 	cancel()
 	require.NoError(t, <-errc)
 }

@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/codec/registry"
 	"github.com/samsa-go/samsa/examples/events/internal/events"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/samsatest"
 )
@@ -109,22 +111,30 @@ func runUntil(t *testing.T, brokers, group string, svc *events.Service, committe
 		svc.Handler())
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(ctx) }()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "log_level": 3})
 	require.NoError(t, err)
 	defer c.Close()
 	topic := "ev"
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		res, err := c.Committed([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}, 5000)
-		if err == nil && int64(res[0].Offset) >= committed {
-			break
+	var runErr error
+	returned := false
+	testwait.For(t, 60*time.Second, fmt.Sprintf("group %s commits offset %d, or Run returns", group, committed), func() bool {
+		select {
+		case runErr = <-errc:
+			returned = true
+			return true
+		default:
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		res, err := c.Committed([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}, 5000)
+		return err == nil && int64(res[0].Offset) >= committed
+	})
 	cancel()
-	require.NoError(t, <-errc)
+	if !returned {
+		runErr = <-errc
+	}
+	require.NoError(t, runErr)
 	res, err := c.Committed([]kafka.TopicPartition{{Topic: &topic, Partition: 0}}, 5000)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, int64(res[0].Offset), committed, "group %s committed", group)
