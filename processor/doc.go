@@ -108,8 +108,8 @@
 //
 // # Replay
 //
-// WithReplay runs a processor as a bounded re-run of its inputs (KaufmannEx's
-// reinit_service): records below each partition's end offset in Replay.Until are
+// WithReplay runs a processor as a bounded re-run of its inputs (to rebuild its state
+// or its outputs from the log): records below each partition's end offset in Replay.Until are
 // handled as usual, none at or past it, and Run returns nil once every partition the
 // instance owns has reached its end (a position past a transaction marker or a
 // compacted-away offset counts) and its offsets are committed. With
@@ -118,7 +118,7 @@
 // produced. Run a replay in its own consumer group: the live processor keeps running
 // on its own. Stopped early, a replay commits what it finished and Run returns an error
 // wrapping ErrReplayUnfinished; run again, it resumes. `samsa replay plan` writes the
-// end offsets (ReadReplayPlan reads them) and `samsa table compare` compares a table
+// end offsets (a Replay as JSON) and `samsa table compare` compares a table
 // rebuilt into a new namespace with the live one.
 //
 // # Lifecycle

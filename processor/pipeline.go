@@ -35,8 +35,9 @@ type pipeline[K, V any] struct {
 	sink   sink
 	policy Policy // for outputs that failed; the runner applies it to handling
 	obs    telemetry.Observer
-	// replay follows the slot's progress toward its end offsets (nil unless WithReplay).
-	replay *replaySlot
+	// bound is where the slot's run ends: never for a live processor, at its end offsets
+	// for a replay (replaySlot).
+	bound bound
 	// recorder is the checkpoint's, when it is a Recorder: commits record its offsets.
 	recorder Recorder
 	// staging: each batch's checkpointed state effects are staged in its handler's
@@ -162,10 +163,8 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 			}
 		}
 	}
-	if p.replay != nil {
-		if pl.replay, err = p.replay.slot(handlerCtx, s); err != nil {
-			return err
-		}
+	if pl.bound, err = p.replay.bound(handlerCtx, s); err != nil {
+		return err
 	}
 	err = pl.loop()
 	if pl.run.skipped > 0 {
@@ -208,11 +207,47 @@ func (pl *pipeline[K, V]) loop() error {
 		case f := <-pl.done:
 			f.roundDone = true
 		case <-wake:
-		case <-pl.replayWake():
+		case <-pl.bound.check(pl.idle):
 		case <-ctx.Done():
 		}
 		timer.Stop()
 	}
+}
+
+// bound is where a slot's run ends. The pipeline asks it which inputs of each batch to
+// handle, and, while it waits, whether the run is over.
+type bound interface {
+	// keep returns the inputs of batch to handle and the bytes of those it dropped.
+	keep(batch []record.Message) ([]record.Message, int64)
+	// check is called while the pipeline waits; idle reports that the slot holds nothing
+	// and no batch is in flight. It returns when to be called again (nil: never).
+	check(idle func() bool) <-chan time.Time
+}
+
+// unbounded is a live processor's bound: every input is handled, the run never ends.
+type unbounded struct{}
+
+func (unbounded) keep(batch []record.Message) ([]record.Message, int64) { return batch, 0 }
+func (unbounded) check(func() bool) <-chan time.Time                    { return nil }
+
+// keep asks the bound which inputs to handle; the bytes of the dropped ones go back to the
+// slot, and of all of them when none is kept.
+func (pl *pipeline[K, V]) keep(inputs []record.Message, size int64) ([]record.Message, int64) {
+	kept, dropped := pl.bound.keep(inputs)
+	if dropped > 0 {
+		pl.s.Release(dropped)
+		size -= dropped
+	}
+	if len(kept) == 0 {
+		pl.s.Release(size)
+	}
+	return kept, size
+}
+
+// idle reports that the slot holds no record and no batch is in flight.
+func (pl *pipeline[K, V]) idle() bool {
+	n, _, _ := pl.s.Peek()
+	return n == 0 && len(pl.inflight) == 0
 }
 
 // canStart reports whether another batch may be handled now: fewer than
@@ -225,10 +260,8 @@ func (pl *pipeline[K, V]) canStart() bool {
 
 // process runs one batch through the runner and hands its outputs to the sink.
 func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, queuedAt time.Time) error {
-	if pl.replay != nil {
-		if inputs, size = pl.replayFilter(inputs, size); len(inputs) == 0 {
-			return nil
-		}
+	if inputs, size = pl.keep(inputs, size); len(inputs) == 0 {
+		return nil
 	}
 	ctx := pl.obs.Batch(pl.run.ctx, inputs)
 	var effects *effect.Batch

@@ -312,10 +312,7 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 		Defaults:        consumerDefaultsFor(p.cfg.MaxBufferedBytes),
 		Overrides:       mergeMaps(p.cfg.Overrides, p.cfg.ConsumerOverrides),
 		Logger:          p.log,
-		Hooks:           p.rebalanceHooks(),
-	}
-	if p.replay != nil {
-		gcfg.Hooks = p.replay.hooks(gcfg.Hooks)
+		Hooks:           p.replay.hooks(p.rebalanceHooks()),
 	}
 	eng, err := out.open(gcfg, func(s *group.Slot) error { return p.runSlot(s, out) })
 	if err != nil {
@@ -352,7 +349,7 @@ func (p *Processor[K, V]) Run(ctx context.Context) error {
 	if werr != nil {
 		return werr
 	}
-	if err == nil && p.replay != nil {
+	if err == nil {
 		return p.replay.result()
 	}
 	return err
@@ -401,7 +398,7 @@ func (p *Processor[K, V]) newSink(ctx context.Context) (sink, error) {
 		Overrides: mergeMaps(p.cfg.Overrides, p.cfg.ProducerOverrides),
 		Logger:    p.log,
 	}
-	if p.replay != nil && p.replay.r.SuppressOutputs {
+	if p.replay.suppressesOutputs() {
 		return discard{readCommitted: p.cfg.ExactlyOnce}, nil
 	}
 	if !p.cfg.ExactlyOnce {

@@ -1,12 +1,9 @@
 package processor
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -21,8 +18,8 @@ import (
 // ended, Close) before every owned partition reached its end offset.
 var ErrReplayUnfinished = errors.New("processor: replay stopped before its end offsets")
 
-// Replay makes a processor re-run its inputs up to fixed end offsets and then stop, as
-// KaufmannEx's reinit_service does: give it to WithReplay. Handlers run as usual (their
+// Replay makes a processor re-run its inputs up to fixed end offsets and then stop (to
+// rebuild a table or outputs from the log): give it to WithReplay. Handlers run as usual (their
 // state effects included: that is the point of a replay), records at or past a
 // partition's end offset are not handled, and Run returns nil once every partition this
 // instance owns has been handled up to its end and its offsets are committed.
@@ -32,6 +29,9 @@ var ErrReplayUnfinished = errors.New("processor: replay stopped before its end o
 // and as one instance: with several, each stops once the partitions it owns are done.
 // A replay that is stopped early (Run's context ends) commits what it finished and
 // returns an error wrapping ErrReplayUnfinished; running it again resumes from there.
+//
+// `samsa replay plan` writes a plan file: a Replay as JSON (its fields' tags), beside the
+// replay's "group" and "namespace"; decode it with encoding/json.
 type Replay struct {
 	// Until is the end offset of every partition of every input: records below it are
 	// handled, none at or after it. Run fails at start, naming them, when an input
@@ -53,34 +53,6 @@ type PartitionOffset struct {
 // WithReplay runs the processor as the replay r (see Replay).
 func WithReplay(r Replay) Option {
 	return func(o *options) { o.replay = &r }
-}
-
-// ReplayPlan is what `samsa replay plan` writes: a Replay with what it was made for.
-type ReplayPlan struct {
-	// Group is the consumer group the replay runs in.
-	Group string `json:"group"`
-	// Namespace is the state namespace the replay writes to, when it rebuilds a table.
-	Namespace string    `json:"namespace,omitempty"`
-	Created   time.Time `json:"created"`
-	Replay
-}
-
-// ReadReplayPlan reads a plan written by `samsa replay plan`.
-func ReadReplayPlan(path string) (ReplayPlan, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ReplayPlan{}, fmt.Errorf("processor: replay plan: %w", err)
-	}
-	var p ReplayPlan
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return ReplayPlan{}, fmt.Errorf("processor: replay plan %s: %w", path, err)
-	}
-	if len(p.Until) == 0 {
-		return ReplayPlan{}, fmt.Errorf("processor: replay plan %s: no end offsets (\"until\" is empty)", path)
-	}
-	return p, nil
 }
 
 // replayRun is one Run's replay: the end offsets, which owned slots are done, and how
@@ -151,8 +123,17 @@ func (rr *replayRun) begin(ctx context.Context, cfg Config, topics []string, ac 
 	return nil
 }
 
+// The methods of a nil *replayRun (no WithReplay) leave the processor as it is.
+
+// suppressesOutputs reports whether the replay drops what handlers send (the discard
+// sink).
+func (rr *replayRun) suppressesOutputs() bool { return rr != nil && rr.r.SuppressOutputs }
+
 // hooks wraps the engine's hooks to follow which slots this instance owns.
 func (rr *replayRun) hooks(h group.Hooks) group.Hooks {
+	if rr == nil {
+		return h
+	}
 	assigned, revoked := h.Assigned, h.Revoked
 	h.Assigned = func(slots []int32) {
 		if assigned != nil {
@@ -203,8 +184,12 @@ func (rr *replayRun) check() {
 	}
 }
 
-// result is Run's error in replay mode once the engine stopped cleanly.
+// result is Run's error once the engine stopped cleanly: nil, or in replay mode an error
+// wrapping ErrReplayUnfinished while owned slots have not reached their ends.
 func (rr *replayRun) result() error {
+	if rr == nil {
+		return nil
+	}
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	if rr.finished {
@@ -231,7 +216,11 @@ type replaySlot struct {
 
 // slot starts following s: its start position is the group's committed offset, else
 // where a partition without one starts (earliest, or latest with StartFromLatest).
-func (rr *replayRun) slot(ctx context.Context, s *group.Slot) (*replaySlot, error) {
+// bound is the slot's bound: its end offsets in a replay, none without one (rr nil).
+func (rr *replayRun) bound(ctx context.Context, s *group.Slot) (bound, error) {
+	if rr == nil {
+		return unbounded{}, nil
+	}
 	rs := &replaySlot{rr: rr, s: s, end: map[string]int64{}, progress: map[string]int64{}}
 	parts := s.Partitions()
 	for _, tp := range parts {
@@ -261,9 +250,9 @@ func (rr *replayRun) slot(ctx context.Context, s *group.Slot) (*replaySlot, erro
 	return rs, nil
 }
 
-// filter drops the records at or past their partition's end offset from a batch taken
-// from the slot, and returns the kept ones and the bytes of the dropped ones.
-func (rs *replaySlot) filter(batch []record.Message) ([]record.Message, int64) {
+// keep drops the records at or past their partition's end offset from a batch taken from
+// the slot, and returns the kept ones and the bytes of the dropped ones.
+func (rs *replaySlot) keep(batch []record.Message) ([]record.Message, int64) {
 	kept := batch[:0:0]
 	var dropped int64
 	all := true
@@ -287,12 +276,23 @@ func (rs *replaySlot) filter(batch []record.Message) ([]record.Message, int64) {
 	return kept, dropped
 }
 
-// idle is called when the slot holds nothing and no batch is in flight: it reports the
-// slot done once every topic's position reached its end.
-func (rs *replaySlot) idle() {
+// check reports the slot done, when it is idle, once every topic's position reached its
+// end, and until then asks to be called again every replayTick.
+func (rs *replaySlot) check(idle func() bool) <-chan time.Time {
 	if rs.reported {
-		return
+		return nil
 	}
+	if idle() {
+		rs.reportIfDone()
+	}
+	if rs.reported {
+		return nil
+	}
+	return time.After(replayTick)
+}
+
+// reportIfDone reports the idle slot done once every topic's position reached its end.
+func (rs *replaySlot) reportIfDone() {
 	var pos map[string]int64
 	for t, end := range rs.end {
 		if rs.progress[t] >= end {
@@ -354,33 +354,4 @@ func (p *Processor[K, V]) beginReplay(ctx context.Context, topics []string, stop
 		return nil, err
 	}
 	return ac.Close, nil
-}
-
-// replayFilter drops a batch's records at or past their end offsets (their bytes go back
-// to the slot) and returns the rest, which may be none, and their size.
-func (pl *pipeline[K, V]) replayFilter(inputs []record.Message, size int64) ([]record.Message, int64) {
-	kept, dropped := pl.replay.filter(inputs)
-	if dropped > 0 {
-		pl.s.Release(dropped)
-		size -= dropped
-	}
-	if len(kept) == 0 {
-		pl.s.Release(size)
-	}
-	return kept, size
-}
-
-// replayWake checks, when the slot is idle, whether the replay of the slot is done, and
-// returns when to check again (nil: never, or not in replay mode).
-func (pl *pipeline[K, V]) replayWake() <-chan time.Time {
-	if pl.replay == nil || pl.replay.reported {
-		return nil
-	}
-	if n, _, _ := pl.s.Peek(); n == 0 && len(pl.inflight) == 0 {
-		pl.replay.idle()
-	}
-	if pl.replay.reported {
-		return nil
-	}
-	return time.After(replayTick)
 }

@@ -12,7 +12,7 @@ import (
 
 // A replay handles the records below its end offsets, publishes nothing with
 // SuppressOutputs, and Run returns nil once it got there. In production the end offsets
-// come from `samsa replay plan` (processor.ReadReplayPlan).
+// come from `samsa replay plan` (a Replay as JSON).
 func ExampleWithReplay() {
 	b, err := samsatest.StartBroker(samsatest.Topic{Name: "words", Partitions: 1}, samsatest.Topic{Name: "lengths", Partitions: 1})
 	if err != nil {

@@ -21,11 +21,16 @@ import (
 
 const replayAbout = `
 replay plan prepares a replay: a run of your processor, in its own consumer group, that
-handles its inputs up to fixed end offsets and then stops (KaufmannEx's reinit_service).
+handles its inputs up to fixed end offsets and then stops.
 The command cannot run your handlers; your program does, with the plan:
 
-    plan, err := processor.ReadReplayPlan("plan.json")
-    cfg.Group = plan.Group                       // and your table in plan.Namespace
+    var plan struct {
+        Group, Namespace string                  // the replay's group, and your table's namespace
+        processor.Replay                         // the end offsets; suppress_outputs
+    }
+    b, err := os.ReadFile("plan.json")
+    err = json.Unmarshal(b, &plan)
+    cfg.Group = plan.Group
     p, err := processor.New(cfg, inputs, h, processor.WithReplay(plan.Replay), ...)
     err = p.Run(ctx)                             // nil once every partition reached its end
 
@@ -46,6 +51,18 @@ while the replay group has committed nothing (a replay from the first records mu
 from an empty table). It writes the plan file only; it will not start a processor, move
 any group's offsets (use samsa reset on the replay group to replay from elsewhere), or
 switch the live processor's namespace.`
+
+// replayPlan is the file replay plan writes: the Replay (end offsets, suppress_outputs)
+// with what it was made for. A program decodes it with encoding/json into a struct of its
+// own (replayAbout shows one); processor.Replay's fields carry their JSON names.
+type replayPlan struct {
+	// Group is the consumer group the replay runs in.
+	Group string `json:"group"`
+	// Namespace is the state namespace the replay writes to, when it rebuilds a table.
+	Namespace string    `json:"namespace,omitempty"`
+	Created   time.Time `json:"created"`
+	processor.Replay
+}
 
 func runReplay(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || args[0] != "plan" {
@@ -121,7 +138,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("namespace %q already holds table partitions %v and replay group %q has committed nothing: a replay from the first records needs an empty namespace; pick a new one", *namespace, parts, *group)
 		}
 	}
-	plan := processor.ReplayPlan{Group: *group, Namespace: *namespace, Created: time.Now().UTC(), Replay: processor.Replay{SuppressOutputs: *suppress}}
+	plan := replayPlan{Group: *group, Namespace: *namespace, Created: time.Now().UTC(), Replay: processor.Replay{SuppressOutputs: *suppress}}
 	for _, tp := range tps {
 		plan.Until = append(plan.Until, processor.PartitionOffset{Topic: tp.Topic, Partition: tp.Partition, Offset: ends[tp]})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/internal/produce"
 	"github.com/samsa-go/samsa/internal/record"
+	"github.com/samsa-go/samsa/internal/testwait"
 	"github.com/samsa-go/samsa/processor"
 )
 
@@ -47,7 +49,7 @@ func TestReplayRebuild(t *testing.T) {
 	live := startProcessor(t, lp)
 	produceRound(0, 40)
 	waitCommitted(t, brokers, group, in, endOffsets(t, brokers, in))
-	waitFor(t, 30*time.Second, "40 live outputs", func() bool { return total(endOffsets(t, brokers, out)) == 40 })
+	testwait.For(t, 30*time.Second, "40 live outputs", func() bool { return total(endOffsets(t, brokers, out)) == 40 })
 
 	rebuiltTable, _ := newTable(t, redisAddr, rebuiltNS)
 	planPath := filepath.Join(t.TempDir(), "plan.json")
@@ -56,9 +58,16 @@ func TestReplayRebuild(t *testing.T) {
 		stdout, _, code := samsa(t, brokers, "replay", "plan", "-group", replayGroup, "-topic", in, "-namespace", rebuiltNS, "-redis", redisAddr, "-out", planPath)
 		require.Equal(t, 0, code)
 		assert.Contains(t, stdout, "replay plan "+planPath)
-		plan, err := processor.ReadReplayPlan(planPath)
+		// Decoded as the replay help tells a program to.
+		var plan struct {
+			Group, Namespace string
+			processor.Replay
+		}
+		b, err := os.ReadFile(planPath)
 		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(b, &plan))
 		require.Equal(t, replayGroup, plan.Group)
+		require.Equal(t, rebuiltNS, plan.Namespace)
 		require.True(t, plan.SuppressOutputs)
 		outBefore := endOffsets(t, brokers, out)
 		cfg := testConfig(brokers, plan.Group, "replay-rebuild")
@@ -149,7 +158,7 @@ func TestReplayEndsAfterTransactionMarker(t *testing.T) {
 
 	stdout, _, code := samsa(t, brokers, "replay", "plan", "-group", group, "-topic", in)
 	require.Equal(t, 0, code)
-	var plan processor.ReplayPlan
+	var plan replayPlan
 	require.NoError(t, json.Unmarshal([]byte(stdout), &plan))
 	// 3 records + marker, 1 aborted + marker, 1 record + marker.
 	require.Equal(t, []processor.PartitionOffset{{Topic: in, Partition: 0, Offset: 8}}, plan.Until)
@@ -191,7 +200,7 @@ func TestReplayUnfinished(t *testing.T) {
 		if handled.Add(int64(len(b.Records))) >= 5 && handled.Load()-int64(len(b.Records)) < 5 {
 			close(stopAfter)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // slow work: the stop lands before the end offsets
 		return nil
 	})
 	cfg := testConfig(brokers, group, "replay-stop")
