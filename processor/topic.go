@@ -49,15 +49,9 @@ type Sender interface {
 // an encoder fails, the output was declared without a value encoder, or s is not a
 // Batch the framework made (a hand-built one in a test).
 func (o Output[K, V]) Send(s Sender, key K, value V, headers ...Header) error {
-	if o.value == nil {
-		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: errNoEncoder}
-	}
-	v, err := o.value.Encode(value)
+	v, err := o.encodeValue(value)
 	if err != nil {
-		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: err}
-	}
-	if v == nil {
-		v = []byte{} // an encoder's nil is an empty value; tombstones go through SendTombstone
+		return err
 	}
 	return o.send(s, key, v, headers)
 }
@@ -73,17 +67,27 @@ func (o Output[K, V]) SendTombstone(s Sender, key K, headers ...Header) error {
 // over the partitions but hashes every empty key to one, and compaction treats them
 // differently).
 func (o Output[K, V]) SendNullKey(s Sender, value V, headers ...Header) error {
+	v, err := o.encodeValue(value)
+	if err != nil {
+		return err
+	}
+	return o.enqueue(s, nil, v, headers)
+}
+
+// encodeValue encodes a value that is not a tombstone: an encoder's nil is an empty
+// value (tombstones go through SendTombstone).
+func (o Output[K, V]) encodeValue(value V) ([]byte, error) {
 	if o.value == nil {
-		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: errNoEncoder}
+		return nil, &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: errNoEncoder}
 	}
 	v, err := o.value.Encode(value)
 	if err != nil {
-		return &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: err}
+		return nil, &Error{Topic: o.topic, Partition: -1, Offset: -1, Stage: StageEncode, Err: err}
 	}
 	if v == nil {
 		v = []byte{}
 	}
-	return o.enqueue(s, nil, v, headers)
+	return v, nil
 }
 
 func (o Output[K, V]) send(s Sender, key K, value []byte, headers []Header) error {
