@@ -386,7 +386,8 @@ const maxErrorHeader = 1024
 // that say where it came from and why it failed.
 func (r *runner[K, V]) deadLetter(topic string, m *record.Message, stage Stage, cause error) record.Message {
 	msg := cause.Error()
-	if hp, ok := cause.(*group.PanicError); ok {
+	var hp *group.PanicError
+	if errors.As(cause, &hp) {
 		msg = hp.Brief() // function names, not the build machine's file paths
 	}
 	if len(msg) > maxErrorHeader {
