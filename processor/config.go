@@ -67,6 +67,31 @@ type Config struct {
 	// batch at a time. With WithCheckpoint in at-least-once mode it is 1, and a larger
 	// value is refused. Default: 8.
 	MaxInFlightBatches int
+	// Concurrency is how many Handle calls of one partition may run at once. 1 (the
+	// default) hands a partition's batches to Handle one at a time. Above 1, each batch
+	// is split by Ordering into units (a key's records, or single records) handled
+	// concurrently: a partition then runs at up to Concurrency times the speed of a slow
+	// handler (one that waits on a service, say) instead of needing more partitions.
+	// Units of one key run one after the other in offset order, across batches too, and
+	// each unit's outputs are produced as soon as it finishes, so a key whose handler is
+	// slow or retrying holds back its own records, not the other keys'. The committed
+	// offset never passes a record whose outputs are not acknowledged: a partition's
+	// batches settle in order, up to MaxInFlightBatches at once, so a held key holds its
+	// partition's commit and, once MaxInFlightBatches batches wait behind it, its intake.
+	// The error policy applies per unit (a unit's retries do not hold other keys; one
+	// record of it can be dead-lettered), and a revoked partition drains its units as it
+	// drains its batches.
+	//
+	// With Concurrency above 1 the handler (the factory's handler of the partition) is
+	// called from several goroutines at once and must be safe for that; a Batch holds
+	// one unit. With WithCheckpoint, each unit stages its own state effects: a unit reads
+	// what it staged and what earlier batches made, not what other units of its batch
+	// staged. Not with ExactlyOnce (Validate says why). Default: 1.
+	Concurrency int
+	// Ordering is what a partition keeps in order when Concurrency is above 1: ByKey
+	// (the default), ByPartition (one batch at a time, as with Concurrency 1) or
+	// Unordered.
+	Ordering Ordering
 	// MaxBufferedBytes is the instance's byte budget: it bounds the records it holds
 	// (fetched and waiting for their handler, being handled, and in flight with their
 	// outputs until those are acknowledged) and sizes librdkafka's prefetch queue (half
@@ -148,6 +173,12 @@ func (c Config) withDefaults(inputs int) Config {
 	if c.MaxInFlightBatches == 0 {
 		c.MaxInFlightBatches = 8
 	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 1
+	}
+	if c.Ordering == "" {
+		c.Ordering = ByKey
+	}
 	if c.MaxBufferedBytes == 0 {
 		c.MaxBufferedBytes = group.DefaultBufferBytes
 	}
@@ -183,7 +214,15 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Group) == "" {
 		errs = append(errs, errors.New("Group is required"))
 	}
-	for name, v := range map[string]int64{"BatchSize": int64(c.BatchSize), "MaxInFlightBatches": int64(c.MaxInFlightBatches), "MaxBufferedBytes": c.MaxBufferedBytes} {
+	switch c.Ordering {
+	case "", ByKey, ByPartition, Unordered:
+	default:
+		errs = append(errs, fmt.Errorf("Ordering = %q: use processor.ByKey, ByPartition or Unordered", c.Ordering))
+	}
+	if c.ExactlyOnce && c.Concurrency > 1 && c.Ordering != ByPartition {
+		errs = append(errs, fmt.Errorf("Concurrency = %d with ExactlyOnce: not supported. A transaction commits the outputs it holds with the input offsets, which cannot pass a record still being handled; outputs of records handled after it would commit without their offsets and be produced again after a crash. Use at-least-once with Concurrency, or exactly-once with Concurrency 1", c.Concurrency))
+	}
+	for name, v := range map[string]int64{"BatchSize": int64(c.BatchSize), "MaxInFlightBatches": int64(c.MaxInFlightBatches), "MaxBufferedBytes": c.MaxBufferedBytes, "Concurrency": int64(c.Concurrency)} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s = %d, must not be negative", name, v))
 		}

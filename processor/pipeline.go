@@ -52,6 +52,11 @@ type pipeline[K, V any] struct {
 	drainBound  time.Duration
 	inflight    []*flight    // in batch order
 	done        chan *flight // completed delivery rounds
+	// units handles each batch's keys (or records) concurrently (Config.Concurrency);
+	// nil: each batch is one Handle call on the worker goroutine. failed: a unit ended
+	// with an error, no batch starts any more.
+	units  *units[K, V]
+	failed bool
 }
 
 // batcher is the second stage: it hands the pipeline a batch once the slot's oldest chunk
@@ -140,6 +145,12 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		drainBound:  p.cfg.StopTimeout,
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
 	}
+	if p.cfg.Concurrency > 1 && p.cfg.Ordering != ByPartition {
+		pl.units = newUnits(p.cfg.Concurrency, p.cfg.Ordering, run, p.staging)
+		// Each unit's outputs complete a delivery round of their own.
+		pl.done = make(chan *flight, p.cfg.MaxInFlightBatches*p.cfg.BatchSize+1)
+		defer func() { cancelHandler(); pl.units.wait() }() // before the handler's Close
+	}
 	if p.cp != nil {
 		if err := pl.run.loadApplied(p.cp, s.Partitions()); err != nil {
 			if isAbandon(err) {
@@ -185,6 +196,9 @@ func (pl *pipeline[K, V]) loop() error {
 		if ctx.Err() != nil {
 			return pl.drain()
 		}
+		if pl.failed {
+			return pl.stopOnFailure()
+		}
 		if err := pl.settleHead(); err != nil {
 			return err
 		}
@@ -205,7 +219,11 @@ func (pl *pipeline[K, V]) loop() error {
 		select {
 		case <-pl.s.Ready():
 		case f := <-pl.done:
-			f.roundDone = true
+			pl.delivered(f)
+		case u := <-pl.unitFinished():
+			if err := pl.finish(u); err != nil {
+				return err
+			}
 		case <-wake:
 		case <-pl.bound.check(pl.idle):
 		case <-ctx.Done():
@@ -255,7 +273,7 @@ func (pl *pipeline[K, V]) idle() bool {
 // counted against the slot until they settle, so batches in flight hold the poll
 // goroutine back once the slots hold MaxBufferedBytes together, instead of fetching more.
 func (pl *pipeline[K, V]) canStart() bool {
-	return len(pl.inflight) < pl.maxInFlight
+	return len(pl.inflight) < pl.maxInFlight && !pl.failed
 }
 
 // process runs one batch through the runner and hands its outputs to the sink.
@@ -272,6 +290,16 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, queuedAt 
 			pl.lastEffects = effects
 		}
 		ctx = effect.NewContext(ctx, effects)
+	}
+	if pl.units != nil {
+		f := &flight{inputs: inputs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx,
+			queuedAt: queuedAt, held: size, handledAt: time.Now()}
+		pl.inflight = append(pl.inflight, f)
+		pl.units.dispatch(ctx, f)
+		if &f.inputs[0] != &inputs[0] {
+			pl.s.Recycle(inputs) // regrouped by key into a slice of the flight's own
+		}
+		return nil
 	}
 	started := time.Now()
 	outs, err := pl.run.handle(ctx, inputs)
@@ -308,7 +336,7 @@ func (pl *pipeline[K, V]) settleHead() error {
 	for {
 		select {
 		case f := <-pl.done:
-			f.roundDone = true
+			pl.delivered(f)
 			continue
 		default:
 		}
@@ -316,6 +344,9 @@ func (pl *pipeline[K, V]) settleHead() error {
 	}
 	for len(pl.inflight) > 0 && pl.inflight[0].roundDone {
 		f := pl.inflight[0]
+		if f.handleErr != nil {
+			return f.handleErr // a unit failed: the batch and those after it do not settle
+		}
 		if err := pl.applyEffects(f); err != nil {
 			return err
 		}
@@ -337,12 +368,19 @@ func (pl *pipeline[K, V]) settleHead() error {
 		if isAbandon(err) {
 			observed = nil // not a failure: the next owner commits these offsets
 		}
-		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], len(f.outs), f.sentAt, f.queuedAt, observed)
+		outs := len(f.outs)
+		for _, u := range f.unitOuts {
+			outs += len(u)
+		}
+		pl.obs.Settled(f.ctx, f.sendCtx, f.next[0], outs, f.sentAt, f.queuedAt, observed)
 		if err != nil {
 			return err
 		}
 		// Every output is acknowledged: nothing refers to the batch's records any more.
 		pl.run.recycle(f.outs)
+		for _, u := range f.unitOuts {
+			pl.run.recycle(u)
+		}
 		pl.s.Recycle(f.inputs)
 	}
 	return nil
@@ -495,6 +533,30 @@ func (pl *pipeline[K, V]) isolate(msgs []*record.Message) (refused []*record.Mes
 	return refused, true
 }
 
+// unitFinished is where units report that they finished: nil (never) without units.
+func (pl *pipeline[K, V]) unitFinished() <-chan *unit[K, V] {
+	if pl.units == nil {
+		return nil
+	}
+	return pl.units.finished
+}
+
+// stopOnFailure ends the slot's work after a unit failed: like a batch that failed on
+// the worker goroutine (see process), the batches before the failed one settle first, so
+// a restart resumes at the failure, and a drain cut short does not swallow the failure.
+func (pl *pipeline[K, V]) stopOnFailure() error {
+	err := pl.drain()
+	if !isAbandon(err) {
+		return err
+	}
+	for _, f := range pl.inflight {
+		if f.handleErr != nil && !isAbandon(f.handleErr) {
+			return f.handleErr
+		}
+	}
+	return err
+}
+
 // drain waits (bounded by StopTimeout) for in-flight batches and settles them. Records
 // not yet handled are left for the next owner.
 func (pl *pipeline[K, V]) drain() error {
@@ -512,7 +574,11 @@ func (pl *pipeline[K, V]) drain() error {
 		}
 		select {
 		case f := <-pl.done:
-			f.roundDone = true
+			pl.delivered(f)
+		case u := <-pl.unitFinished():
+			if err := pl.finish(u); err != nil {
+				return err
+			}
 		case <-deadline.C:
 			pl.run.log.Warn("processor: drain timed out; unacknowledged batches are left uncommitted", "partition", pl.s.ID, "batches", len(pl.inflight))
 			return errAbandoned

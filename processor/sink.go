@@ -86,7 +86,17 @@ type flight struct {
 	held     int64 // bytes counted against the slot: inputs and outputs
 
 	// Worker goroutine only:
-	roundDone    bool // the current delivery round completed
+	roundDone bool // the current delivery round completed
+	// A batch handled in units (Config.Concurrency): units not settled yet (finished
+	// without outputs, or their outputs' round completed), the units' outputs, when its
+	// handling began, and the first error a unit ended with (the batch must not settle).
+	pending    int
+	unfinished int
+	unitOuts   [][]record.Message
+	handledAt  time.Time
+	handleErr  error
+	// parent is the batch a unit's delivery round belongs to; nil for a batch's own.
+	parent       *flight
 	retries      int  // delivery rounds retried
 	deadLettered bool // the inputs were sent to the dead-letter topic instead
 

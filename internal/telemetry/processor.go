@@ -26,6 +26,9 @@ type Observer interface {
 	// Send is called just before the batch's outputs are produced; it may set trace
 	// headers on them. The returned context is the send's, given back to Settled.
 	Send(ctx context.Context, outs []record.Message) context.Context
+	// Inject sets the trace headers of more outputs of a batch whose send began (its
+	// units' outputs, produced as each unit finishes), as Send set those it was given.
+	Inject(sendCtx context.Context, outs []record.Message)
 	// Settled is called when the batch's outputs were acknowledged and its next offset
 	// stored (at-least-once) or registered in the open transaction (exactly-once); ctx is
 	// the one Batch returned, sendCtx the one Send returned (nil without outputs), err the
@@ -102,6 +105,12 @@ func (o *slotObserver) Send(ctx context.Context, outs []record.Message) context.
 	// unsampled batch's outputs carry none (see InjectSampled).
 	t.InjectSampled(pctx, outs)
 	return pctx
+}
+
+func (o *slotObserver) Inject(sendCtx context.Context, outs []record.Message) {
+	if sendCtx != nil {
+		o.t.InjectSampled(sendCtx, outs)
+	}
 }
 
 func (o *slotObserver) Settled(ctx, sendCtx context.Context, next record.Offset, outs int, sentAt, arrivedAt time.Time, err error) {

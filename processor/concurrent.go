@@ -1,0 +1,268 @@
+package processor
+
+import (
+	"context"
+	"time"
+
+	"github.com/samsa-go/samsa/internal/effect"
+	"github.com/samsa-go/samsa/internal/record"
+)
+
+// Ordering is what a processor keeps in order among a partition's records when it
+// handles them concurrently (Config.Concurrency above 1).
+type Ordering string
+
+const (
+	// ByKey handles the records of one key (the record key's bytes; the records without
+	// a key count as one key) in offset order, one Handle call at a time, and records of
+	// different keys concurrently. It is the default.
+	ByKey Ordering = "key"
+	// ByPartition handles a partition's batches one at a time, whatever Concurrency says.
+	ByPartition Ordering = "partition"
+	// Unordered handles every record in a Handle call of its own, concurrently with the
+	// others of its partition.
+	Unordered Ordering = "unordered"
+)
+
+// units runs each batch of a partition as units handled concurrently: the records of one
+// key (ByKey) or each record (Unordered). A unit starts once the unit of the same key in
+// an earlier batch has finished and its outputs were handed to the producer, and while
+// fewer than limit units of the partition run. Its outputs are produced as soon as it
+// finishes, so a key held by a slow handler (or retrying) holds back its own records and
+// its batch's commit, not the other keys' outputs. Batches still settle in batch order:
+// the committed offset never passes a record whose outputs are not acknowledged.
+//
+// A units value belongs to its pipeline's worker goroutine; units run on goroutines of
+// their own and report to finished.
+type units[K, V any] struct {
+	limit    int
+	ordering Ordering
+	running  int
+	ready    []*unit[K, V]           // may start, waiting for one of the limit places
+	tails    map[unitKey]*unit[K, V] // per key, its last unit that has not finished
+	finished chan *unit[K, V]        // buffered: limit places, so a unit never blocks on it
+	free     []*runner[K, V]         // runners of finished units, for the next ones
+	base     *runner[K, V]           // what a unit's runner copies
+	staging  bool
+}
+
+type unitKey struct {
+	key  string
+	null bool
+}
+
+// unit is the records of one key in one batch (or one record, Unordered), in offset order.
+type unit[K, V any] struct {
+	f       *flight
+	key     unitKey
+	inputs  []record.Message
+	next    *unit[K, V] // the key's unit in a later batch, started once this one finishes
+	run     *runner[K, V]
+	effects *effect.Batch // staged by this unit's handler calls, moved to f's at the end
+	outs    []record.Message
+	err     error
+}
+
+func newUnits[K, V any](limit int, ordering Ordering, base *runner[K, V], staging bool) *units[K, V] {
+	return &units[K, V]{limit: limit, ordering: ordering, tails: map[unitKey]*unit[K, V]{},
+		finished: make(chan *unit[K, V], limit), base: base, staging: staging}
+}
+
+// dispatch splits f's inputs into units and starts those that may start. f.inputs is
+// regrouped so that each unit's records are contiguous (its first record stays first).
+func (u *units[K, V]) dispatch(ctx context.Context, f *flight) {
+	var parts []*unit[K, V]
+	if u.ordering == Unordered {
+		parts = make([]*unit[K, V], len(f.inputs))
+		for i := range f.inputs {
+			parts[i] = &unit[K, V]{f: f, inputs: f.inputs[i : i+1 : i+1]}
+		}
+	} else {
+		parts = u.byKey(f)
+	}
+	f.pending, f.unfinished = len(parts), len(parts)
+	for _, p := range parts {
+		if u.ordering == Unordered {
+			u.ready = append(u.ready, p)
+			continue
+		}
+		if t := u.tails[p.key]; t != nil {
+			t.next = p
+		} else {
+			u.ready = append(u.ready, p)
+		}
+		u.tails[p.key] = p
+	}
+	u.start(ctx)
+}
+
+// byKey groups f's inputs by key, in the order of each key's first record.
+func (u *units[K, V]) byKey(f *flight) []*unit[K, V] {
+	index := make(map[unitKey]int, len(f.inputs))
+	var keys []unitKey
+	var counts []int
+	of := make([]int, len(f.inputs)) // the group of each input
+	for i := range f.inputs {
+		m := &f.inputs[i]
+		k := unitKey{key: string(m.Key), null: m.Key == nil}
+		g, ok := index[k]
+		if !ok {
+			g = len(keys)
+			index[k] = g
+			keys = append(keys, k)
+			counts = append(counts, 0)
+		}
+		counts[g]++
+		of[i] = g
+	}
+	grouped := make([]record.Message, len(f.inputs))
+	at := make([]int, len(keys)) // where each group's next record goes
+	parts := make([]*unit[K, V], len(keys))
+	pos := 0
+	for g, n := range counts {
+		at[g] = pos
+		parts[g] = &unit[K, V]{f: f, key: keys[g], inputs: grouped[pos : pos+n : pos+n]}
+		pos += n
+	}
+	for i := range f.inputs {
+		grouped[at[of[i]]] = f.inputs[i]
+		at[of[i]]++
+	}
+	f.inputs = grouped
+	return parts
+}
+
+// start starts ready units while fewer than limit run.
+func (u *units[K, V]) start(ctx context.Context) {
+	for u.running < u.limit && len(u.ready) > 0 {
+		p := u.ready[0]
+		u.ready[0] = nil
+		u.ready = u.ready[1:]
+		u.running++
+		p.run = u.runner()
+		uctx := ctx
+		if u.staging {
+			p.effects = new(effect.Batch)
+			uctx = effect.NewContext(ctx, p.effects)
+		}
+		go func() {
+			p.outs, p.err = p.run.handle(uctx, p.inputs)
+			u.finished <- p
+		}()
+	}
+}
+
+// runner returns a runner for a unit: the pipeline's, with its own reused records.
+func (u *units[K, V]) runner() *runner[K, V] {
+	if n := len(u.free); n > 0 {
+		r := u.free[n-1]
+		u.free = u.free[:n-1]
+		return r
+	}
+	r := *u.base
+	r.records = nil
+	r.skipped = 0
+	return &r
+}
+
+// done takes back a finished unit's place and runner, and returns the key's next unit to
+// the ready ones. The caller has handed the unit's outputs to the producer first.
+func (u *units[K, V]) done(ctx context.Context, p *unit[K, V]) {
+	u.running--
+	u.base.skipped += p.run.skipped
+	p.run.skipped = 0
+	u.free = append(u.free, p.run)
+	p.run = nil
+	if u.ordering != Unordered {
+		if u.tails[p.key] == p {
+			delete(u.tails, p.key)
+		}
+		if p.next != nil {
+			u.ready = append(u.ready, p.next)
+			p.next = nil
+		}
+	}
+	u.start(ctx)
+}
+
+// finish is the pipeline's part when a unit of f finished: it moves the unit's staged
+// effects to f's, produces its outputs as a delivery round of their own, and starts the
+// units that may start now. A unit that failed marks f failed (see settleHead).
+func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
+	f := p.f
+	u := pl.units
+	if f.unfinished--; f.unfinished == 0 {
+		pl.obs.Handled(f.ctx, len(f.inputs), time.Since(f.handledAt), f.handleErr)
+	}
+	if p.err != nil {
+		if f.handleErr == nil || isAbandon(f.handleErr) {
+			f.handleErr = p.err
+		}
+		pl.failed = true
+		u.done(pl.run.ctx, p)
+		pl.unitSettled(f)
+		return nil
+	}
+	if p.effects != nil {
+		f.effects.Absorb(p.effects)
+	}
+	if len(p.outs) == 0 {
+		pl.run.recycle(p.outs)
+		u.done(pl.run.ctx, p)
+		pl.unitSettled(f)
+		return nil
+	}
+	out := recordsSize(p.outs)
+	pl.s.Hold(out)
+	f.held += out
+	f.unitOuts = append(f.unitOuts, p.outs)
+	if f.sendCtx == nil {
+		f.sendCtx = pl.obs.Send(f.ctx, p.outs)
+		f.sentAt = time.Now()
+	} else {
+		pl.obs.Inject(f.sendCtx, p.outs)
+	}
+	round := &flight{doneCh: pl.done, parent: f}
+	err := pl.sink.send(pl.run.ctx, pl.lane, round, record.Pointers(p.outs))
+	u.done(pl.run.ctx, p) // after the send: the key's next unit produces after this one
+	return err
+}
+
+// unitSettled counts one unit of f as settled (finished without outputs, or its
+// outputs' round completed); once all are, f's round is complete.
+func (pl *pipeline[K, V]) unitSettled(f *flight) {
+	f.pending--
+	if f.pending == 0 {
+		f.roundDone = true
+	}
+}
+
+// delivered marks a delivery round complete: a batch's, or one unit's, whose failed
+// outputs join its batch's.
+func (pl *pipeline[K, V]) delivered(f *flight) {
+	b := f.parent
+	if b == nil {
+		f.roundDone = true
+		return
+	}
+	if err, failed := f.outcome(); err != nil {
+		b.mu.Lock()
+		b.failed = append(b.failed, failed...)
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	pl.unitSettled(b)
+}
+
+// wait waits for the units still running (their handler calls) to return.
+func (u *units[K, V]) wait() {
+	for u.running > 0 {
+		p := <-u.finished
+		u.running--
+		if p.outs != nil {
+			u.base.recycle(p.outs)
+		}
+	}
+}

@@ -1,0 +1,85 @@
+package samsatest_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/internal/testwait"
+	"github.com/samsa-go/samsa/processor"
+	"github.com/samsa-go/samsa/samsatest"
+)
+
+// With Concurrency, a key whose handler does not return holds its own records and its
+// partition's commit, while the partition's other keys are handled and their outputs
+// produced.
+func TestConcurrencyHeldKeyLetsOthersMove(t *testing.T) {
+	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 1}, samsatest.Topic{Name: "out", Partitions: 1})
+	in := processor.NewOutput("in", codec.String(), codec.Int64())
+	out := processor.NewOutput("out", codec.String(), codec.Int64())
+	recs := []samsatest.KV[string, int64]{{Key: "held", Value: 0}}
+	for i := range 300 {
+		recs = append(recs, samsatest.KV[string, int64]{Key: fmt.Sprintf("key-%d", i%30), Value: int64(i)})
+	}
+	recs = append(recs, samsatest.KV[string, int64]{Key: "held", Value: 1})
+	samsatest.Produce(t, b.Addr(), in, recs...)
+
+	release := make(chan struct{})
+	h := processor.HandlerFunc[string, int64](func(ctx context.Context, batch *processor.Batch[string, int64]) error {
+		for _, r := range batch.Records {
+			if r.Key == "held" && r.Value == 0 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if err := out.Send(batch, r.Key, r.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	cfg := b.ProcessorConfig("g")
+	cfg.Concurrency = 8
+	cfg.BatchSize = 50
+	p, err := processor.New(cfg, []processor.Input[string, int64]{{Topic: "in", Key: codec.String(), Value: codec.Int64()}}, h)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-errc)
+	}()
+
+	read := func() []processor.Record[string, int64] {
+		got, err := samsatest.ReadAll(t.Context(), b.Addr(), "out", codec.String(), codec.Int64())
+		require.NoError(t, err)
+		return got
+	}
+	testwait.For(t, 30*time.Second, "the other keys' 300 outputs", func() bool { return len(read()) >= 300 })
+	for _, r := range read() {
+		assert.NotEqual(t, "held", r.Key, "nothing of the held key went out")
+	}
+	// Batch size 50, up to 8 batches (MaxInFlightBatches) in flight: the held record is the
+	// first, so no offset of the partition is committed while it is held.
+	assert.Empty(t, b.Committed("g", "in"), "the commit does not pass the held record")
+
+	close(release)
+	testwait.For(t, 30*time.Second, "every record committed", func() bool { return b.Committed("g", "in")[0] == int64(len(recs)) })
+	got := read()
+	require.Len(t, got, len(recs))
+	var held []int64
+	for _, r := range got {
+		if r.Key == "held" {
+			held = append(held, r.Value)
+		}
+	}
+	assert.Equal(t, []int64{0, 1}, held, "the held key's records, in order")
+}
