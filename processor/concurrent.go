@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/samsa-go/samsa/internal/effect"
 	"github.com/samsa-go/samsa/internal/record"
 )
 
@@ -43,7 +42,6 @@ type units[K, V any] struct {
 	finished chan *unit[K, V]        // buffered: limit places, so a unit never blocks on it
 	free     []*runner[K, V]         // runners of finished units, for the next ones
 	base     *runner[K, V]           // what a unit's runner copies
-	staging  bool
 }
 
 type unitKey struct {
@@ -53,19 +51,18 @@ type unitKey struct {
 
 // unit is the records of one key in one batch (or one record, Unordered), in offset order.
 type unit[K, V any] struct {
-	f       *flight
-	key     unitKey
-	inputs  []record.Message
-	next    *unit[K, V] // the key's unit in a later batch, started once this one finishes
-	run     *runner[K, V]
-	effects *effect.Batch // staged by this unit's handler calls, moved to f's at the end
-	outs    []record.Message
-	err     error
+	f      *flight
+	key    unitKey
+	inputs []record.Message
+	next   *unit[K, V] // the key's unit in a later batch, started once this one finishes
+	run    *runner[K, V]
+	outs   []record.Message
+	err    error
 }
 
-func newUnits[K, V any](limit int, ordering Ordering, base *runner[K, V], staging bool) *units[K, V] {
+func newUnits[K, V any](limit int, ordering Ordering, base *runner[K, V]) *units[K, V] {
 	return &units[K, V]{limit: limit, ordering: ordering, tails: map[unitKey]*unit[K, V]{},
-		finished: make(chan *unit[K, V], limit), base: base, staging: staging}
+		finished: make(chan *unit[K, V], limit), base: base}
 }
 
 // dispatch splits f's inputs into units and starts those that may start. f.inputs is
@@ -140,13 +137,8 @@ func (u *units[K, V]) start(ctx context.Context) {
 		u.ready = u.ready[1:]
 		u.running++
 		p.run = u.runner()
-		uctx := ctx
-		if u.staging {
-			p.effects = new(effect.Batch)
-			uctx = effect.NewContext(ctx, p.effects)
-		}
 		go func() {
-			p.outs, p.err = p.run.handle(uctx, p.inputs)
+			p.outs, p.err = p.run.handle(ctx, p.inputs)
 			u.finished <- p
 		}()
 	}
@@ -185,9 +177,8 @@ func (u *units[K, V]) done(ctx context.Context, p *unit[K, V]) {
 	u.start(ctx)
 }
 
-// finish is the pipeline's part when a unit of f finished: it moves the unit's staged
-// effects to f's, produces its outputs as a delivery round of their own, and starts the
-// units that may start now. A unit that failed marks f failed (see settleHead).
+// finish is the pipeline's part when a unit of f finished: it produces the unit's
+// outputs as a delivery round of their own, and starts the units that may start now. A unit that failed marks f failed (see settleHead).
 func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
 	f := p.f
 	u := pl.units
@@ -202,9 +193,6 @@ func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
 		u.done(pl.run.ctx, p)
 		pl.unitSettled(f)
 		return nil
-	}
-	if p.effects != nil {
-		f.effects.Absorb(p.effects)
 	}
 	if len(p.outs) == 0 {
 		pl.run.recycle(p.outs)

@@ -84,9 +84,7 @@ type Config struct {
 	//
 	// With Concurrency above 1 the handler (the factory's handler of the partition) is
 	// called from several goroutines at once and must be safe for that; a Batch holds
-	// one unit. With WithCheckpoint, each unit stages its own state effects: a unit reads
-	// what it staged and what earlier batches made, not what other units of its batch
-	// staged. Not with ExactlyOnce (Validate says why). Default: 1.
+	// one unit. Not with ExactlyOnce or WithCheckpoint (New says why). Default: 1.
 	Concurrency int
 	// Ordering is what a partition keeps in order when Concurrency is above 1: ByKey
 	// (the default), ByPartition (one batch at a time, as with Concurrency 1) or

@@ -135,7 +135,24 @@
 // One goroutine polls the consumer and never runs user code; each assigned partition has
 // its own worker goroutine, so handlers of different partitions run in parallel while
 // one partition's batches are handled one at a time, in order. A shared Handler must be
-// safe for concurrent use; a Factory's handlers need not be. A handler's context is
+// safe for concurrent use; a Factory's handlers need not be.
+//
+// A handler that waits (on a service, say, 10 ms a record) runs a partition at its
+// speed: 100 records a second. Config.Concurrency lifts that within a partition: each
+// batch is split into units, the records of one key (Ordering ByKey, the default) or
+// single records (Unordered), and up to Concurrency units of a partition are handled at
+// once. A key's units run one after the other, in offset order, also across batches;
+// each unit's outputs are produced when it finishes, so a key whose handler is slow or
+// retrying holds back its own records, while the partition's other keys go on. What is
+// committed does not change: a partition's batches settle in order, the committed offset
+// never passes a record whose outputs are not acknowledged, and a revoked partition
+// drains its units with its batches, so a clean hand-over handles nothing twice. A held
+// key holds its partition's commit, and once MaxInFlightBatches batches wait behind it,
+// the partition's intake. With Concurrency above 1 a Factory's handler is called from
+// several goroutines at once and must be safe for that. Exactly-once mode and
+// WithCheckpoint keep one Handle call at a time (see Config.Concurrency).
+//
+// A handler's context is
 // cancelled StopTimeout after its partition is revoked or Run's context ends (at once
 // when the assignment is lost). A handler that returns then leaves its batch uncommitted
 // for the next owner, and a shutdown still returns nil; one that has not returned 5 s

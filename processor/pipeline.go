@@ -146,7 +146,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 		done:        make(chan *flight, p.cfg.MaxInFlightBatches+1),
 	}
 	if p.cfg.Concurrency > 1 && p.cfg.Ordering != ByPartition {
-		pl.units = newUnits(p.cfg.Concurrency, p.cfg.Ordering, run, p.staging)
+		pl.units = newUnits(p.cfg.Concurrency, p.cfg.Ordering, run)
 		// Each unit's outputs complete a delivery round of their own.
 		pl.done = make(chan *flight, p.cfg.MaxInFlightBatches*p.cfg.BatchSize+1)
 		defer func() { cancelHandler(); pl.units.wait() }() // before the handler's Close

@@ -218,6 +218,9 @@ func NewPartitioned[K, V any](cfg Config, inputs []Input[K, V], f Factory[K, V],
 	if staging && !cfg.ExactlyOnce && cfg.MaxInFlightBatches > 1 {
 		return nil, &ConfigError{Errs: []error{fmt.Errorf("MaxInFlightBatches = %d: with WithCheckpoint (at-least-once) a partition's batches are handled one at a time, so that each batch's state effects are made, after its outputs are acknowledged, before the next batch reads the state (leave it 0 or set 1)", cfg.MaxInFlightBatches)}}
 	}
+	if o.checkpoint != nil && cfg.Concurrency > 1 && cfg.Ordering != ByPartition {
+		return nil, &ConfigError{Errs: []error{fmt.Errorf("Concurrency = %d with WithCheckpoint: not supported. The checkpoint records one applied offset per partition with each write, in order; units of a batch handled concurrently would apply out of order, and a unit applied after one with higher offsets would be taken for applied already. Use Concurrency 1 (or Ordering ByPartition) with a checkpoint", cfg.Concurrency)}}
+	}
 	tel := telemetry.New(o.tp, o.mp, o.prop)
 	tel.RecordKeys = o.recordKeys
 	var perPartition int64

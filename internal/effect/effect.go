@@ -111,30 +111,6 @@ func (b *Batch) Staged() bool {
 	return false
 }
 
-// Absorb moves what o staged to the end of b: its writes (visible through b from now on)
-// and its applies, made by b's Commit after b's own. The processor stages each
-// concurrently handled unit of a batch in a Batch of its own and absorbs it into the
-// batch's once the unit finished. o is left empty.
-func (b *Batch) Absorb(o *Batch) {
-	o.mu.Lock()
-	writes, apply := o.writes, o.apply
-	o.writes, o.latest, o.apply = nil, nil, nil
-	o.mu.Unlock()
-	if len(writes) == 0 && len(apply) == 0 {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.latest == nil {
-		b.latest = make(map[any]int, len(writes))
-	}
-	for _, w := range writes {
-		b.latest[w.Key] = len(b.writes)
-		b.writes = append(b.writes, w)
-	}
-	b.apply = append(b.apply, apply...)
-}
-
 // Pending reports how many staged applies Commit has not made yet.
 func (b *Batch) Pending() int {
 	if b == nil {

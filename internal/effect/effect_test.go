@@ -3,7 +3,6 @@ package effect
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -106,37 +105,4 @@ func TestFollowReadsEarlierBatchUntilMadeOrDropped(t *testing.T) {
 	_, ok = third.Lookup("b")
 	assert.False(t, ok, "dropped: never made")
 	assert.False(t, third.Staged())
-}
-
-func TestAbsorbMovesWritesAndAppliesInOrder(t *testing.T) {
-	var made []string
-	apply := func(s string) func(context.Context) error {
-		return func(context.Context) error { made = append(made, s); return nil }
-	}
-	var b, u1, u2 Batch
-	b.Stage([]Write{{Key: "a", Value: 1}}, apply("b"))
-	u1.Stage([]Write{{Key: "x", Value: 1}}, apply("u1"))
-	u2.Stage([]Write{{Key: "a", Value: 2}, {Key: "y", Deleted: true}}, apply("u2"))
-	b.Absorb(&u1)
-	b.Absorb(&u2)
-	b.Absorb(new(Batch)) // nothing staged: nothing changes
-
-	if u1.Pending() != 0 || u1.Staged() {
-		t.Fatal("an absorbed batch is left empty")
-	}
-	if w, ok := b.Lookup("a"); !ok || w.Value != 2 {
-		t.Fatalf("a = %+v %v, want the absorbed write", w, ok)
-	}
-	if w, ok := b.Lookup("y"); !ok || !w.Deleted {
-		t.Fatalf("y = %+v %v, want deleted", w, ok)
-	}
-	if b.Pending() != 3 {
-		t.Fatalf("pending %d, want 3", b.Pending())
-	}
-	if err := b.Commit(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(made) != "[b u1 u2]" {
-		t.Fatalf("made %v, want [b u1 u2]", made)
-	}
 }
