@@ -15,6 +15,9 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
@@ -296,4 +299,53 @@ func equalOffsets(got, want map[int32]int64) bool {
 		}
 	}
 	return true
+}
+
+// Spans of a batch handled in units: one process span per batch, ended whether or not
+// a unit had outputs; one send span per batch with outputs; every output carries it.
+func TestConcurrencyTracing(t *testing.T) {
+	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
+	produceKeyed(t, brokers, "in", 1, 20, 200)
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.Background())
+	h := processor.HandlerFunc[string, int64](func(ctx context.Context, b *processor.Batch[string, int64]) error {
+		for _, r := range b.Records {
+			if r.Offset >= 100 { // the first 100 records send nothing
+				if err := seqOut.Send(b, r.Key, r.Value); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		Group: "g", BatchSize: 100, BatchWait: 5 * time.Millisecond, Concurrency: 10},
+		[]processor.Input[string, int64]{{Topic: "in", Key: codec.String(), Value: codec.Int64()}}, h, processor.WithTracerProvider(tp))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool { return committed(t, brokers, "g", "in", 1)[0] == 200 }))
+
+	count := map[string]int{}
+	sends := map[trace.SpanID]bool{}
+	for _, s := range spans.Ended() {
+		count[s.Name()]++
+		if s.Name() == "send" {
+			sends[s.SpanContext().SpanID()] = true
+		}
+	}
+	assert.Equal(t, count["process in"], count["commit in"], "every batch's process span ended: %v", count)
+	assert.Positive(t, count["send"])
+	assert.Less(t, count["send"], count["process in"], "batches without outputs have no send span")
+	for _, m := range consumeAll(t, brokers, "out", 100, 30*time.Second) {
+		var parent string
+		for _, h := range m.Headers {
+			if h.Key == "traceparent" {
+				parent = string(h.Value)
+			}
+		}
+		require.Len(t, parent, 55, "every output carries a traceparent")
+		id, err := trace.SpanIDFromHex(parent[36:52])
+		require.NoError(t, err)
+		assert.True(t, sends[id], "an output's parent is its batch's send span")
+	}
 }

@@ -181,38 +181,40 @@ func (u *units[K, V]) done(ctx context.Context, p *unit[K, V]) {
 // outputs as a delivery round of their own, and starts the units that may start now. A unit that failed marks f failed (see settleHead).
 func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
 	f := p.f
-	u := pl.units
-	if f.unfinished--; f.unfinished == 0 {
-		pl.obs.Handled(f.ctx, len(f.inputs), time.Since(f.handledAt), f.handleErr)
-	}
-	if p.err != nil {
+	var err error
+	sent := false
+	switch {
+	case p.err != nil:
 		if f.handleErr == nil || isAbandon(f.handleErr) {
 			f.handleErr = p.err
 		}
 		pl.failed = true
-		u.done(pl.run.ctx, p)
-		pl.unitSettled(f)
-		return nil
-	}
-	if len(p.outs) == 0 {
+	case len(p.outs) == 0:
 		pl.run.recycle(p.outs)
-		u.done(pl.run.ctx, p)
+	default:
+		out := recordsSize(p.outs)
+		pl.s.Hold(out)
+		f.held += out
+		f.unitOuts = append(f.unitOuts, p.outs)
+		if f.sendCtx == nil {
+			f.sendCtx = pl.obs.Send(f.ctx, p.outs)
+			f.sentAt = time.Now()
+		} else {
+			pl.obs.Inject(f.sendCtx, p.outs)
+		}
+		err = pl.sink.send(pl.run.ctx, pl.lane, &flight{doneCh: pl.done, parent: f}, record.Pointers(p.outs))
+		sent = true
+	}
+	pl.units.done(pl.run.ctx, p) // after the send: the key's next unit produces after this one
+	if f.unfinished--; f.unfinished == 0 {
+		pl.obs.Handled(f.ctx, len(f.inputs), time.Since(f.handledAt), f.handleErr)
+		if f.sendCtx == nil {
+			pl.obs.Send(f.ctx, nil) // no unit had outputs: this ends the batch's span
+		}
+	}
+	if !sent {
 		pl.unitSettled(f)
-		return nil
 	}
-	out := recordsSize(p.outs)
-	pl.s.Hold(out)
-	f.held += out
-	f.unitOuts = append(f.unitOuts, p.outs)
-	if f.sendCtx == nil {
-		f.sendCtx = pl.obs.Send(f.ctx, p.outs)
-		f.sentAt = time.Now()
-	} else {
-		pl.obs.Inject(f.sendCtx, p.outs)
-	}
-	round := &flight{doneCh: pl.done, parent: f}
-	err := pl.sink.send(pl.run.ctx, pl.lane, round, record.Pointers(p.outs))
-	u.done(pl.run.ctx, p) // after the send: the key's next unit produces after this one
 	return err
 }
 

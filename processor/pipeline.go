@@ -148,7 +148,7 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 	if p.cfg.Concurrency > 1 && p.cfg.Ordering != ByPartition {
 		pl.units = newUnits(p.cfg.Concurrency, p.cfg.Ordering, run)
 		// Each unit's outputs complete a delivery round of their own.
-		pl.done = make(chan *flight, p.cfg.MaxInFlightBatches*p.cfg.BatchSize+1)
+		pl.done = make(chan *flight, p.cfg.MaxInFlightBatches*(p.cfg.BatchSize+1)+1)
 		defer func() { cancelHandler(); pl.units.wait() }() // before the handler's Close
 	}
 	if p.cp != nil {
