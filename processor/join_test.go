@@ -103,7 +103,9 @@ func TestJoinConfigErrors(t *testing.T) {
 	_, err := processor.NewJoin(processor.Config{Membership: processor.Membership{Brokers: "x:1", Protocol: processor.Cooperative}, Group: "g"},
 		processor.Input[string, joinOrder]{Topic: "orders", Key: codec.String()},
 		processor.Input[string, joinCustomer]{Topic: "orders", Key: codec.String(), Value: codec.JSON[joinCustomer]()},
-		processor.HandlerFunc[string, processor.Either[joinOrder, joinCustomer]](func(context.Context, *processor.Batch[string, processor.Either[joinOrder, joinCustomer]]) error { return nil }))
+		processor.HandlerFunc[string, processor.Either[joinOrder, joinCustomer]](func(context.Context, *processor.Batch[string, processor.Either[joinOrder, joinCustomer]]) error {
+			return nil
+		}))
 	require.Error(t, err)
 	for _, want := range []string{`inputs[0] ("orders"): Key and Value decoders are required`, `topic "orders" is listed twice`, "cooperative"} {
 		assert.Contains(t, err.Error(), want)
