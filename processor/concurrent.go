@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/samsa-go/samsa/internal/record"
@@ -42,6 +43,10 @@ type units[K, V any] struct {
 	finished chan *unit[K, V]        // buffered: limit places, so a unit never blocks on it
 	free     []*runner[K, V]         // runners of finished units, for the next ones
 	base     *runner[K, V]           // what a unit's runner copies
+	// skip is what the partition's last commit recorded done beyond its offset (see
+	// doneset.go); skipped counts the records skipped for it.
+	skip    doneSkip
+	skipped int
 }
 
 type unitKey struct {
@@ -65,17 +70,20 @@ func newUnits[K, V any](limit int, ordering Ordering, base *runner[K, V]) *units
 		finished: make(chan *unit[K, V], limit), base: base}
 }
 
-// dispatch splits f's inputs into units and starts those that may start. f.inputs is
-// regrouped so that each unit's records are contiguous (its first record stays first).
-func (u *units[K, V]) dispatch(ctx context.Context, f *flight) {
+// dispatch splits f's inputs into units and starts those that may start; it returns
+// how many units f has (none: every record was done already). f.inputs is regrouped so
+// that each unit's records are contiguous (its first record stays first).
+func (u *units[K, V]) dispatch(ctx context.Context, f *flight) int {
+	skipped := u.skipDone(f)
 	var parts []*unit[K, V]
 	if u.ordering == Unordered {
-		parts = make([]*unit[K, V], len(f.inputs))
 		for i := range f.inputs {
-			parts[i] = &unit[K, V]{f: f, inputs: f.inputs[i : i+1 : i+1]}
+			if skipped == nil || !skipped[i] {
+				parts = append(parts, &unit[K, V]{f: f, inputs: f.inputs[i : i+1 : i+1]})
+			}
 		}
 	} else {
-		parts = u.byKey(f)
+		parts = u.byKey(f, skipped)
 	}
 	f.pending, f.unfinished = len(parts), len(parts)
 	for _, p := range parts {
@@ -91,15 +99,50 @@ func (u *units[K, V]) dispatch(ctx context.Context, f *flight) {
 		u.tails[p.key] = p
 	}
 	u.start(ctx)
+	return len(parts)
 }
 
-// byKey groups f's inputs by key, in the order of each key's first record.
-func (u *units[K, V]) byKey(f *flight) []*unit[K, V] {
+// skipDone finds the records of f that the last commit recorded done (a previous owner
+// handled them and had their outputs acknowledged) and counts them done: skipped[i]
+// reports f.inputs[i] skipped (nil: none is).
+func (u *units[K, V]) skipDone(f *flight) (skipped []bool) {
+	if len(u.skip) == 0 {
+		return nil
+	}
+	var done []record.Message
+	for i := range f.inputs {
+		if m := &f.inputs[i]; u.skip.has(m) {
+			if skipped == nil {
+				skipped = make([]bool, len(f.inputs))
+			}
+			skipped[i] = true
+			done = append(done, *m)
+		}
+	}
+	if len(done) > 0 {
+		f.doneUnits = append(f.doneUnits, done)
+		u.skipped += len(done)
+	}
+	for _, n := range f.next {
+		if runs := u.skip[n.Topic]; len(runs) > 0 && runs[len(runs)-1].to <= n.Offset {
+			delete(u.skip, n.Topic) // no later record of the topic is recorded done
+		}
+	}
+	return skipped
+}
+
+// byKey groups f's inputs but the skipped ones by key, in the order of each key's first
+// record; the skipped ones go last, in no unit.
+func (u *units[K, V]) byKey(f *flight, skipped []bool) []*unit[K, V] {
 	index := make(map[unitKey]int, len(f.inputs))
 	var keys []unitKey
 	var counts []int
-	of := make([]int, len(f.inputs)) // the group of each input
+	of := make([]int, len(f.inputs)) // the group of each input, -1 when skipped
 	for i := range f.inputs {
+		if skipped != nil && skipped[i] {
+			of[i] = -1
+			continue
+		}
 		m := &f.inputs[i]
 		k := unitKey{key: string(m.Key), null: m.Key == nil}
 		g, ok := index[k]
@@ -122,6 +165,11 @@ func (u *units[K, V]) byKey(f *flight) []*unit[K, V] {
 		pos += n
 	}
 	for i := range f.inputs {
+		if of[i] < 0 {
+			grouped[pos] = f.inputs[i]
+			pos++
+			continue
+		}
 		grouped[at[of[i]]] = f.inputs[i]
 		at[of[i]]++
 	}
@@ -191,6 +239,7 @@ func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
 		pl.failed = true
 	case len(p.outs) == 0:
 		pl.run.recycle(p.outs)
+		f.doneUnits = append(f.doneUnits, p.inputs)
 	default:
 		out := recordsSize(p.outs)
 		pl.s.Hold(out)
@@ -202,7 +251,7 @@ func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
 		} else {
 			pl.obs.Inject(f.sendCtx, p.outs)
 		}
-		err = pl.sink.send(pl.run.ctx, pl.lane, &flight{doneCh: pl.done, parent: f}, record.Pointers(p.outs))
+		err = pl.sink.send(pl.run.ctx, pl.lane, &flight{doneCh: pl.done, parent: f, inputs: p.inputs}, record.Pointers(p.outs))
 		sent = true
 	}
 	pl.units.done(pl.run.ctx, p) // after the send: the key's next unit produces after this one
@@ -242,6 +291,8 @@ func (pl *pipeline[K, V]) delivered(f *flight) {
 			b.err = err
 		}
 		b.mu.Unlock()
+	} else {
+		b.doneUnits = append(b.doneUnits, f.inputs) // its outputs are acknowledged
 	}
 	pl.unitSettled(b)
 }
@@ -254,5 +305,33 @@ func (u *units[K, V]) wait() {
 		if p.outs != nil {
 			u.base.recycle(p.outs)
 		}
+	}
+}
+
+// storeDone stores, when the partition's work ends before its batches settled, the
+// offset of the first record not settled with the records done after it in the
+// metadata (see doneset.go), for the commit on revoke or shutdown: the next owner skips
+// them. Nothing is stored for a topic none of whose records is done.
+func (pl *pipeline[K, V]) storeDone() {
+	if pl.units == nil || len(pl.inflight) == 0 {
+		return
+	}
+	var offs []record.Offset
+	for _, m := range pl.inflight[0].inputs {
+		i := slices.IndexFunc(offs, func(o record.Offset) bool { return o.Topic == m.Topic })
+		if i < 0 {
+			offs = append(offs, record.Offset{TopicPartition: record.TopicPartition{Topic: m.Topic, Partition: m.Partition}, Offset: m.Offset})
+		} else {
+			offs[i].Offset = min(offs[i].Offset, m.Offset)
+		}
+	}
+	doneAfter(offs, pl.inflight)
+	offs = slices.DeleteFunc(offs, func(o record.Offset) bool { return o.Metadata == "" })
+	if len(offs) == 0 {
+		return
+	}
+	if err := pl.lane.owner.Store(offs...); err == nil {
+		pl.run.log.Info("processor: records done after one not settled are recorded in the commit, for the next owner to skip",
+			"partition", pl.s.ID, "batches", len(pl.inflight))
 	}
 }

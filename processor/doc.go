@@ -148,7 +148,8 @@
 // never passes a record whose outputs are not acknowledged, and a revoked partition
 // drains its units with its batches, so a clean hand-over handles nothing twice. A held
 // key holds its partition's commit, and once MaxInFlightBatches batches wait behind it,
-// the partition's intake. With Concurrency above 1 a Factory's handler is called from
+// the partition's intake; the records done behind it are recorded in the commit's
+// metadata, and the partition's next owner skips them. With Concurrency above 1 a Factory's handler is called from
 // several goroutines at once and must be safe for that. Exactly-once mode and
 // WithCheckpoint keep one Handle call at a time (see Config.Concurrency).
 //

@@ -174,12 +174,28 @@ func (p *Processor[K, V]) runSlot(s *group.Slot, out sink) (err error) {
 			}
 		}
 	}
+	if pl.units != nil {
+		// Records a previous owner finished after one it could not settle are recorded
+		// in the last commit: skip them.
+		committed, err := pl.run.checkCommitted(s.Committed)
+		if err != nil {
+			if isAbandon(err) {
+				return nil
+			}
+			return err
+		}
+		pl.units.skip = readDone(committed)
+	}
 	if pl.bound, err = p.replay.bound(handlerCtx, s); err != nil {
 		return err
 	}
 	err = pl.loop()
+	pl.storeDone() // batches left unsettled: record what of them is done
 	if pl.run.skipped > 0 {
 		p.log.Info("processor: skipped records already applied", "partition", s.ID, "records", pl.run.skipped)
+	}
+	if pl.units != nil && pl.units.skipped > 0 {
+		p.log.Info("processor: skipped records a previous owner had done (recorded in its last commit)", "partition", s.ID, "records", pl.units.skipped)
 	}
 	if isAbandon(err) {
 		return nil
@@ -295,9 +311,14 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, queuedAt 
 		f := &flight{inputs: inputs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx,
 			queuedAt: queuedAt, held: size, handledAt: time.Now()}
 		pl.inflight = append(pl.inflight, f)
-		pl.units.dispatch(ctx, f)
+		n := pl.units.dispatch(ctx, f)
 		if &f.inputs[0] != &inputs[0] {
 			pl.s.Recycle(inputs) // regrouped by key into a slice of the flight's own
+		}
+		if n == 0 { // every record done by a previous owner
+			pl.obs.Handled(ctx, len(f.inputs), 0, nil)
+			pl.obs.Send(ctx, nil)
+			f.roundDone = true
 		}
 		return nil
 	}
@@ -349,6 +370,9 @@ func (pl *pipeline[K, V]) settleHead() error {
 		}
 		if err := pl.applyEffects(f); err != nil {
 			return err
+		}
+		if pl.units != nil {
+			doneAfter(f.next, pl.inflight[1:])
 		}
 		err := pl.sink.settle(pl.lane, f)
 		if of, ok := err.(*outputsFailed); ok {

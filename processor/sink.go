@@ -95,6 +95,10 @@ type flight struct {
 	unitOuts   [][]record.Message
 	handledAt  time.Time
 	handleErr  error
+	// doneUnits holds the inputs of the batch that are done: their outputs acknowledged
+	// (or none to produce, or done by a previous owner), for the commit's metadata while
+	// an earlier batch has not settled (see doneset.go).
+	doneUnits [][]record.Message
 	// parent is the batch a unit's delivery round belongs to; nil for a batch's own.
 	parent       *flight
 	retries      int  // delivery rounds retried
