@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"container/heap"
 	"context"
 	"slices"
 	"time"
@@ -38,7 +39,8 @@ type units[K, V any] struct {
 	limit    int
 	ordering Ordering
 	running  int
-	ready    []*unit[K, V]           // may start, waiting for one of the limit places
+	ready    readyUnits[K, V]        // may start, waiting for one of the limit places
+	batches  uint64                  // batches dispatched: the next one's sequence number
 	tails    map[unitKey]*unit[K, V] // per key, its last unit that has not finished
 	finished chan *unit[K, V]        // buffered: limit places, so a unit never blocks on it
 	free     []*runner[K, V]         // runners of finished units, for the next ones
@@ -57,6 +59,7 @@ type unitKey struct {
 // unit is the records of one key in one batch (or one record, Unordered), in offset order.
 type unit[K, V any] struct {
 	f      *flight
+	seq    uint64 // its batch's sequence number: units of older batches start first
 	key    unitKey
 	inputs []record.Message
 	next   *unit[K, V] // the key's unit in a later batch, started once this one finishes
@@ -75,6 +78,7 @@ func newUnits[K, V any](limit int, ordering Ordering, base *runner[K, V]) *units
 // that each unit's records are contiguous (its first record stays first).
 func (u *units[K, V]) dispatch(ctx context.Context, f *flight) int {
 	skipped := u.skipDone(f)
+	u.batches++
 	var parts []*unit[K, V]
 	if u.ordering == Unordered {
 		for i := range f.inputs {
@@ -87,14 +91,15 @@ func (u *units[K, V]) dispatch(ctx context.Context, f *flight) int {
 	}
 	f.pending, f.unfinished = len(parts), len(parts)
 	for _, p := range parts {
+		p.seq = u.batches
 		if u.ordering == Unordered {
-			u.ready = append(u.ready, p)
+			heap.Push(&u.ready, p)
 			continue
 		}
 		if t := u.tails[p.key]; t != nil {
 			t.next = p
 		} else {
-			u.ready = append(u.ready, p)
+			heap.Push(&u.ready, p)
 		}
 		u.tails[p.key] = p
 	}
@@ -180,9 +185,7 @@ func (u *units[K, V]) byKey(f *flight, skipped []bool) []*unit[K, V] {
 // start starts ready units while fewer than limit run.
 func (u *units[K, V]) start(ctx context.Context) {
 	for u.running < u.limit && len(u.ready) > 0 {
-		p := u.ready[0]
-		u.ready[0] = nil
-		u.ready = u.ready[1:]
+		p := heap.Pop(&u.ready).(*unit[K, V])
 		u.running++
 		p.run = u.runner()
 		go func() {
@@ -218,7 +221,7 @@ func (u *units[K, V]) done(ctx context.Context, p *unit[K, V]) {
 			delete(u.tails, p.key)
 		}
 		if p.next != nil {
-			u.ready = append(u.ready, p.next)
+			heap.Push(&u.ready, p.next)
 			p.next = nil
 		}
 	}
@@ -334,4 +337,21 @@ func (pl *pipeline[K, V]) storeDone() {
 		pl.run.log.Info("processor: records done after one not settled are recorded in the commit, for the next owner to skip",
 			"partition", pl.s.ID, "batches", len(pl.inflight))
 	}
+}
+
+// readyUnits is a heap of the units that may start, the oldest batch's first: a batch
+// settles once all its units are done, so its units go before later batches' (a key's
+// unit freed by its predecessor does not wait behind every unit dispatched since).
+type readyUnits[K, V any] []*unit[K, V]
+
+func (r readyUnits[K, V]) Len() int           { return len(r) }
+func (r readyUnits[K, V]) Less(i, j int) bool { return r[i].seq < r[j].seq }
+func (r readyUnits[K, V]) Swap(i, j int)      { r[i], r[j] = r[j], r[i] }
+func (r *readyUnits[K, V]) Push(x any)        { *r = append(*r, x.(*unit[K, V])) }
+func (r *readyUnits[K, V]) Pop() any {
+	old := *r
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	*r = old[:len(old)-1]
+	return p
 }
