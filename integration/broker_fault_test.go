@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
@@ -58,22 +59,14 @@ import (
 //
 // The transaction coordinator killed mid-transaction is TestEOSFaultBrokerKill.
 func TestBrokerFaultThreeNodes(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	started := time.Now()
-	built := make(chan error, 1)
 	var bin string
+	var k *stack.Kafka
 	dir := t.TempDir()
-	go func() {
-		var err error
-		bin, err = goBuild(dir, "./worker")
-		built <- err
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	k, err := stack.StartKafka(ctx, stack.KafkaOptions{Brokers: 3, HeapMB: 320})
-	require.NoError(t, err, "start the three-node cluster")
-	t.Cleanup(func() { k.Close() })
-	require.NoError(t, <-built)
+	harness.StartBuilt(t, func() (err error) { bin, err = harness.GoBuild(dir, "./worker"); return err }, func() {
+		k = harness.StartKafka(t, 4*time.Minute, stack.KafkaOptions{Brokers: 3, HeapMB: 320}, "start the three-node cluster")
+	})
 	t.Logf("broker-fault: three-node cluster ready and copy worker built in %s", time.Since(started).Round(time.Millisecond))
 	c := &brokerCluster{k: k, brokers: k.Bootstrap(), bin: bin}
 
@@ -124,9 +117,9 @@ func (c *brokerCluster) start(id int32) error {
 type brokerRun struct {
 	*eosEnv
 	c       *brokerCluster
-	sp      *seqProducer
-	live    *topicReader
-	workers []*workerProc
+	sp      *harness.SeqProducer
+	live    *harness.TopicReader
+	workers []*harness.WorkerProc
 	logs    []string
 	dir     string
 	stopped time.Time // when finish began stopping the workers
@@ -146,25 +139,25 @@ func startBrokerRun(t *testing.T, c *brokerCluster, name string, seconds int, ou
 	t.Helper()
 	waitInSync(t, c.brokers, 2*time.Minute)
 	e := &eosEnv{t: t, k: c.k, brokers: c.brokers, partitions: brokerFaultPartitions, started: time.Now()}
-	e.ac = newAdmin(t, e.brokers)
+	e.ac = harness.NewAdmin(t, e.brokers)
 	e.in, e.out, e.group = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out"), stack.UniqueName(name)
-	createTopic(t, e.brokers, e.in, e.partitions, 3)
-	createTopicConfig(t, e.brokers, e.out, e.partitions, 3, outConfig)
+	harness.CreateTopic(t, e.brokers, e.in, e.partitions, 3)
+	harness.CreateTopicConfig(t, e.brokers, e.out, e.partitions, 3, outConfig)
 	waitInSync(t, e.brokers, 30*time.Second) // every replica of the new topics, before any fault
 	r := &brokerRun{eosEnv: e, c: c, dir: t.TempDir()}
-	r.live = startTopicReader(t, e.brokers, e.out, e.partitions, "read_uncommitted")
-	r.sp = startSeqProducer(t, e.brokers, e.in, e.partitions, brokerFaultKeys, seconds*brokerFaultPerSec, brokerFaultPerSec)
+	r.live = harness.StartTopicReader(t, e.brokers, e.out, e.partitions, "read_uncommitted")
+	r.sp = harness.StartSeqProducer(t, e.brokers, e.in, e.partitions, brokerFaultKeys, seconds*brokerFaultPerSec, brokerFaultPerSec)
 	for i := range 2 {
 		logPath := filepath.Join(r.dir, fmt.Sprintf("worker%d.log", i+1))
-		logOnFailure(t, fmt.Sprintf("worker%d", i+1), logPath)
+		harness.LogOnFailure(t, fmt.Sprintf("worker%d", i+1), logPath)
 		args := append([]string{"-mode", "copy", "-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out, "-v"}, eosWorkerArgs...)
 		args = append(args, workerArgs...)
-		r.workers = append(r.workers, startWorker(t, c.bin, logPath, args...))
+		r.workers = append(r.workers, harness.StartWorker(t, c.bin, logPath, args...))
 		r.logs = append(r.logs, logPath)
 	}
 	require.Eventually(t, func() bool {
 		for _, w := range r.workers {
-			if _, ok := r.live.seen(strconv.Itoa(w.pid())); !ok {
+			if _, ok := r.live.Seen(strconv.Itoa(w.Pid())); !ok {
 				return r.alive() != nil
 			}
 		}
@@ -187,13 +180,13 @@ func (r *brokerRun) coordinator() int32 {
 		return -1
 	}
 	defer ac.Close()
-	return groupCoordinator(ac, r.group)
+	return harness.GroupCoordinator(ac, r.group)
 }
 
 func (r *brokerRun) alive() error {
 	for _, w := range r.workers {
-		if !w.running() {
-			return fmt.Errorf("worker %d ended: %s", w.pid(), exitDesc(w))
+		if !w.Running() {
+			return fmt.Errorf("worker %d ended: %s", w.Pid(), harness.ExitDesc(w))
 		}
 	}
 	return nil
@@ -233,7 +226,7 @@ func (r *brokerRun) rebalanceLines(t0 time.Time) []string {
 func (r *brokerRun) commitFailures() int {
 	n := 0
 	for _, path := range r.logs {
-		n += countInFile(path, "offset commit failed")
+		n += harness.CountInFile(path, "offset commit failed")
 	}
 	return n
 }
@@ -248,15 +241,15 @@ func (r *brokerRun) lastRebalance() time.Time {
 
 // finish ends the input 10 s from now, waits for it and for the commits to reach the
 // end, stops the workers and returns the tally of the output read back whole.
-func (r *brokerRun) finish() (seqTally, []txnRec) {
+func (r *brokerRun) finish() (harness.SeqTally, []harness.TxnRec) {
 	t := r.t
 	time.Sleep(10 * time.Second)
-	r.sp.endNow()
-	inputs, outEnds := r.finishRun(r.sp, r.alive, func() []*workerProc { r.stopped = time.Now(); return r.workers }, nil)
-	r.live.waitEnds(t, outEnds, 2*time.Minute)
-	r.live.stop()
-	outputs := readTxnTopic(t, r.brokers, r.out, r.partitions, "read_uncommitted", outEnds)
-	s := tallySeq(inputs, plainRecs(outputs))
+	r.sp.EndNow()
+	inputs, outEnds := r.finishRun(r.sp, r.alive, func() []*harness.WorkerProc { r.stopped = time.Now(); return r.workers }, nil)
+	r.live.WaitEnds(t, outEnds, 2*time.Minute)
+	r.live.Stop()
+	outputs := harness.ReadTxnTopic(t, r.brokers, r.out, r.partitions, "read_uncommitted", outEnds)
+	s := harness.TallySeq(inputs, harness.PlainRecs(outputs))
 	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
 	assert.Zero(t, s.Unexpected, "outputs that match no input")
 	assert.Zero(t, s.OrderViolations, "keys whose first copies are out of input order")
@@ -278,7 +271,7 @@ func brokerRollingRestart(t *testing.T, c *brokerCluster, protocol string) {
 		back := time.Now()
 		waitInSync(t, c.brokers, 2*time.Minute)
 		inSync := time.Now()
-		gap, _ := outputGaps(r.live.records(), t0, inSync)
+		gap, _ := outputGaps(r.live.Records(), t0, inSync)
 		figures = append(figures, fmt.Sprintf("broker%d: shutdown=%s restart=%s in_sync_after=%s longest_output_gap=%s", id,
 			stopped.Sub(t0).Round(time.Millisecond), back.Sub(stopped).Round(time.Millisecond), inSync.Sub(back).Round(time.Millisecond), gap.Round(time.Millisecond)))
 		t.Logf("rolling restart: %s", figures[len(figures)-1])
@@ -373,7 +366,7 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 	back := time.Now()
 	var firstOut time.Time
 	require.Eventually(t, func() bool {
-		for _, rec := range r.live.records() {
+		for _, rec := range r.live.Records() {
 			if rec.Timestamp.After(restarting) && (firstOut.IsZero() || rec.Timestamp.Before(firstOut)) {
 				firstOut = rec.Timestamp
 			}
@@ -388,7 +381,7 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 	// appended[p][o]: the earliest broker append time of an output of input (p, o).
 	appended := make([][]time.Time, r.partitions)
 	for _, o := range outputs {
-		_, p, off, _, ok := o.fields()
+		_, p, off, _, ok := o.Fields()
 		if !ok {
 			continue
 		}
@@ -446,7 +439,7 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 			}
 		}
 	}
-	stall, _ := outputGaps(r.live.records(), killed, back)
+	stall, _ := outputGaps(r.live.Records(), killed, back)
 	t.Logf("broker-isr: records=%d outputs=%d lost=%d dups=%d (by input partition %v, outputs by writer %v) key_order_violations=%d victim=%d down=%s longest_output_gap=%s first_output_after_restart=%s commit_samples=%d during_outage=%d committed_advance_during_outage=%d commits_ahead_of_appended_outputs=%d",
 		s.Inputs, s.Outputs, s.Lost, s.Dups, s.DupsByPartition, s.ByWriter, s.OrderViolations, victim, restarting.Sub(killed).Round(time.Millisecond), stall.Round(time.Millisecond),
 		durOrNone(firstOut, restarting), len(samples), duringOutage, advanced, violations)
@@ -494,13 +487,13 @@ func brokerGroupCoordinatorKill(t *testing.T, c *brokerCluster, session time.Dur
 			last = smp.committed
 			continue
 		}
-		if last == nil || progress(smp.committed) > progress(last) {
+		if last == nil || harness.Progress(smp.committed) > harness.Progress(last) {
 			stall = max(stall, smp.at.Sub(prev))
 			prev = smp.at
 		}
 		last = smp.committed
 	}
-	outGap, _ := outputGaps(r.live.records(), killed, back.Add(10*time.Second))
+	outGap, _ := outputGaps(r.live.Records(), killed, back.Add(10*time.Second))
 	t.Logf("broker-gcoord: session=%s records=%d outputs=%d lost=%d dups=%d key_order_violations=%d coordinator=%d then=%d down=%s longest_commit_stall=%s longest_output_gap=%s rebalances=%d commit_failures_logged=%d",
 		session, s.Inputs, s.Outputs, s.Lost, s.Dups, s.OrderViolations, coord, newCoord, back.Sub(killed).Round(time.Millisecond), stall.Round(time.Millisecond),
 		outGap.Round(time.Millisecond), len(rebalances), commitFailures)

@@ -436,18 +436,6 @@ func (s distStats) String() string {
 	return fmt.Sprintf("n=%d min=%.1fms p50=%.1fms p99=%.1fms max=%.1fms", s.n, s.min, s.p50, s.p99, s.mx)
 }
 
-// distTail returns the last n bytes of a node's log.
-func distTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
 // fencedWrite is a write to the fenced-resource double made by the test itself, as a
 // zombie holding token would make it: it reports whether the resource accepted it.
 func (c *distChecker) fencedWrite(slice int32, token int64) bool {

@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
@@ -35,54 +34,12 @@ const (
 	distPing       = 5 * time.Millisecond // process -> checker heartbeat
 )
 
-// buildDistnode compiles integration/distnode into a temp dir (the go build cache makes
-// the second and later builds of a test binary take about a second).
-func buildDistnode(tb testing.TB) string {
-	tb.Helper()
-	goBin, err := exec.LookPath("go")
-	require.NoError(tb, err, "the distributed tests build their node binary with the go tool")
-	bin := filepath.Join(tb.TempDir(), "distnode")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/samsa-go/samsa/integration/distnode").CombinedOutput()
-	require.NoError(tb, err, "go build distnode:\n%s", out)
-	return bin
-}
-
 // distNode is one distnode OS process.
 type distNode struct {
+	*harness.WorkerProc
 	id     string
-	pid    int
 	log    string
-	done   chan struct{}
-	state  *os.ProcessState // valid after done
-	exited int64            // mono ns when Wait returned
-}
-
-func (n *distNode) running() bool {
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (n *distNode) kill(sig syscall.Signal) {
-	if n.running() {
-		syscall.Kill(n.pid, sig)
-	}
-}
-
-// wait waits up to timeout for the node to exit and returns its exit code (-1 when a
-// signal ended it).
-func (n *distNode) wait(timeout time.Duration) (code int, exited bool) {
-	select {
-	case <-n.done:
-		return n.state.ExitCode(), true
-	case <-time.After(timeout):
-		return 0, false
-	}
+	exited int64 // mono ns when Wait returned
 }
 
 func (n *distNode) output() string {
@@ -115,7 +72,7 @@ func newDistCluster(tb testing.TB, bin, brokers, prefix, protocol string, extra 
 		if tb.Failed() {
 			tb.Logf("--- timeline of %s:\n%s", c.name, c.timeline())
 			for _, n := range c.all {
-				tb.Logf("--- node %s (pid %d) log tail:\n%s", n.id, n.pid, distTail(n.log, 4000))
+				tb.Logf("--- node %s (pid %d) log tail:\n%s", n.id, n.Pid(), harness.TailFile(n.log, 4000))
 			}
 		}
 	})
@@ -128,40 +85,33 @@ func (c *distCluster) start(extra ...string) *distNode {
 	c.tb.Helper()
 	c.seq++
 	id := "n" + strconv.Itoa(c.seq)
-	n := &distNode{id: id, log: filepath.Join(c.dir, id+".log"), done: make(chan struct{})}
+	n := &distNode{id: id, log: filepath.Join(c.dir, id+".log")}
 	args := []string{"-brokers", c.brokers, "-name", c.name, "-node", id, "-checker", c.chk.path,
 		"-procs", strconv.Itoa(distProcs), "-partitions", strconv.Itoa(distPartitions), "-protocol", c.protocol,
 		"-session", distSession.String(), "-heartbeat", distHeartbeat.String(), "-stop-timeout", c.stopTimeout.String(),
 		"-hb", distPing.String(), "-v"}
 	args = append(append(args, c.extra...), extra...)
-	f, err := os.Create(n.log)
-	require.NoError(c.tb, err)
-	cmd := exec.Command(c.bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	// The kernel kills the node if the test binary dies without running its cleanups.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(c.tb, cmd.Start())
-	n.pid = cmd.Process.Pid
-	go func() {
-		cmd.Wait()
-		n.exited = distMono()
-		f.Close()
-		n.state = cmd.ProcessState
-		close(n.done)
-	}()
-	c.tb.Cleanup(func() {
-		if n.running() {
-			syscall.Kill(n.pid, syscall.SIGKILL)
-			select {
-			case <-n.done:
-			case <-time.After(10 * time.Second):
-				c.tb.Errorf("node %s (pid %d) did not die on SIGKILL", n.id, n.pid)
-			}
-		}
-	})
+	n.WorkerProc = harness.StartWorkerThen(c.tb, c.bin, n.log, func() { n.exited = distMono() }, args...)
 	c.all = append(c.all, n)
 	c.live = append(c.live, n)
 	return n
+}
+
+// takenOver waits up to within for every process in procs to run on a node other than
+// node and returns how long after since that was.
+func (c *distCluster) takenOver(procs []int, node string, since time.Time, within time.Duration, msg string) time.Duration {
+	var took time.Duration
+	require.Eventually(c.tb, func() bool {
+		run := c.chk.view().running()
+		for _, p := range procs {
+			if !slices.ContainsFunc(run[p], func(in distInst) bool { return in.node != node }) {
+				return false
+			}
+		}
+		took = time.Since(since)
+		return true
+	}, within, 20*time.Millisecond, msg)
+	return took
 }
 
 // drop removes n from the live nodes (it is being stopped or killed).
@@ -201,8 +151,8 @@ func (c *distCluster) waitStable(timeout time.Duration) map[int]string {
 			return where
 		}
 		for _, n := range c.live {
-			if !n.running() {
-				c.tb.Fatalf("node %s exited (code %d) while waiting for a stable placement:\n%s", n.id, n.state.ExitCode(), distTail(n.log, 3000))
+			if !n.Running() {
+				c.tb.Fatalf("node %s exited (code %d) while waiting for a stable placement:\n%s", n.id, n.State.ExitCode(), harness.TailFile(n.log, 3000))
 			}
 		}
 		last = fmt.Sprintf("placement complete=%v nodes=%v want %v quiet=%s running=%v", ok, nodes, want, v.quiet.Round(time.Millisecond), c.summary(v))
@@ -341,10 +291,10 @@ func (c *distCluster) sigtermRound(where map[int]string) (*distNode, []distHando
 	moved := procsOn(where, victim.id)
 	from := distMono()
 	c.drop(victim)
-	victim.kill(syscall.SIGTERM)
-	code, ok := victim.wait(30 * time.Second)
+	victim.Kill(syscall.SIGTERM)
+	code, ok := victim.Wait(30 * time.Second)
 	require.True(c.tb, ok, "node %s did not exit within 30s of SIGTERM", victim.id)
-	require.Equal(c.tb, 0, code, "node %s exit code after SIGTERM; output:\n%s", victim.id, distTail(victim.log, 3000))
+	require.Equal(c.tb, 0, code, "node %s exit code after SIGTERM; output:\n%s", victim.id, harness.TailFile(victim.log, 3000))
 	c.waitStable(time.Minute)
 	hs := c.chk.view().handoffs(from, func(h distHandoff) bool { return h.prev.node == victim.id })
 	require.Len(c.tb, hs, len(moved), "every process of %s (%v) moved exactly once", victim.id, moved)
@@ -356,9 +306,9 @@ func (c *distCluster) sigtermRound(where map[int]string) (*distNode, []distHando
 // the others: no two instances of a process are ever alive at once, and the gap of every
 // hand-off is reported.
 func TestDistributedSIGTERM(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
-	c := newDistCluster(t, buildDistnode(t), brokers, "dist-sigterm", "cooperative")
+	c := newDistCluster(t, harness.Build(t, "./distnode"), brokers, "dist-sigterm", "cooperative")
 	where := c.startNodes(3)
 	var term, join []distHandoff
 	for round := range 3 {
@@ -383,9 +333,9 @@ func TestDistributedSIGTERM(t *testing.T) {
 // restart on the other nodes after the session timeout, never while the killed instance
 // was alive.
 func TestDistributedSIGKILL(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
-	c := newDistCluster(t, buildDistnode(t), brokers, "dist-sigkill", "cooperative")
+	c := newDistCluster(t, harness.Build(t, "./distnode"), brokers, "dist-sigkill", "cooperative")
 	where := c.startNodes(3)
 	var all []distHandoff
 	for round := range 5 {
@@ -393,8 +343,8 @@ func TestDistributedSIGKILL(t *testing.T) {
 		moved := procsOn(where, victim.id)
 		from := distMono()
 		c.drop(victim)
-		victim.kill(syscall.SIGKILL)
-		_, ok := victim.wait(10 * time.Second)
+		victim.Kill(syscall.SIGKILL)
+		_, ok := victim.Wait(10 * time.Second)
 		require.True(t, ok, "node %s did not die on SIGKILL", victim.id)
 		t0 := time.Now()
 		where = c.waitStable(time.Minute)
@@ -422,9 +372,9 @@ func TestDistributedSIGKILL(t *testing.T) {
 // the slices that move to the new node stop: no process that stays is restarted. The
 // same with the eager protocol, for comparison (every slice stops and starts again).
 func TestDistributedAddNode(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
-	bin := buildDistnode(t)
+	bin := harness.Build(t, "./distnode")
 	restarts := map[string]int{}
 	for _, proto := range []string{"cooperative", "eager"} {
 		t.Run(proto, func(t *testing.T) {
@@ -461,8 +411,8 @@ func TestDistributedAddNode(t *testing.T) {
 //
 // Run with the classic cooperative protocol and with KIP-848 (consumer), for comparison.
 func TestDistributedPause(t *testing.T) {
-	requireReal(t)
-	bin, brokers := buildDistnode(t), stack.KafkaBrokers(t)
+	harness.RequireReal(t)
+	bin, brokers := harness.Build(t, "./distnode"), stack.KafkaBrokers(t)
 	for _, proto := range []string{"cooperative", "consumer"} {
 		t.Run(proto, func(t *testing.T) { pauseScenario(t, bin, brokers, proto) })
 	}
@@ -483,24 +433,14 @@ func pauseScenario(t *testing.T, bin, brokers, proto string) {
 	require.Len(t, old, len(paused))
 
 	from := distMono()
-	victim.kill(syscall.SIGSTOP)
-	t.Cleanup(func() { victim.kill(syscall.SIGCONT) })
+	victim.Kill(syscall.SIGSTOP)
+	t.Cleanup(func() { victim.Kill(syscall.SIGCONT) })
 	stopped := time.Now()
 	// While it is paused, its processes start elsewhere (after the session timeout).
-	var takeover time.Duration
-	require.Eventually(t, func() bool {
-		run := c.chk.view().running()
-		for _, p := range paused {
-			if !slices.ContainsFunc(run[p], func(in distInst) bool { return in.node != victim.id }) {
-				return false
-			}
-		}
-		takeover = time.Since(stopped)
-		return true
-	}, 2*distSession, 20*time.Millisecond, "the paused node's processes did not start elsewhere within 2× the session timeout")
+	takeover := c.takenOver(paused, victim.id, stopped, 2*distSession, "the paused node's processes did not start elsewhere within 2× the session timeout")
 	time.Sleep(2*distSession - time.Since(stopped))
 	cont := distMono()
-	victim.kill(syscall.SIGCONT)
+	victim.Kill(syscall.SIGCONT)
 	t.Logf("SIGSTOP %s (processes %v) for %s; taken over after %s", victim.id, paused, time.Duration(cont-from).Round(time.Millisecond), takeover.Round(time.Millisecond))
 
 	// The resumed node notices, stops its stale instances and rejoins.
@@ -515,7 +455,7 @@ func pauseScenario(t *testing.T, bin, brokers, proto string) {
 		}
 		return true
 	}, 30*time.Second, 20*time.Millisecond, "the resumed node's stale instances did not stop")
-	require.True(t, victim.running(), "the paused node exited after SIGCONT:\n%s", distTail(victim.log, 3000))
+	require.True(t, victim.Running(), "the paused node exited after SIGCONT:\n%s", harness.TailFile(victim.log, 3000))
 	c.waitStable(time.Minute)
 
 	v := c.chk.view()
@@ -571,9 +511,9 @@ func pauseScenario(t *testing.T, bin, brokers, proto string) {
 //   - rebalance: eager protocol, one node runs everything and a second joins, so every
 //     slice is revoked; 10s stop timeout.
 func TestDistributedStuckProcess(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
-	bin := buildDistnode(t)
+	bin := harness.Build(t, "./distnode")
 	t.Run("sigterm", func(t *testing.T) { stuckScenario(t, bin, brokers, "cooperative", 3*time.Second, false) })
 	t.Run("sigterm-stop-timeout-above-session", func(t *testing.T) {
 		stuckScenario(t, bin, brokers, "cooperative", 10*time.Second, false)
@@ -603,12 +543,12 @@ func stuckScenario(t *testing.T, bin, brokers, proto string, stopTimeout time.Du
 	if byRebalance {
 		c.start()
 	} else {
-		victim.kill(syscall.SIGTERM)
+		victim.Kill(syscall.SIGTERM)
 	}
-	code, ok := victim.wait(stopTimeout + 30*time.Second)
+	code, ok := victim.Wait(stopTimeout + 30*time.Second)
 	require.True(t, ok, "node %s with a stuck process did not exit", victim.id)
 	out := victim.output()
-	assert.Equal(t, 3, code, "exit code of the node with a stuck process; output:\n%s", distTail(victim.log, 3000))
+	assert.Equal(t, 3, code, "exit code of the node with a stuck process; output:\n%s", harness.TailFile(victim.log, 3000))
 	assert.Contains(t, out, "did not stop within the stop timeout")
 	assert.Contains(t, out, fmt.Sprintf("process %d (slice %d)", stuck, stuck%distPartitions))
 	c.waitStable(time.Minute)
@@ -646,7 +586,7 @@ func BenchmarkHandoffGap(b *testing.B) {
 		b.Skip("short mode: this benchmark runs against a real Kafka")
 	}
 	brokers := stack.KafkaBrokers(b)
-	bin := buildDistnode(b)
+	bin := harness.Build(b, "./distnode")
 	res := map[string][2]distStats{}
 	protos := []string{"cooperative", "consumer"}
 	for _, proto := range protos {

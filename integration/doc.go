@@ -35,20 +35,29 @@
 //	             build with -tags chaos for fail-points ($SAMSA_FAILPOINT)
 //	distnode     one node of a distributed cluster; its processes report to a checker over a Unix socket
 //
-// The tests build them with the go tool into a temp dir (buildCopyWorker,
-// buildEOSWorker, buildDistnode, goBuild).
+// The tests build them with the go tool into a temp dir (harness.Build, harness.GoBuild;
+// buildEOSWorker adds the chaos tag).
 //
-// # Checkers and helpers (test files)
+// # The harness (integration/harness)
 //
-//	helpers_test.go    topics, end and committed offsets, the idempotent test producer
-//	checker_test.go    seqProducer (keyed, sequenced input), readTopic, tallySeq (lost,
-//	                   duplicates, per-key order), waitCommitted, worker logs
-//	eos_fault_test.go  eosEnv, topicReader (live read_committed reader), checkEOS
-//	                   (output == input exactly, order, running sums, aborted_visible),
-//	                   waitTxnsFinished (no open transaction: last stable offset == end)
+// A non-test package holds what the suites share, so that a suite file holds only its
+// scenarios (go doc ./integration/harness): suite gates (harness.RequireReal,
+// harness.RequireFaultSuite); topic creation with a wait for every partition's leader;
+// end and committed offsets (harness.Probe); the idempotent test producer and
+// harness.SeqProducer (keyed, sequenced input); harness.ReadTopic and
+// harness.TopicReader (a live reader at one isolation level); the verdicts
+// harness.TallySeq (lost, duplicates, per-key order), harness.CheckEOS (output == input
+// exactly, order, running sums, aborted_visible) and harness.SumTable (a sum worker's
+// Redis table against its input); worker processes (harness.StartWorker,
+// harness.ExitDesc) and their logs. integration/bench creates its topics with it too.
+//
+// # Test-only helpers
+//
+//	helpers_test.go    TestMain (one stack per test binary) and the keys of the small suites
+//	eos_fault_test.go  eosEnv: a three-node cluster, the chaos worker, finishRun and verify
+//	state_fault_test.go sfEnv: a sum worker, its own redis-server, the input's producer
 //	distcheck_test.go  distChecker: the process instances' own reports; overlap_ms,
 //	                   hand-offs and their gaps, fenced writes
-//	state_fault_test.go sfEnv, sum checks against Redis
 //
 // # Suites
 //

@@ -12,21 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/samsatest"
 )
-
-func copyHandler(out processor.Output[string, string]) processor.Handler[string, string] {
-	return processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
-		for _, r := range b.Records {
-			if err := out.Send(b, r.Key, r.Value); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
 
 func produceStrings(t *testing.T, brokers, topic string, from, n int) {
 	t.Helper()
@@ -40,11 +30,11 @@ func produceStrings(t *testing.T, brokers, topic string, from, n int) {
 // An input topic deleted while the processor runs: Run stops by itself with an error
 // naming the topic, after committing what it processed.
 func TestInputTopicDeletedStopsRun(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	in, out, group := stack.UniqueName("del-in"), stack.UniqueName("del-out"), stack.UniqueName("del")
-	createTopic(t, brokers, in, 2, 1)
-	createTopic(t, brokers, out, 2, 1)
+	harness.CreateTopic(t, brokers, in, 2, 1)
+	harness.CreateTopic(t, brokers, out, 2, 1)
 	produceStrings(t, brokers, in, 0, 200)
 	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, CommitInterval: 100 * time.Millisecond},
 		[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
@@ -53,11 +43,11 @@ func TestInputTopicDeletedStopsRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(context.Background()) }()
 	require.Eventually(t, func() bool {
-		c := committedOffsets(t, brokers, group, in, 2)
+		c := harness.CommittedOffsets(t, brokers, group, in, 2)
 		return c[0]+c[1] == 200
 	}, time.Minute, 100*time.Millisecond, "the 200 records were never committed")
 
-	ac := newAdmin(t, brokers)
+	ac := harness.NewAdmin(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err = ac.DeleteTopics(ctx, []string{in})
@@ -79,17 +69,17 @@ func TestInputTopicDeletedStopsRun(t *testing.T) {
 // message timeout, and commits nothing, under every error policy: no record is to
 // blame, so none is skipped or dead-lettered for it.
 func TestMissingOutputTopicFailsNamingIt(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	dlq := stack.UniqueName("noout-dlq")
-	createTopic(t, brokers, dlq, 1, 1)
+	harness.CreateTopic(t, brokers, dlq, 1, 1)
 	for _, tc := range []struct {
 		name   string
 		policy processor.Policy
 	}{{"stop", processor.Stop()}, {"dead letter", processor.DeadLetter(dlq)}, {"skip", processor.Skip()}} {
 		t.Run(tc.name, func(t *testing.T) {
 			in, out, group := stack.UniqueName("noout-in"), stack.UniqueName("noout-missing"), stack.UniqueName("noout")
-			createTopic(t, brokers, in, 1, 1)
+			harness.CreateTopic(t, brokers, in, 1, 1)
 			produceStrings(t, brokers, in, 0, 10)
 			p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: tc.policy},
 				[]processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
@@ -104,10 +94,10 @@ func TestMissingOutputTopicFailsNamingIt(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), out, "the error names the missing output topic")
 			assert.Less(t, took, 25*time.Second, "librdkafka's 30 s topic propagation wait is not the processor's")
-			assert.Equal(t, map[int32]int64{}, nonZero(committedOffsets(t, brokers, group, in, 1)), "nothing committed")
+			assert.Equal(t, map[int32]int64{}, nonZero(harness.CommittedOffsets(t, brokers, group, in, 1)), "nothing committed")
 		})
 	}
-	assert.Equal(t, map[int32]int64{}, nonZero(endOffsets(t, brokers, dlq, 1)), "nothing dead-lettered")
+	assert.Equal(t, map[int32]int64{}, nonZero(harness.EndOffsets(t, brokers, dlq, 1)), "nothing dead-lettered")
 }
 
 func nonZero(m map[int32]int64) map[int32]int64 {
@@ -124,12 +114,12 @@ func nonZero(m map[int32]int64) map[int32]int64 {
 // DeadLetter: the error is permanent, so the records go to the dead-letter topic at once
 // rather than after the producer's retries, and only those records.
 func TestOversizeOutputsDeadLetteredPromptly(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	in, out, dlq, group := stack.UniqueName("big-in"), stack.UniqueName("big-out"), stack.UniqueName("big-dlq"), stack.UniqueName("big")
-	createTopic(t, brokers, in, 2, 1)
-	createTopic(t, brokers, dlq, 1, 1)
-	ac := newAdmin(t, brokers)
+	harness.CreateTopic(t, brokers, in, 2, 1)
+	harness.CreateTopic(t, brokers, dlq, 1, 1)
+	ac := harness.NewAdmin(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: out, NumPartitions: 2, ReplicationFactor: 1,
@@ -159,7 +149,7 @@ func TestOversizeOutputsDeadLetteredPromptly(t *testing.T) {
 	start := time.Now()
 	go func() { done <- p.Run(runCtx) }()
 	require.Eventually(t, func() bool {
-		c := committedOffsets(t, brokers, group, in, 2)
+		c := harness.CommittedOffsets(t, brokers, group, in, 2)
 		return c[0]+c[1] == n
 	}, 90*time.Second, 100*time.Millisecond, "the inputs were never all committed")
 	took := time.Since(start)

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -21,25 +22,18 @@ import (
 // closed and one added mid-run while records flow: a read_committed reader sees every
 // input's output exactly once, and the group's offsets reach the end.
 func TestExactlyOnceHandOff(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	const partitions, n = 4, 20_000
 	in, out := stack.UniqueName("eos-in"), stack.UniqueName("eos-out")
-	createTopic(t, brokers, in, partitions, 1)
-	createTopic(t, brokers, out, partitions, 1)
+	harness.CreateTopic(t, brokers, in, partitions, 1)
+	harness.CreateTopic(t, brokers, out, partitions, 1)
 	group := stack.UniqueName("eos")
 	output := processor.NewOutput(out, codec.Int64(), codec.Int64())
 	start := func(name string) (stop func() error) {
 		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, Group: group, ExactlyOnce: true, BatchSize: 200, BatchWait: 5 * time.Millisecond, CommitInterval: 100 * time.Millisecond},
 			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
-			processor.HandlerFunc[int64, int64](func(ctx context.Context, b *processor.Batch[int64, int64]) error {
-				for _, r := range b.Records {
-					if err := output.Send(b, r.Key, r.Value); err != nil {
-						return err
-					}
-				}
-				return nil
-			}))
+			copyHandler(output))
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
@@ -64,7 +58,7 @@ func TestExactlyOnceHandOff(t *testing.T) {
 	stopA := start("a")
 	stopB := start("b")
 	go func() { // records flow while the group changes
-		p, err := newTestProducer(brokers)
+		p, err := harness.NewProducer(brokers)
 		if err != nil {
 			t.Error(err)
 			return
@@ -93,7 +87,7 @@ func TestExactlyOnceHandOff(t *testing.T) {
 	require.NoError(t, stopB(), "clean close of b")
 
 	require.Eventually(t, func() bool {
-		ends := endOffsets(t, brokers, in, partitions)
+		ends := harness.EndOffsets(t, brokers, in, partitions)
 		total := int64(0)
 		for _, e := range ends {
 			total += e
@@ -101,7 +95,7 @@ func TestExactlyOnceHandOff(t *testing.T) {
 		if total < n {
 			return false
 		}
-		got := committedOffsets(t, brokers, group, in, partitions)
+		got := harness.CommittedOffsets(t, brokers, group, in, partitions)
 		for p, e := range ends {
 			if got[p] != e {
 				return false

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
@@ -29,7 +30,7 @@ const (
 // group of two consumers, one leaves mid-way: all records arrive and the committed
 // offsets equal the end offsets.
 func TestGroupNoLossWhenMemberLeaves(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	runGroupScenario(t, brokers, 1, nil)
 }
@@ -38,7 +39,7 @@ func TestGroupNoLossWhenMemberLeaves(t *testing.T) {
 // min.insync.replicas 2) while one broker is SIGKILLed and restarted mid-run: every
 // acknowledged record is consumed.
 func TestGroupNoLossWithBrokerHardKilled(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -86,7 +87,7 @@ func TestGroupNoLossWithBrokerHardKilled(t *testing.T) {
 func runGroupScenario(t *testing.T, brokers string, rf int, onProgress func(consumed int)) {
 	topic := stack.UniqueName("foundation")
 	group := stack.UniqueName("foundation-group")
-	createTopic(t, brokers, topic, foundationPartitions, rf)
+	harness.CreateTopic(t, brokers, topic, foundationPartitions, rf)
 
 	var (
 		mu   sync.Mutex
@@ -156,7 +157,7 @@ func runGroupScenario(t *testing.T, brokers string, rf int, onProgress func(cons
 		}
 	})
 
-	p, err := newTestProducer(brokers)
+	p, err := harness.NewProducer(brokers)
 	require.NoError(t, err)
 	defer p.Close()
 	deliveries := make(chan kafka.Event, foundationRecords)
@@ -199,7 +200,7 @@ func runGroupScenario(t *testing.T, brokers string, rf int, onProgress func(cons
 		}
 		leftA <- a.Close()
 	}()
-	acked, failed := drainDeliveries(t, deliveries, foundationRecords, 3*time.Minute)
+	acked, failed := harness.DrainDeliveries(t, deliveries, foundationRecords, 3*time.Minute)
 	assert.Zero(t, failed, "failed deliveries")
 	require.Len(t, acked, foundationRecords, "acknowledged records")
 	require.NoError(t, <-leftA, "first consumer's leave")
@@ -227,8 +228,8 @@ func runGroupScenario(t *testing.T, brokers string, rf int, onProgress func(cons
 		require.NoError(t, err)
 	}
 	require.NoError(t, b.Close())
-	assert.Equal(t, endOffsets(t, brokers, topic, foundationPartitions),
-		committedOffsets(t, brokers, group, topic, foundationPartitions),
+	assert.Equal(t, harness.EndOffsets(t, brokers, topic, foundationPartitions),
+		harness.CommittedOffsets(t, brokers, group, topic, foundationPartitions),
 		"committed offsets must equal end offsets")
 }
 

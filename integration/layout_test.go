@@ -15,7 +15,9 @@ import (
 
 // TestLayout keeps the data flow one way: confluent-kafka-go only
 // under internal/ (plus the tests, examples and launchers that play outside clients), no
-// public package importing another it must not, nothing importing integration/.
+// public package importing another it must not, nothing importing integration/ from
+// outside it; integration/harness, which the suites and the bench share, judges from
+// outside the framework (no processor, no distributed) and is there.
 func TestLayout(t *testing.T) {
 	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "github.com/samsa-go/samsa/...")
 	out, err := cmd.Output()
@@ -36,7 +38,7 @@ func TestLayout(t *testing.T) {
 		"cmd":         {mod + "examples"},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
-	n := 0
+	n, harnessSeen := 0, false
 	for {
 		var p pkg
 		if err := dec.Decode(&p); err == io.EOF {
@@ -47,6 +49,14 @@ func TestLayout(t *testing.T) {
 		n++
 		rel := strings.TrimPrefix(p.ImportPath, mod)
 		top := strings.SplitN(rel, "/", 2)[0]
+		if rel == "integration/harness" {
+			harnessSeen = true
+			for _, imp := range p.Imports {
+				for _, f := range []string{mod + "processor", mod + "distributed"} {
+					assert.False(t, imp == f || strings.HasPrefix(imp, f+"/"), "integration/harness imports %s: it checks from outside the framework", imp)
+				}
+			}
+		}
 		for _, imp := range p.Imports {
 			if strings.HasPrefix(imp, "github.com/confluentinc/confluent-kafka-go") {
 				// The one exception: codec/registry wraps the client's schema-registry serdes
@@ -71,6 +81,7 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	require.Greater(t, n, 5, "go list found too few packages")
+	assert.True(t, harnessSeen, "go list did not list integration/harness")
 }
 
 // TestDocMapsTheTree keeps doc.go, the map of this directory, true: it names every test
@@ -101,6 +112,27 @@ func TestDocMapsTheTree(t *testing.T) {
 	}
 	for _, m := range regexp.MustCompile(`\b(?:Test[A-Z]\w*|build[A-Z]\w*|goBuild)\b`).FindAllString(doc, -1) {
 		assert.True(t, strings.Contains(sources.String(), "func "+m+"("), "doc.go names %s, which no test file here defines", m)
+	}
+	// The harness: every harness.Name the map mentions is declared there, and the
+	// harness's own doc.go names each of its files.
+	hdoc, err := os.ReadFile("harness/doc.go")
+	require.NoError(t, err)
+	files, err := os.ReadDir("harness")
+	require.NoError(t, err)
+	var hsrc strings.Builder
+	for _, f := range files {
+		if name := f.Name(); strings.HasSuffix(name, ".go") {
+			src, err := os.ReadFile("harness/" + name)
+			require.NoError(t, err)
+			hsrc.Write(src)
+			if name != "doc.go" {
+				assert.Contains(t, string(hdoc), name, "harness/doc.go does not mention %s", name)
+			}
+		}
+	}
+	for _, m := range regexp.MustCompile(`\bharness\.([A-Z]\w*)`).FindAllStringSubmatch(doc, -1) {
+		decl := regexp.MustCompile(`(?m)^(?:func(?: \([^)]*\))?|type) ` + m[1] + `\b`)
+		assert.True(t, decl.MatchString(hsrc.String()), "doc.go names harness.%s, which integration/harness does not declare", m[1])
 	}
 	for _, dir := range regexp.MustCompile(`integration/([a-z]+)`).FindAllStringSubmatch(doc, -1) {
 		_, err := os.Stat(dir[1])

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/integration/faultproxy"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
@@ -45,59 +43,25 @@ type netEnv struct {
 func newNetEnv(t *testing.T, build func(e *netEnv) error) *netEnv {
 	t.Helper()
 	e := &netEnv{}
-	built := make(chan error, 1)
-	go func() { built <- build(e) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	k, err := stack.StartKafka(ctx, stack.KafkaOptions{Proxied: true, HeapMB: 320})
-	require.NoError(t, err, "start the proxied broker")
-	t.Cleanup(func() { k.Close() })
-	require.NoError(t, <-built)
-	e.k, e.direct, e.proxied = k, k.Bootstrap(), k.ProxiedBootstrap()
-	e.px, err = k.Proxy(1)
+	harness.StartBuilt(t, func() error { return build(e) }, func() {
+		e.k = harness.StartKafka(t, 3*time.Minute, stack.KafkaOptions{Proxied: true, HeapMB: 320}, "start the proxied broker")
+	})
+	e.direct, e.proxied = e.k.Bootstrap(), e.k.ProxiedBootstrap()
+	var err error
+	e.px, err = e.k.Proxy(1)
 	require.NoError(t, err)
-	e.envBin, err = exec.LookPath("env")
-	require.NoError(t, err)
+	e.envBin = harness.EnvBin(t)
 	return e
-}
-
-// goBuild compiles a package under integration/ into dir, with the build tags given. It
-// may run off the test goroutine (beside a broker's start): the caller makes dir there
-// with t.TempDir, which may fail the test.
-func goBuild(dir, pkg string, tags ...string) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the fault tests build their workers with the go tool: %w", err)
-	}
-	bin := filepath.Join(dir, filepath.Base(pkg))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	args := []string{"build", "-o", bin}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	cmd := exec.CommandContext(ctx, goBin, append(args, pkg)...)
-	cmd.Dir = integrationDir()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s %s: %w\n%s", strings.Join(tags, ","), pkg, err, out)
-	}
-	return bin, nil
-}
-
-// integrationDir is integration/, wherever the test binary runs.
-func integrationDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(file)
 }
 
 // outputGaps returns the longest pause in the outputs of any one input partition, between
 // consecutive arrivals at the reader in [from, to], and when it began: for the partitions
 // the cut-off worker owned, the time until the other worker's outputs for them became
 // visible.
-func outputGaps(recs []txnRec, from, to time.Time) (longest time.Duration, at time.Time) {
+func outputGaps(recs []harness.TxnRec, from, to time.Time) (longest time.Duration, at time.Time) {
 	byPart := map[int32][]time.Time{}
 	for _, r := range recs {
-		if _, p, _, _, ok := r.fields(); ok && !r.Arrived.Before(from) && !r.Arrived.After(to) {
+		if _, p, _, _, ok := r.Fields(); ok && !r.Arrived.Before(from) && !r.Arrived.After(to) {
 			byPart[p] = append(byPart[p], r.Arrived)
 		}
 	}
@@ -115,10 +79,10 @@ func outputGaps(recs []txnRec, from, to time.Time) (longest time.Duration, at ti
 }
 
 // firstArrivalAfter is when the reader first received a record by writer after t0.
-func firstArrivalAfter(recs []txnRec, writer string, t0 time.Time) (time.Time, bool) {
+func firstArrivalAfter(recs []harness.TxnRec, writer string, t0 time.Time) (time.Time, bool) {
 	var first time.Time
 	for _, r := range recs {
-		if r.writer() == writer && r.Arrived.After(t0) && (first.IsZero() || r.Arrived.Before(first)) {
+		if r.Writer() == writer && r.Arrived.After(t0) && (first.IsZero() || r.Arrived.Before(first)) {
 			first = r.Arrived
 		}
 	}
@@ -142,11 +106,11 @@ func firstArrivalAfter(recs []txnRec, writer string, t0 time.Time) (time.Time, b
 // holding back read_committed readers), and the time from healing to the cut-off
 // instance's first output (its rejoin).
 func TestNetFaultProcessorPartition(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	dir := t.TempDir()
 	e := newNetEnv(t, func(e *netEnv) (err error) {
 		if e.eosBin, err = buildEOSWorker(dir); err == nil {
-			e.procBin, err = goBuild(dir, "./worker")
+			e.procBin, err = harness.GoBuild(dir, "./worker")
 		}
 		return err
 	})
@@ -167,41 +131,41 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 	eos := mode == "exactly-once"
 	n := int((before+cut+after).Seconds()+10) * perSec
 	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
-	e.ac = newAdmin(t, e.brokers)
+	e.ac = harness.NewAdmin(t, e.brokers)
 	e.in, e.out, e.group = stack.UniqueName("netpart-in"), stack.UniqueName("netpart-out"), stack.UniqueName("netpart")
-	createTopic(t, e.brokers, e.in, partitions, 1)
-	createTopic(t, e.brokers, e.out, partitions, 1)
+	harness.CreateTopic(t, e.brokers, e.in, partitions, 1)
+	harness.CreateTopic(t, e.brokers, e.out, partitions, 1)
 
 	iso := "read_uncommitted"
 	if eos {
 		iso = "read_committed"
 	}
-	live := startTopicReader(t, e.brokers, e.out, partitions, iso)
+	live := harness.StartTopicReader(t, e.brokers, e.out, partitions, iso)
 	dir := t.TempDir()
-	start := func(name, brokers string) *workerProc {
+	start := func(name, brokers string) *harness.WorkerProc {
 		logPath := filepath.Join(dir, name+".log")
-		logOnFailure(t, name, logPath)
+		harness.LogOnFailure(t, name, logPath)
 		if eos {
 			return e.startEOSWorker(logPath, "", "-brokers", brokers)
 		}
 		args := []string{"-mode", "copy", "-brokers", brokers, "-group", e.group, "-in", e.in, "-out", e.out}
-		return startWorker(t, ne.procBin, logPath, append(args, eosWorkerArgs...)...)
+		return harness.StartWorker(t, ne.procBin, logPath, append(args, eosWorkerArgs...)...)
 	}
-	sp := startSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
+	sp := harness.StartSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
 	steady := start("steady", ne.direct)
 	cutoff := start("cutoff", ne.proxied)
-	cutID := strconv.Itoa(cutoff.pid())
+	cutID := strconv.Itoa(cutoff.Pid())
 	alive := func() error {
-		for _, w := range []*workerProc{steady, cutoff} {
-			if !w.running() {
-				return fmt.Errorf("worker %d ended: %s", w.pid(), exitDesc(w))
+		for _, w := range []*harness.WorkerProc{steady, cutoff} {
+			if !w.Running() {
+				return fmt.Errorf("worker %d ended: %s", w.Pid(), harness.ExitDesc(w))
 			}
 		}
 		return nil
 	}
 	require.Eventually(t, func() bool {
-		_, a := live.seen(cutID)
-		_, b := live.seen(strconv.Itoa(steady.pid()))
+		_, a := live.Seen(cutID)
+		_, b := live.Seen(strconv.Itoa(steady.Pid()))
 		return (a && b) || alive() != nil
 	}, 90*time.Second, 100*time.Millisecond, "both workers never produced output")
 	require.NoError(t, alive())
@@ -218,7 +182,7 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 	healAt := time.Now()
 	var rejoin time.Duration
 	require.Eventually(t, func() bool {
-		if at, ok := firstArrivalAfter(live.records(), cutID, healAt); ok {
+		if at, ok := firstArrivalAfter(live.Records(), cutID, healAt); ok {
 			rejoin = at.Sub(healAt)
 			return true
 		}
@@ -226,17 +190,17 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 	}, 2*time.Minute, 50*time.Millisecond, "the cut-off worker produced nothing after the network healed")
 	require.NoError(t, alive(), "a worker ended after the network healed")
 
-	inputs, outEnds := e.finishRun(sp, alive, func() []*workerProc { return []*workerProc{steady, cutoff} }, nil)
-	stall, stallAt := outputGaps(live.records(), cutAt, healAt)
-	retries := countInFile(filepath.Join(dir, "cutoff.log"), "retrying until the coordinator answers")
+	inputs, outEnds := e.finishRun(sp, alive, func() []*harness.WorkerProc { return []*harness.WorkerProc{steady, cutoff} }, nil)
+	stall, stallAt := outputGaps(live.Records(), cutAt, healAt)
+	retries := harness.CountInFile(filepath.Join(dir, "cutoff.log"), "retrying until the coordinator answers")
 	var verdict string
 	if eos {
 		v, _, _ := e.verify(mode, inputs, outEnds, live, false)
 		verdict = v.String()
 	} else {
-		live.stop()
-		outputs := readTopic(t, e.brokers, e.out, partitions, time.Minute)
-		s := tallySeq(inputs, outputs)
+		live.Stop()
+		outputs := harness.ReadTopic(t, e.brokers, e.out, partitions, time.Minute)
+		s := harness.TallySeq(inputs, outputs)
 		verdict = fmt.Sprintf("outputs=%d lost=%d dups=%d unexpected=%d key_order_violations=%d", s.Outputs, s.Lost, s.Dups, s.Unexpected, s.OrderViolations)
 		assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
 		assert.Zero(t, s.Unexpected)
@@ -264,9 +228,10 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 //
 // After the cut heals, the node rejoins and the placement is stable again.
 func TestNetFaultDistributedMargin(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	var bin string
-	e := newNetEnv(t, func(*netEnv) error { bin = buildDistnode(t); return nil })
+	dir := t.TempDir()
+	e := newNetEnv(t, func(*netEnv) (err error) { bin, err = harness.GoBuild(dir, "./distnode"); return err })
 	for _, tc := range []struct {
 		name, margin string
 		starve       bool
@@ -295,15 +260,15 @@ func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool)
 	if starve {
 		go func() {
 			defer close(starved)
-			defer syscall.Kill(victim.pid, syscall.SIGCONT)
+			defer syscall.Kill(victim.Pid(), syscall.SIGCONT)
 			for {
-				syscall.Kill(victim.pid, syscall.SIGSTOP)
+				syscall.Kill(victim.Pid(), syscall.SIGSTOP)
 				select {
 				case <-quit:
 					return
 				case <-time.After(80 * time.Millisecond):
 				}
-				syscall.Kill(victim.pid, syscall.SIGCONT)
+				syscall.Kill(victim.Pid(), syscall.SIGCONT)
 				select {
 				case <-quit:
 					return
@@ -317,22 +282,12 @@ func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool)
 	stopStarving := sync.OnceFunc(func() { close(quit); <-starved })
 	t.Cleanup(stopStarving)
 
-	var takeover time.Duration
-	require.Eventually(t, func() bool {
-		run := c.chk.view().running()
-		for _, p := range moved {
-			if !slices.ContainsFunc(run[p], func(in distInst) bool { return in.node != victim.id }) {
-				return false
-			}
-		}
-		takeover = time.Since(cutAt)
-		return true
-	}, 3*distSession, 20*time.Millisecond, "the cut-off node's processes did not start elsewhere within 3× the session timeout")
+	takeover := c.takenOver(moved, victim.id, cutAt, 3*distSession, "the cut-off node's processes did not start elsewhere within 3× the session timeout")
 	time.Sleep(time.Until(cutAt.Add(2 * distSession)))
 	stopStarving()
 	ne.px.Heal()
 	healAt := time.Now()
-	require.True(t, victim.running(), "the cut-off node exited:\n%s", distTail(victim.log, 3000))
+	require.True(t, victim.Running(), "the cut-off node exited:\n%s", harness.TailFile(victim.log, 3000))
 	c.waitStable(time.Minute)
 	rejoin := time.Since(healAt)
 
@@ -360,7 +315,7 @@ func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool)
 	if margin != "-1s" {
 		assert.Greater(t, gaps[0], time.Second, "with the liveness margin, every process stops well before the other node starts it")
 		assert.Zero(t, overlap, "overlap_ms")
-		assert.Positive(t, countInFile(victim.log, "stopping this node's processes before the session times out"), "the liveness check fired")
+		assert.Positive(t, harness.CountInFile(victim.log, "stopping this node's processes before the session times out"), "the liveness check fired")
 	}
 	c.requireNoOverlap(moved...)
 }
@@ -374,7 +329,7 @@ func marginRun(t *testing.T, ne *netEnv, bin, label, margin string, starve bool)
 // worker must keep running, commit nothing the table has not applied, recover by itself,
 // and every key's sum and count must be exact at the end.
 func TestNetFaultRedisBlackhole(t *testing.T) {
-	sfRequire(t)
+	harness.RequireFaultSuite(t)
 	const (
 		records    = 24_000
 		partitions = 8
@@ -383,7 +338,7 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 		cut        = 15 * time.Second
 	)
 	start := time.Now()
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	e := newSFEnv(t, "netredis", partitions, "--appendonly", "yes", "--appendfsync", "always")
 	px, err := faultproxy.Start(e.redis.Addr())
 	require.NoError(t, err)
@@ -391,88 +346,28 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 	i := slices.Index(e.args, "-redis")
 	require.GreaterOrEqual(t, i, 0)
 	e.args[i+1] = px.Addr()
-	logPath := filepath.Join(t.TempDir(), "sum-worker.log")
-	logOnFailure(t, "sum worker", logPath)
+	logPath := harness.WorkerLog(t, "sum worker")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-
-	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, records)
-	w := e.start(logPath, "")
-	alive := func() error {
-		if !w.running() {
-			return fmt.Errorf("sum worker %d exited by itself (%v)", w.pid(), w.state)
-		}
-		return nil
-	}
-	smp := e.startSampler(sp)
-	require.Eventually(t, func() bool {
-		c, err := e.probe.committed()
-		return (err == nil && progress(c) > 0) || alive() != nil
-	}, 90*time.Second, 100*time.Millisecond, "the worker committed nothing within 90s")
-	require.NoError(t, alive())
-	time.Sleep(5 * time.Second)
+	l := e.startLoaded(logPath, keys, records, perSec, seed)
 
 	px.Blackhole(faultproxy.Both)
-	cutAt := time.Now()
-	maxDuring := map[int32]int64{}
-	for time.Since(cutAt) < cut {
-		require.NoError(t, alive(), "the worker must keep running through the cut")
-		if c, err := e.probe.committed(); err == nil {
-			for p, o := range c {
-				maxDuring[p] = max(maxDuring[p], o)
-			}
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	maxDuring := l.through(cut, "cut")
 	// Read the table directly (not through the proxy) before healing: what was applied
 	// by the end of the cut bounds what may have been committed during it.
-	appliedAtHeal, err := e.applied(ctx)
+	appliedAtHeal, err := e.sums.Applied(ctx)
 	require.NoError(t, err)
 	px.Heal()
 	healAt := time.Now()
-	beyond := 0
-	for p, c := range maxDuring {
-		if c > appliedAtHeal[p] {
-			beyond++
-			t.Errorf("partition %d: committed offset %d during the cut is beyond the table's applied offset %d", p, c, appliedAtHeal[p])
-		}
-	}
-	var stateBack time.Duration
-	require.Eventually(t, func() bool {
-		a, err := e.applied(ctx)
-		if err == nil && progress(a) > progress(appliedAtHeal) {
-			stateBack = time.Since(healAt)
-			return true
-		}
-		return alive() != nil
-	}, 2*time.Minute, 20*time.Millisecond, "no state write within 2m of healing")
-	require.NoError(t, alive(), "the worker must recover by itself")
+	beyond := l.beyond(maxDuring, appliedAtHeal, "cut")
+	stateBack := l.stateBack(ctx, appliedAtHeal, healAt, "healing")
 
-	sp.waitDone(t, 3*time.Minute)
-	ends := endOffsets(t, e.brokers, e.in, partitions)
-	committed, ok := e.probe.waitCommitted(t, ends, 3*time.Minute, alive)
-	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
-	smp.close()
-	_, peakLag := smp.snapshot()
-	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "sum worker did not exit within 1m of SIGTERM")
-	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
-
-	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
-	v := e.checkSums(ctx, inputs)
-	retries := sfCount(logPath, "batch failed, retrying")
-	already := sfCount(logPath, "worker: batch already applied")
+	v, _, peakLag := l.finish(ctx, records)
+	retries := harness.CountInFile(logPath, "batch failed, retrying")
+	already := harness.CountInFile(logPath, "worker: batch already applied")
 	_, up, down := px.Stats()
 	t.Logf("net-redis: seed=%d cut=%s %s committed_beyond_table=%d state_writes_resumed=%s after heal lag_peak=%d batch_retries_logged=%d already_applied_batches=%d proxy_bytes_up=%d down=%d total=%s",
 		seed, cut, v, beyond, stateBack.Round(time.Millisecond), peakLag, retries, already, up, down, time.Since(start).Round(time.Millisecond))
-	if len(v.Examples) > 0 {
-		t.Logf("net-redis: first mismatches: %v", v.Examples)
-	}
-	assert.Equal(t, records, v.Records, "input records read back")
-	assert.Zero(t, v.DoubleCounts, "double counts")
-	assert.Zero(t, v.Losses, "losses")
-	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
-	assert.Zero(t, v.Missing, "keys missing from the table")
 	assert.Positive(t, retries, "the worker retried batches during the cut")
 }
 
@@ -489,7 +384,7 @@ func TestNetFaultRedisBlackhole(t *testing.T) {
 // transactions aborted (read_uncommitted records not visible read_committed) and the
 // producers replaced.
 func TestNetFaultEOSLatencyResets(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	const (
 		partitions = 4
 		keys       = 200
@@ -499,30 +394,29 @@ func TestNetFaultEOSLatencyResets(t *testing.T) {
 	dir := t.TempDir()
 	ne := newNetEnv(t, func(e *netEnv) (err error) { e.eosBin, err = buildEOSWorker(dir); return err })
 	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
-	e.ac = newAdmin(t, e.brokers)
+	e.ac = harness.NewAdmin(t, e.brokers)
 	e.in, e.out, e.group = stack.UniqueName("netjit-in"), stack.UniqueName("netjit-out"), stack.UniqueName("netjit")
-	createTopic(t, e.brokers, e.in, partitions, 1)
-	createTopic(t, e.brokers, e.out, partitions, 1)
-	live := startTopicReader(t, e.brokers, e.out, partitions, "read_committed")
+	harness.CreateTopic(t, e.brokers, e.in, partitions, 1)
+	harness.CreateTopic(t, e.brokers, e.out, partitions, 1)
+	live := harness.StartTopicReader(t, e.brokers, e.out, partitions, "read_committed")
 	n := int((bad + 25*time.Second).Seconds()) * perSec
-	sp := startSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
-	logPath := filepath.Join(t.TempDir(), "eos-worker.log")
-	logOnFailure(t, "exactly-once worker", logPath)
+	sp := harness.StartSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
+	logPath := harness.WorkerLog(t, "exactly-once worker")
 	w := e.startEOSWorker(logPath, "", "-brokers", ne.proxied)
 	alive := func() error {
-		if !w.running() {
-			return fmt.Errorf("exactly-once worker %d ended: %s", w.pid(), exitDesc(w))
+		if !w.Running() {
+			return fmt.Errorf("exactly-once worker %d ended: %s", w.Pid(), harness.ExitDesc(w))
 		}
 		return nil
 	}
-	require.Eventually(t, func() bool { return live.count() > 0 || alive() != nil }, 90*time.Second, 100*time.Millisecond, "no output")
+	require.Eventually(t, func() bool { return live.Count() > 0 || alive() != nil }, 90*time.Second, 100*time.Millisecond, "no output")
 	require.NoError(t, alive())
 
 	t.Cleanup(ne.px.Heal)
 	ne.px.Jitter(faultproxy.Both, 2*time.Second)
 	badAt := time.Now()
 	resets := 0
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	rng := rand.New(rand.NewPCG(seed, 16))
 	for time.Since(badAt) < bad {
 		time.Sleep(3*time.Second + time.Duration(rng.Int64N(int64(3*time.Second))))
@@ -530,8 +424,8 @@ func TestNetFaultEOSLatencyResets(t *testing.T) {
 		require.NoError(t, alive(), "the worker ended under latency and resets")
 	}
 	ne.px.Heal()
-	inputs, outEnds := e.finishRun(sp, alive, func() []*workerProc { return []*workerProc{w} }, nil)
+	inputs, outEnds := e.finishRun(sp, alive, func() []*harness.WorkerProc { return []*harness.WorkerProc{w} }, nil)
 	v, _, _ := e.verify("eos-latency-resets", inputs, outEnds, live, true)
 	t.Logf("net-eos-jitter: seed=%d inputs=%d bad_network=%s jitter=0-2s connections_reset=%d producers_replaced=%d aborting_logged=%d %s",
-		seed, len(inputs), bad, resets, countInFile(logPath, "producer fenced; replacing it"), countInFile(logPath, "aborting"), v)
+		seed, len(inputs), bad, resets, harness.CountInFile(logPath, "producer fenced; replacing it"), harness.CountInFile(logPath, "aborting"), v)
 }

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -27,7 +27,7 @@ import (
 //
 //	no-dup: partitions=… records=… handled-twice=… output-dups=…
 func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	const (
 		partitions = 64
@@ -35,8 +35,8 @@ func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
 		records    = partitions * perPart
 	)
 	in, out, group := stack.UniqueName("nodup-in"), stack.UniqueName("nodup-out"), stack.UniqueName("nodup")
-	createTopic(t, brokers, in, partitions, 1)
-	createTopic(t, brokers, out, partitions, 1)
+	harness.CreateTopic(t, brokers, in, partitions, 1)
+	harness.CreateTopic(t, brokers, out, partitions, 1)
 	preload(t, brokers, in, partitions, records)
 
 	var mu sync.Mutex
@@ -56,21 +56,16 @@ func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
 				}
 			}
 			mu.Unlock()
-			for _, r := range b.Records {
-				if err := output.Send(b, r.Key, r.Value); err != nil {
-					return err
-				}
-			}
-			return nil
+			return sendAll(b, output)
 		}))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	ends := endOffsets(t, brokers, in, partitions)
+	ends := harness.EndOffsets(t, brokers, in, partitions)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		committed := committedOffsets(t, brokers, group, in, partitions)
+		committed := harness.CommittedOffsets(t, brokers, group, in, partitions)
 		all := true
 		for part, end := range ends {
 			if committed[part] < end {
@@ -97,7 +92,7 @@ func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
 		t.Fatal("Run did not return within a minute of cancel")
 	}
 
-	outs := readTopic(t, brokers, out, partitions, time.Minute)
+	outs := harness.ReadTopic(t, brokers, out, partitions, time.Minute)
 	copies := map[string]int{}
 	dups := 0
 	for _, r := range outs {
@@ -124,33 +119,13 @@ func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
 }
 
 // preload writes n records to topic, round-robin over its partitions, key and value the
-// record's number (8 bytes, big-endian; the value padded to 100 bytes), waiting whenever the producer's queue is full.
+// record's number (8 bytes, big-endian; the value padded to 100 bytes).
 func preload(t *testing.T, brokers, topic string, partitions, n int) {
 	t.Helper()
-	p, err := newTestProducer(brokers)
-	require.NoError(t, err)
-	defer p.Close()
-	dr := make(chan kafka.Event, n)
-	for i := range n {
+	msgs := make([]*kafka.Message, n)
+	for i := range msgs {
 		k := binary.BigEndian.AppendUint64(nil, uint64(i))
-		v := append(make([]byte, 0, 100), k...)
-		v = v[:100]
-		m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % partitions)}, Key: k, Value: v}
-		var full time.Time
-		for {
-			err := p.Produce(m, dr)
-			var kerr kafka.Error
-			if err == nil || !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
-				require.NoError(t, err)
-				break
-			}
-			if full.IsZero() {
-				full = time.Now()
-			}
-			require.Less(t, time.Since(full), time.Minute, "producer queue full for a minute")
-			time.Sleep(time.Millisecond)
-		}
+		msgs[i] = &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % partitions)}, Key: k, Value: append(k, make([]byte, 92)...)}
 	}
-	_, failed := drainDeliveries(t, dr, n, 2*time.Minute)
-	require.Zero(t, failed)
+	harness.ProduceMessages(t, brokers, msgs)
 }

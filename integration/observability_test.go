@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/metrics"
 	"github.com/samsa-go/samsa/processor"
@@ -29,12 +28,12 @@ import (
 // a processor into an output topic read by a traced consumer; the whole path is one
 // trace, found through the real Jaeger's HTTP API.
 func TestTracePathInJaeger(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	otlp, queryURL := stack.JaegerEndpoints(t)
 	in, out := stack.UniqueName("traced-in"), stack.UniqueName("traced-out")
-	createTopic(t, brokers, in, 1, 1)
-	createTopic(t, brokers, out, 1, 1)
+	harness.CreateTopic(t, brokers, in, 1, 1)
+	harness.CreateTopic(t, brokers, out, 1, 1)
 	suffix := stack.UniqueName("e2e")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -124,11 +123,11 @@ func TestTracePathInJaeger(t *testing.T) {
 // own span; the producer's send span and the processor's batch span join that trace,
 // found through the real Jaeger's HTTP API.
 func TestProducerTraceInJaeger(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	otlp, queryURL := stack.JaegerEndpoints(t)
 	in := stack.UniqueName("ptraced-in")
-	createTopic(t, brokers, in, 1, 1)
+	harness.CreateTopic(t, brokers, in, 1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	suffix := stack.UniqueName("feed")
@@ -155,7 +154,7 @@ func TestProducerTraceInJaeger(t *testing.T) {
 	runCtx, stopRun := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- proc.Run(runCtx) }()
-	require.Eventually(t, func() bool { return committedOffsets(t, brokers, group, in, 1)[0] == 1 }, time.Minute, 100*time.Millisecond)
+	require.Eventually(t, func() bool { return harness.CommittedOffsets(t, brokers, group, in, 1)[0] == 1 }, time.Minute, 100*time.Millisecond)
 	stopRun()
 	require.NoError(t, <-errc)
 	require.NoError(t, appTP.Shutdown(ctx))
@@ -172,38 +171,29 @@ func TestProducerTraceInJaeger(t *testing.T) {
 // binary) hand a slice over on SIGTERM; Jaeger shows the old node's stop span and the new
 // node's start span in one trace, the start linked to the stop.
 func TestHandoffTraceInJaeger(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	otlp, queryURL := stack.JaegerEndpoints(t)
-	bin := filepath.Join(t.TempDir(), "printers")
-	build := exec.Command("go", "build", "-o", bin, "../examples/printers")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "build printers: %s", out)
+	bin, envBin := harness.Build(t, "../examples/printers"), harness.EnvBin(t)
 
 	name := stack.UniqueName("handoff")
-	startNode := func(label string) *exec.Cmd {
-		cmd := exec.Command(bin, "-name", name, "-printers", "2", "-every", "200ms", "-for", "90s")
-		cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+brokers, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+otlp, "OTEL_SERVICE_NAME=")
-		logf, err := os.Create(filepath.Join(t.TempDir(), label+".log"))
-		require.NoError(t, err)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-			logf.Close()
-		})
-		return cmd
+	startNode := func(label string) *harness.WorkerProc {
+		return harness.StartWorker(t, envBin, filepath.Join(t.TempDir(), label+".log"),
+			"KAFKA_BROKERS="+brokers, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+otlp, "OTEL_SERVICE_NAME=",
+			bin, "-name", name, "-printers", "2", "-every", "200ms", "-for", "90s")
+	}
+	stop := func(w *harness.WorkerProc) {
+		code, exited := w.Signal(syscall.SIGTERM, 60*time.Second)
+		require.True(t, exited, "node pid %d did not exit within 1m0s of SIGTERM", w.Pid())
+		require.Zero(t, code, "node exit")
 	}
 	a := startNode("a")
 	time.Sleep(8 * time.Second) // a owns every slice
 	b := startNode("b")
 	time.Sleep(8 * time.Second) // b joins; cooperative: some slices move to b
-	require.NoError(t, a.Process.Signal(syscall.SIGTERM))
-	waitExit(t, a, 60*time.Second)
+	stop(a)
 	time.Sleep(3 * time.Second) // a's slices start on b
-	require.NoError(t, b.Process.Signal(syscall.SIGTERM))
-	waitExit(t, b, 60*time.Second)
+	stop(b)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -233,18 +223,6 @@ func TestHandoffTraceInJaeger(t *testing.T) {
 		return false
 	}, 60*time.Second, time.Second, "no trace in Jaeger shows a slice of %s moving between the two nodes", name)
 	t.Logf("hand-off in Jaeger: %s", found)
-}
-
-func waitExit(t *testing.T, cmd *exec.Cmd, timeout time.Duration) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "node exit")
-	case <-time.After(timeout):
-		t.Fatalf("node pid %d did not exit within %s of SIGTERM", cmd.Process.Pid, timeout)
-	}
 }
 
 func tagOr(s stack.JaegerSpan, key string) any {

@@ -7,10 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -33,17 +30,6 @@ import (
 //	crash: seed=… kills=… records=… lost=… dups=…
 //	poison: records=… poison=… dlq=… lost=… dups=…
 //	handler-errors: records=… failing=… dlq=… lost=… dups=…
-
-// testSeed returns $SAMSA_SEED when set (to replay a run), else a fresh seed.
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	if s := os.Getenv("SAMSA_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "SAMSA_SEED")
-		return v
-	}
-	return uint64(time.Now().UnixNano())
-}
 
 // instance is one in-process processor running in its own goroutine.
 type instance struct {
@@ -58,7 +44,7 @@ type instance struct {
 func identityHandler(out processor.Output[string, string], tag string) processor.HandlerFunc[string, string] {
 	return func(_ context.Context, b *processor.Batch[string, string]) error {
 		for _, r := range b.Records {
-			if err := out.Send(b, r.Key, seqOutput(r.Value, r.Partition, r.Offset, tag)); err != nil {
+			if err := out.Send(b, r.Key, harness.SeqOutput(r.Value, r.Partition, r.Offset, tag)); err != nil {
 				return err
 			}
 		}
@@ -108,13 +94,29 @@ func (i *instance) stop() error {
 	return nil
 }
 
+// tallyCopy reads in and out back and tallies the copy (harness.TallySeq).
+func tallyCopy(t *testing.T, brokers, in, out string, partitions int) harness.SeqTally {
+	t.Helper()
+	return harness.TallySeq(harness.ReadTopic(t, brokers, in, partitions, time.Minute), harness.ReadTopic(t, brokers, out, partitions, time.Minute))
+}
+
+// assertCopied: every one of the records inputs has an output, in per-key order, and no
+// output matches no input.
+func assertCopied(t *testing.T, s harness.SeqTally, records int) {
+	t.Helper()
+	assert.Equal(t, records, s.Inputs, "input records")
+	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
+	assert.Zero(t, s.Unexpected, "outputs matching no input")
+	assert.Zero(t, s.OrderViolations, "keys whose first-occurrence order differs from input order")
+}
+
 // TestProcessorNoLossUnderChurn: 200,000 keyed records (1000 keys, per-key sequence
 // numbers) over 8 partitions, produced while three cooperative processors of one group
 // copy them; half-way one instance is closed and a fourth joins. Every input has an
 // output, committed offsets reach the end offsets, per-key order of first occurrences is
 // the input order, and duplicates stay within the in-flight window.
 func TestProcessorNoLossUnderChurn(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	const (
 		records    = 200_000
@@ -125,9 +127,9 @@ func TestProcessorNoLossUnderChurn(t *testing.T) {
 		perSec     = 8000 // production spread over ~25 s so the churn lands mid-stream
 	)
 	in, out, group := stack.UniqueName("churn-in"), stack.UniqueName("churn-out"), stack.UniqueName("churn")
-	createTopic(t, brokers, in, partitions, 1)
-	createTopic(t, brokers, out, partitions, 1)
-	log, flog := newFileLog(t, "churn", slog.LevelInfo)
+	harness.CreateTopic(t, brokers, in, partitions, 1)
+	harness.CreateTopic(t, brokers, out, partitions, 1)
+	log, flog := harness.NewFileLog(t, "churn", slog.LevelInfo)
 	cfg := processor.Config{
 		Membership:         processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
 		Group:              group,
@@ -135,7 +137,7 @@ func TestProcessorNoLossUnderChurn(t *testing.T) {
 		MaxInFlightBatches: inFlight,
 	}
 	start := time.Now()
-	sp := startSeqProducer(t, brokers, in, partitions, keys, records, perSec)
+	sp := harness.StartSeqProducer(t, brokers, in, partitions, keys, records, perSec)
 	insts := []*instance{
 		startInstance(t, "p0", cfg, in, out, log),
 		startInstance(t, "p1", cfg, in, out, log),
@@ -152,127 +154,44 @@ func TestProcessorNoLossUnderChurn(t *testing.T) {
 
 	// Churn half-way through production: p0 leaves cleanly, p3 joins.
 	deadline := time.Now().Add(2 * time.Minute)
-	for sp.produced.Load() < records/2 && time.Now().Before(deadline) {
+	for sp.Produced.Load() < records/2 && time.Now().Before(deadline) {
 		require.NoError(t, running())
 		time.Sleep(50 * time.Millisecond)
 	}
-	require.GreaterOrEqual(t, sp.produced.Load(), int64(records/2), "producer stalled")
+	require.GreaterOrEqual(t, sp.Produced.Load(), int64(records/2), "producer stalled")
 	t0 := time.Now()
 	require.NoError(t, insts[0].stop(), "clean close of p0")
 	closeTime := time.Since(t0)
 	insts = insts[1:]
-	t.Logf("churn: p0 closed in %s after %d records produced", closeTime.Round(time.Millisecond), sp.produced.Load())
+	t.Logf("churn: p0 closed in %s after %d records produced", closeTime.Round(time.Millisecond), sp.Produced.Load())
 	// A separate rebalance: p3 joins once p0's partitions run on p1 and p2, and takes
 	// partitions away from busy members.
 	time.Sleep(3 * time.Second)
 	require.NoError(t, running())
 	insts = append(insts, startInstance(t, "p3", cfg, in, out, log))
-	t.Logf("churn: p3 started after %d records produced", sp.produced.Load())
+	t.Logf("churn: p3 started after %d records produced", sp.Produced.Load())
 
-	select {
-	case <-sp.done:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("producer did not finish within 3m")
-	}
-	require.NoError(t, sp.err, "producing the input")
+	require.NoError(t, sp.Wait(3*time.Minute), "producing the input")
 	produceTime := time.Since(start)
-	ends := endOffsets(t, brokers, in, partitions)
-	committed, ok := waitCommitted(t, newOffsetProbe(t, brokers), group, in, ends, 2*time.Minute, running)
+	ends := harness.EndOffsets(t, brokers, in, partitions)
+	committed, ok := harness.NewProbe(brokers, group, in, len(ends)).WaitCommitted(t, ends, 2*time.Minute, running)
 	drainTime := time.Since(start)
 	for _, i := range insts {
 		assert.NoError(t, i.stop(), "clean close of %s", i.name)
 	}
 	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
-	assert.Equal(t, ends, committedOffsets(t, brokers, group, in, partitions), "committed == end offsets after close")
+	assert.Equal(t, ends, harness.CommittedOffsets(t, brokers, group, in, partitions), "committed == end offsets after close")
 
-	inputs := readTopic(t, brokers, in, partitions, time.Minute)
-	outputs := readTopic(t, brokers, out, partitions, time.Minute)
-	s := tallySeq(inputs, outputs)
+	s := tallyCopy(t, brokers, in, out, partitions)
 	bound := 4 * partitions * inFlight * batchSize
 	t.Logf("churn: records=%d outputs=%d lost=%d dups=%d max_dup_partition=%d max_dup_burst=%d order_violations=%d unexpected=%d dup_bound=%d by_instance=%v assigned_events=%d revoked_events=%d p0_close=%s produce=%s drained=%s",
-		s.Inputs, s.Outputs, s.Lost, s.Dups, s.maxDupPartition(), s.maxDupBurst(), s.OrderViolations, s.Unexpected, bound, s.ByWriter,
-		flog.count("group: assigned"), flog.count("group: revoked"),
+		s.Inputs, s.Outputs, s.Lost, s.Dups, s.MaxDupPartition(), s.MaxDupBurst(), s.OrderViolations, s.Unexpected, bound, s.ByWriter,
+		flog.Count("group: assigned"), flog.Count("group: revoked"),
 		closeTime.Round(time.Millisecond), produceTime.Round(time.Millisecond), drainTime.Round(time.Millisecond))
-	assert.Equal(t, records, s.Inputs, "input records")
-	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
-	assert.Zero(t, s.Unexpected, "outputs matching no input")
-	assert.Zero(t, s.OrderViolations, "keys whose first-occurrence order differs from input order")
+	assertCopied(t, s, records)
 	assert.LessOrEqual(t, s.Dups, bound, "duplicates beyond the in-flight window")
 	for _, name := range []string{"p0", "p1", "p2", "p3"} {
 		assert.Positive(t, s.ByWriter[name], "outputs written by %s: the churn must move partitions that carry records", name)
-	}
-}
-
-// workerProc is one worker OS process.
-type workerProc struct {
-	cmd   *exec.Cmd
-	done  chan struct{}
-	state *os.ProcessState // valid after done
-}
-
-// buildCopyWorker compiles integration/worker into a temp dir.
-func buildCopyWorker(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	require.NoError(t, err, "the crash test builds its worker with the go tool")
-	bin := filepath.Join(t.TempDir(), "copy worker")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./worker")
-	_, file, _, _ := runtime.Caller(0)
-	cmd.Dir = filepath.Dir(file) // integration/, wherever the test binary runs
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build copy worker:\n%s", out)
-	return bin
-}
-
-func startWorker(t *testing.T, bin, logPath string, args ...string) *workerProc {
-	t.Helper()
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	require.NoError(t, err)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	// The kernel kills the worker if the test binary dies without running its cleanups.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	w := &workerProc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		f.Close()
-		w.state = cmd.ProcessState
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		if w.running() {
-			syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-w.done
-		}
-	})
-	return w
-}
-
-func (w *workerProc) pid() int { return w.cmd.Process.Pid }
-
-func (w *workerProc) running() bool {
-	select {
-	case <-w.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// signal sends sig to the worker (by PID) and waits up to timeout for it to exit. It
-// returns the exit code (-1 when killed by a signal) and whether it exited in time.
-func (w *workerProc) signal(sig syscall.Signal, timeout time.Duration) (int, bool) {
-	if w.running() {
-		syscall.Kill(w.pid(), sig)
-	}
-	select {
-	case <-w.done:
-		return w.state.ExitCode(), true
-	case <-time.After(timeout):
-		return 0, false
 	}
 }
 
@@ -282,7 +201,7 @@ func (w *workerProc) signal(sig syscall.Signal, timeout time.Duration) (int, boo
 // order of first occurrences is kept, and duplicates are bounded by the in-flight batches
 // of the killed workers.
 func TestProcessorCrashRestart(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	const (
 		records    = 100_000
@@ -293,44 +212,39 @@ func TestProcessorCrashRestart(t *testing.T) {
 		kills      = 5
 		perSec     = 2000 // production spread over ~50 s so every kill lands mid-stream
 	)
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	t.Logf("crash: seed=%d (set SAMSA_SEED to replay)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	bin := buildCopyWorker(t)
+	bin := harness.Build(t, "./worker")
 
 	in, out, group := stack.UniqueName("crash-in"), stack.UniqueName("crash-out"), stack.UniqueName("crash")
-	createTopic(t, brokers, in, partitions, 1)
-	createTopic(t, brokers, out, partitions, 1)
-	logPath := filepath.Join(t.TempDir(), "copy-worker.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- copy worker log tail:\n%s", tailFile(logPath, 6000))
-		}
-	})
+	harness.CreateTopic(t, brokers, in, partitions, 1)
+	harness.CreateTopic(t, brokers, out, partitions, 1)
+	logPath := harness.WorkerLog(t, "copy worker")
 	args := []string{"-mode", "copy", "-brokers", brokers, "-group", group, "-in", in, "-out", out,
 		"-batch", strconv.Itoa(batchSize), "-inflight", strconv.Itoa(inFlight),
 		"-session", "6s", "-heartbeat", "1s", "-v"}
-	probe := newOffsetProbe(t, brokers)
+	probe := harness.NewProbe(brokers, group, in, partitions)
 
 	start := time.Now()
-	sp := startSeqProducer(t, brokers, in, partitions, keys, records, perSec)
-	w := startWorker(t, bin, logPath, args...)
+	sp := harness.StartSeqProducer(t, brokers, in, partitions, keys, records, perSec)
+	w := harness.StartWorker(t, bin, logPath, args...)
 	alive := func() error {
-		if !w.running() {
-			return fmt.Errorf("copy worker %d exited by itself (code %d)", w.pid(), w.state.ExitCode())
+		if !w.Running() {
+			return fmt.Errorf("copy worker %d exited by itself (code %d)", w.Pid(), w.State.ExitCode())
 		}
 		return nil
 	}
 	for k := 1; k <= kills; k++ {
 		// Let the (re)started worker get its partitions and commit something, so the kill
 		// lands while it is working, then wait 1-3 s more.
-		c0, _ := probe.committed(group, in, partitions)
-		base := progress(c0)
+		c0, _ := probe.Committed()
+		base := harness.Progress(c0)
 		t0 := time.Now()
 		for {
 			require.NoError(t, alive())
-			c, err := probe.committed(group, in, partitions)
-			if err == nil && progress(c) > base {
+			c, err := probe.Committed()
+			if err == nil && harness.Progress(c) > base {
 				break
 			}
 			require.Less(t, time.Since(t0), time.Minute, "worker made no progress within 1m of (re)start %d", k-1)
@@ -340,78 +254,31 @@ func TestProcessorCrashRestart(t *testing.T) {
 		delay := time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
 		time.Sleep(delay)
 		require.NoError(t, alive())
-		pid := w.pid()
-		code, ok := w.signal(syscall.SIGKILL, 30*time.Second)
+		pid := w.Pid()
+		code, ok := w.Signal(syscall.SIGKILL, 30*time.Second)
 		require.True(t, ok, "copy worker %d survived SIGKILL", pid)
 		t.Logf("crash: kill %d: pid %d SIGKILLed %s after it resumed (resume took %s), exit %d, %d records produced",
-			k, pid, delay.Round(time.Millisecond), resumed.Round(time.Millisecond), code, sp.produced.Load())
-		w = startWorker(t, bin, logPath, args...)
+			k, pid, delay.Round(time.Millisecond), resumed.Round(time.Millisecond), code, sp.Produced.Load())
+		w = harness.StartWorker(t, bin, logPath, args...)
 	}
 
-	select {
-	case <-sp.done:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("producer did not finish within 3m")
-	}
-	require.NoError(t, sp.err, "producing the input")
-	ends := endOffsets(t, brokers, in, partitions)
-	committed, ok := waitCommitted(t, probe, group, in, ends, 2*time.Minute, alive)
+	require.NoError(t, sp.Wait(3*time.Minute), "producing the input")
+	ends := harness.EndOffsets(t, brokers, in, partitions)
+	committed, ok := probe.WaitCommitted(t, ends, 2*time.Minute, alive)
 	drained := time.Since(start)
 	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
-	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "copy worker %d did not exit within 1m of SIGTERM", w.pid())
+	code, exited := w.Signal(syscall.SIGTERM, time.Minute)
+	require.True(t, exited, "copy worker %d did not exit within 1m of SIGTERM", w.Pid())
 	assert.Equal(t, 0, code, "copy worker exit code after SIGTERM")
-	assert.Equal(t, ends, committedOffsets(t, brokers, group, in, partitions), "committed == end offsets after the clean stop")
+	assert.Equal(t, ends, harness.CommittedOffsets(t, brokers, group, in, partitions), "committed == end offsets after the clean stop")
 
-	inputs := readTopic(t, brokers, in, partitions, time.Minute)
-	outputs := readTopic(t, brokers, out, partitions, time.Minute)
-	s := tallySeq(inputs, outputs)
+	s := tallyCopy(t, brokers, in, out, partitions)
 	bound := kills * partitions * inFlight * batchSize
 	t.Logf("crash: seed=%d kills=%d records=%d outputs=%d lost=%d dups=%d max_dup_partition=%d max_dup_burst=%d order_violations=%d unexpected=%d dup_bound=%d workers=%d drained=%s",
-		seed, kills, s.Inputs, s.Outputs, s.Lost, s.Dups, s.maxDupPartition(), s.maxDupBurst(), s.OrderViolations, s.Unexpected, bound, len(s.ByWriter), drained.Round(time.Millisecond))
-	assert.Equal(t, records, s.Inputs, "input records")
-	assert.Zero(t, s.Lost, "lost inputs (first: %v)", s.Missing)
-	assert.Zero(t, s.Unexpected, "outputs matching no input")
-	assert.Zero(t, s.OrderViolations, "keys whose first-occurrence order differs from input order")
+		seed, kills, s.Inputs, s.Outputs, s.Lost, s.Dups, s.MaxDupPartition(), s.MaxDupBurst(), s.OrderViolations, s.Unexpected, bound, len(s.ByWriter), drained.Round(time.Millisecond))
+	assertCopied(t, s, records)
 	assert.LessOrEqual(t, s.Dups, bound, "duplicates beyond kills × partitions × MaxInFlightBatches × BatchSize")
 	assert.Len(t, s.ByWriter, kills+1, "every worker process wrote outputs: %v", s.ByWriter)
-}
-
-// produceMessages produces msgs (idempotent, acks=all) and returns where each landed.
-func produceMessages(t *testing.T, brokers string, msgs []*kafka.Message) []kafka.TopicPartition {
-	t.Helper()
-	p, err := newTestProducer(brokers)
-	require.NoError(t, err)
-	defer p.Close()
-	dr := make(chan kafka.Event, len(msgs))
-	for i, m := range msgs {
-		m.Opaque = i
-		for attempt := 0; ; attempt++ {
-			err := p.Produce(m, dr)
-			if err == nil {
-				break
-			}
-			require.Less(t, attempt, 600, "produce: %v", err)
-			p.Flush(100)
-		}
-	}
-	at := make([]kafka.TopicPartition, len(msgs))
-	deadline := time.After(2 * time.Minute)
-	for n := 0; n < len(msgs); {
-		select {
-		case ev := <-dr:
-			m, ok := ev.(*kafka.Message)
-			if !ok {
-				continue
-			}
-			require.NoError(t, m.TopicPartition.Error)
-			at[m.Opaque.(int)] = m.TopicPartition
-			n++
-		case <-deadline:
-			t.Fatalf("only %d of %d delivery reports after 2m", n, len(msgs))
-		}
-	}
-	return at
 }
 
 func i64(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
@@ -432,46 +299,62 @@ func (c *counter) record(b *processor.Batch[int64, int64]) {
 	}
 }
 
-// runToEnd runs p until the group's committed offsets equal the input's end offsets, then
-// stops it; Run must return nil.
-func runToEnd(t *testing.T, p *processor.Processor[int64, int64], brokers, group, topic string, partitions int) {
+// dlqRun is a dead-letter scenario's input and output topics, its dead-letter topic (3
+// partitions) and its group.
+type dlqRun struct {
+	brokers, in, out, dlq, group string
+	partitions                   int
+}
+
+func newDLQRun(t *testing.T, brokers, name string, partitions int) dlqRun {
+	d := dlqRun{brokers, stack.UniqueName(name + "-in"), stack.UniqueName(name + "-out"), stack.UniqueName(name + "-dlq"), stack.UniqueName(name), partitions}
+	harness.CreateTopic(t, brokers, d.in, partitions, 1)
+	harness.CreateTopic(t, brokers, d.out, partitions, 1)
+	harness.CreateTopic(t, brokers, d.dlq, 3, 1)
+	return d
+}
+
+// run runs a processor with policy whose handler copies each record to the output, after
+// fail (when not nil) said nothing against its value, until the committed offsets reach
+// the input's end; it returns the dead letters, the outputs, the handler's sightings and
+// how long the run took.
+func (d dlqRun) run(t *testing.T, logName string, batchSize int, policy processor.Policy, fail func(v int64) error) (dl, outs []harness.Rec, cnt *counter, elapsed time.Duration) {
 	t.Helper()
-	ends := endOffsets(t, brokers, topic, partitions)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	var runErr error
-	exited := false
-	committed, ok := waitCommitted(t, newOffsetProbe(t, brokers), group, topic, ends, 2*time.Minute, func() error {
-		select {
-		case runErr = <-errc:
-			exited = true
-			return fmt.Errorf("Run returned early: %v", runErr)
-		default:
+	cnt = &counter{seen: map[int64]int{}}
+	output := processor.NewOutput(d.out, codec.Int64(), codec.Int64())
+	log, _ := harness.NewFileLog(t, logName, slog.LevelInfo)
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: d.brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: d.group, BatchSize: batchSize, ErrorPolicy: policy},
+		[]processor.Input[int64, int64]{{Topic: d.in, Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
+			cnt.record(b)
+			for _, r := range b.Records {
+				if fail != nil {
+					if err := fail(r.Value); err != nil {
+						return err
+					}
+				}
+				if err := output.Send(b, r.Key, r.Value); err != nil {
+					return err
+				}
+			}
 			return nil
-		}
-	})
-	cancel()
-	if !exited {
-		select {
-		case runErr = <-errc:
-		case <-time.After(time.Minute):
-			t.Fatal("Run did not return within 1m of cancel")
-		}
-		assert.NoError(t, runErr, "Run after cancel")
-	}
-	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
+		}), processor.WithLogger(log))
+	require.NoError(t, err)
+	start := time.Now()
+	harness.RunUntilCommitted(t, p.Run, d.brokers, d.group, d.in, d.partitions)
+	elapsed = time.Since(start)
+	assert.Equal(t, harness.EndOffsets(t, d.brokers, d.in, d.partitions), harness.CommittedOffsets(t, d.brokers, d.group, d.in, d.partitions), "committed == end offsets")
+	return harness.ReadTopic(t, d.brokers, d.dlq, 3, time.Minute), harness.ReadTopic(t, d.brokers, d.out, d.partitions, time.Minute), cnt, elapsed
 }
 
 // dlqCheck checks the dead-letter topic: every expected poison record (by its
 // "poison-id" header) is there exactly once with its original key, value and headers,
 // and the framework's headers name the stage, source and group.
-func dlqCheck(t *testing.T, dlq []rec, want map[string]*kafka.Message, at map[string]kafka.TopicPartition, stage processor.Stage, group string) {
+func dlqCheck(t *testing.T, dlq []harness.Rec, want map[string]*kafka.Message, at map[string]kafka.TopicPartition, stage processor.Stage, group string) {
 	t.Helper()
 	count := map[string]int{}
 	for _, r := range dlq {
-		id, ok := r.header("poison-id")
+		id, ok := r.Header("poison-id")
 		if !assert.True(t, ok, "dead letter without the original poison-id header: %+v", r.Headers) {
 			continue
 		}
@@ -505,7 +388,7 @@ func dlqCheck(t *testing.T, dlq []rec, want map[string]*kafka.Message, at map[st
 
 // tallyInt64 counts outputs per value: lost (wanted, absent), dups, unexpected (present,
 // not wanted).
-func tallyInt64(outputs []rec, want map[int64]bool) (lost, dups, unexpected int) {
+func tallyInt64(outputs []harness.Rec, want map[int64]bool) (lost, dups, unexpected int) {
 	got := map[int64]int{}
 	for _, r := range outputs {
 		got[int64(binary.BigEndian.Uint64(r.Value))]++
@@ -529,9 +412,9 @@ func tallyInt64(outputs []rec, want map[int64]bool) (lost, dups, unexpected int)
 // topic once each, with their original bytes and the source named in headers, while every
 // good record is processed once and the offsets are committed to the end.
 func TestProcessorPoisonToDeadLetter(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	t.Logf("poison: seed=%d (set SAMSA_SEED to replay)", seed)
 	const (
 		good       = 20_000
@@ -542,10 +425,8 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 
 	t.Run("decode", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 1))
-		in, out, dlq, group := stack.UniqueName("poison-in"), stack.UniqueName("poison-out"), stack.UniqueName("poison-dlq"), stack.UniqueName("poison")
-		createTopic(t, brokers, in, partitions, 1)
-		createTopic(t, brokers, out, partitions, 1)
-		createTopic(t, brokers, dlq, 3, 1)
+		d := newDLQRun(t, brokers, "poison", partitions)
+		in := d.in
 
 		total := good + poison
 		isPoison := map[int]bool{}
@@ -584,35 +465,15 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 			}
 			msgs[i] = m
 		}
-		landed := produceMessages(t, brokers, msgs)
+		landed := harness.ProduceMessages(t, brokers, msgs)
 		at := map[string]kafka.TopicPartition{}
 		for k, i := range poisonIdx {
 			at["poison-"+strconv.Itoa(k)] = landed[i]
 		}
 
-		cnt := &counter{seen: map[int64]int{}}
-		output := processor.NewOutput(out, codec.Int64(), codec.Int64())
-		log, _ := newFileLog(t, "poison-decode", slog.LevelInfo)
-		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchSize: batchSize, ErrorPolicy: processor.DeadLetter(dlq)},
-			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
-			processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
-				cnt.record(b)
-				for _, r := range b.Records {
-					if err := output.Send(b, r.Key, r.Value); err != nil {
-						return err
-					}
-				}
-				return nil
-			}), processor.WithLogger(log))
-		require.NoError(t, err)
-		start := time.Now()
-		runToEnd(t, p, brokers, group, in, partitions)
-		elapsed := time.Since(start)
-		assert.Equal(t, endOffsets(t, brokers, in, partitions), committedOffsets(t, brokers, group, in, partitions), "committed == end offsets")
-
-		dl := readTopic(t, brokers, dlq, 3, time.Minute)
-		dlqCheck(t, dl, poisonMsgs, at, processor.StageDecode, group)
-		lost, dups, unexpected := tallyInt64(readTopic(t, brokers, out, partitions, time.Minute), wantOut)
+		dl, outs, cnt, elapsed := d.run(t, "poison-decode", batchSize, processor.DeadLetter(d.dlq), nil)
+		dlqCheck(t, dl, poisonMsgs, at, processor.StageDecode, d.group)
+		lost, dups, unexpected := tallyInt64(outs, wantOut)
 		handled, multi, poisonHandled := 0, 0, 0
 		for v, n := range cnt.seen {
 			handled += n
@@ -636,10 +497,8 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 	t.Run("handler-errors", func(t *testing.T) {
 		const failing = 30
 		rng := rand.New(rand.NewPCG(seed, 2))
-		in, out, dlq, group := stack.UniqueName("herr-in"), stack.UniqueName("herr-out"), stack.UniqueName("herr-dlq"), stack.UniqueName("herr")
-		createTopic(t, brokers, in, partitions, 1)
-		createTopic(t, brokers, out, partitions, 1)
-		createTopic(t, brokers, dlq, 3, 1)
+		d := newDLQRun(t, brokers, "herr", partitions)
+		in := d.in
 
 		fail := map[int64]int{} // value -> failing index: even ones return an error, odd ones panic
 		for k, i := range rng.Perm(good)[:failing] {
@@ -659,50 +518,32 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 			}
 			msgs[i] = m
 		}
-		landed := produceMessages(t, brokers, msgs)
+		landed := harness.ProduceMessages(t, brokers, msgs)
 		at := map[string]kafka.TopicPartition{}
 		for v, k := range fail {
 			at["fail-"+strconv.Itoa(k)] = landed[v]
 		}
 
-		cnt := &counter{seen: map[int64]int{}}
-		output := processor.NewOutput(out, codec.Int64(), codec.Int64())
-		log, _ := newFileLog(t, "poison-handler", slog.LevelInfo)
 		const retries = 2
-		p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second}, Group: group, BatchSize: batchSize, ErrorPolicy: processor.Retry(retries, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter(dlq))},
-			[]processor.Input[int64, int64]{{Topic: in, Key: codec.Int64(), Value: codec.Int64()}},
-			processor.HandlerFunc[int64, int64](func(_ context.Context, b *processor.Batch[int64, int64]) error {
-				cnt.record(b)
-				for _, r := range b.Records {
-					if k, ok := fail[r.Value]; ok {
-						if k%2 == 1 {
-							panic(fmt.Sprintf("chosen value %d", r.Value))
-						}
-						return fmt.Errorf("chosen value %d", r.Value)
-					}
-					if err := output.Send(b, r.Key, r.Value); err != nil {
-						return err
-					}
+		dl, outs, cnt, elapsed := d.run(t, "poison-handler", batchSize, processor.Retry(retries, processor.Backoff{Initial: time.Millisecond}, processor.DeadLetter(d.dlq)), func(v int64) error {
+			if k, ok := fail[v]; ok {
+				if k%2 == 1 {
+					panic(fmt.Sprintf("chosen value %d", v))
 				}
-				return nil
-			}), processor.WithLogger(log))
-		require.NoError(t, err)
-		start := time.Now()
-		runToEnd(t, p, brokers, group, in, partitions)
-		elapsed := time.Since(start)
-		assert.Equal(t, endOffsets(t, brokers, in, partitions), committedOffsets(t, brokers, group, in, partitions), "committed == end offsets")
-
-		dl := readTopic(t, brokers, dlq, 3, time.Minute)
-		dlqCheck(t, dl, failMsgs, at, processor.StageHandle, group)
+				return fmt.Errorf("chosen value %d", v)
+			}
+			return nil
+		})
+		dlqCheck(t, dl, failMsgs, at, processor.StageHandle, d.group)
 		for _, r := range dl {
 			v := int64(binary.BigEndian.Uint64(r.Value))
-			e, _ := r.header(processor.HeaderError)
+			e, _ := r.Header(processor.HeaderError)
 			if fail[v]%2 == 1 {
 				assert.Contains(t, e, "handler panicked", "value %d: error header", v)
 			}
 			assert.Contains(t, e, fmt.Sprintf("chosen value %d", v), "value %d: error header", v)
 		}
-		lost, dups, unexpected := tallyInt64(readTopic(t, brokers, out, partitions, time.Minute), wantOut)
+		lost, dups, unexpected := tallyInt64(outs, wantOut)
 		handled, maxSeen := 0, 0
 		for v, n := range cnt.seen {
 			handled += n
@@ -729,11 +570,11 @@ func TestProcessorPoisonToDeadLetter(t *testing.T) {
 // TestProcessorStartupErrors: problems a processor can see before joining the group make
 // Run (or New) fail at once with a message naming them, on the real broker.
 func TestProcessorStartupErrors(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	a8, b12 := stack.UniqueName("start-a"), stack.UniqueName("start-b")
-	createTopic(t, brokers, a8, 8, 1)
-	createTopic(t, brokers, b12, 12, 1)
+	harness.CreateTopic(t, brokers, a8, 8, 1)
+	harness.CreateTopic(t, brokers, b12, 12, 1)
 	missing, missingDLQ, missingOut := stack.UniqueName("start-missing"), stack.UniqueName("start-missing-dlq"), stack.UniqueName("start-missing-out")
 	input := func(topic string) processor.Input[int64, int64] {
 		return processor.Input[int64, int64]{Topic: topic, Key: codec.Int64(), Value: codec.Int64()}

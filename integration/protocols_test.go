@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -23,7 +24,7 @@ import (
 // KIP-848 with the range assignor) every batch holds only its own partition number, and
 // each partition's handler sees both topics.
 func TestProcessorProtocols(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	cases := []struct {
 		protocol processor.Protocol
@@ -52,12 +53,12 @@ func runProtocolCase(t *testing.T, brokers string, protocol processor.Protocol, 
 	var inputs []processor.Input[int64, int64]
 	for i := range nInputs {
 		topic := stack.UniqueName(fmt.Sprintf("proto-in%d", i))
-		createTopic(t, brokers, topic, partitions, 1)
+		harness.CreateTopic(t, brokers, topic, partitions, 1)
 		topics = append(topics, topic)
 		inputs = append(inputs, processor.Input[int64, int64]{Topic: topic, Key: codec.Int64(), Value: codec.Int64()})
 	}
 	outTopic := stack.UniqueName("proto-out")
-	createTopic(t, brokers, outTopic, partitions, 1)
+	harness.CreateTopic(t, brokers, outTopic, partitions, 1)
 	out := processor.NewOutput(outTopic, codec.Int64(), codec.Int64())
 
 	var mu sync.Mutex
@@ -130,9 +131,9 @@ func runProtocolCase(t *testing.T, brokers string, protocol processor.Protocol, 
 	produceRecords(t, brokers, topics, partitions, perTopic/2)
 
 	for _, topic := range topics {
-		want := endOffsets(t, brokers, topic, partitions)
+		want := harness.EndOffsets(t, brokers, topic, partitions)
 		require.Eventually(t, func() bool {
-			got := committedOffsets(t, brokers, group, topic, partitions)
+			got := harness.CommittedOffsets(t, brokers, group, topic, partitions)
 			for p, end := range want {
 				if got[p] != end {
 					return false
@@ -166,21 +167,16 @@ func runProtocolCase(t *testing.T, brokers string, protocol processor.Protocol, 
 	}
 }
 
-// produceRecords writes n records to every topic, spread over the partitions, keys and
-// values int64, and waits for the acknowledgements.
+// produceRecords writes n records to each topic: key and value the big-endian index,
+// partition index mod partitions.
 func produceRecords(t *testing.T, brokers string, topics []string, partitions, n int) {
 	t.Helper()
-	p, err := newTestProducer(brokers)
-	require.NoError(t, err)
-	defer p.Close()
-	dr := make(chan kafka.Event, n*len(topics))
+	var msgs []*kafka.Message
 	for _, topic := range topics {
 		for i := range n {
 			b := binary.BigEndian.AppendUint64(nil, uint64(i))
-			require.NoError(t, p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % partitions)}, Key: b, Value: b}, dr))
+			msgs = append(msgs, &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % partitions)}, Key: b, Value: b})
 		}
 	}
-	acked, failed := drainDeliveries(t, dr, n*len(topics), time.Minute)
-	require.Zero(t, failed)
-	_ = acked
+	harness.ProduceMessages(t, brokers, msgs)
 }

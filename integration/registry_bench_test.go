@@ -11,6 +11,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/codec/registry"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -62,7 +63,8 @@ func BenchmarkAvroVsJSONThroughProcessor(b *testing.B) {
 	b.StopTimer()
 	for _, f := range formats {
 		topic, out := stack.UniqueName("bench-"+f.name), stack.UniqueName("bench-"+f.name+"-out")
-		benchTopics(b, brokers, topic, out)
+		harness.CreateTopic(b, brokers, topic, 4, 1)
+		harness.CreateTopic(b, brokers, out, 4, 1)
 		encoded := make([][]byte, n)
 		for i, v := range values {
 			if encoded[i], err = f.in.Encode(v); err != nil {
@@ -91,7 +93,7 @@ func BenchmarkAvroVsJSONThroughProcessor(b *testing.B) {
 		for i := range msgs {
 			msgs[i] = &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32(i % 4)}, Key: []byte(key(i)), Value: encoded[i]}
 		}
-		benchProduce(b, brokers, msgs)
+		harness.ProduceMessages(b, brokers, msgs)
 		output := processor.NewOutput(out, codec.String(), codec.Encoder[order](f.out))
 		group := stack.UniqueName("bench")
 		var first atomic.Int64 // when the first batch was handled, Unix ns
@@ -123,54 +125,6 @@ func BenchmarkAvroVsJSONThroughProcessor(b *testing.B) {
 	b.ReportMetric(codecOnly["avro"]/codecOnly["json"], "codec-avro/json")
 }
 
-func benchTopics(b *testing.B, brokers string, names ...string) {
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ac.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	specs := make([]kafka.TopicSpecification, len(names))
-	for i, name := range names {
-		specs[i] = kafka.TopicSpecification{Topic: name, NumPartitions: 4, ReplicationFactor: 1}
-	}
-	res, err := ac.CreateTopics(ctx, specs, kafka.SetAdminOperationTimeout(30*time.Second))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Error.Code() != kafka.ErrNoError {
-			b.Fatalf("create topic %s: %v", r.Topic, r.Error)
-		}
-	}
-}
-
-func benchProduce(b *testing.B, brokers string, msgs []*kafka.Message) {
-	p, err := newTestProducer(brokers)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	dr := make(chan kafka.Event, len(msgs))
-	for _, m := range msgs {
-		for p.Produce(m, dr) != nil {
-			p.Flush(100) // local queue full
-		}
-	}
-	deadline := time.After(2 * time.Minute)
-	for range msgs {
-		select {
-		case ev := <-dr:
-			if m, ok := ev.(*kafka.Message); ok && m.TopicPartition.Error != nil {
-				b.Fatal(m.TopicPartition.Error)
-			}
-		case <-deadline:
-			b.Fatal("input not acknowledged within 2m")
-		}
-	}
-}
-
 // benchRun runs p until group has committed n records of topic's 4 partitions.
 func benchRun(b *testing.B, p *processor.Processor[string, order], brokers, group, topic string, n int) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -179,7 +133,7 @@ func benchRun(b *testing.B, p *processor.Processor[string, order], brokers, grou
 	go func() { errc <- p.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		c, err := fetchCommitted(brokers, group, topic, 4)
+		c, err := harness.FetchCommitted(brokers, group, topic, 4)
 		total := int64(0)
 		for _, off := range c {
 			total += max(off, 0)

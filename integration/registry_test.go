@@ -17,6 +17,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/codec/registry"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/internal/testpb"
 	"github.com/samsa-go/samsa/processor"
@@ -48,33 +49,26 @@ func newRegistryClient(t *testing.T, url string, cfg registry.Config) *registry.
 // encoders and fetched by ID by the decoders.
 func roundTrip[T any](t *testing.T, brokers, in, out string, values []T, enc codec.Encoder[T], procIn codec.Decoder[T], procOut codec.Encoder[T], check codec.Decoder[T]) []T {
 	t.Helper()
-	createTopic(t, brokers, in, 2, 1)
-	createTopic(t, brokers, out, 2, 1)
-	createTopic(t, brokers, out+".dlq", 1, 1)
+	harness.CreateTopic(t, brokers, in, 2, 1)
+	harness.CreateTopic(t, brokers, out, 2, 1)
+	harness.CreateTopic(t, brokers, out+".dlq", 1, 1)
 	msgs := make([]*kafka.Message, len(values))
 	for i, v := range values {
 		b, err := enc.Encode(v)
 		require.NoError(t, err)
 		msgs[i] = &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &in, Partition: int32(i % 2)}, Key: []byte(key(i)), Value: b}
 	}
-	produceMessages(t, brokers, msgs)
+	harness.ProduceMessages(t, brokers, msgs)
 
 	output := processor.NewOutput(out, codec.String(), procOut)
 	group := stack.UniqueName("registry-rt")
 	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: processor.DeadLetter(out + ".dlq")},
 		[]processor.Input[string, T]{{Topic: in, Key: codec.String(), Value: procIn}},
-		processor.HandlerFunc[string, T](func(_ context.Context, b *processor.Batch[string, T]) error {
-			for _, r := range b.Records {
-				if err := output.Send(b, r.Key, r.Value); err != nil {
-					return err
-				}
-			}
-			return nil
-		}))
+		copyHandler(output))
 	require.NoError(t, err)
-	runUntilCommitted(t, p, brokers, group, in, 2)
+	harness.RunUntilCommitted(t, p.Run, brokers, group, in, 2)
 
-	recs := readTopic(t, brokers, out, 2, time.Minute)
+	recs := harness.ReadTopic(t, brokers, out, 2, time.Minute)
 	require.Len(t, recs, len(values))
 	got := make([]T, len(values))
 	for _, r := range recs {
@@ -87,39 +81,11 @@ func roundTrip[T any](t *testing.T, brokers, in, out string, values []T, enc cod
 	return got
 }
 
-// runUntilCommitted runs p until the group's committed offsets reach the input's end
-// offsets, then stops it; Run must return nil.
-func runUntilCommitted[K, V any](t *testing.T, p *processor.Processor[K, V], brokers, group, topic string, partitions int) {
-	t.Helper()
-	ends := endOffsets(t, brokers, topic, partitions)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	committed, ok := waitCommitted(t, newOffsetProbe(t, brokers), group, topic, ends, 2*time.Minute, func() error {
-		select {
-		case err := <-errc:
-			errc <- err
-			return fmt.Errorf("Run returned early: %v", err)
-		default:
-			return nil
-		}
-	})
-	cancel()
-	select {
-	case err := <-errc:
-		assert.NoError(t, err, "Run")
-	case <-time.After(time.Minute):
-		t.Fatal("Run did not return within 1m of cancel")
-	}
-	require.True(t, ok, "committed offsets %v never reached end offsets %v", committed, ends)
-}
-
 // schemaID is the ID in a registry-framed record.
 func schemaID(b []byte) int { return int(binary.BigEndian.Uint32(b[1:5])) }
 
 func TestRegistryRoundTripAllFormats(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	url := stack.SchemaRegistryURL(t)
 	producer := newRegistryClient(t, url, registry.Config{})
@@ -197,7 +163,7 @@ func assertSubjectHasID[T any](t *testing.T, c *registry.Client, subject string,
 // decode, so it waits and commits nothing; when the registry answers again it resumes
 // by itself. Every input reaches the output, nothing is dead-lettered.
 func TestRegistryOutageUnderLoad(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -207,7 +173,7 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 
 	in, out, dlq := stack.UniqueName("outage-in"), stack.UniqueName("outage-out"), stack.UniqueName("outage-dlq")
 	for _, topic := range []string{in, out, dlq} {
-		createTopic(t, brokers, topic, 2, 1)
+		harness.CreateTopic(t, brokers, topic, 2, 1)
 	}
 	fast := registry.Config{RequestTimeout: 500 * time.Millisecond, Retries: -1}
 	enc, err := registry.Avro[order](newRegistryClient(t, reg.URL(), fast), in, registry.Options{})
@@ -216,7 +182,7 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 
 	// Load: 100 records/s for the whole test, through the outage.
-	prod, err := newTestProducer(brokers)
+	prod, err := harness.NewProducer(brokers)
 	require.NoError(t, err)
 	defer prod.Close()
 	var produced, acked, failed atomic.Int64
@@ -280,10 +246,8 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers}, Group: group, ErrorPolicy: processor.Retry(3, processor.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}, processor.DeadLetter(dlq))},
 		[]processor.Input[string, order]{{Topic: in, Key: codec.String(), Value: dec}},
 		processor.HandlerFunc[string, order](func(_ context.Context, b *processor.Batch[string, order]) error {
-			for _, r := range b.Records {
-				if err := output.Send(b, r.Key, r.Value); err != nil {
-					return err
-				}
+			if err := sendAll(b, output); err != nil {
+				return err
 			}
 			mu.Lock()
 			for _, r := range b.Records {
@@ -299,8 +263,8 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 	go func() { runErr <- p.Run(runCtx) }()
 
 	time.Sleep(10*time.Second - time.Since(pausedAt))
-	probe := newOffsetProbe(t, brokers)
-	during, err := probe.committed(group, in, 2)
+	probe := harness.NewProbe(brokers, group, in, 2)
+	during, err := probe.Committed()
 	require.NoError(t, err)
 	mu.Lock()
 	handledDuring := len(seen)
@@ -320,8 +284,8 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 	require.Eventually(t, func() bool { return acked.Load()+failed.Load() == n }, 30*time.Second, 50*time.Millisecond, "delivery reports")
 	require.Zero(t, failed.Load(), "input deliveries failed")
 
-	ends := endOffsets(t, brokers, in, 2)
-	committed, ok := waitCommitted(t, probe, group, in, ends, 2*time.Minute, func() error {
+	ends := harness.EndOffsets(t, brokers, in, 2)
+	committed, ok := probe.WaitCommitted(t, ends, 2*time.Minute, func() error {
 		select {
 		case err := <-runErr:
 			runErr <- err
@@ -347,7 +311,7 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	dl := readTopic(t, brokers, dlq, 2, 10*time.Second)
+	dl := harness.ReadTopic(t, brokers, dlq, 2, 10*time.Second)
 	t.Logf("registry-outage: records=%d paused=%s decode-retries=%d lost=%d dlq=%d", n, paused.Round(100*time.Millisecond), retries.Load(), lost, len(dl))
 	assert.Zero(t, lost)
 	for _, r := range dl[:min(len(dl), 3)] {
@@ -358,7 +322,7 @@ func TestRegistryOutageUnderLoad(t *testing.T) {
 		}
 	}
 	assert.Positive(t, retries.Load(), "the processor retried while the registry was paused")
-	assert.Equal(t, int(ends[0]+ends[1]), len(readTopic(t, brokers, out, 2, time.Minute)), "one output per input (no batch was replayed)")
+	assert.Equal(t, int(ends[0]+ends[1]), len(harness.ReadTopic(t, brokers, out, 2, time.Minute)), "one output per input (no batch was replayed)")
 }
 
 // countingHandler is a slog.Handler that counts records with a given message and

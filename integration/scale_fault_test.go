@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
@@ -25,10 +25,9 @@ import (
 // test`: it is a scale check, not a unit of correctness. Figures only; nothing is
 // asserted about speed.
 func TestScaleFault256Partitions(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	brokers := stack.KafkaBrokers(t)
-	bin, err := goBuild(t.TempDir(), "./worker")
-	require.NoError(t, err)
+	bin := harness.Build(t, "./worker")
 	var lines []string
 	for _, partitions := range []int{8, 256} {
 		t.Run(fmt.Sprint(partitions), func(t *testing.T) {
@@ -42,40 +41,34 @@ func TestScaleFault256Partitions(t *testing.T) {
 
 func scaleRun(t *testing.T, brokers, bin string, partitions, n int) string {
 	in, out, group := stack.UniqueName("scale-in"), stack.UniqueName("scale-out"), stack.UniqueName("scale")
-	createTopic(t, brokers, in, partitions, 1)
-	createTopic(t, brokers, out, partitions, 1)
+	harness.CreateTopic(t, brokers, in, partitions, 1)
+	harness.CreateTopic(t, brokers, out, partitions, 1)
 	t.Cleanup(func() {
-		ac := newAdmin(t, brokers)
+		ac := harness.NewAdmin(t, brokers)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		ac.DeleteTopics(ctx, []string{in, out})
 	})
 	keys := 4 * partitions
 	loadStart := time.Now()
-	sp := startSeqProducer(t, brokers, in, partitions, keys, n, 0)
-	select {
-	case <-sp.done:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("preloading the backlog took over 3m")
-	}
-	require.NoError(t, sp.err)
+	sp := harness.StartSeqProducer(t, brokers, in, partitions, keys, n, 0)
+	require.NoError(t, sp.Wait(3*time.Minute), "preloading the backlog")
 	load := time.Since(loadStart)
-	ends := endOffsets(t, brokers, in, partitions)
+	ends := harness.EndOffsets(t, brokers, in, partitions)
 
-	logPath := filepath.Join(t.TempDir(), "copy-worker.log")
-	logOnFailure(t, "copy worker", logPath)
+	logPath := harness.WorkerLog(t, "copy worker")
 	start := time.Now()
-	w := startWorker(t, bin, logPath, "-mode", "copy", "-brokers", brokers, "-group", group, "-in", in, "-out", out,
+	w := harness.StartWorker(t, bin, logPath, "-mode", "copy", "-brokers", brokers, "-group", group, "-in", in, "-out", out,
 		"-batch", "500", "-session", "10s", "-heartbeat", "1s")
-	probe := newOffsetProbe(t, brokers)
+	probe := harness.NewProbe(brokers, group, in, partitions)
 	var first time.Time
 	var atFirst int64
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		require.True(t, w.running(), "copy worker exited: %s", exitDesc(w))
-		c, err := probe.committed(group, in, partitions)
+		require.True(t, w.Running(), "copy worker exited: %s", harness.ExitDesc(w))
+		c, err := probe.Committed()
 		if err == nil {
-			if p := progress(c); p > 0 && first.IsZero() {
+			if p := harness.Progress(c); p > 0 && first.IsZero() {
 				first, atFirst = time.Now(), p
 			}
 			done := true
@@ -92,13 +85,13 @@ func scaleRun(t *testing.T, brokers, bin string, partitions, n int) string {
 		time.Sleep(100 * time.Millisecond)
 	}
 	end := time.Now()
-	code, exited := w.signal(syscall.SIGTERM, time.Minute)
+	code, exited := w.Signal(syscall.SIGTERM, time.Minute)
 	require.True(t, exited)
 	assert.Equal(t, 0, code, "copy worker exit code after SIGTERM")
 
-	inputs := readTopic(t, brokers, in, partitions, 2*time.Minute)
-	outputs := readTopic(t, brokers, out, partitions, 2*time.Minute)
-	s := tallySeq(inputs, outputs)
+	inputs := harness.ReadTopic(t, brokers, in, partitions, 2*time.Minute)
+	outputs := harness.ReadTopic(t, brokers, out, partitions, 2*time.Minute)
+	s := harness.TallySeq(inputs, outputs)
 	assert.Equal(t, n, len(inputs))
 	assert.Zero(t, s.Lost, "lost (first: %v)", s.Missing)
 	assert.Zero(t, s.Unexpected)

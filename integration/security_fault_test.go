@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 )
@@ -33,7 +34,7 @@ import (
 //
 // Each case logs its time to fail ("security:").
 func TestFaultSecuritySASL(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	k, err := stack.StartKafka(ctx, stack.KafkaOptions{SASL: true, HeapMB: 256})
@@ -42,15 +43,15 @@ func TestFaultSecuritySASL(t *testing.T) {
 	admin := k.Bootstrap() // the unauthenticated super-user listener
 	const user, password = "app", "app-secret"
 	require.NoError(t, k.AddSCRAMUser(ctx, user, password))
-	ac := newAdmin(t, admin)
+	ac := harness.NewAdmin(t, admin)
 
 	const partitions, n = 4, 2000
 	in := stack.UniqueName("sec-in")
-	createTopic(t, admin, in, partitions, 1)
-	sp := startSeqProducer(t, admin, in, partitions, 100, n, 0)
-	<-sp.done
-	require.NoError(t, sp.err)
-	ends := endOffsets(t, admin, in, partitions)
+	harness.CreateTopic(t, admin, in, partitions, 1)
+	sp := harness.StartSeqProducer(t, admin, in, partitions, 100, n, 0)
+	<-sp.Done
+	require.NoError(t, sp.Err)
+	ends := harness.EndOffsets(t, admin, in, partitions)
 
 	allow := func(rt kafka.ResourceType, name string, ops ...kafka.ACLOperation) {
 		allowACL(t, ac, "User:"+user, rt, name, kafka.ResourcePatternTypeLiteral, ops...)
@@ -58,7 +59,7 @@ func TestFaultSecuritySASL(t *testing.T) {
 	allow(kafka.ResourceTopic, in, kafka.ACLOperationRead, kafka.ACLOperationDescribe)
 
 	run := func(t *testing.T, pass, in, out, group string, timeout time.Duration) (error, time.Duration) {
-		log, _ := newFileLog(t, "processor", slog.LevelInfo)
+		log, _ := harness.NewFileLog(t, "processor", slog.LevelInfo)
 		cfg := processor.Config{Membership: processor.Membership{Brokers: k.SASLBootstrap(), SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, Overrides: map[string]any{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
 			"sasl.username": user, "sasl.password": pass}}, Group: group}
 		output := processor.NewOutput(out, codec.String(), codec.String())
@@ -70,20 +71,20 @@ func TestFaultSecuritySASL(t *testing.T) {
 
 	t.Run("credentials and ACLs", func(t *testing.T) {
 		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-ok")
-		createTopic(t, admin, out, partitions, 1)
+		harness.CreateTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
 		err, took := run(t, password, in, out, group, 2*time.Minute)
 		require.NoError(t, err)
-		assert.Equal(t, ends, committedOffsets(t, admin, group, in, partitions))
-		s := tallySeq(readTopic(t, admin, in, partitions, time.Minute), readTopic(t, admin, out, partitions, time.Minute))
+		assert.Equal(t, ends, harness.CommittedOffsets(t, admin, group, in, partitions))
+		s := harness.TallySeq(harness.ReadTopic(t, admin, in, partitions, time.Minute), harness.ReadTopic(t, admin, out, partitions, time.Minute))
 		assert.Zero(t, s.Lost)
 		t.Logf("security: ok: %d records processed and committed in %s over SASL/SCRAM with ACLs", n, took.Round(time.Millisecond))
 	})
 
 	t.Run("wrong password", func(t *testing.T) {
 		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-badpw")
-		createTopic(t, admin, out, partitions, 1)
+		harness.CreateTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
 		err, took := run(t, "not-the-password", in, out, group, 2*time.Minute)
@@ -91,29 +92,29 @@ func TestFaultSecuritySASL(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, strings.ToLower(err.Error()), "authentication")
 		assert.Less(t, took, 45*time.Second, "a wrong password fails fast")
-		nothingCommitted(t, admin, group, in, partitions)
+		harness.NothingCommitted(t, admin, group, in, partitions)
 	})
 
 	t.Run("no write on the output", func(t *testing.T) {
 		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-nowrite")
-		createTopic(t, admin, out, partitions, 1)
+		harness.CreateTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
 		err, took := run(t, password, in, out, group, 2*time.Minute)
 		t.Logf("security: no WRITE on %s: Run returned after %s: %v", out, took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), out, "the error names the output topic")
-		nothingCommitted(t, admin, group, in, partitions)
+		harness.NothingCommitted(t, admin, group, in, partitions)
 	})
 
 	t.Run("no read on the input", func(t *testing.T) {
 		// DESCRIBE only: the topic is visible, its records are not.
 		hidden, out, group := stack.UniqueName("sec-noread"), stack.UniqueName("sec-out"), stack.UniqueName("sec-noread")
-		createTopic(t, admin, hidden, partitions, 1)
-		hp := startSeqProducer(t, admin, hidden, partitions, 100, 200, 0)
-		<-hp.done
-		require.NoError(t, hp.err)
-		createTopic(t, admin, out, partitions, 1)
+		harness.CreateTopic(t, admin, hidden, partitions, 1)
+		hp := harness.StartSeqProducer(t, admin, hidden, partitions, 100, 200, 0)
+		<-hp.Done
+		require.NoError(t, hp.Err)
+		harness.CreateTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, hidden, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 		allow(kafka.ResourceGroup, group, kafka.ACLOperationRead)
@@ -122,18 +123,18 @@ func TestFaultSecuritySASL(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), hidden, "the error names the input topic")
 		assert.Less(t, took, 45*time.Second, "a missing READ fails fast")
-		nothingCommitted(t, admin, group, hidden, partitions)
+		harness.NothingCommitted(t, admin, group, hidden, partitions)
 	})
 
 	t.Run("no read on the group", func(t *testing.T) {
 		out, group := stack.UniqueName("sec-out"), stack.UniqueName("sec-nogroup")
-		createTopic(t, admin, out, partitions, 1)
+		harness.CreateTopic(t, admin, out, partitions, 1)
 		allow(kafka.ResourceTopic, out, kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 		err, took := run(t, password, in, out, group, 2*time.Minute)
 		t.Logf("security: no READ on group %s: Run returned after %s: %v", group, took.Round(time.Millisecond), err)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), group, "the error names the group")
-		nothingCommitted(t, admin, group, in, partitions)
+		harness.NothingCommitted(t, admin, group, in, partitions)
 	})
 }
 
@@ -145,7 +146,7 @@ func waitDone(brokers, group, topic string, ends map[int32]int64, timeout time.D
 	go func() {
 		deadline := time.Now().Add(timeout)
 		for time.Now().Before(deadline) {
-			if c, err := fetchCommitted(brokers, group, topic, len(ends)); err == nil && fmt.Sprint(c) == fmt.Sprint(ends) {
+			if c, err := harness.FetchCommitted(brokers, group, topic, len(ends)); err == nil && fmt.Sprint(c) == fmt.Sprint(ends) {
 				close(done)
 				return
 			}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/distributed"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/state"
@@ -50,7 +51,7 @@ func newSecEnv(t *testing.T, ctx context.Context) *secEnv {
 	t.Cleanup(func() { k.Close() })
 	t.Logf("broker with TLS (mutual) and SASL_SSL listeners ready in %s", time.Since(start).Round(time.Millisecond))
 	e := &secEnv{k: k, admin: k.Bootstrap()}
-	e.ac = newAdmin(t, e.admin)
+	e.ac = harness.NewAdmin(t, e.admin)
 	return e
 }
 
@@ -112,12 +113,12 @@ func (e *secEnv) saslProps(user, password string) map[string]any {
 func (e *secEnv) secTopics(t *testing.T, name string, partitions, n int) (in, out string, ends map[int32]int64) {
 	t.Helper()
 	in, out = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out")
-	createTopic(t, e.admin, in, partitions, 1)
-	createTopic(t, e.admin, out, partitions, 1)
-	sp := startSeqProducer(t, e.admin, in, partitions, 100, n, 0)
-	<-sp.done
-	require.NoError(t, sp.err)
-	return in, out, endOffsets(t, e.admin, in, partitions)
+	harness.CreateTopic(t, e.admin, in, partitions, 1)
+	harness.CreateTopic(t, e.admin, out, partitions, 1)
+	sp := harness.StartSeqProducer(t, e.admin, in, partitions, 100, n, 0)
+	<-sp.Done
+	require.NoError(t, sp.Err)
+	return in, out, harness.EndOffsets(t, e.admin, in, partitions)
 }
 
 // runIdentity runs an identity processor until the group has committed ends (then it
@@ -150,29 +151,16 @@ func runToCommitted(t *testing.T, admin string, run func(context.Context) error,
 	}
 }
 
-func (e *secEnv) nothingCommitted(t *testing.T, group, topic string, partitions int) {
-	t.Helper()
-	nothingCommitted(t, e.admin, group, topic, partitions)
-}
-
-// nothingCommitted asserts that group has no committed offset on any partition of topic.
-func nothingCommitted(t *testing.T, admin, group, topic string, partitions int) {
-	t.Helper()
-	for p, o := range committedOffsets(t, admin, group, topic, partitions) {
-		assert.Equal(t, int64(kafka.OffsetInvalid), o, "partition %d committed though the run failed", p)
-	}
-}
-
 // checkExactlyOnce reads out read_committed once every transaction on it has finished
 // and asserts output == input exactly.
-func (e *secEnv) checkExactlyOnce(t *testing.T, in, out string, partitions int) eosVerdict {
+func (e *secEnv) checkExactlyOnce(t *testing.T, in, out string, partitions int) harness.EOSVerdict {
 	t.Helper()
-	inputs := readTopic(t, e.admin, in, partitions, time.Minute)
-	outEnds := waitTxnsFinished(t, e.admin, out, partitions, time.Minute)
-	rc := readTxnTopic(t, e.admin, out, partitions, "read_committed", outEnds)
-	ru := readTxnTopic(t, e.admin, out, partitions, "read_uncommitted", outEnds)
-	v := checkEOS(inputs, rc, ru, true)
-	assertExactlyOnce(t, "read_committed", len(inputs), v)
+	inputs := harness.ReadTopic(t, e.admin, in, partitions, time.Minute)
+	outEnds := harness.WaitTxnsFinished(t, e.admin, out, partitions, time.Minute)
+	rc := harness.ReadTxnTopic(t, e.admin, out, partitions, "read_committed", outEnds)
+	ru := harness.ReadTxnTopic(t, e.admin, out, partitions, "read_uncommitted", outEnds)
+	v := harness.CheckEOS(inputs, rc, ru, true)
+	harness.AssertExactlyOnce(t, "read_committed", len(inputs), v)
 	return v
 }
 
@@ -199,7 +187,7 @@ func (e *secEnv) checkExactlyOnce(t *testing.T, in, out string, partitions int) 
 //
 // Each case logs one "security:" line.
 func TestFaultSecurityTLS(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	e := newSecEnv(t, ctx)
@@ -215,15 +203,15 @@ func TestFaultSecurityTLS(t *testing.T) {
 		in, out, ends := e.secTopics(t, "tls-alo", partitions, n)
 		props, keyCanaries := e.tlsProps(t)
 		props["debug"] = "conf,security"
-		log, fl := newFileLog(t, "processor", slog.LevelDebug)
+		log, fl := harness.NewFileLog(t, "processor", slog.LevelDebug)
 		cfg := base
 		cfg.Brokers, cfg.Group, cfg.Overrides = e.k.TLSBootstrap(), stack.UniqueName("tls-alo"), props
 		err, took := e.runIdentity(t, cfg, in, out, ends, log, 2*time.Minute)
 		require.NoError(t, err)
-		assert.Equal(t, ends, committedOffsets(t, e.admin, cfg.Group, in, partitions))
-		s := tallySeq(readTopic(t, e.admin, in, partitions, time.Minute), readTopic(t, e.admin, out, partitions, time.Minute))
+		assert.Equal(t, ends, harness.CommittedOffsets(t, e.admin, cfg.Group, in, partitions))
+		s := harness.TallySeq(harness.ReadTopic(t, e.admin, in, partitions, time.Minute), harness.ReadTopic(t, e.admin, out, partitions, time.Minute))
 		assert.Zero(t, s.Lost, "lost (first: %v)", s.Missing)
-		logs, err := os.ReadFile(fl.path)
+		logs, err := os.ReadFile(fl.Path)
 		require.NoError(t, err)
 		assert.Contains(t, string(logs), "ssl.key.pem", "librdkafka's conf debug lists the inline key's property (redacted): the canary check below sees that log")
 		found := 0
@@ -238,12 +226,12 @@ func TestFaultSecurityTLS(t *testing.T) {
 	t.Run("exactly-once over mutual TLS", func(t *testing.T) {
 		in, out, ends := e.secTopics(t, "tls-eos", partitions, n)
 		props, _ := e.tlsProps(t)
-		log, _ := newFileLog(t, "processor", slog.LevelInfo)
+		log, _ := harness.NewFileLog(t, "processor", slog.LevelInfo)
 		cfg := base
 		cfg.Brokers, cfg.Group, cfg.Overrides, cfg.ExactlyOnce = e.k.TLSBootstrap(), stack.UniqueName("tls-eos"), props, true
 		err, took := e.runIdentity(t, cfg, in, out, ends, log, 2*time.Minute)
 		require.NoError(t, err)
-		assert.Equal(t, ends, committedOffsets(t, e.admin, cfg.Group, in, partitions))
+		assert.Equal(t, ends, harness.CommittedOffsets(t, e.admin, cfg.Group, in, partitions))
 		v := e.checkExactlyOnce(t, in, out, partitions)
 		t.Logf("security: tls exactly-once: %d records in %s over mutual TLS; read_committed %s", n, took.Round(time.Millisecond), v)
 	})
@@ -265,7 +253,7 @@ func TestFaultSecurityTLS(t *testing.T) {
 				e.allow(t, principal, kafka.ResourceTransactionalID, cfg.Group+"-", kafka.ResourcePatternTypePrefixed,
 					kafka.ACLOperationWrite, kafka.ACLOperationDescribe)
 			}
-			log, _ := newFileLog(t, "processor", slog.LevelInfo)
+			log, _ := harness.NewFileLog(t, "processor", slog.LevelInfo)
 			err, took = e.runIdentity(t, cfg, in, out, ends, log, 2*time.Minute)
 			return cfg, in, out, err, took
 		}
@@ -282,8 +270,8 @@ func TestFaultSecurityTLS(t *testing.T) {
 			assert.Regexp(t, regexp.MustCompile(`transactional id "`+regexp.QuoteMeta(cfg.Group)+`-[^"]+"`), err.Error(), "the error names the transactional id")
 			assert.Contains(t, err.Error(), "needs WRITE and DESCRIBE on TransactionalId", "the error says which ACL is missing")
 			assert.Less(t, took, 45*time.Second, "a missing ACL fails fast")
-			e.nothingCommitted(t, cfg.Group, in, partitions)
-			assert.Equal(t, 0, len(readTxnTopic(t, e.admin, out, partitions, "read_committed", endOffsets(t, e.admin, out, partitions))), "no output committed")
+			harness.NothingCommitted(t, e.admin, cfg.Group, in, partitions)
+			assert.Equal(t, 0, len(harness.ReadTxnTopic(t, e.admin, out, partitions, "read_committed", harness.EndOffsets(t, e.admin, out, partitions))), "no output committed")
 		})
 	})
 
@@ -294,7 +282,7 @@ func TestFaultSecurityTLS(t *testing.T) {
 		// run starts a node with procs processes and waits until all have started; it
 		// then stops the node and returns Run's result, or returns Run's early failure.
 		run := func(t *testing.T, brokers, name string, overrides map[string]any) (err error, started int, took time.Duration) {
-			log, _ := newFileLog(t, "node", slog.LevelInfo)
+			log, _ := harness.NewFileLog(t, "node", slog.LevelInfo)
 			node, err := distributed.New(distributed.Config{Membership: distributed.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second, StopTimeout: 10 * time.Second, Overrides: overrides}, Partitions: slices, ReplicationFactor: 1},
 				distributed.WithLogger(log))
 			require.NoError(t, err)
@@ -381,14 +369,14 @@ func TestFaultSecurityTLS(t *testing.T) {
 			t.Cleanup(func() { client.Close() })
 			table, err := state.NewTable(client, ns, codec.String(), codec.Int64())
 			require.NoError(t, err)
-			log, fl := newFileLog(t, "processor", slog.LevelDebug)
+			log, fl := harness.NewFileLog(t, "processor", slog.LevelDebug)
 			cfg := base
 			cfg.Brokers, cfg.Group, cfg.Overrides = e.k.TLSBootstrap(), group, props
 			p, err := processor.New(cfg, []processor.Input[string, string]{{Topic: in, Key: codec.String(), Value: codec.String()}},
 				sumHandler(table), processor.WithCheckpoint(table), processor.WithLogger(log))
 			require.NoError(t, err)
 			runErr, took := runToCommitted(t, e.admin, p.Run, group, in, ends, 2*time.Minute)
-			assert.Zero(t, fl.count(password), "the Redis password is in the processor's log")
+			assert.Zero(t, fl.Count(password), "the Redis password is in the processor's log")
 			return runErr, took
 		}
 
@@ -396,9 +384,9 @@ func TestFaultSecurityTLS(t *testing.T) {
 			group := stack.UniqueName("tls-state")
 			err, took := runSums(t, group, redisPassword)
 			require.NoError(t, err)
-			assert.Equal(t, ends, committedOffsets(t, e.admin, group, in, partitions))
+			assert.Equal(t, ends, harness.CommittedOffsets(t, e.admin, group, in, partitions))
 			// The sums, read back by the launcher's unrestricted default user.
-			inputs := readTopic(t, e.admin, in, partitions, time.Minute)
+			inputs := harness.ReadTopic(t, e.admin, in, partitions, time.Minute)
 			type pk struct {
 				p int32
 				k string
@@ -435,7 +423,7 @@ func TestFaultSecurityTLS(t *testing.T) {
 			assert.NotContains(t, err.Error(), wrong, "the error does not contain the password")
 			assert.NotContains(t, err.Error(), "Jk55")
 			assert.Less(t, took, 30*time.Second, "a wrong password fails fast")
-			e.nothingCommitted(t, group, in, partitions)
+			harness.NothingCommitted(t, e.admin, group, in, partitions)
 		})
 	})
 }
@@ -444,30 +432,14 @@ func TestFaultSecurityTLS(t *testing.T) {
 // applied exactly once per batch with the batch's offsets.
 func sumHandler(table *state.Table[string, int64]) processor.HandlerFunc[string, string] {
 	return func(ctx context.Context, b *processor.Batch[string, string]) error {
-		var keys []string
-		index := map[string]int{}
-		for _, r := range b.Records {
-			if _, ok := index[r.Key]; !ok {
-				index[r.Key] = len(keys)
-				keys = append(keys, r.Key)
-			}
-		}
-		sums, _, err := table.Partition(b.Partition).GetMany(ctx, keys)
-		if err != nil {
-			return err
-		}
-		for _, r := range b.Records {
+		err := foldKeys(ctx, table, b, func(r processor.Record[string, string], sum *int64) error {
 			v, err := strconv.ParseInt(r.Value, 10, 64)
 			if err != nil {
 				return fmt.Errorf("value %q: %w", r.Value, err)
 			}
-			sums[index[r.Key]] += v
-		}
-		puts := make([]state.Entry[string, int64], len(keys))
-		for i, k := range keys {
-			puts[i] = state.Entry[string, int64]{Key: k, Value: sums[i]}
-		}
-		err = table.Apply(ctx, b.Partition, puts, nil, b.NextOffsets())
+			*sum += v
+			return nil
+		})
 		if errors.Is(err, state.ErrAlreadyApplied) {
 			return nil
 		}
@@ -513,7 +485,7 @@ func aclDenials(ctx context.Context, node *redis.Client) ([]string, error) {
 // makes the suite fail (checked by hand, by editing stateRedisCommands; this test does not
 // repeat that).
 func TestFaultSecurityRedisACL(t *testing.T) {
-	requireFaultSuite(t)
+	harness.RequireFaultSuite(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// stateNamespace names namespaces "st.<unique>": the key patterns use the glob "st.*".

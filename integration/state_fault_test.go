@@ -3,13 +3,10 @@ package integration
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,13 +17,12 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
-	"github.com/samsa-go/samsa/state"
 )
 
 // State fault tests: exactly-once effects of a processor in Redis (state.Table with
@@ -46,15 +42,6 @@ import (
 // outputs), "state-outage:", "state-nopersist:". They are long: they run in `make
 // test-fault` and skip unless SAMSA_FAULT_TESTS=1.
 
-// sfRequire skips the state fault tests unless SAMSA_FAULT_TESTS=1.
-func sfRequire(t *testing.T) {
-	t.Helper()
-	if os.Getenv("SAMSA_FAULT_TESTS") != "1" {
-		t.Skip("long state fault test (worker SIGKILL loop or Redis outage against a real Kafka and redis-server, 1-4 minutes): runs in `make test-fault`; set SAMSA_FAULT_TESTS=1 to run it here")
-	}
-	requireReal(t)
-}
-
 // sfEnv is one state fault test's Redis, topic, group, table namespace and worker binary.
 type sfEnv struct {
 	t          *testing.T
@@ -65,7 +52,8 @@ type sfEnv struct {
 	in, group  string
 	ns         string
 	partitions int
-	probe      *sfProbe
+	probe      *harness.Probe
+	sums       harness.SumTable
 	args       []string // worker flags
 }
 
@@ -74,177 +62,33 @@ type sfEnv struct {
 func newSFEnv(t *testing.T, name string, partitions int, redisArgs ...string) *sfEnv {
 	t.Helper()
 	e := &sfEnv{t: t, partitions: partitions}
-	binPath := filepath.Join(t.TempDir(), "sum worker")
-	built := make(chan error, 1)
-	go func() { built <- sfBuildSumworker(binPath) }()
-	e.brokers = stack.KafkaBrokers(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	r, err := stack.StartRedis(ctx, stack.RedisOptions{Args: redisArgs})
-	require.NoError(t, err, "start the test's own redis-server")
-	t.Cleanup(func() { assert.NoError(t, r.Close()) })
-	e.redis = r
-	require.NoError(t, <-built)
-	e.bin = binPath
-	e.envBin, err = exec.LookPath("env")
-	require.NoError(t, err, "the tests start the worker through env(1) to set its fail-point")
+	dir := t.TempDir()
+	harness.StartBuilt(t, func() (err error) { e.bin, err = harness.GoBuild(dir, "./worker", "chaos"); return err }, func() {
+		e.brokers = stack.KafkaBrokers(t)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := stack.StartRedis(ctx, stack.RedisOptions{Args: redisArgs})
+		require.NoError(t, err, "start the test's own redis-server")
+		t.Cleanup(func() { assert.NoError(t, r.Close()) })
+		e.redis = r
+	})
+	e.envBin = harness.EnvBin(t)
 	e.in, e.group = stack.UniqueName(name+"-in"), stack.UniqueName(name)
 	e.ns = strings.ReplaceAll(stack.UniqueName(name), "-", ".")
-	createTopic(t, e.brokers, e.in, partitions, 1)
-	e.probe = newSFProbe(t, e.brokers, e.group, e.in, partitions)
-	e.args = []string{"-mode", "sum", "-brokers", e.brokers, "-redis", r.Addr(), "-group", e.group, "-in", e.in, "-ns", e.ns,
+	harness.CreateTopic(t, e.brokers, e.in, partitions, 1)
+	e.probe = harness.NewHeldProbe(t, e.brokers, e.group, e.in, partitions)
+	e.sums = harness.SumTable{TB: t, Addr: e.redis.Addr(), NS: e.ns, Topic: e.in, Partitions: partitions}
+	e.args = []string{"-mode", "sum", "-brokers", e.brokers, "-redis", e.redis.Addr(), "-group", e.group, "-in", e.in, "-ns", e.ns,
 		"-batch", "100", "-session", "6s", "-heartbeat", "1s", "-v"}
 	return e
 }
 
-// sfProbe reads a group's committed offsets through a consumer of that group that never
-// joins it (rd_kafka_committed). Not through AdminClient.ListConsumerGroupOffsets, which
-// crashes the process with SIGSEGV when the broker answers NOT_COORDINATOR, as a freshly
-// started broker does while it loads __consumer_offsets (librdkafka issue #5040, NULL cgrp
-// in rd_kafka_handle_OffsetFetch; seen here with confluent-kafka-go v2.15.0).
-type sfProbe struct {
-	c     *kafka.Consumer
-	topic string
-	parts int
-}
-
-func newSFProbe(t *testing.T, brokers, group, topic string, partitions int) *sfProbe {
-	t.Helper()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers":  brokers,
-		"group.id":           group,
-		"enable.auto.commit": false,
-		"log_level":          3,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	return &sfProbe{c: c, topic: topic, parts: partitions}
-}
-
-// committed returns the committed offset per partition (-1001 where nothing is committed).
-func (p *sfProbe) committed() (map[int32]int64, error) {
-	tps := make([]kafka.TopicPartition, p.parts)
-	for i := range tps {
-		tps[i] = kafka.TopicPartition{Topic: &p.topic, Partition: int32(i)}
-	}
-	res, err := p.c.Committed(tps, 10000)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[int32]int64, p.parts)
-	for _, tp := range res {
-		if tp.Error != nil {
-			return nil, tp.Error
-		}
-		out[tp.Partition] = int64(tp.Offset)
-	}
-	return out, nil
-}
-
-// waitCommitted polls until the committed offsets equal ends, or timeout; stop, when it
-// returns an error, ends the wait early. It returns the last offsets seen and whether they
-// matched.
-func (p *sfProbe) waitCommitted(t *testing.T, ends map[int32]int64, timeout time.Duration, stop func() error) (map[int32]int64, bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last map[int32]int64
-	for {
-		if c, err := p.committed(); err == nil {
-			last = c
-			if maps.Equal(c, ends) {
-				return c, true
-			}
-		}
-		if err := stop(); err != nil {
-			t.Errorf("while waiting for commits: %v", err)
-			return last, false
-		}
-		if time.Now().After(deadline) {
-			return last, false
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-// sfBuildSumworker compiles integration/worker (-mode sum) with the chaos tag (fail-points in).
-func sfBuildSumworker(bin string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the state fault tests build their worker with the go tool: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "chaos", "-o", bin, "./worker")
-	_, file, _, _ := runtime.Caller(0)
-	cmd.Dir = filepath.Dir(file) // integration/, wherever the test binary runs
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -tags chaos sum worker: %w\n%s", err, out)
-	}
-	return nil
-}
-
 // start starts a sum worker with fail-point fp ("" for none), its output appended to
 // logPath. startWorker SIGKILLs it by PID at the test's end if it still runs.
-func (e *sfEnv) start(logPath, fp string) *workerProc {
+func (e *sfEnv) start(logPath, fp string) *harness.WorkerProc {
 	e.t.Helper()
 	args := append([]string{"SAMSA_FAILPOINT=" + fp, e.bin}, e.args...)
-	return startWorker(e.t, e.envBin, logPath, args...)
-}
-
-// table opens the worker's table on a new client (closed by the returned func): a fresh
-// client does not carry dial errors from an outage in its pool.
-func (e *sfEnv) table() (*state.Table[string, int64], func()) {
-	c := redis.NewClient(&redis.Options{Addr: e.redis.Addr(), DialTimeout: time.Second, ReadTimeout: 5 * time.Second})
-	tbl, err := state.NewTable(c, e.ns, codec.String(), codec.Int64())
-	require.NoError(e.t, err)
-	return tbl, func() { c.Close() }
-}
-
-// applied returns the table's applied offset per partition (0: nothing applied).
-func (e *sfEnv) applied(ctx context.Context) (map[int32]int64, error) {
-	tbl, done := e.table()
-	defer done()
-	out := make(map[int32]int64, e.partitions)
-	for p := range int32(e.partitions) {
-		n, err := tbl.Applied(ctx, e.in, p)
-		if err != nil {
-			return nil, err
-		}
-		out[p] = n
-	}
-	return out, nil
-}
-
-// committedRetry reads the group's committed offsets, retrying for up to 30 s.
-func (e *sfEnv) committedRetry() map[int32]int64 {
-	e.t.Helper()
-	var c map[int32]int64
-	var err error
-	for range 60 {
-		if c, err = e.probe.committed(); err == nil {
-			return c
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	require.NoError(e.t, err, "committed offsets of %s", e.group)
-	return nil
-}
-
-// sfWindow compares committed with applied offsets between two worker lives: ahead counts
-// partitions whose committed offset is beyond the table's (the group would skip records
-// whose effects are not in the table: a loss); window is Σ(applied − committed) where the
-// table is ahead: records already applied that the next worker must skip, not add again.
-func sfWindow(committed, applied map[int32]int64) (window int64, ahead int) {
-	for p, a := range applied {
-		c := max(committed[p], 0) // -1001: nothing committed, the next worker starts at 0
-		switch {
-		case a > c:
-			window += a - c
-		case a < c:
-			ahead++
-		}
-	}
-	return window, ahead
+	return harness.StartWorker(e.t, e.envBin, logPath, args...)
 }
 
 // sumProducer writes the deterministic input: record i has key sfKey(i), partition
@@ -277,19 +121,12 @@ func startSumProducer(t *testing.T, brokers, topic string, partitions, keys, n, 
 		defer close(sp.done)
 		sp.err = sp.run(brokers, topic, partitions, keys, n, perSec, seed)
 	}()
-	t.Cleanup(func() {
-		close(sp.quit)
-		select {
-		case <-sp.done:
-		case <-time.After(time.Minute):
-			t.Errorf("producer did not stop within 1m of the test's end")
-		}
-	})
+	harness.StopAtEnd(t, sp.quit, sp.done)
 	return sp
 }
 
 func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec int, seed uint64) error {
-	p, err := newTestProducer(brokers)
+	p, err := harness.NewProducer(brokers)
 	if err != nil {
 		return err
 	}
@@ -297,7 +134,7 @@ func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec in
 	dr := make(chan kafka.Event, 4096)
 	var failed atomic.Int64
 	var firstErr atomic.Value
-	drained := drainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
+	drained := harness.DrainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
 	enc := codec.Int64()
 	paceStart, paced := time.Now(), 0
 	for i := range n {
@@ -305,7 +142,7 @@ func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec in
 			for int64(i) >= sp.limit.Load() {
 				select {
 				case <-sp.quit:
-					return errQuit
+					return harness.ErrQuit
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
@@ -314,7 +151,7 @@ func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec in
 		if i%50 == 0 {
 			select {
 			case <-sp.quit:
-				return errQuit
+				return harness.ErrQuit
 			default:
 			}
 			if perSec > 0 {
@@ -330,22 +167,15 @@ func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec in
 			Key:            []byte(sfKey(i, keys)),
 			Value:          v,
 		}
-		for attempt := 0; ; attempt++ {
-			err := p.Produce(m, dr)
-			if err == nil {
-				break
-			}
-			if attempt > 600 {
-				return fmt.Errorf("produce record %d: %w", i, err)
-			}
-			p.Flush(100)
+		if err := harness.Produce(p, m, dr); err != nil {
+			return fmt.Errorf("produce record %d: %w", i, err)
 		}
 		sp.produced.Add(1)
 	}
 	select {
 	case <-drained:
 	case <-sp.quit:
-		return errQuit
+		return harness.ErrQuit
 	case <-time.After(2 * time.Minute):
 		return fmt.Errorf("only %d of %d delivery reports after 2m", sp.acked.Load()+failed.Load(), n)
 	}
@@ -364,166 +194,6 @@ func (sp *sumProducer) waitDone(t *testing.T, timeout time.Duration) {
 		t.Fatalf("producer did not finish within %s (%d produced, %d acknowledged)", timeout, sp.produced.Load(), sp.acked.Load())
 	}
 	require.NoError(t, sp.err, "producing the input")
-}
-
-// sumVerdict compares the table with the sums and counts recomputed from the input.
-type sumVerdict struct {
-	Records       int
-	Keys          int
-	DoubleCounts  int64 // Σ max(0, counted − records) over keys
-	Losses        int64 // Σ max(0, records − counted) over keys
-	SumMismatches int   // keys whose sum differs from the recomputed one
-	Missing       int   // input keys with nothing in the table
-	DataKeys      int   // data keys found in the table's namespace (want 2 × Keys)
-	Examples      []string
-}
-
-func (v sumVerdict) String() string {
-	return fmt.Sprintf("records=%d keys=%d double_counts=%d losses=%d sum_mismatch=%d missing_keys=%d table_keys=%d",
-		v.Records, v.Keys, v.DoubleCounts, v.Losses, v.SumMismatches, v.Missing, v.DataKeys)
-}
-
-// checkSums recomputes every key's sum and count from inputs (read back from the topic)
-// and compares them with the table.
-func (e *sfEnv) checkSums(ctx context.Context, inputs []rec) sumVerdict {
-	e.t.Helper()
-	type agg struct{ sum, cnt int64 }
-	want := make([]map[string]*agg, e.partitions)
-	for p := range want {
-		want[p] = map[string]*agg{}
-	}
-	dec := codec.Int64()
-	v := sumVerdict{Records: len(inputs)}
-	for _, r := range inputs {
-		val, err := dec.Decode(r.Value)
-		require.NoError(e.t, err, "input %d@%d", r.Partition, r.Offset)
-		a := want[r.Partition][string(r.Key)]
-		if a == nil {
-			a = &agg{}
-			want[r.Partition][string(r.Key)] = a
-			v.Keys++
-		}
-		a.sum += val
-		a.cnt++
-	}
-	tbl, done := e.table()
-	defer done()
-	for p, m := range want {
-		keys := slices.Sorted(func(yield func(string) bool) {
-			for k := range m {
-				if !yield(k) {
-					return
-				}
-			}
-		})
-		tkeys := make([]string, 0, 2*len(keys))
-		for _, k := range keys {
-			tkeys = append(tkeys, "sum/"+k, "cnt/"+k)
-		}
-		vals, found, err := tbl.Partition(int32(p)).GetMany(ctx, tkeys)
-		require.NoError(e.t, err, "read the sums of partition %d", p)
-		for i, k := range keys {
-			w := m[k]
-			if !found[2*i] && !found[2*i+1] {
-				v.Missing++
-			}
-			sum, cnt := vals[2*i], vals[2*i+1]
-			if cnt > w.cnt {
-				v.DoubleCounts += cnt - w.cnt
-			} else {
-				v.Losses += w.cnt - cnt
-			}
-			if sum != w.sum {
-				v.SumMismatches++
-				if len(v.Examples) < 5 {
-					v.Examples = append(v.Examples, fmt.Sprintf("p%d %s: sum %d want %d, count %d want %d", p, k, sum, w.sum, cnt, w.cnt))
-				}
-			}
-		}
-	}
-	c := redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
-	defer c.Close()
-	iter := c.Scan(ctx, 0, "{"+e.ns+":*}:k:*", 1000).Iterator()
-	for iter.Next(ctx) {
-		v.DataKeys++
-	}
-	require.NoError(e.t, iter.Err(), "scan the table's keys")
-	return v
-}
-
-// outVerdict compares the sum worker's outputs (each record's key's count after it) with
-// the table's counts.
-type outVerdict struct {
-	Outputs, Keys int
-	Repeats       int // outputs sent more than once (at-least-once)
-	Gaps          int // counts in 1..n (n the table's count) never sent: lost outputs
-	Beyond        int // counts sent above n: outputs of effects never made
-}
-
-func (v outVerdict) String() string {
-	return fmt.Sprintf("outputs=%d keys=%d repeats=%d gaps=%d beyond=%d", v.Outputs, v.Keys, v.Repeats, v.Gaps, v.Beyond)
-}
-
-// checkOutputs reads topic out and compares each key's counts sent with its count in
-// the table (found in the partition its inputs, read back, came from).
-// With committed, the outputs are read read_committed (once no transaction is open).
-func (e *sfEnv) checkOutputs(ctx context.Context, out string, inputs []rec, committed bool) outVerdict {
-	e.t.Helper()
-	partOf := map[string]int32{}
-	for _, r := range inputs {
-		partOf[string(r.Key)] = r.Partition
-	}
-	dec := codec.Int64()
-	sent := map[string]map[int64]int{}
-	var v outVerdict
-	var outs []rec
-	if committed {
-		outs = readCommittedTopic(e.t, e.brokers, out, e.partitions, 2*time.Minute)
-	} else {
-		outs = readTopic(e.t, e.brokers, out, e.partitions, 2*time.Minute)
-	}
-	for _, r := range outs {
-		n, err := dec.Decode(r.Value)
-		require.NoError(e.t, err, "output %d@%d", r.Partition, r.Offset)
-		k := string(r.Key)
-		if sent[k] == nil {
-			sent[k] = map[int64]int{}
-		}
-		sent[k][n]++
-		if sent[k][n] > 1 {
-			v.Repeats++
-		}
-		v.Outputs++
-	}
-	v.Keys = len(sent)
-	tbl, done := e.table()
-	defer done()
-	for k, p := range partOf {
-		n, _, err := tbl.Partition(p).Get(ctx, "cnt/"+k)
-		require.NoError(e.t, err, "count of %s", k)
-		for c := int64(1); c <= n; c++ {
-			if sent[k][c] == 0 {
-				v.Gaps++
-			}
-		}
-		for c := range sent[k] {
-			if c > n || c < 1 {
-				v.Beyond++
-			}
-		}
-	}
-	return v
-}
-
-// sfKilled reports whether w exited on SIGKILL.
-func sfKilled(w *workerProc) bool {
-	ws, ok := w.state.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
-}
-
-func sfCount(path, substr string) int {
-	b, _ := os.ReadFile(path)
-	return strings.Count(string(b), substr)
 }
 
 var sfSkippedRe = regexp.MustCompile(`skipped records already applied.* records=(\d+)`)
@@ -570,11 +240,11 @@ func (e *sfEnv) startSampler(sp *sumProducer) *sfSampler {
 			case <-tick.C:
 			}
 			acked := sp.acked.Load()
-			c, err := e.probe.committed()
+			c, err := e.probe.Committed()
 			if err != nil {
 				continue
 			}
-			smp := sfProgressSample{at: time.Now(), progress: progress(c), acked: acked}
+			smp := sfProgressSample{at: time.Now(), progress: harness.Progress(c), acked: acked}
 			s.mu.Lock()
 			s.samples = append(s.samples, smp)
 			s.peakLag = max(s.peakLag, smp.acked-smp.progress)
@@ -599,6 +269,113 @@ func (s *sfSampler) snapshot() ([]sfProgressSample, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.samples), s.peakLag
+}
+
+// loadedWorker is one sum worker under a paced seeded load, with the committed progress
+// sampled: the start and end of the Redis fault tests (an outage, a black hole).
+type loadedWorker struct {
+	e       *sfEnv
+	w       *harness.WorkerProc
+	sp      *sumProducer
+	smp     *sfSampler
+	logPath string
+}
+
+// startLoaded starts the producer and one sum worker (logged to logPath) and returns once
+// the worker has committed something and worked 5 s more.
+func (e *sfEnv) startLoaded(logPath string, keys, records, perSec int, seed uint64) *loadedWorker {
+	t := e.t
+	t.Helper()
+	l := &loadedWorker{e: e, logPath: logPath}
+	l.sp = startSumProducer(t, e.brokers, e.in, e.partitions, keys, records, perSec, seed, records)
+	l.w = e.start(logPath, "")
+	l.smp = e.startSampler(l.sp)
+	require.Eventually(t, func() bool {
+		c, err := e.probe.Committed()
+		return (err == nil && harness.Progress(c) > 0) || l.alive() != nil
+	}, 90*time.Second, 100*time.Millisecond, "the worker committed nothing within 90s")
+	require.NoError(t, l.alive())
+	time.Sleep(5 * time.Second)
+	require.NoError(t, l.alive())
+	return l
+}
+
+func (l *loadedWorker) alive() error {
+	if !l.w.Running() {
+		return fmt.Errorf("sum worker %d exited by itself (%v)", l.w.Pid(), l.w.State)
+	}
+	return nil
+}
+
+// through keeps the worker running for d (the fault, named what) and returns the highest
+// offset committed per partition meanwhile.
+func (l *loadedWorker) through(d time.Duration, what string) map[int32]int64 {
+	maxDuring := map[int32]int64{}
+	for from := time.Now(); time.Since(from) < d; {
+		require.NoError(l.e.t, l.alive(), "the worker must keep running through the %s", what)
+		if c, err := l.e.probe.Committed(); err == nil {
+			for p, o := range c {
+				maxDuring[p] = max(maxDuring[p], o)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return maxDuring
+}
+
+// beyond fails the test for every partition whose offset committed during the fault is
+// beyond the table's applied offset, and counts them.
+func (l *loadedWorker) beyond(maxDuring, applied map[int32]int64, what string) int {
+	n := 0
+	for p, c := range maxDuring {
+		if c > applied[p] {
+			n++
+			l.e.t.Errorf("partition %d: committed offset %d during the %s is beyond the table's applied offset %d", p, c, what, applied[p])
+		}
+	}
+	return n
+}
+
+// stateBack waits (up to 2 minutes from since) for a state write beyond applied.
+func (l *loadedWorker) stateBack(ctx context.Context, applied map[int32]int64, since time.Time, what string) time.Duration {
+	var took time.Duration
+	require.Eventually(l.e.t, func() bool {
+		a, err := l.e.sums.Applied(ctx)
+		if err == nil && harness.Progress(a) > harness.Progress(applied) {
+			took = time.Since(since)
+			return true
+		}
+		return l.alive() != nil
+	}, 2*time.Minute, 20*time.Millisecond, "no state write within 2m of %s", what)
+	require.NoError(l.e.t, l.alive(), "the worker must recover by itself")
+	return took
+}
+
+// finish waits for the input and for the commits to reach its end, stops the sampler
+// and the worker (SIGTERM, exit 0), and checks the sums against the input read back.
+func (l *loadedWorker) finish(ctx context.Context, records int) (harness.SumVerdict, []sfProgressSample, int64) {
+	t, e := l.e.t, l.e
+	t.Helper()
+	l.sp.waitDone(t, 3*time.Minute)
+	ends := harness.EndOffsets(t, e.brokers, e.in, e.partitions)
+	committed, ok := e.probe.WaitCommitted(t, ends, 3*time.Minute, l.alive)
+	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
+	require.NoError(t, l.alive())
+	l.smp.close()
+	samples, peakLag := l.smp.snapshot()
+	code, exited := l.w.Signal(syscall.SIGTERM, time.Minute)
+	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", l.w.Pid())
+	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
+	v := e.sums.CheckSums(ctx, harness.ReadTopic(t, e.brokers, e.in, e.partitions, 2*time.Minute))
+	if len(v.Examples) > 0 {
+		t.Logf("first mismatches: %v", v.Examples)
+	}
+	assert.Equal(t, records, v.Records, "input records read back")
+	assert.Zero(t, v.DoubleCounts, "double counts")
+	assert.Zero(t, v.Losses, "losses")
+	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
+	assert.Zero(t, v.Missing, "keys missing from the table")
+	return v, samples, peakLag
 }
 
 // Fail-points of the at-least-once mode (processor/pipeline.go).
@@ -637,7 +414,7 @@ type crashSums struct {
 // every key's sum and count in Redis equal the ones recomputed from the input read back
 // from Kafka: double_counts = losses = sum_mismatch = 0.
 func TestStateFaultCrashSums(t *testing.T) {
-	sfRequire(t)
+	harness.RequireFaultSuite(t)
 	runCrashSums(t, crashSums{tag: "state-crash", records: 50_000, kinds: []string{
 		fpBeforeProduce, fpBeforeProduce, fpBeforeProduce, fpBeforeProduce,
 		fpBeforeStore, fpBeforeStore, fpBeforeStore, killRandom, killRandom, killRandom}})
@@ -652,7 +429,7 @@ func TestStateFaultCrashSums(t *testing.T) {
 // lost (a gap), none for an effect never made (beyond n); repeats are allowed
 // (at-least-once) and reported.
 func TestStateFaultCrashSumsOutputs(t *testing.T) {
-	sfRequire(t)
+	harness.RequireFaultSuite(t)
 	runCrashSums(t, crashSums{tag: "state-crash-out", records: 20_000, out: true, kinds: []string{
 		fpBeforeEffects, fpBeforeEffects, fpBeforeEffects, fpBeforeProduce, fpBeforeProduce,
 		fpBeforeStore, killRandom, killRandom}})
@@ -668,7 +445,7 @@ func TestStateFaultCrashSumsOutputs(t *testing.T) {
 // eos-before-effects kill, and reported). At the end the sums are exact and each key's
 // read_committed outputs are exactly the counts 1..n, each once.
 func TestStateFaultCrashSumsOutputsEOS(t *testing.T) {
-	sfRequire(t)
+	harness.RequireFaultSuite(t)
 	runCrashSums(t, crashSums{tag: "state-crash-eos", records: 20_000, out: true, eos: true, kinds: []string{
 		fpEOSBeforeEffects, fpEOSBeforeEffects, fpEOSBeforeEffects, fpEOSBeforeCommit, fpEOSBeforeCommit,
 		fpBeforeProduce, killRandom, killRandom}})
@@ -682,14 +459,14 @@ func runCrashSums(t *testing.T, c crashSums) {
 	)
 	records, kills, tag := c.records, len(c.kinds), c.tag
 	start := time.Now()
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	t.Logf("%s: seed=%d (set SAMSA_SEED to replay)", tag, seed)
 	rng := rand.New(rand.NewPCG(seed, 17))
 	e := newSFEnv(t, "sf"+strings.ReplaceAll(tag, "-", ""), partitions)
 	var out string
 	if c.out {
 		out = stack.UniqueName("sfout")
-		createTopic(t, e.brokers, out, partitions, 1)
+		harness.CreateTopic(t, e.brokers, out, partitions, 1)
 		e.args = append(e.args, "-out", out)
 	}
 	if c.eos {
@@ -699,7 +476,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 	logOnFail := func(path string) {
 		t.Cleanup(func() {
 			if t.Failed() {
-				t.Logf("--- %s tail:\n%s", filepath.Base(path), tailFile(path, 6000))
+				t.Logf("--- %s tail:\n%s", filepath.Base(path), harness.TailFile(path, 6000))
 			}
 		})
 	}
@@ -717,11 +494,11 @@ func runCrashSums(t *testing.T, c crashSums) {
 	defer cancel()
 
 	appliedTotal := func() int64 {
-		a, err := e.applied(ctx)
+		a, err := e.sums.Applied(ctx)
 		if err != nil {
 			return -1
 		}
-		return progress(a)
+		return harness.Progress(a)
 	}
 	var (
 		windows   []int64
@@ -755,26 +532,26 @@ func runCrashSums(t *testing.T, c crashSums) {
 		if kind == killRandom {
 			// Wait until this worker applies something, then kill it 0.3-2.5 s later.
 			for {
-				require.True(t, w.running(), "sum worker %d (life %d) exited by itself: %s", w.pid(), k+1, tailFile(logPath, 2000))
+				require.True(t, w.Running(), "sum worker %d (life %d) exited by itself: %s", w.Pid(), k+1, harness.TailFile(logPath, 2000))
 				if a := appliedTotal(); a > base {
 					break
 				}
-				require.Less(t, time.Since(t0), 90*time.Second, "sum worker %d applied nothing within 90s of its start", w.pid())
+				require.Less(t, time.Since(t0), 90*time.Second, "sum worker %d applied nothing within 90s of its start", w.Pid())
 				time.Sleep(50 * time.Millisecond)
 			}
 			delay := 300*time.Millisecond + time.Duration(rng.Int64N(int64(2200*time.Millisecond)))
 			time.Sleep(delay)
-			require.True(t, w.running(), "sum worker %d exited by itself", w.pid())
-			_, ok := w.signal(syscall.SIGKILL, 30*time.Second)
-			require.True(t, ok, "sum worker %d survived SIGKILL", w.pid())
+			require.True(t, w.Running(), "sum worker %d exited by itself", w.Pid())
+			_, ok := w.Signal(syscall.SIGKILL, 30*time.Second)
+			require.True(t, ok, "sum worker %d survived SIGKILL", w.Pid())
 			fp = "delay " + delay.Round(time.Millisecond).String() + " after its first apply"
 		} else {
 			select {
-			case <-w.done:
+			case <-w.Done():
 			case <-time.After(2 * time.Minute):
 				t.Fatalf("fail-point %s did not fire within 2m of the worker's start", fp)
 			}
-			require.True(t, sfKilled(w), "sum worker %d (fail-point %s) exited with %v, not by its fail-point's SIGKILL", w.pid(), fp, w.state)
+			require.True(t, harness.KilledBy(w, syscall.SIGKILL), "sum worker %d (fail-point %s) exited with %v, not by its fail-point's SIGKILL", w.Pid(), fp, w.State)
 		}
 		lived := time.Since(t0)
 		lifetimes = append(lifetimes, lived)
@@ -786,51 +563,51 @@ func runCrashSums(t *testing.T, c crashSums) {
 		}
 		killsBy[kind]++
 		// Nothing runs now: compare what the group committed with what the table applied.
-		committed := e.committedRetry()
-		applied, err := e.applied(ctx)
+		committed := e.probe.CommittedRetry(e.t)
+		applied, err := e.sums.Applied(ctx)
 		require.NoError(t, err, "applied offsets after kill %d", k+1)
-		win, ah := sfWindow(committed, applied)
+		win, ah := harness.SumWindow(committed, applied)
 		windows = append(windows, win)
 		totalWin += win
 		lastWin = win
 		ahead += ah
 		t.Logf("%s: kill %d/%d: %-16s (%s) pid %d lived %s, applied %d new records; then committed %d, applied %d: %d records applied but not committed (the next worker skips them), %d partitions committed beyond the table; %d produced",
-			tag, k+1, kills, kind, fp, w.pid(), lived.Round(time.Millisecond), newApplied, progress(committed), progress(applied), win, ah, sp.produced.Load())
+			tag, k+1, kills, kind, fp, w.Pid(), lived.Round(time.Millisecond), newApplied, harness.Progress(committed), harness.Progress(applied), win, ah, sp.produced.Load())
 	}
 
 	// The last worker gets the rest of the input and finishes it.
 	sp.limit.Store(int64(records))
 	w := e.start(logPath, "")
 	alive := func() error {
-		if !w.running() {
-			return fmt.Errorf("sum worker %d exited by itself (%v)", w.pid(), w.state)
+		if !w.Running() {
+			return fmt.Errorf("sum worker %d exited by itself (%v)", w.Pid(), w.State)
 		}
 		return nil
 	}
 	sp.waitDone(t, 4*time.Minute)
-	ends := endOffsets(t, e.brokers, e.in, partitions)
-	committed, ok := e.probe.waitCommitted(t, ends, 3*time.Minute, alive)
+	ends := harness.EndOffsets(t, e.brokers, e.in, partitions)
+	committed, ok := e.probe.WaitCommitted(t, ends, 3*time.Minute, alive)
 	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
 	drained := time.Since(start)
-	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", w.pid())
+	code, exited := w.Signal(syscall.SIGTERM, time.Minute)
+	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", w.Pid())
 	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
 
-	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
-	v := e.checkSums(ctx, inputs)
-	applied, err := e.applied(ctx)
+	inputs := harness.ReadTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
+	v := e.sums.CheckSums(ctx, inputs)
+	applied, err := e.sums.Applied(ctx)
 	require.NoError(t, err)
 	for p, end := range ends {
 		assert.Equal(t, end, applied[p], "partition %d: the table's applied offset is the end offset", p)
 	}
 	fired := map[string]int{}
 	for _, fp := range []string{fpBeforeProduce, fpBeforeEffects, fpBeforeStore, fpEOSBeforeCommit, fpEOSBeforeEffects} {
-		fired[fp] = sfCount(logPath, "failpoint: SIGKILL at "+fp)
+		fired[fp] = harness.CountInFile(logPath, "failpoint: SIGKILL at "+fp)
 	}
 	skippedLogged := sfSkippedLogged(logPath)
-	already := sfCount(logPath, "worker: batch already applied")
-	conflicts := sfCount(logPath, "worker: state conflict")
-	retried := sfCount(logPath, "batch failed, retrying")
+	already := harness.CountInFile(logPath, "worker: batch already applied")
+	conflicts := harness.CountInFile(logPath, "worker: state conflict")
+	retried := harness.CountInFile(logPath, "batch failed, retrying")
 	t.Logf("%s: seed=%d kills=%d (before-produce=%d alo-before-effects=%d alo-before-store=%d random=%d; fail-point lines before-produce=%d alo-before-effects=%d alo-before-store=%d) %s lives_that_applied_new_records=%d/%d applied_not_committed_at_kills=%d (per kill %v) committed_beyond_table=%d skipped_by_last_worker_logged=%d (last kill's window %d) already_applied_batches=%d state_conflicts=%d batch_retries=%d lifetimes=%v drained=%s total=%s",
 		tag, seed, kills, killsBy[fpBeforeProduce], killsBy[fpBeforeEffects], killsBy[fpBeforeStore], killsBy[killRandom],
 		fired[fpBeforeProduce], fired[fpBeforeEffects], fired[fpBeforeStore],
@@ -858,7 +635,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 	}
 	assert.Zero(t, conflicts, "state conflicts (ErrFenced/ErrStateLost) with one writer at a time and a persistent Redis")
 	if c.out {
-		ov := e.checkOutputs(ctx, out, inputs, c.eos)
+		ov := e.sums.CheckOutputs(ctx, e.brokers, out, inputs, c.eos)
 		t.Logf("%s: outputs: %s", tag, ov)
 		if c.eos {
 			assert.Zero(t, ov.Repeats, "counts sent twice under read_committed")
@@ -886,7 +663,7 @@ func roundAll(ds []time.Duration) []string {
 // commits stood still, the recovery time after Redis answered again (first state write,
 // first commit), the lag peak, and the retries logged.
 func TestStateFaultRedisOutage(t *testing.T) {
-	sfRequire(t)
+	harness.RequireFaultSuite(t)
 	const (
 		records    = 30_000
 		partitions = 8
@@ -895,91 +672,34 @@ func TestStateFaultRedisOutage(t *testing.T) {
 		outage     = 20 * time.Second
 	)
 	start := time.Now()
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	e := newSFEnv(t, "sfoutage", partitions, "--appendonly", "yes", "--appendfsync", "always")
-	logPath := filepath.Join(t.TempDir(), "sum-worker.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- sum worker log tail:\n%s", tailFile(logPath, 6000))
-		}
-	})
+	logPath := harness.WorkerLog(t, "sum worker")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-
-	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, records)
-	w := e.start(logPath, "")
-	pid := w.pid()
-	alive := func() error {
-		if !w.running() {
-			return fmt.Errorf("sum worker %d exited by itself (%v)", pid, w.state)
-		}
-		return nil
-	}
-	smp := e.startSampler(sp)
-
-	// Let it work: something committed, then 5 s more under load.
-	t0 := time.Now()
-	for {
-		require.NoError(t, alive())
-		if c, err := e.probe.committed(); err == nil && progress(c) > 0 {
-			break
-		}
-		require.Less(t, time.Since(t0), 90*time.Second, "the worker committed nothing within 90s")
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(5 * time.Second)
-	require.NoError(t, alive())
+	l := e.startLoaded(logPath, keys, records, perSec, seed)
+	pid := l.w.Pid()
 
 	killed := time.Now()
 	require.NoError(t, e.redis.Kill(), "SIGKILL redis-server")
-	producedAtKill := sp.acked.Load()
-	maxDuring := map[int32]int64{}
-	for time.Since(killed) < outage {
-		require.NoError(t, alive(), "the worker must keep running through the outage")
-		if c, err := e.probe.committed(); err == nil {
-			for p, o := range c {
-				maxDuring[p] = max(maxDuring[p], o)
-			}
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	producedAtKill := l.sp.acked.Load()
+	maxDuring := l.through(outage, "outage")
 	require.NoError(t, e.redis.Restart(ctx), "restart redis-server on the same port")
 	back := time.Now()
-	appliedBack, err := e.applied(ctx)
+	appliedBack, err := e.sums.Applied(ctx)
 	require.NoError(t, err, "read the applied offsets right after the restart")
 	// Nothing was committed that the table does not hold (appendfsync always: the table
 	// holds every acknowledged Apply, and applied offsets only grow).
-	beyond := 0
-	for p, c := range maxDuring {
-		if c > appliedBack[p] {
-			beyond++
-			t.Errorf("partition %d: committed offset %d during the outage is beyond the table's applied offset %d", p, c, appliedBack[p])
-		}
-	}
-	var stateBack, commitBack time.Duration
-	for stateBack == 0 {
-		a, err := e.applied(ctx)
-		if err == nil && progress(a) > progress(appliedBack) {
-			stateBack = time.Since(back)
-			break
-		}
-		require.NoError(t, alive(), "the worker must recover by itself")
-		require.Less(t, time.Since(back), 2*time.Minute, "no state write within 2m of Redis's return")
-		time.Sleep(20 * time.Millisecond)
-	}
+	beyond := l.beyond(maxDuring, appliedBack, "outage")
+	stateBack := l.stateBack(ctx, appliedBack, back, "Redis's return")
 
-	sp.waitDone(t, 3*time.Minute)
-	ends := endOffsets(t, e.brokers, e.in, partitions)
-	committed, ok := e.probe.waitCommitted(t, ends, 3*time.Minute, alive)
-	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
-	require.NoError(t, alive())
-	require.Equal(t, pid, w.pid(), "same worker process")
-	smp.close()
-	samples, peakLag := smp.snapshot()
+	v, samples, peakLag := l.finish(ctx, records)
+	require.Equal(t, pid, l.w.Pid(), "same worker process")
 	// Commits during the outage: the last change of progress before Redis came back, and
 	// the first change after it.
 	var plateau int64
 	var lastMoveBefore time.Time
+	var commitBack time.Duration
 	for i, s := range samples {
 		if s.at.After(back) {
 			break
@@ -995,30 +715,16 @@ func TestStateFaultRedisOutage(t *testing.T) {
 			break
 		}
 	}
-	code, exited := w.signal(syscall.SIGTERM, time.Minute)
-	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", pid)
-	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
-
-	inputs := readTopic(t, e.brokers, e.in, partitions, 2*time.Minute)
-	v := e.checkSums(ctx, inputs)
-	retries := sfCount(logPath, "batch failed, retrying")
-	conflicts := sfCount(logPath, "worker: state conflict")
-	already := sfCount(logPath, "worker: batch already applied")
+	retries := harness.CountInFile(logPath, "batch failed, retrying")
+	conflicts := harness.CountInFile(logPath, "worker: state conflict")
+	already := harness.CountInFile(logPath, "worker: batch already applied")
 	commitsAfterKill := "none"
 	if lastMoveBefore.After(killed) {
 		commitsAfterKill = lastMoveBefore.Sub(killed).Round(time.Millisecond).String()
 	}
 	t.Logf("state-outage: seed=%d redis=aof-always kill=SIGKILL outage=%s %s committed_beyond_table=%d last_commit_after_kill=%s commits_stalled=%s state_writes_resumed=%s commits_resumed=%s (after Redis answered PING) lag_peak=%d records_acked_at_kill=%d batch_retries_logged=%d already_applied_batches=%d state_conflicts=%d same_process=%t total=%s",
 		seed, outage, v, beyond, commitsAfterKill, durSince(lastMoveBefore, back.Add(commitBack)), stateBack.Round(time.Millisecond),
-		commitBack.Round(time.Millisecond), peakLag, producedAtKill, retries, already, conflicts, pid == w.pid(), time.Since(start).Round(time.Millisecond))
-	if len(v.Examples) > 0 {
-		t.Logf("state-outage: first mismatches: %v", v.Examples)
-	}
-	assert.Equal(t, records, v.Records, "input records read back")
-	assert.Zero(t, v.DoubleCounts, "double counts")
-	assert.Zero(t, v.Losses, "losses")
-	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
-	assert.Zero(t, v.Missing, "keys missing from the table")
+		commitBack.Round(time.Millisecond), peakLag, producedAtKill, retries, already, conflicts, pid == l.w.Pid(), time.Since(start).Round(time.Millisecond))
 	assert.Zero(t, conflicts, "state conflicts with appendfsync always")
 	assert.Positive(t, retries, "the worker retried batches during the outage")
 	assert.NotZero(t, commitBack, "commits resumed after the outage")
@@ -1042,7 +748,7 @@ func durSince(from, to time.Time) string {
 //     the processor refuses to resume (ErrCheckpointBehind, naming the partitions), so
 //     nothing diverges silently and nothing more is committed.
 func TestStateFaultRedisNoPersistence(t *testing.T) {
-	sfRequire(t)
+	harness.RequireFaultSuite(t)
 	const (
 		records    = 20_000
 		first      = 10_000
@@ -1051,13 +757,13 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 		perSec     = 2000
 	)
 	start := time.Now()
-	seed := testSeed(t)
+	seed := harness.Seed(t)
 	e := newSFEnv(t, "sfnopersist", partitions) // the launcher's default: no persistence
 	dir := t.TempDir()
 	log1, log2 := filepath.Join(dir, "sum-worker-1.log"), filepath.Join(dir, "sum-worker-2.log")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- sum worker-1 log tail:\n%s\n--- sum worker-2 log tail:\n%s", tailFile(log1, 4000), tailFile(log2, 4000))
+			t.Logf("--- sum worker-1 log tail:\n%s\n--- sum worker-2 log tail:\n%s", harness.TailFile(log1, 4000), harness.TailFile(log2, 4000))
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -1066,67 +772,67 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, first)
 	w := e.start(log1, "")
 	for sp.acked.Load() < first {
-		require.True(t, w.running(), "sum worker exited by itself")
+		require.True(t, w.Running(), "sum worker exited by itself")
 		require.Less(t, time.Since(start), 3*time.Minute, "the first half was not acknowledged within 3m")
 		time.Sleep(50 * time.Millisecond)
 	}
-	half := endOffsets(t, e.brokers, e.in, partitions)
-	_, ok := e.probe.waitCommitted(t, half, 2*time.Minute, func() error {
-		if !w.running() {
+	half := harness.EndOffsets(t, e.brokers, e.in, partitions)
+	_, ok := e.probe.WaitCommitted(t, half, 2*time.Minute, func() error {
+		if !w.Running() {
 			return fmt.Errorf("sum worker exited by itself")
 		}
 		return nil
 	})
 	require.True(t, ok, "the first half was not committed within 2m")
-	appliedBefore, err := e.applied(ctx)
+	appliedBefore, err := e.sums.Applied(ctx)
 	require.NoError(t, err)
 
 	require.NoError(t, e.redis.Kill())
 	time.Sleep(3 * time.Second)
 	require.NoError(t, e.redis.Restart(ctx))
 	back := time.Now()
-	appliedAfter, err := e.applied(ctx)
+	appliedAfter, err := e.sums.Applied(ctx)
 	require.NoError(t, err)
 	sp.limit.Store(records)
 
 	// The running worker: wait for its first conflict, then watch it for 10 s more.
 	var firstConflict time.Duration
 	for firstConflict == 0 && time.Since(back) < time.Minute {
-		if sfCount(log1, "worker: state conflict") > 0 {
+		if harness.CountInFile(log1, "worker: state conflict") > 0 {
 			firstConflict = time.Since(back)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(10 * time.Second)
-	committedStuck := e.committedRetry()
-	lostConflicts := sfCount(log1, "kind=lost")
-	fencedConflicts := sfCount(log1, "kind=fenced")
-	stillRunning := w.running()
-	advanced := progress(committedStuck) - progress(half)
+	committedStuck := e.probe.CommittedRetry(e.t)
+	lostConflicts := harness.CountInFile(log1, "kind=lost")
+	fencedConflicts := harness.CountInFile(log1, "kind=fenced")
+	stillRunning := w.Running()
+	advanced := harness.Progress(committedStuck) - harness.Progress(half)
 	t.Logf("state-nopersist: running worker after Redis came back empty: first ErrStateLost after %s, %d conflict lines (kind=lost %d, kind=fenced %d) in %s, committed offsets advanced by %d records, still running=%t (retrying)",
-		durOrNA(firstConflict), sfCount(log1, "worker: state conflict"), lostConflicts, fencedConflicts, time.Since(back).Round(time.Millisecond), advanced, stillRunning)
+		durOrNA(firstConflict), harness.CountInFile(log1, "worker: state conflict"), lostConflicts, fencedConflicts, time.Since(back).Round(time.Millisecond), advanced, stillRunning)
 
 	// A supervisor restarts it.
 	if stillRunning {
-		_, killedOK := w.signal(syscall.SIGKILL, 30*time.Second)
+		_, killedOK := w.Signal(syscall.SIGKILL, 30*time.Second)
 		require.True(t, killedOK, "sum worker survived SIGKILL")
 	}
 	w2 := e.start(log2, "")
 	sp.waitDone(t, 3*time.Minute)
 	restarted := time.Now()
-	for w2.running() && time.Since(restarted) < 2*time.Minute {
+	for w2.Running() && time.Since(restarted) < 2*time.Minute {
 		time.Sleep(100 * time.Millisecond)
 	}
-	require.False(t, w2.running(), "the restarted sum worker resumed on the emptied table (it ran 2m without refusing)")
+	require.False(t, w2.Running(), "the restarted sum worker resumed on the emptied table (it ran 2m without refusing)")
 	detected := time.Since(restarted)
-	refusals := sfCount(log2, "checkpoint is behind what the group's commits recorded")
-	committedAfter := e.committedRetry()
+	refusals := harness.CountInFile(log2, "checkpoint is behind what the group's commits recorded")
+	committedAfter := e.probe.CommittedRetry(e.t)
 	t.Logf("state-nopersist: seed=%d applied_before_kill=%d applied_after_restart=%d committed_at_kill=%d; restarted worker exited (%v) %s after the input was complete, %d refusal lines; committed advanced by %d records after the restart; total=%s",
-		seed, progress(appliedBefore), progress(appliedAfter), progress(half), w2.state, detected.Round(time.Millisecond), refusals,
-		progress(committedAfter)-progress(committedStuck), time.Since(start).Round(time.Millisecond))
-	assert.NotZero(t, w2.state.ExitCode(), "the restarted worker exits with an error")
+		seed, harness.Progress(appliedBefore), harness.Progress(appliedAfter), harness.Progress(half), w2.State, detected.Round(time.Millisecond), refusals,
+		harness.Progress(committedAfter)-harness.Progress(committedStuck), time.Since(start).Round(time.Millisecond))
+	assert.NotZero(t, w2.State.ExitCode(), "the restarted worker exits with an error")
 	assert.Positive(t, refusals, "the worker's error says the checkpoint is behind the group's commits")
-	assert.Equal(t, progress(committedStuck), progress(committedAfter), "nothing committed on the emptied table")
+	assert.Equal(t, harness.Progress(committedStuck), harness.Progress(committedAfter), "nothing committed on the emptied table")
 }
 
 func durOrNA(d time.Duration) string {

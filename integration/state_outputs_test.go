@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/samsatest"
@@ -28,34 +29,14 @@ import (
 // whose value is "big" get an output value of 8,000 bytes.
 func countEach(tbl *state.Table[string, int64], out processor.Output[string, string]) processor.Handler[string, string] {
 	return processor.HandlerFunc[string, string](func(ctx context.Context, b *processor.Batch[string, string]) error {
-		var keys []string
-		seen := map[string]int{}
-		for _, r := range b.Records {
-			if _, ok := seen[r.Key]; !ok {
-				seen[r.Key] = len(keys)
-				keys = append(keys, r.Key)
-			}
-		}
-		counts, _, err := tbl.Partition(b.Partition).GetMany(ctx, keys)
-		if err != nil {
-			return err
-		}
-		for _, r := range b.Records {
-			i := seen[r.Key]
-			counts[i]++
-			v := fmt.Sprint(counts[i])
+		return foldKeys(ctx, tbl, b, func(r processor.Record[string, string], count *int64) error {
+			*count++
+			v := fmt.Sprint(*count)
 			if r.Value == "big" {
 				v += ":" + strings.Repeat("x", 8000)
 			}
-			if err := out.Send(b, r.Key, v); err != nil {
-				return err
-			}
-		}
-		puts := make([]state.Entry[string, int64], len(keys))
-		for i, k := range keys {
-			puts[i] = state.Entry[string, int64]{Key: k, Value: counts[i]}
-		}
-		return tbl.Apply(ctx, b.Partition, puts, nil, b.NextOffsets())
+			return out.Send(b, r.Key, v)
+		})
 	})
 }
 
@@ -78,7 +59,7 @@ func stateOutputsRun(t *testing.T, brokers, group, in string, tbl *state.Table[s
 			return err, time.Since(start)
 		case <-time.After(100 * time.Millisecond):
 		}
-		if c := committedOffsets(t, brokers, group, in, 2); c[0]+c[1] >= until {
+		if c := harness.CommittedOffsets(t, brokers, group, in, 2); c[0]+c[1] >= until {
 			cancel()
 			return <-done, time.Since(start)
 		}
@@ -136,12 +117,12 @@ func sum(m map[string]int64) (n int64) {
 // (Before state effects were staged, the table recorded the failed batches as applied,
 // the rerun skipped them, and the output topic stayed empty.)
 func TestCheckpointedStateMissingOutputTopicThenRestart(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	rdb := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
 	in, out, group := stack.UniqueName("so-in"), stack.UniqueName("so-totals"), stack.UniqueName("so")
-	createTopic(t, brokers, in, 2, 1)
+	harness.CreateTopic(t, brokers, in, 2, 1)
 	tbl, err := state.NewTable(rdb, stateNamespace(t, rdb), codec.String(), codec.Int64())
 	require.NoError(t, err)
 	const n = 300
@@ -164,9 +145,9 @@ func TestCheckpointedStateMissingOutputTopicThenRestart(t *testing.T) {
 		require.NoError(t, err)
 		assert.Zero(t, a, "partition %d: no batch applied whose outputs were never acknowledged", p)
 	}
-	assert.Equal(t, map[int32]int64{}, nonZero(committedOffsets(t, brokers, group, in, 2)), "nothing committed")
+	assert.Equal(t, map[int32]int64{}, nonZero(harness.CommittedOffsets(t, brokers, group, in, 2)), "nothing committed")
 
-	createTopic(t, brokers, out, 2, 1)
+	harness.CreateTopic(t, brokers, out, 2, 1)
 	err, took = stateOutputsRun(t, brokers, group, in, tbl, out, processor.Stop(), n)
 	require.NoError(t, err)
 	t.Logf("with the topic, the rerun committed all %d records in %s", n, took.Round(time.Millisecond))
@@ -179,14 +160,14 @@ func TestCheckpointedStateMissingOutputTopicThenRestart(t *testing.T) {
 // the records that were not dead-lettered and the outputs agree with it; redriving the
 // dead letters (without the oversize value) then counts every record once.
 func TestCheckpointedStateRefusedOutputsDeadLettered(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	rdb := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
 	in, out, dlq, group := stack.UniqueName("sr-in"), stack.UniqueName("sr-totals"), stack.UniqueName("sr-dlq"), stack.UniqueName("sr")
-	createTopic(t, brokers, in, 2, 1)
-	createTopic(t, brokers, dlq, 1, 1)
-	createTopicConfig(t, brokers, out, 2, 1, map[string]string{"max.message.bytes": "2000"})
+	harness.CreateTopic(t, brokers, in, 2, 1)
+	harness.CreateTopic(t, brokers, dlq, 1, 1)
+	harness.CreateTopicConfig(t, brokers, out, 2, 1, map[string]string{"max.message.bytes": "2000"})
 	tbl, err := state.NewTable(rdb, stateNamespace(t, rdb), codec.String(), codec.Int64())
 	require.NoError(t, err)
 	const n = 400
@@ -237,5 +218,5 @@ func TestCheckpointedStateRefusedOutputsDeadLettered(t *testing.T) {
 	err, _ = stateOutputsRun(t, brokers, group, in, tbl, out, processor.DeadLetter(dlq), int64(n+len(redrive)))
 	require.NoError(t, err)
 	assertStateAndOutputsAgree(t, brokers, tbl, out, all, true)
-	assert.Equal(t, map[int32]int64{0: int64(len(letters))}, endOffsets(t, brokers, dlq, 1), "nothing more dead-lettered")
+	assert.Equal(t, map[int32]int64{0: int64(len(letters))}, harness.EndOffsets(t, brokers, dlq, 1), "nothing more dead-lettered")
 }

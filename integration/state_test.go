@@ -17,18 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/state/statetest"
 )
-
-// requireRedis skips in -short mode, saying why.
-func requireRedis(tb testing.TB) {
-	tb.Helper()
-	if testing.Short() {
-		tb.Skip("short mode: this test runs against a real redis-server (started by integration/stack, or $REDIS_ADDR)")
-	}
-}
 
 func stateCtx(tb testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -126,7 +119,7 @@ func runStateConformanceAs(t *testing.T, client, admin redis.UniversalClient) {
 
 // TestStateRedis runs the state conformance suite on a real single redis-server.
 func TestStateRedis(t *testing.T) {
-	requireRedis(t)
+	harness.RequireRedis(t)
 	client := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
 	t.Cleanup(func() { client.Close() })
 	runStateConformance(t, client)
@@ -135,7 +128,7 @@ func TestStateRedis(t *testing.T) {
 // TestStateRedisCluster runs the suite on a real three-master Redis Cluster, and shows why
 // a table's keys carry the hash tag {namespace:partition}.
 func TestStateRedisCluster(t *testing.T) {
-	requireRedis(t)
+	harness.RequireRedis(t)
 	start := time.Now()
 	rc, err := stack.StartRedisCluster(stateCtx(t, 2*time.Minute), stack.RedisClusterOptions{Masters: 3})
 	require.NoError(t, err)
@@ -239,7 +232,7 @@ func clusterACL(t *testing.T, rc *stack.RedisCluster, admin *redis.ClusterClient
 // errors that name the operation and namespace but no key or value, and work again after a
 // restart on the same address, with the same store values (no re-creation).
 func TestStateRedisOutage(t *testing.T) {
-	requireRedis(t)
+	harness.RequireRedis(t)
 	ctx := stateCtx(t, 2*time.Minute)
 	r, err := stack.StartRedis(ctx, stack.RedisOptions{})
 	require.NoError(t, err)
@@ -340,7 +333,7 @@ func TestStateRedisOutage(t *testing.T) {
 // from INCR, as a framework-minted fencing token would; the former owner's write is
 // rejected, the current owner's passes.
 func TestStateRedisFencedWrite(t *testing.T) {
-	requireRedis(t)
+	harness.RequireRedis(t)
 	ctx := stateCtx(t, 30*time.Second)
 	client := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
 	t.Cleanup(func() { client.Close() })
@@ -449,7 +442,7 @@ func (p *replyCutter) close() {
 // (EOF), which double-applies a plain INCRBY, and that Apply stays exactly-once through
 // the same retry.
 func TestStateRedisAmbiguousWrite(t *testing.T) {
-	requireRedis(t)
+	harness.RequireRedis(t)
 	ctx := stateCtx(t, 30*time.Second)
 	addr := stack.RedisAddr(t)
 	proxy := newReplyCutter(t, addr)
@@ -524,7 +517,7 @@ func TestStateRedisAmbiguousWrite(t *testing.T) {
 //
 //	go test -run '^$' -bench StateRedis -benchtime 2000x ./integration/
 func BenchmarkStateRedis(b *testing.B) {
-	requireRedis(b)
+	harness.RequireRedis(b)
 	addr := stack.RedisAddr(b)
 	client := redis.NewClient(&redis.Options{Addr: addr})
 	b.Cleanup(func() { client.Close() })

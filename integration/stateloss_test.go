@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor"
 	"github.com/samsa-go/samsa/samsatest"
@@ -23,13 +24,13 @@ import (
 // recorded the applied offsets, the table reports less, and Run fails naming the
 // partition instead of resuming from the committed offsets on empty state.
 func TestTableLostWritesDetectedAtAssignment(t *testing.T) {
-	requireReal(t)
+	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	rdb := redis.NewClient(&redis.Options{Addr: stack.RedisAddr(t)})
 	t.Cleanup(func() { rdb.Close() })
 	in, group := stack.UniqueName("lost-in"), stack.UniqueName("lost")
 	ns := stack.UniqueName("lost.ns")
-	createTopic(t, brokers, in, 2, 1)
+	harness.CreateTopic(t, brokers, in, 2, 1)
 	recs := make([]samsatest.KV[string, string], 300)
 	for i := range recs {
 		recs[i] = samsatest.KV[string, string]{Key: fmt.Sprintf("k%d", i%11), Value: "x"}
@@ -62,7 +63,7 @@ func TestTableLostWritesDetectedAtAssignment(t *testing.T) {
 				return err
 			case <-time.After(50 * time.Millisecond):
 			}
-			c := committedOffsets(t, brokers, group, in, 2)
+			c := harness.CommittedOffsets(t, brokers, group, in, 2)
 			if c[0]+c[1] >= stopAt {
 				cancel()
 				return <-done
@@ -83,6 +84,6 @@ func TestTableLostWritesDetectedAtAssignment(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, processor.ErrCheckpointBehind)
 	assert.Contains(t, err.Error(), in+"[")
-	c := committedOffsets(t, brokers, group, in, 2)
+	c := harness.CommittedOffsets(t, brokers, group, in, 2)
 	assert.EqualValues(t, 300, c[0]+c[1], "nothing more committed")
 }

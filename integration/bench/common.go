@@ -16,6 +16,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 )
 
@@ -128,27 +129,11 @@ func newAdmin(brokers string, replication int) (*admin, error) {
 func (a *admin) createTopic(ctx context.Context, name string, partitions int) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	res, err := a.ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: name, NumPartitions: partitions, ReplicationFactor: a.replication}})
-	if err == nil && res[0].Error.Code() != kafka.ErrNoError {
-		err = res[0].Error
+	created, err := harness.CreateTopicWith(ctx, a.ac, kafka.TopicSpecification{Topic: name, NumPartitions: partitions, ReplicationFactor: a.replication})
+	if created {
+		a.created = append(a.created, name)
 	}
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", name, err)
-	}
-	a.created = append(a.created, name)
-	for {
-		if md, err := a.ac.GetMetadata(&name, false, 2000); err == nil {
-			tm, ok := md.Topics[name]
-			if ok && len(tm.Partitions) == partitions && !slices.ContainsFunc(tm.Partitions, func(p kafka.PartitionMetadata) bool { return p.Leader < 0 }) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topic %s has no leaders: %w", name, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return err
 }
 
 // deleteTopics deletes names now (bounded), or every topic created so far when names is
