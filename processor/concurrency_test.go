@@ -240,9 +240,19 @@ func TestConcurrencyErrorPolicyPerKey(t *testing.T) {
 func TestConcurrencyStopCommitsBeforeTheFailure(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1})
 	produceKeyed(t, brokers, "in", 1, 20, 1000)
+	var mu sync.Mutex
+	var failedKey string
+	var calls []processor.Record[string, int64] // each call's first record
 	h := processor.HandlerFunc[string, int64](func(ctx context.Context, b *processor.Batch[string, int64]) error {
+		mu.Lock()
+		calls = append(calls, b.Records[0])
+		mu.Unlock()
 		for _, r := range b.Records {
 			if r.Offset == 555 {
+				mu.Lock()
+				failedKey = r.Key
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond) // the key's next unit would have started by now
 				return errors.New("boom")
 			}
 		}
@@ -260,6 +270,12 @@ func TestConcurrencyStopCommitsBeforeTheFailure(t *testing.T) {
 	c := committed(t, brokers, "g", "in", 1)[0]
 	assert.LessOrEqual(t, c, int64(555), "nothing past the failing record is committed")
 	assert.GreaterOrEqual(t, c, int64(555-100+1), "the batches before the failing one (at most 100 records) are committed")
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, failedKey)
+	for _, r := range calls {
+		assert.False(t, r.Key == failedKey && r.Offset > 555, "key %s handled at offset %d after its record at 555 failed", r.Key, r.Offset)
+	}
 }
 
 func TestConcurrencyConfig(t *testing.T) {

@@ -2,7 +2,7 @@ package processor
 
 import (
 	"container/heap"
-	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -39,8 +39,13 @@ type units[K, V any] struct {
 	limit    int
 	ordering Ordering
 	running  int
-	ready    readyUnits[K, V]        // may start, waiting for one of the limit places
-	batches  uint64                  // batches dispatched: the next one's sequence number
+	ready    readyUnits[K, V]      // may start, waiting for one of the limit places
+	batches  uint64                // batches dispatched: the next one's sequence number
+	marks    map[unitKey]*doneMark // per key, its last unit not yet recorded done
+	// stopAt is the sequence number of the first batch a unit of which failed: units of
+	// it and later batches no longer start (their key's order would break; the batches
+	// before it still finish and settle).
+	stopAt   uint64
 	tails    map[unitKey]*unit[K, V] // per key, its last unit that has not finished
 	finished chan *unit[K, V]        // buffered: limit places, so a unit never blocks on it
 	free     []*runner[K, V]         // runners of finished units, for the next ones
@@ -66,17 +71,32 @@ type unit[K, V any] struct {
 	run    *runner[K, V]
 	outs   []record.Message
 	err    error
+	mark   *doneMark
+}
+
+// doneMark is a unit's place in what a commit may record done (see doneset.go): its
+// records count as done once its outputs are acknowledged (or it had none) and every
+// earlier unit of its key is done, so what is recorded never leaves a gap in a key's
+// records that a next owner would handle after a later one.
+type doneMark struct {
+	f        *flight
+	key      unitKey
+	inputs   []record.Message
+	acked    bool // outputs acknowledged, or none to produce
+	prevDone bool // every earlier unit of the key not settled is recorded done
+	next     *doneMark
 }
 
 func newUnits[K, V any](limit int, ordering Ordering, base *runner[K, V]) *units[K, V] {
 	return &units[K, V]{limit: limit, ordering: ordering, tails: map[unitKey]*unit[K, V]{},
-		finished: make(chan *unit[K, V], limit), base: base}
+		marks: map[unitKey]*doneMark{}, finished: make(chan *unit[K, V], limit), base: base, stopAt: math.MaxUint64}
 }
 
 // dispatch splits f's inputs into units and starts those that may start; it returns
-// how many units f has (none: every record was done already). f.inputs is regrouped so
-// that each unit's records are contiguous (its first record stays first).
-func (u *units[K, V]) dispatch(ctx context.Context, f *flight) int {
+// how many units f has (none: every record was done already). With ByKey, f.inputs is
+// regrouped so that each unit's records are contiguous (the records done already go
+// last).
+func (u *units[K, V]) dispatch(f *flight) int {
 	skipped := u.skipDone(f)
 	u.batches++
 	var parts []*unit[K, V]
@@ -92,10 +112,16 @@ func (u *units[K, V]) dispatch(ctx context.Context, f *flight) int {
 	f.pending, f.unfinished = len(parts), len(parts)
 	for _, p := range parts {
 		p.seq = u.batches
+		p.mark = &doneMark{f: f, key: p.key, inputs: p.inputs, prevDone: true}
+		f.marks = append(f.marks, p.mark)
 		if u.ordering == Unordered {
 			heap.Push(&u.ready, p)
 			continue
 		}
+		if last := u.marks[p.key]; last != nil {
+			last.next, p.mark.prevDone = p.mark, false
+		}
+		u.marks[p.key] = p.mark
 		if t := u.tails[p.key]; t != nil {
 			t.next = p
 		} else {
@@ -103,8 +129,34 @@ func (u *units[K, V]) dispatch(ctx context.Context, f *flight) int {
 		}
 		u.tails[p.key] = p
 	}
-	u.start(ctx)
+	u.start()
 	return len(parts)
+}
+
+// markDone records m's records done once m is acknowledged and its key's earlier units
+// are done, and with it those of the key's later units that were waiting for it.
+func (u *units[K, V]) markDone(m *doneMark) {
+	for ; m != nil && m.acked && m.prevDone; m = m.next {
+		m.f.doneUnits = append(m.f.doneUnits, m.inputs)
+		if u.marks[m.key] == m {
+			delete(u.marks, m.key)
+		}
+		if m.next != nil {
+			m.next.prevDone = true
+		}
+	}
+}
+
+// settled counts f's units done when f settles (its offsets are stored): a key's
+// later units no longer wait for them.
+func (u *units[K, V]) settled(f *flight) {
+	for _, m := range f.marks {
+		m.prevDone = true
+		if !m.acked {
+			m.acked = true
+			u.markDone(m)
+		}
+	}
 }
 
 // skipDone finds the records of f that the last commit recorded done (a previous owner
@@ -182,14 +234,14 @@ func (u *units[K, V]) byKey(f *flight, skipped []bool) []*unit[K, V] {
 	return parts
 }
 
-// start starts ready units while fewer than limit run.
-func (u *units[K, V]) start(ctx context.Context) {
-	for u.running < u.limit && len(u.ready) > 0 {
+// start starts ready units while fewer than limit run, each with its batch's context.
+func (u *units[K, V]) start() {
+	for u.running < u.limit && len(u.ready) > 0 && u.ready[0].seq < u.stopAt {
 		p := heap.Pop(&u.ready).(*unit[K, V])
 		u.running++
 		p.run = u.runner()
 		go func() {
-			p.outs, p.err = p.run.handle(ctx, p.inputs)
+			p.outs, p.err = p.run.handle(p.f.ctx, p.inputs)
 			u.finished <- p
 		}()
 	}
@@ -210,7 +262,7 @@ func (u *units[K, V]) runner() *runner[K, V] {
 
 // done takes back a finished unit's place and runner, and returns the key's next unit to
 // the ready ones. The caller has handed the unit's outputs to the producer first.
-func (u *units[K, V]) done(ctx context.Context, p *unit[K, V]) {
+func (u *units[K, V]) done(p *unit[K, V]) {
 	u.running--
 	u.base.skipped += p.run.skipped
 	p.run.skipped = 0
@@ -225,7 +277,7 @@ func (u *units[K, V]) done(ctx context.Context, p *unit[K, V]) {
 			p.next = nil
 		}
 	}
-	u.start(ctx)
+	u.start()
 }
 
 // finish is the pipeline's part when a unit of f finished: it produces the unit's
@@ -240,29 +292,27 @@ func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
 			f.handleErr = p.err
 		}
 		pl.failed = true
+		pl.units.stopAt = min(pl.units.stopAt, p.seq)
 	case len(p.outs) == 0:
 		pl.run.recycle(p.outs)
-		f.doneUnits = append(f.doneUnits, p.inputs)
+		p.mark.acked = true
+		pl.units.markDone(p.mark)
 	default:
 		out := recordsSize(p.outs)
 		pl.s.Hold(out)
 		f.held += out
 		f.unitOuts = append(f.unitOuts, p.outs)
 		if f.sendCtx == nil {
-			f.sendCtx = pl.obs.Send(f.ctx, p.outs)
+			f.sendCtx = pl.obs.SendUnits(f.ctx)
 			f.sentAt = time.Now()
-		} else {
-			pl.obs.Inject(f.sendCtx, p.outs)
 		}
-		err = pl.sink.send(pl.run.ctx, pl.lane, &flight{doneCh: pl.done, parent: f, inputs: p.inputs}, record.Pointers(p.outs))
+		pl.obs.Inject(f.sendCtx, p.outs)
+		err = pl.sink.send(pl.run.ctx, pl.lane, &flight{doneCh: pl.done, parent: f, mark: p.mark}, record.Pointers(p.outs))
 		sent = true
 	}
-	pl.units.done(pl.run.ctx, p) // after the send: the key's next unit produces after this one
+	pl.units.done(p) // after the send: the key's next unit produces after this one
 	if f.unfinished--; f.unfinished == 0 {
-		pl.obs.Handled(f.ctx, len(f.inputs), time.Since(f.handledAt), f.handleErr)
-		if f.sendCtx == nil {
-			pl.obs.Send(f.ctx, nil) // no unit had outputs: this ends the batch's span
-		}
+		pl.obs.UnitsHandled(f.ctx, f.sendCtx, len(f.inputs), time.Since(f.handledAt), f.handleErr)
 	}
 	if !sent {
 		pl.unitSettled(f)
@@ -295,7 +345,8 @@ func (pl *pipeline[K, V]) delivered(f *flight) {
 		}
 		b.mu.Unlock()
 	} else {
-		b.doneUnits = append(b.doneUnits, f.inputs) // its outputs are acknowledged
+		f.mark.acked = true // its outputs are acknowledged
+		pl.units.markDone(f.mark)
 	}
 	pl.unitSettled(b)
 }
@@ -318,6 +369,14 @@ func (u *units[K, V]) wait() {
 func (pl *pipeline[K, V]) storeDone() {
 	if pl.units == nil || len(pl.inflight) == 0 {
 		return
+	}
+	for drained := false; !drained; { // rounds completed but not received yet count too
+		select {
+		case f := <-pl.done:
+			pl.delivered(f)
+		default:
+			drained = true
+		}
 	}
 	var offs []record.Offset
 	for _, m := range pl.inflight[0].inputs {

@@ -78,11 +78,13 @@ type Config struct {
 	// offset never passes a record whose outputs are not acknowledged: a partition's
 	// batches settle in order, up to MaxInFlightBatches at once, so a held key holds its
 	// partition's commit and, once MaxInFlightBatches batches wait behind it, its intake.
-	// The records done behind a record not yet settled (their outputs acknowledged) go
-	// into the commit's metadata, as many as fit in about 3 KB (Kafka keeps up to 4 KiB by
-	// default), so that a partition's next owner, after a revoke, a shutdown whose
-	// StopTimeout ran out or a crash after the commit, skips them instead of handling
-	// them again.
+	// The records done behind a record not yet settled (their outputs acknowledged, and
+	// every earlier record of their key done) go into the commit's metadata, as many as
+	// fit in 3000 bytes (a broker keeps up to offset.metadata.max.bytes, 4096 by
+	// default; one set lower refuses those commits), so that a partition's next owner
+	// skips them instead of handling them again. The metadata reaches the broker with
+	// the commit on revoke and shutdown, and with the periodic commits when the offset
+	// moves; after a crash, what the last commit recorded is skipped.
 	// The error policy applies per unit (a unit's retries do not hold other keys; one
 	// record of it can be dead-lettered), and a revoked partition drains its units as it
 	// drains its batches.

@@ -150,8 +150,10 @@
 // key holds its partition's commit, and once MaxInFlightBatches batches wait behind it,
 // the partition's intake; the records done behind it are recorded in the commit's
 // metadata, and the partition's next owner skips them. With Concurrency above 1 a Factory's handler is called from
-// several goroutines at once and must be safe for that. Exactly-once mode and
-// WithCheckpoint keep one Handle call at a time (see Config.Concurrency).
+// several goroutines at once and must be safe for that. New refuses Concurrency
+// above 1 with exactly-once mode or WithCheckpoint (see Config.Concurrency). Outputs
+// the broker did not acknowledge are produced again (Retry) or dead-lettered after the
+// key's later outputs, as for any batch whose outputs failed.
 //
 // A handler's context is
 // cancelled StopTimeout after its partition is revoked or Run's context ends (at once

@@ -14,8 +14,10 @@ import (
 // handled and their outputs acknowledged, but their offsets cannot be committed past the
 // held record. So that a partition's next owner does not handle them again, a commit
 // carries them in its metadata: donePrefix and, base64, varint pairs (gap, length) of
-// the runs of done offsets after the committed one (gap from the end of the previous
-// run, or from the committed offset). Runs that do not fit in maxDoneMetadata bytes are
+// the runs of done offsets at or after the committed one (gap from the end of the
+// previous run, or from the committed offset). A record counts as done only when every
+// earlier record of its key is (see doneMark), so a next owner that skips them handles
+// each key's remaining records in order. Runs that do not fit in maxDoneMetadata bytes are
 // left out: their records are handled again, as without the metadata.
 const (
 	donePrefix      = "samsa:done="

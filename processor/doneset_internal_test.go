@@ -43,3 +43,41 @@ func TestDoneSetBounded(t *testing.T) {
 		assert.Equal(t, doneRun{int64(2 * i), int64(2*i + 1)}, r)
 	}
 }
+
+// A unit counts as done only once its key's earlier units are: a next owner that skips
+// what a commit recorded done never handles a key's record after a later one.
+func TestDoneMarksKeepKeyOrder(t *testing.T) {
+	u := newUnits[string, string](10, ByKey, &runner[string, string]{})
+	f1, f2 := &flight{}, &flight{}
+	msg := func(off int64) []record.Message { return []record.Message{{Topic: "in", Offset: off}} }
+	k := unitKey{key: "k"}
+	m1 := &doneMark{f: f1, key: k, inputs: msg(1), prevDone: true}
+	m2 := &doneMark{f: f2, key: k, inputs: msg(5)}
+	m1.next = m2
+	u.marks[k] = m2
+	other := &doneMark{f: f2, key: unitKey{key: "other"}, inputs: msg(6), prevDone: true}
+
+	m2.acked = true
+	u.markDone(m2)
+	other.acked = true
+	u.markDone(other)
+	assert.Equal(t, [][]record.Message{msg(6)}, f2.doneUnits, "k's later unit waits for its earlier one; other keys do not")
+	assert.Empty(t, f1.doneUnits)
+
+	m1.acked = true
+	u.markDone(m1)
+	assert.Equal(t, [][]record.Message{msg(1)}, f1.doneUnits)
+	assert.Equal(t, [][]record.Message{msg(6), msg(5)}, f2.doneUnits, "then both")
+	assert.Empty(t, u.marks, "a key whose units are all done is forgotten")
+
+	// A batch that settles counts its units done for the key's later ones, acknowledged
+	// or not.
+	f3, f4 := &flight{}, &flight{}
+	m3 := &doneMark{f: f3, key: k, inputs: msg(10), prevDone: true}
+	m4 := &doneMark{f: f4, key: k, inputs: msg(20), acked: true}
+	m3.next = m4
+	f3.marks = []*doneMark{m3}
+	u.marks[k] = m4
+	u.settled(f3)
+	assert.Equal(t, [][]record.Message{msg(20)}, f4.doneUnits)
+}

@@ -30,21 +30,28 @@ func (e Either[A, B]) IsRight() bool { return e.isRight }
 // input decoded it. A batch holds the records of both inputs of the partition, in
 // timestamp order across the two (offset order within each), as for any co-partitioned
 // processor, so an update of the right input is handled before a later record of the
-// left one. A tombstone's Either is empty but tells its side (IsRight). Everything else
-// (delivery, error policy, Concurrency by key) is as for New; the handler is shared by
-// all partitions, as with New.
+// left one. A tombstone's Either holds no value but tells its side (IsRight; Left or
+// Right reports ok with the zero value, and the record's Tombstone is set). Everything
+// else (delivery, error policy, Concurrency by key) is as for New; the handler is
+// shared by all partitions and called concurrently for different ones, as with New.
+// NewPartitionedJoin gives each partition a handler of its own:
 //
-//	p, err := processor.NewJoin(cfg, orders, customers, processor.HandlerFunc[string, processor.Either[Order, Customer]](
-//		func(ctx context.Context, b *processor.Batch[string, processor.Either[Order, Customer]]) error {
-//			for _, r := range b.Records {
-//				if c, ok := r.Value.Right(); ok {
-//					known[r.Key] = c // a customer: remember it
-//				} else if o, ok := r.Value.Left(); ok {
-//					... // an order: enrich it with known[r.Key]
+//	p, err := processor.NewPartitionedJoin(cfg, orders, customers, func(int32) processor.Handler[string, processor.Either[Order, Customer]] {
+//		known := map[string]Customer{} // this partition's customers (keep them in a state.Table to survive a restart)
+//		return processor.HandlerFunc[string, processor.Either[Order, Customer]](
+//			func(ctx context.Context, b *processor.Batch[string, processor.Either[Order, Customer]]) error {
+//				for _, r := range b.Records {
+//					if c, ok := r.Value.Right(); ok && r.Tombstone {
+//						delete(known, r.Key) // a customer deleted
+//					} else if ok {
+//						known[r.Key] = c // a customer: remember it
+//					} else if o, _ := r.Value.Left(); !r.Tombstone {
+//						... // an order: enrich it with known[r.Key]
+//					}
 //				}
-//			}
-//			return nil
-//		}))
+//				return nil
+//			})
+//	})
 func NewJoin[K, A, B any](cfg Config, left Input[K, A], right Input[K, B], h Handler[K, Either[A, B]], opts ...Option) (*Processor[K, Either[A, B]], error) {
 	if h == nil {
 		return nil, fmt.Errorf("processor: nil handler")
@@ -74,16 +81,31 @@ func NewPartitionedJoin[K, A, B any](cfg Config, left Input[K, A], right Input[K
 		if h == nil {
 			return nil
 		}
-		return HandlerFunc[K, Either[A, B]](func(ctx context.Context, b *Batch[K, Either[A, B]]) error {
-			// A tombstone is not decoded: its side is its topic.
-			for i := range b.Records {
-				if r := &b.Records[i]; r.Tombstone && r.Topic == rightTopic {
-					r.Value.isRight = true
-				}
-			}
-			return h.Handle(ctx, b)
-		})
+		return joinHandler[K, A, B]{h: h, right: rightTopic}
 	}, opts...)
+}
+
+// joinHandler tells a tombstone's side, which no decoder saw, by its topic.
+type joinHandler[K, A, B any] struct {
+	h     Handler[K, Either[A, B]]
+	right string
+}
+
+func (j joinHandler[K, A, B]) Handle(ctx context.Context, b *Batch[K, Either[A, B]]) error {
+	for i := range b.Records {
+		if r := &b.Records[i]; r.Tombstone && r.Topic == j.right {
+			r.Value.isRight = true
+		}
+	}
+	return j.h.Handle(ctx, b)
+}
+
+// Close closes the factory's handler when it has a Close method, as for any handler.
+func (j joinHandler[K, A, B]) Close() error {
+	if c, ok := j.h.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // eitherDecoder decodes one side of a join: exactly one of left and right is set.

@@ -209,10 +209,7 @@ func (pl *pipeline[K, V]) loop() error {
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		if ctx.Err() != nil {
-			return pl.drain()
-		}
-		if pl.failed {
+		if ctx.Err() != nil || pl.failed {
 			return pl.stopOnFailure()
 		}
 		if err := pl.settleHead(); err != nil {
@@ -311,13 +308,12 @@ func (pl *pipeline[K, V]) process(inputs []record.Message, size int64, queuedAt 
 		f := &flight{inputs: inputs, next: nextOffsets(inputs), effects: effects, doneCh: pl.done, ctx: ctx,
 			queuedAt: queuedAt, held: size, handledAt: time.Now()}
 		pl.inflight = append(pl.inflight, f)
-		n := pl.units.dispatch(ctx, f)
+		n := pl.units.dispatch(f)
 		if &f.inputs[0] != &inputs[0] {
 			pl.s.Recycle(inputs) // regrouped by key into a slice of the flight's own
 		}
 		if n == 0 { // every record done by a previous owner
-			pl.obs.Handled(ctx, len(f.inputs), 0, nil)
-			pl.obs.Send(ctx, nil)
+			pl.obs.UnitsHandled(ctx, nil, len(f.inputs), 0, nil)
 			f.roundDone = true
 		}
 		return nil
@@ -388,6 +384,9 @@ func (pl *pipeline[K, V]) settleHead() error {
 		pl.inflight[0] = nil
 		pl.inflight = pl.inflight[1:]
 		pl.s.Release(f.held)
+		if pl.units != nil {
+			pl.units.settled(f)
+		}
 		observed := err
 		if isAbandon(err) {
 			observed = nil // not a failure: the next owner commits these offsets
@@ -565,9 +564,10 @@ func (pl *pipeline[K, V]) unitFinished() <-chan *unit[K, V] {
 	return pl.units.finished
 }
 
-// stopOnFailure ends the slot's work after a unit failed: like a batch that failed on
-// the worker goroutine (see process), the batches before the failed one settle first, so
-// a restart resumes at the failure, and a drain cut short does not swallow the failure.
+// stopOnFailure drains the slot's batches once its work ends (revoked, stopping) or a
+// unit failed: like after a batch that failed on the worker goroutine (see process), the
+// batches before the failed one settle first, so a restart resumes at the failure, and a
+// drain cut short does not swallow the failure.
 func (pl *pipeline[K, V]) stopOnFailure() error {
 	err := pl.drain()
 	if !isAbandon(err) {

@@ -99,6 +99,8 @@ type flight struct {
 	// (or none to produce, or done by a previous owner), for the commit's metadata while
 	// an earlier batch has not settled (see doneset.go).
 	doneUnits [][]record.Message
+	marks     []*doneMark // its units' (see doneMark)
+	mark      *doneMark   // a unit's delivery round: the unit's
 	// parent is the batch a unit's delivery round belongs to; nil for a batch's own.
 	parent       *flight
 	retries      int  // delivery rounds retried

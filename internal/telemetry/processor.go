@@ -16,7 +16,9 @@ import (
 
 // Observer sees one slot's batches pass the processor's stages, so the stages carry no
 // tracing or metrics code of their own: the data path calls one interface, and a no-op
-// observer costs a method call per batch. A slot's observer is called from that slot's worker goroutine only.
+// observer costs a method call per batch. A slot's observer is called from that slot's worker goroutine,
+// and, for a batch handled in units (Config.Concurrency), Retried, Skipped and
+// DeadLettered from its units' goroutines too.
 type Observer interface {
 	// Batch is called when a batch is handed to the handler. The context it returns is the
 	// handler's: it carries the batch span, so the handler's own spans are its children.
@@ -26,9 +28,15 @@ type Observer interface {
 	// Send is called just before the batch's outputs are produced; it may set trace
 	// headers on them. The returned context is the send's, given back to Settled.
 	Send(ctx context.Context, outs []record.Message) context.Context
-	// Inject sets the trace headers of more outputs of a batch whose send began (its
-	// units' outputs, produced as each unit finishes), as Send set those it was given.
+	// SendUnits is Send for a batch handled in units (Config.Concurrency), at its first
+	// unit with outputs: it starts the send span and leaves the batch span to
+	// UnitsHandled. Inject sets the send's trace headers on each unit's outputs.
+	SendUnits(ctx context.Context) context.Context
 	Inject(sendCtx context.Context, outs []record.Message)
+	// UnitsHandled is Handled for a batch handled in units, once its last unit finished:
+	// it ends the batch span, and the send span too when err is set (the batch will not
+	// settle). sendCtx is SendUnits's, nil when no unit had outputs.
+	UnitsHandled(ctx, sendCtx context.Context, records int, took time.Duration, err error)
 	// Settled is called when the batch's outputs were acknowledged and its next offset
 	// stored (at-least-once) or registered in the open transaction (exactly-once); ctx is
 	// the one Batch returned, sendCtx the one Send returned (nil without outputs), err the
@@ -105,6 +113,25 @@ func (o *slotObserver) Send(ctx context.Context, outs []record.Message) context.
 	// unsampled batch's outputs carry none (see InjectSampled).
 	t.InjectSampled(pctx, outs)
 	return pctx
+}
+
+func (o *slotObserver) SendUnits(ctx context.Context) context.Context {
+	pctx, _ := o.t.Tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(semconv.MessagingSystemKafka, semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("send")))
+	return pctx
+}
+
+func (o *slotObserver) UnitsHandled(ctx, sendCtx context.Context, records int, took time.Duration, err error) {
+	o.Handled(ctx, records, took, err) // ends the batch span when err is set
+	if err == nil {
+		trace.SpanFromContext(ctx).End()
+		return
+	}
+	if sendCtx != nil {
+		span := trace.SpanFromContext(sendCtx)
+		span.SetStatus(codes.Error, "batch failed")
+		span.End()
+	}
 }
 
 func (o *slotObserver) Inject(sendCtx context.Context, outs []record.Message) {
