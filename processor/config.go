@@ -89,6 +89,10 @@ type Config struct {
 	// record of it can be dead-lettered), and a revoked partition drains its units as it
 	// drains its batches.
 	//
+	// The records being handled count against MaxBufferedBytes as any others, so with
+	// small records the budget may bound a partition's units in flight below
+	// Concurrency (raise MaxBufferedBytes for more).
+	//
 	// With Concurrency above 1 the handler (the factory's handler of the partition) is
 	// called from several goroutines at once and must be safe for that; a Batch holds
 	// one unit. Not with ExactlyOnce or WithCheckpoint (New says why). Default: 1.
