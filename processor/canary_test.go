@@ -1,12 +1,10 @@
 package processor_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,26 +17,9 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/internal/testlog"
 	"github.com/samsa-go/samsa/processor"
 )
-
-// syncBuffer is a log sink shared by the processor's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestCanarySecretGoesNowhere sets a canary as the SASL password (and other secret
 // properties: the OAUTHBEARER secret, the TLS key password, keystore password and inline
@@ -52,7 +33,7 @@ func TestCanarySecretGoesNowhere(t *testing.T) {
 	produceInts(t, brokers, "in", 1, 5)
 	produceRaw(t, brokers, "in", 0, []byte("poison-k"), []byte("poison"))
 
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/internal/testlog"
 	"github.com/samsa-go/samsa/processor"
 )
 
@@ -112,7 +113,7 @@ func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
 	const n = 4000
 	produceInts(t, brokers, "in", 2, n)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	// Records of the second half wait until the intruder has registered the id, so the
 	// fence lands mid-run whatever the machine's speed.
 	registered := make(chan struct{})

@@ -16,19 +16,26 @@ import (
 	"github.com/samsa-go/samsa/samsatest"
 )
 
-// With Concurrency, a key whose handler does not return holds its own records and its
-// partition's commit, while the partition's other keys are handled and their outputs
-// produced.
-func TestConcurrencyHeldKeyLetsOthersMove(t *testing.T) {
+var out = processor.NewOutput("out", codec.String(), codec.Int64())
+
+// heldFirst starts a broker with topics in and out (one partition each) and produces to
+// in the key "held" (value 0), 300 records over 30 other keys, then more.
+func heldFirst(t *testing.T, more ...samsatest.KV[string, int64]) (*samsatest.Broker, []samsatest.KV[string, int64]) {
 	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 1}, samsatest.Topic{Name: "out", Partitions: 1})
-	in := processor.NewOutput("in", codec.String(), codec.Int64())
-	out := processor.NewOutput("out", codec.String(), codec.Int64())
 	recs := []samsatest.KV[string, int64]{{Key: "held", Value: 0}}
 	for i := range 300 {
 		recs = append(recs, samsatest.KV[string, int64]{Key: fmt.Sprintf("key-%d", i%30), Value: int64(i)})
 	}
-	recs = append(recs, samsatest.KV[string, int64]{Key: "held", Value: 1})
-	samsatest.Produce(t, b.Addr(), in, recs...)
+	recs = append(recs, more...)
+	samsatest.Produce(t, b.Addr(), processor.NewOutput("in", codec.String(), codec.Int64()), recs...)
+	return b, recs
+}
+
+// With Concurrency, a key whose handler does not return holds its own records and its
+// partition's commit, while the partition's other keys are handled and their outputs
+// produced.
+func TestConcurrencyHeldKeyLetsOthersMove(t *testing.T) {
+	b, recs := heldFirst(t, samsatest.KV[string, int64]{Key: "held", Value: 1})
 
 	release := make(chan struct{})
 	h := processor.HandlerFunc[string, int64](func(ctx context.Context, batch *processor.Batch[string, int64]) error {
@@ -89,14 +96,7 @@ func TestConcurrencyHeldKeyLetsOthersMove(t *testing.T) {
 // uncommitted; what was done behind it is recorded in the commit, and the next instance
 // handles only the held record again.
 func TestConcurrencyDoneRecordsNotRedoneAfterRestart(t *testing.T) {
-	b := samsatest.NewBroker(t, samsatest.Topic{Name: "in", Partitions: 1}, samsatest.Topic{Name: "out", Partitions: 1})
-	in := processor.NewOutput("in", codec.String(), codec.Int64())
-	out := processor.NewOutput("out", codec.String(), codec.Int64())
-	recs := []samsatest.KV[string, int64]{{Key: "held", Value: 0}}
-	for i := range 300 {
-		recs = append(recs, samsatest.KV[string, int64]{Key: fmt.Sprintf("key-%d", i%30), Value: int64(i)})
-	}
-	samsatest.Produce(t, b.Addr(), in, recs...)
+	b, recs := heldFirst(t)
 
 	var mu sync.Mutex
 	calls := map[string]int{} // per instance, calls for keys other than held

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,9 +8,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/samsa-go/samsa/internal/testlog"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,35 +24,17 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(stack.RunTests(m)) }
 
-// lockedBuffer collects a node's log lines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // node is one running instance of the example.
 type node struct {
 	name string
 	addr string
-	logs *lockedBuffer
+	logs *testlog.Buffer
 	done chan error
 }
 
 func startNode(t *testing.T, ctx context.Context, cfg config) *node {
 	t.Helper()
-	n := &node{name: cfg.Node, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	n := &node{name: cfg.Node, logs: &testlog.Buffer{}, done: make(chan error, 1)}
 	ready := make(chan string, 1)
 	cfg.Out = log.New(n.logs, "", log.Ltime|log.Lmicroseconds)
 	cfg.Ready = func(addr string) { ready <- addr }

@@ -1,7 +1,6 @@
 package view_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
+	"github.com/samsa-go/samsa/internal/testlog"
 	"github.com/samsa-go/samsa/processor/view"
 )
 
@@ -251,7 +251,7 @@ func TestDecodeFailureSkipped(t *testing.T) {
 		rec{key: nil, value: i64(2)},                // null key: cannot be looked up
 		rec{key: []byte("b"), value: i64(3)},
 	)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	v, err := view.New(view.Config{Brokers: brokers, LagInterval: 20 * time.Millisecond}, "nums", codec.String(), codec.Int64(),
 		view.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	require.NoError(t, err)
@@ -454,24 +454,6 @@ func TestTopicDeletedWhileFollowing(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Run did not fail after its topic was deleted")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the View's goroutines to log to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestHTTP(t *testing.T) {
