@@ -3,8 +3,6 @@ package processor
 import (
 	"container/heap"
 	"math"
-	"slices"
-	"time"
 
 	"github.com/samsa-go/samsa/internal/record"
 )
@@ -280,77 +278,6 @@ func (u *units[K, V]) done(p *unit[K, V]) {
 	u.start()
 }
 
-// finish is the pipeline's part when a unit of f finished: it produces the unit's
-// outputs as a delivery round of their own, and starts the units that may start now. A unit that failed marks f failed (see settleHead).
-func (pl *pipeline[K, V]) finish(p *unit[K, V]) error {
-	f := p.f
-	var err error
-	sent := false
-	switch {
-	case p.err != nil:
-		if f.handleErr == nil || isAbandon(f.handleErr) {
-			f.handleErr = p.err
-		}
-		pl.failed = true
-		pl.units.stopAt = min(pl.units.stopAt, p.seq)
-	case len(p.outs) == 0:
-		pl.run.recycle(p.outs)
-		p.mark.acked = true
-		pl.units.markDone(p.mark)
-	default:
-		out := recordsSize(p.outs)
-		pl.s.Hold(out)
-		f.held += out
-		f.unitOuts = append(f.unitOuts, p.outs)
-		if f.sendCtx == nil {
-			f.sendCtx = pl.obs.SendUnits(f.ctx)
-			f.sentAt = time.Now()
-		}
-		pl.obs.Inject(f.sendCtx, p.outs)
-		err = pl.sink.send(pl.run.ctx, pl.lane, &flight{doneCh: pl.done, parent: f, mark: p.mark}, record.Pointers(p.outs))
-		sent = true
-	}
-	pl.units.done(p) // after the send: the key's next unit produces after this one
-	if f.unfinished--; f.unfinished == 0 {
-		pl.obs.UnitsHandled(f.ctx, f.sendCtx, len(f.inputs), time.Since(f.handledAt), f.handleErr)
-	}
-	if !sent {
-		pl.unitSettled(f)
-	}
-	return err
-}
-
-// unitSettled counts one unit of f as settled (finished without outputs, or its
-// outputs' round completed); once all are, f's round is complete.
-func (pl *pipeline[K, V]) unitSettled(f *flight) {
-	f.pending--
-	if f.pending == 0 {
-		f.roundDone = true
-	}
-}
-
-// delivered marks a delivery round complete: a batch's, or one unit's, whose failed
-// outputs join its batch's.
-func (pl *pipeline[K, V]) delivered(f *flight) {
-	b := f.parent
-	if b == nil {
-		f.roundDone = true
-		return
-	}
-	if err, failed := f.outcome(); err != nil {
-		b.mu.Lock()
-		b.failed = append(b.failed, failed...)
-		if b.err == nil {
-			b.err = err
-		}
-		b.mu.Unlock()
-	} else {
-		f.mark.acked = true // its outputs are acknowledged
-		pl.units.markDone(f.mark)
-	}
-	pl.unitSettled(b)
-}
-
 // wait waits for the units still running (their handler calls) to return.
 func (u *units[K, V]) wait() {
 	for u.running > 0 {
@@ -359,42 +286,6 @@ func (u *units[K, V]) wait() {
 		if p.outs != nil {
 			u.base.recycle(p.outs)
 		}
-	}
-}
-
-// storeDone stores, when the partition's work ends before its batches settled, the
-// offset of the first record not settled with the records done after it in the
-// metadata (see doneset.go), for the commit on revoke or shutdown: the next owner skips
-// them. Nothing is stored for a topic none of whose records is done.
-func (pl *pipeline[K, V]) storeDone() {
-	if pl.units == nil || len(pl.inflight) == 0 {
-		return
-	}
-	for drained := false; !drained; { // rounds completed but not received yet count too
-		select {
-		case f := <-pl.done:
-			pl.delivered(f)
-		default:
-			drained = true
-		}
-	}
-	var offs []record.Offset
-	for _, m := range pl.inflight[0].inputs {
-		i := slices.IndexFunc(offs, func(o record.Offset) bool { return o.Topic == m.Topic })
-		if i < 0 {
-			offs = append(offs, record.Offset{TopicPartition: record.TopicPartition{Topic: m.Topic, Partition: m.Partition}, Offset: m.Offset})
-		} else {
-			offs[i].Offset = min(offs[i].Offset, m.Offset)
-		}
-	}
-	doneAfter(offs, pl.inflight)
-	offs = slices.DeleteFunc(offs, func(o record.Offset) bool { return o.Metadata == "" })
-	if len(offs) == 0 {
-		return
-	}
-	if err := pl.lane.owner.Store(offs...); err == nil {
-		pl.run.log.Info("processor: records done after one not settled are recorded in the commit, for the next owner to skip",
-			"partition", pl.s.ID, "batches", len(pl.inflight))
 	}
 }
 

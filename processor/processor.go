@@ -26,7 +26,8 @@ import (
 )
 
 // Handler handles one partition's batches, one call at a time (never concurrently for
-// one partition; different partitions' handlers run in parallel). It sends outputs
+// one partition, unless Config.Concurrency is above 1: then calls for different keys of
+// the partition overlap; different partitions' handlers run in parallel). It sends outputs
 // through b (Output.Send) and returns nil when the batch is done. A returned error or a
 // panic is a failure handled by Config.ErrorPolicy; the batch may then be handled again,
 // so side effects must tolerate repetition (at-least-once).
