@@ -9,7 +9,9 @@
 // samsa.batch.produce.duration, samsa.batch.commit.latency, samsa.rebalances,
 // samsa.consumer.lag (per owned partition). distributed:
 // samsa.distributed.processes.running, samsa.distributed.handoff.duration,
-// samsa.distributed.restarts. In Prometheus, dots become underscores and units and
+// samsa.distributed.restarts. processor/view: samsa.view.lag (per partition),
+// samsa.view.keys, samsa.view.bytes, samsa.view.records.skipped (by reason). In
+// Prometheus, dots become underscores and units and
 // _total suffixes are appended (samsa_records_consumed_total, samsa_consumer_lag, ...).
 // Attributes follow OTel's messaging conventions (messaging_consumer_group_name,
 // messaging_destination_name, messaging_destination_partition_id); keys, values and
