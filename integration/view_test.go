@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
+	"github.com/samsa-go/samsa/integration/harness"
 	"github.com/samsa-go/samsa/integration/stack"
 	"github.com/samsa-go/samsa/processor/view"
 )
@@ -28,7 +29,7 @@ import (
 // View's memory against its bound with its own count and the Go heap, and restores the
 // same table in a second View.
 func TestView(t *testing.T) {
-	viewRequireReal(t)
+	harness.RequireReal(t)
 	const (
 		partitions = 8
 		keys       = 200_000
@@ -75,7 +76,8 @@ func TestView(t *testing.T) {
 
 // TestViewRedis is TestView with the table in Redis, on 100k records.
 func TestViewRedis(t *testing.T) {
-	viewRequireReal(t)
+	harness.RequireReal(t)
+	harness.RequireRedis(t)
 	const (
 		partitions = 8
 		keys       = 20_000
@@ -114,47 +116,13 @@ func TestViewRedis(t *testing.T) {
 	v2.Close(t)
 }
 
-// viewRequireReal skips in -short mode, saying why.
-func viewRequireReal(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("short mode: this test runs against a real Kafka and redis-server (started by integration/stack, or $KAFKA_BROKERS and $REDIS_ADDR)")
-	}
-}
-
 // createCompactedTopic creates a table's topic: compacted, in small segments with a low
 // dirty ratio, so the cleaner may compact while the test runs and the View reads past
 // compacted-away offsets. It waits until every partition has a leader.
 func createCompactedTopic(t *testing.T, brokers, topic string, partitions int) {
 	t.Helper()
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
-	require.NoError(t, err)
-	defer ac.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := ac.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
-		Config: map[string]string{"cleanup.policy": "compact", "segment.bytes": "4194304", "min.cleanable.dirty.ratio": "0.01"}}})
-	require.NoError(t, err)
-	require.Equal(t, kafka.ErrNoError, res[0].Error.Code(), "create topic %s: %v", topic, res[0].Error)
-	require.Eventually(t, func() bool {
-		md, err := ac.GetMetadata(&topic, false, 2000)
-		if err != nil || len(md.Topics[topic].Partitions) != partitions {
-			return false
-		}
-		for _, p := range md.Topics[topic].Partitions {
-			if p.Leader < 0 {
-				return false
-			}
-		}
-		return true
-	}, 30*time.Second, 100*time.Millisecond, "topic %s never got leaders for all partitions", topic)
-}
-
-// newViewProducer is an idempotent producer (acks=all: a retry never reorders or
-// duplicates a key's values) partitioning by key.
-func newViewProducer(brokers string) (*kafka.Producer, error) {
-	return kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true,
-		"acks": "all", "linger.ms": 5, "log_level": 3, "queue.buffering.max.messages": 200_000})
+	harness.CreateTopicConfig(t, brokers, topic, partitions, 1,
+		map[string]string{"cleanup.policy": "compact", "segment.bytes": "4194304", "min.cleanable.dirty.ratio": "0.01"})
 }
 
 func viewKey(i int) string { return fmt.Sprintf("key-%07d", i) }
@@ -166,7 +134,7 @@ func viewKey(i int) string { return fmt.Sprintf("key-%07d", i) }
 func produceTable(t *testing.T, brokers, topic string, keys, records, deletes int) map[string]string {
 	t.Helper()
 	start := time.Now()
-	p, err := newViewProducer(brokers)
+	p, err := harness.NewProducer(brokers)
 	require.NoError(t, err)
 	defer p.Close()
 	dr := make(chan kafka.Event, 100_000)
@@ -184,17 +152,7 @@ func produceTable(t *testing.T, brokers, topic string, keys, records, deletes in
 		}
 	}()
 	send := func(k, v []byte) {
-		for {
-			err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Key: k, Value: v}, dr)
-			if err == nil {
-				return
-			}
-			if kerr, ok := err.(kafka.Error); ok && kerr.Code() == kafka.ErrQueueFull {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			require.NoError(t, err)
-		}
+		require.NoError(t, harness.Produce(p, &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Key: k, Value: v}, dr))
 	}
 	for i := range records {
 		send([]byte(viewKey(i%keys)), strconv.AppendInt([]byte{'v'}, int64(i), 10))
@@ -288,7 +246,7 @@ func checkView(t *testing.T, v *runningView, want map[string]string, keys int) {
 // the last acknowledgement; it logs when the last one showed.
 func followUpdates(t *testing.T, brokers, topic string, v *runningView, want map[string]string, n int, bound time.Duration) {
 	t.Helper()
-	p, err := newViewProducer(brokers)
+	p, err := harness.NewProducer(brokers)
 	require.NoError(t, err)
 	defer p.Close()
 	dr := make(chan kafka.Event, n)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -27,33 +26,12 @@ import (
 
 var seqOut = processor.NewOutput("out", codec.String(), codec.Int64())
 
-// produceKeyed writes n records over keys, round-robin over partitions by key, each
+// produceKeyed writes n records over keys (a key always to the same partition), each
 // record's value its sequence number within its key, and returns the count per key.
 func produceKeyed(t *testing.T, brokers, topic string, partitions, keys, n int) map[string]int64 {
 	t.Helper()
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3, "linger.ms": 5})
-	require.NoError(t, err)
-	defer p.Close()
-	dr := make(chan kafka.Event, n)
 	next := map[string]int64{}
-	for range n {
-		k := fmt.Sprintf("k%04d", rand.IntN(keys))
-		v, _ := codec.Int64().Encode(next[k])
-		next[k]++
-		h := fnv.New32a()
-		h.Write([]byte(k))
-		part := int32(h.Sum32() % uint32(partitions)) // a key stays in one partition
-		require.NoError(t, p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: part},
-			Key: []byte(k), Value: v}, dr))
-	}
-	for range n {
-		select {
-		case ev := <-dr:
-			require.NoError(t, ev.(*kafka.Message).TopicPartition.Error)
-		case <-time.After(30 * time.Second):
-			t.Fatal("delivery timeout")
-		}
-	}
+	produceSeq(t, brokers, topic, partitions, keys, n, next)
 	return next
 }
 
@@ -194,7 +172,7 @@ func TestConcurrencyErrorPolicyPerKey(t *testing.T) {
 	brokers := startBroker(t, embedded.Topic{Name: "in", Partitions: 1}, embedded.Topic{Name: "out", Partitions: 1}, embedded.Topic{Name: "dlq", Partitions: 1})
 	const n = 2000
 	want := produceKeyed(t, brokers, "in", 1, 40, n)
-	poison := "k0007"
+	poison := "key-00007"
 	var poisonCalls atomic.Int64
 	h := processor.HandlerFunc[string, int64](func(ctx context.Context, b *processor.Batch[string, int64]) error {
 		for _, r := range b.Records {

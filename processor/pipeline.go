@@ -211,7 +211,7 @@ func (pl *pipeline[K, V]) loop() error {
 	defer timer.Stop()
 	for {
 		if ctx.Err() != nil || pl.failed {
-			return pl.stopOnFailure()
+			return pl.drainAndReport()
 		}
 		if err := pl.settleHead(); err != nil {
 			return err
@@ -672,11 +672,11 @@ func (pl *pipeline[K, V]) unitFinished() <-chan *unit[K, V] {
 	return pl.units.finished
 }
 
-// stopOnFailure drains the slot's batches once its work ends (revoked, stopping) or a
+// drainAndReport drains the slot's batches once its work ends (revoked, stopping) or a
 // unit failed: like after a batch that failed on the worker goroutine (see process), the
 // batches before the failed one settle first, so a restart resumes at the failure, and a
 // drain cut short does not swallow the failure.
-func (pl *pipeline[K, V]) stopOnFailure() error {
+func (pl *pipeline[K, V]) drainAndReport() error {
 	err := pl.drain()
 	if !isAbandon(err) {
 		return err
