@@ -60,18 +60,7 @@ func TestView(t *testing.T) {
 	assert.LessOrEqual(t, pr.Bytes, int64(maxBytes))
 	// The count is meant to be an upper estimate of what the table takes in the heap.
 	assert.LessOrEqual(t, heap, pr.Bytes, "the table takes more heap than the View counts")
-	checkView(t, v, want, keys)
-
-	followUpdates(t, brokers, topic, v, want, 2_000, 10*time.Second)
-	v.Close(t)
-
-	// A new View restores the same table, updates included.
-	v2 := startView(t, cfg, topic, 90*time.Second)
-	pr = v2.Progress()
-	t.Logf("view: restart restored %d offsets (%d keys) in %s", pr.Read, pr.Keys, pr.Elapsed.Round(time.Millisecond))
-	assert.Equal(t, int64(len(want)), v2.Len())
-	checkView(t, v2, want, keys)
-	v2.Close(t)
+	followAndRestart(t, cfg, topic, v, want, keys, 2_000)
 }
 
 // TestViewRedis is TestView with the table in Redis, on 100k records.
@@ -104,13 +93,20 @@ func TestViewRedis(t *testing.T) {
 	pr := v.Progress()
 	t.Logf("view-redis: restored %d offsets (%d keys) into Redis in %s", pr.Read, pr.Keys, pr.Elapsed.Round(time.Millisecond))
 	assert.Equal(t, int64(len(want)), v.Len())
+	followAndRestart(t, cfg, topic, v, want, keys, 1_000)
+}
+
+// followAndRestart checks every key of the restored View v, follows updates updates,
+// stops v, and checks that a new View restores the same table, updates included.
+func followAndRestart(t *testing.T, cfg view.Config, topic string, v *runningView, want map[string]string, keys, updates int) {
+	t.Helper()
 	checkView(t, v, want, keys)
-	followUpdates(t, brokers, topic, v, want, 1_000, 10*time.Second)
+	followUpdates(t, cfg.Brokers, topic, v, want, updates, 10*time.Second)
 	v.Close(t)
 
 	v2 := startView(t, cfg, topic, 90*time.Second)
-	pr = v2.Progress()
-	t.Logf("view-redis: restart restored %d offsets (%d keys) in %s", pr.Read, pr.Keys, pr.Elapsed.Round(time.Millisecond))
+	pr := v2.Progress()
+	t.Logf("view: restart restored %d offsets (%d keys) in %s", pr.Read, pr.Keys, pr.Elapsed.Round(time.Millisecond))
 	assert.Equal(t, int64(len(want)), v2.Len())
 	checkView(t, v2, want, keys)
 	v2.Close(t)
