@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/samsa-go/samsa/codec"
 	"github.com/samsa-go/samsa/internal/embedded"
@@ -143,6 +145,66 @@ func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
 		return c[0] == n/2 && c[1] == n/2
 	}))
 	require.Contains(t, logs.String(), "producer fenced; replacing it", "the processor saw the fence")
+
+	out := readCommitted(t, brokers, "out", n, 30*time.Second)
+	seen := map[int64]int{}
+	for _, m := range out {
+		seen[int64(binary.BigEndian.Uint64(m.Key))]++
+	}
+	assert.Len(t, seen, n)
+	for k, c := range seen {
+		assert.Equal(t, 1, c, "key %d seen %d times under read_committed", k, c)
+	}
+}
+
+// TestExactlyOnceCommitTimeoutResumed: the coordinator answers no commit for longer than
+// four calls' bounds (TransactionTimeout each), so commit_transaction times out again and
+// again. A timed-out call goes on inside librdkafka, which refuses
+// every other transactional call ("Conflicting commit_transaction API call is already
+// in progress") until the same call is made again: giving up the commit for an abort
+// would wedge the processor for good. It must resume the commit, learn its outcome
+// (here the coordinator aborted the transaction at its timeout) and go on: every output
+// exactly once, every offset committed.
+func TestExactlyOnceCommitTimeoutResumed(t *testing.T) {
+	b, err := embedded.Start(embedded.Topic{Name: "in", Partitions: 2}, embedded.Topic{Name: "out", Partitions: 2})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	brokers := b.Bootstrap()
+	const n = 600
+	produceInts(t, brokers, "in", 2, n)
+
+	// From the first commit on, for hold, the coordinator answers no EndTxn commit (each
+	// waits until hold ends): the commit and librdkafka's own retries of its request all
+	// time out, for longer than four calls' bounds (TransactionTimeout and backoff each).
+	const hold = 6 * time.Second
+	var until atomic.Int64 // unix nanoseconds; 0 until the first commit
+	c := b.Cluster()
+	c.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !req.(*kmsg.EndTxnRequest).Commit {
+			return nil, nil, false
+		}
+		until.CompareAndSwap(0, time.Now().Add(hold).UnixNano())
+		if d := time.Until(time.Unix(0, until.Load())); d > 0 {
+			c.SleepControl(func() { time.Sleep(d) })
+		}
+		return nil, nil, false
+	})
+
+	var logs testlog.Buffer
+	p, err := processor.New(processor.Config{Membership: processor.Membership{Brokers: brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: time.Second},
+		Group: "eos-resume", BatchSize: 50, BatchWait: 5 * time.Millisecond, CommitInterval: 50 * time.Millisecond,
+		ExactlyOnce: true, TransactionTimeout: time.Second},
+		[]processor.Input[int64, int64]{{Topic: "in", Key: codec.Int64(), Value: codec.Int64()}},
+		processor.HandlerFunc[int64, int64](doubler), processor.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, err)
+	require.NoError(t, runUntil(t, p, func() bool {
+		c := committed(t, brokers, "eos-resume", "in", 2)
+		return c[0] == n/2 && c[1] == n/2
+	}))
+	require.NotZero(t, until.Load(), "a commit was held")
+	assert.Contains(t, logs.String(), `op="commit transaction"`, "the held commit timed out and was retried")
+	assert.NotContains(t, logs.String(), "Conflicting", "no other transactional call was made while the commit was unresolved")
 
 	out := readCommitted(t, brokers, "out", n, 30*time.Second)
 	seen := map[int64]int{}

@@ -37,9 +37,10 @@ type txn struct {
 	newProd func() (*produce.Producer, error)
 	prod    *produce.Producer // replaced under mu.Lock when fenced
 	timeout time.Duration     // bound of each transactional call
-	// life is Run's context. While it lives, a retriable failure to abort (the
-	// coordinator is out of reach: "Timed out waiting for operation to finish") is retried
-	// however long the broker stays out of reach, instead of ending Run.
+	// life is Run's context. While it lives, a retriable failure to send the offsets,
+	// commit or abort (the coordinator is out of reach: "Timed out waiting for operation
+	// to finish") is retried however long the broker stays out of reach, instead of
+	// ending Run.
 	life context.Context
 	log  *slog.Logger
 
@@ -240,7 +241,7 @@ func (t *txn) produce(ctx context.Context, l lane, f *flight, msgs []*record.Mes
 
 // rlock takes mu.RLock for a worker, or gives up when the worker's slot is revoked or ctx
 // ends first. A commit or abort holds mu.Lock, and while the coordinator is out of reach
-// an abort is retried for as long as the outage lasts: a worker waiting on a plain RLock
+// either is retried for as long as the outage lasts: a worker waiting on a plain RLock
 // would outlive its slot's revoke timeout and fail Run. The wait polls (TryRLock every
 // 5 ms) only while a commit or abort holds the lock.
 func (t *txn) rlock(ctx, slot context.Context) bool {
@@ -304,7 +305,7 @@ func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []gr
 		offsets = append(offsets, record.Offset{TopicPartition: tp, Offset: t.pending[tp], Metadata: md})
 	}
 	failpoint.Hit("eos-before-send-offsets") // outputs produced, nothing committed
-	err = t.retry(ctx, "send offsets to transaction", func(ctx context.Context) error {
+	err = t.untilReached(ctx, "send offsets to transaction", 4, func(ctx context.Context) error {
 		md, err := member.GroupMetadata()
 		if err != nil {
 			return err
@@ -313,7 +314,7 @@ func (t *txn) commitLocked(ctx context.Context, member groupMember) (rewind []gr
 	})
 	if err == nil {
 		failpoint.Hit("eos-before-commit") // offsets sent, transaction not committed
-		err = t.retry(ctx, "commit transaction", t.prod.CommitTransaction)
+		err = t.untilReached(ctx, "commit transaction", 4, t.prod.CommitTransaction)
 	}
 	if err == nil {
 		failpoint.Hit("eos-after-commit")
@@ -473,27 +474,20 @@ func (t *txn) recoverLocked(ctx context.Context, cause error) ([]group.Epoch, er
 	return rewind, nil
 }
 
-// retry runs op (bounded by the transaction timeout), retrying retriable errors a few
-// times.
-func (t *txn) retry(ctx context.Context, name string, op func(context.Context) error) error {
-	for attempt := 0; ; attempt++ {
-		err := t.call(ctx, name, op)
-		var te *produce.TxnError
-		if err == nil || !errors.As(err, &te) || !te.Retriable || attempt >= 3 || ctx.Err() != nil {
-			return err
-		}
-		Backoff{Initial: 50 * time.Millisecond}.Sleep(ctx, attempt)
-	}
-}
-
 // untilReached runs op (each call bounded by the transaction timeout) and retries its
 // retriable errors: up to attempts times within ctx, and past that, or past ctx's end,
-// for as long as Run's context lives. Aborting (or registering) cannot be skipped: the
-// open transaction must end before the next can begin, and an instance cut off from
-// the coordinator can only wait for the network to heal (meanwhile the coordinator
-// aborts the transaction itself at the transaction timeout, and the next call says
-// "fenced": the producer is then replaced). Giving up instead would end Run over an
-// outage that at-least-once mode rides out.
+// for as long as Run's context lives. A transactional call that times out goes on in
+// the background, and librdkafka takes no other transactional call until the same one
+// is made again and returns its outcome: an abort after a timed-out commit or offset
+// send fails with "Conflicting commit_transaction API call is already in progress"
+// (retriable) for as long as the commit is not resumed, even once the network is back.
+// So sending offsets, committing and aborting are each retried with the same call, never
+// given up for another. Ending the transaction cannot be skipped either: the next can
+// begin only after it, and an instance cut off from the coordinator can only wait for
+// the network to heal (meanwhile the coordinator aborts the transaction itself at the
+// transaction timeout, and the resumed call reports it: the transaction is then aborted
+// or the producer replaced). Giving up instead would end Run over an outage that
+// at-least-once mode rides out.
 func (t *txn) untilReached(ctx context.Context, name string, attempts int, op func(context.Context) error) error {
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
