@@ -41,12 +41,11 @@ const (
 	EnvSchemaRegistryURL = "SCHEMA_REGISTRY_URL"
 )
 
+// shared holds the components the helpers below started for this test binary, by the
+// variable they stand in for.
 var shared struct {
-	mu     sync.Mutex
-	kafka  *Kafka
-	redis  *Redis
-	jaeger *Jaeger
-	reg    *Registry
+	mu      sync.Mutex
+	started map[string]interface{ Close() error }
 }
 
 // RunTests runs m and then stops whatever the shared helpers started. Use it from TestMain:
@@ -63,22 +62,33 @@ func RunTests(m *testing.M) int {
 func CloseShared() {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	if shared.kafka != nil {
-		shared.kafka.Close()
-		shared.kafka = nil
+	for _, c := range shared.started {
+		c.Close()
 	}
-	if shared.redis != nil {
-		shared.redis.Close()
-		shared.redis = nil
+	shared.started = nil
+}
+
+// startShared returns the component shared under key, starting it first (within timeout)
+// if this binary has not; it fails tb when it cannot.
+func startShared[T interface{ Close() error }](tb testing.TB, key, what string, timeout time.Duration,
+	start func(context.Context) (T, error)) T {
+	tb.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if c, ok := shared.started[key]; ok {
+		return c.(T)
 	}
-	if shared.jaeger != nil {
-		shared.jaeger.Close()
-		shared.jaeger = nil
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := start(ctx)
+	if err != nil {
+		tb.Fatalf("start the test %s (or set %s): %v", what, key, err)
 	}
-	if shared.reg != nil {
-		shared.reg.Close()
-		shared.reg = nil
+	if shared.started == nil {
+		shared.started = map[string]interface{ Close() error }{}
 	}
+	shared.started[key] = c
+	return c
 }
 
 // KafkaBrokers returns $KAFKA_BROKERS, or starts a single-node real Kafka shared by the
@@ -89,18 +99,9 @@ func KafkaBrokers(tb testing.TB) string {
 	if v := os.Getenv(EnvKafkaBrokers); v != "" {
 		return v
 	}
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.kafka == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		k, err := StartKafka(ctx, KafkaOptions{})
-		if err != nil {
-			tb.Fatalf("start the test Kafka broker (or set %s): %v", EnvKafkaBrokers, err)
-		}
-		shared.kafka = k
-	}
-	return shared.kafka.Bootstrap()
+	return startShared(tb, EnvKafkaBrokers, "Kafka broker", 5*time.Minute, func(ctx context.Context) (*Kafka, error) {
+		return StartKafka(ctx, KafkaOptions{})
+	}).Bootstrap()
 }
 
 // RedisAddr returns $REDIS_ADDR, or starts a redis-server shared by this test binary.
@@ -109,18 +110,9 @@ func RedisAddr(tb testing.TB) string {
 	if v := os.Getenv(EnvRedisAddr); v != "" {
 		return v
 	}
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.redis == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		r, err := StartRedis(ctx, RedisOptions{})
-		if err != nil {
-			tb.Fatalf("start the test Redis (or set %s): %v", EnvRedisAddr, err)
-		}
-		shared.redis = r
-	}
-	return shared.redis.Addr()
+	return startShared(tb, EnvRedisAddr, "Redis", time.Minute, func(ctx context.Context) (*Redis, error) {
+		return StartRedis(ctx, RedisOptions{})
+	}).Addr()
 }
 
 // JaegerEndpoints returns the OTLP/HTTP endpoint (host:port, for otlptracehttp.WithEndpoint)
@@ -132,18 +124,9 @@ func JaegerEndpoints(tb testing.TB) (otlpHostPort, queryURL string) {
 	if otlp != "" && query != "" {
 		return stripScheme(otlp), query
 	}
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.jaeger == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		defer cancel()
-		j, err := StartJaeger(ctx, JaegerOptions{})
-		if err != nil {
-			tb.Fatalf("start the test Jaeger (or set %s and %s): %v", EnvOTLPEndpoint, EnvJaegerQuery, err)
-		}
-		shared.jaeger = j
-	}
-	return shared.jaeger.OTLPHTTPEndpoint(), shared.jaeger.QueryURL()
+	j := startShared(tb, EnvOTLPEndpoint+" and "+EnvJaegerQuery, "Jaeger", 15*time.Minute,
+		func(ctx context.Context) (*Jaeger, error) { return StartJaeger(ctx, JaegerOptions{}) })
+	return j.OTLPHTTPEndpoint(), j.QueryURL()
 }
 
 // SchemaRegistryURL returns $SCHEMA_REGISTRY_URL, or starts a schema registry shared by
@@ -154,18 +137,8 @@ func SchemaRegistryURL(tb testing.TB) string {
 	if v := os.Getenv(EnvSchemaRegistryURL); v != "" {
 		return v
 	}
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.reg == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), registryBuildTimeout+time.Minute)
-		defer cancel()
-		r, err := StartRegistry(ctx, RegistryOptions{})
-		if err != nil {
-			tb.Fatalf("start the test schema registry (or set %s): %v", EnvSchemaRegistryURL, err)
-		}
-		shared.reg = r
-	}
-	return shared.reg.URL()
+	return startShared(tb, EnvSchemaRegistryURL, "schema registry", registryBuildTimeout+time.Minute,
+		func(ctx context.Context) (*Registry, error) { return StartRegistry(ctx, RegistryOptions{}) }).URL()
 }
 
 func stripScheme(endpoint string) string {

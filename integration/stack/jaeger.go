@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -22,105 +19,51 @@ import (
 // cache directory, so bumping one without the other would keep using the old binary.
 const jaegerVersion = "v1.55.0"
 
-const (
-	jaegerStartAttempts = 3
-	jaegerReadyTimeout  = 60 * time.Second
-	jaegerQueryLimit    = 1000 // traces per Traces call; the memory store returns the newest
-)
+// jaegerQueryLimit is the number of traces per Traces call; the memory store returns the newest.
+const jaegerQueryLimit = 1000
 
 // ErrJaegerTraceNotFound is returned by Trace while Jaeger does not (yet) have the trace.
 var ErrJaegerTraceNotFound = errors.New("stack: jaeger: trace not found")
 
-// errJaegerPortInUse marks a start that lost one of its ports between freePorts and the
-// bind; StartJaeger then retries with new ports.
-var errJaegerPortInUse = errors.New("port already in use")
-
 // JaegerBinary returns the path of the Jaeger all-in-one binary, building it from the Go
-// module proxy into CacheDir() on first use (a few minutes). Concurrent callers, including
-// other test binaries, wait for one build.
+// module proxy into CacheDir()/jaeger-<version> on first use (a few minutes). Concurrent
+// callers, including other test binaries, wait for one build.
 func JaegerBinary(ctx context.Context) (string, error) {
-	cache, err := CacheDir()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(cache, "jaeger-"+jaegerVersion)
-	bin := filepath.Join(dir, "jaeger-all-in-one")
-	err = withFileLock(filepath.Join(cache, "jaeger.lock"), func() error {
-		if _, err := os.Stat(bin); err == nil {
-			return nil
+	return cached("jaeger", "jaeger-"+jaegerVersion, "jaeger-all-in-one", func(dst string) error {
+		modDir, err := toolsPath("jaeger", "go.mod")
+		if err != nil {
+			return err
 		}
-		return buildJaeger(ctx, dir, bin)
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			return fmt.Errorf("stack: building Jaeger %s needs the go command in PATH (or set %s and %s to a running Jaeger): %w",
+				jaegerVersion, EnvOTLPEndpoint, EnvJaegerQuery, err)
+		}
+		cmd := exec.CommandContext(ctx, gobin, "build", "-o", filepath.Join(dst, "jaeger-all-in-one"),
+			"github.com/jaegertracing/jaeger/cmd/all-in-one")
+		cmd.Dir = filepath.Dir(modDir)
+		// GOWORK=off: the tools module must build alone even if a go.work includes the repo.
+		// CGO_ENABLED=0: no C toolchain needed, and a static binary.
+		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("stack: build Jaeger %s (go build in %s): %w\n%s",
+				jaegerVersion, cmd.Dir, err, lastBytes(out, 4000))
+		}
+		return nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return bin, nil
-}
-
-func buildJaeger(ctx context.Context, dir, bin string) error {
-	modDir, err := jaegerToolsDir()
-	if err != nil {
-		return err
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("stack: building Jaeger %s needs the go command in PATH (or set %s and %s to a running Jaeger): %w",
-			jaegerVersion, EnvOTLPEndpoint, EnvJaegerQuery, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("stack: jaeger cache dir: %w", err)
-	}
-	// Build next to the final path and rename, so an interrupted build never leaves a
-	// truncated binary that later runs would take as cached.
-	tmp, err := os.CreateTemp(dir, "jaeger-all-in-one.tmp-*")
-	if err != nil {
-		return fmt.Errorf("stack: jaeger cache dir: %w", err)
-	}
-	tmp.Close()
-	defer os.Remove(tmp.Name()) // no-op once renamed
-
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", tmp.Name(), "github.com/jaegertracing/jaeger/cmd/all-in-one")
-	cmd.Dir = modDir
-	// GOWORK=off: the tools module must build alone even if a go.work includes the repo.
-	// CGO_ENABLED=0: no C toolchain needed, and a static binary.
-	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("stack: build Jaeger %s (go build in %s): %w\n%s", jaegerVersion, modDir, err, lastBytes(out, 4000))
-	}
-	if err := os.Rename(tmp.Name(), bin); err != nil {
-		return fmt.Errorf("stack: install the Jaeger binary: %w", err)
-	}
-	return nil
-}
-
-// jaegerToolsDir finds integration/tools/jaeger from this source file's location, so it
-// works whatever the working directory (package dir under go test, repo root for the CLI).
-func jaegerToolsDir() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok || !filepath.IsAbs(file) {
-		return "", fmt.Errorf("stack: cannot locate the Jaeger tools module (source path %q; built with -trimpath?): run from a samsa checkout", file)
-	}
-	dir := filepath.Join(filepath.Dir(file), "..", "tools", "jaeger")
-	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
-		return "", fmt.Errorf("stack: the Jaeger tools module is missing (%w): run from a samsa checkout", err)
-	}
-	return dir, nil
 }
 
 // JaegerOptions configures StartJaeger. It has no fields yet.
 type JaegerOptions struct{}
 
 // Jaeger is a Jaeger all-in-one child process with in-memory storage, every port of which
-// is a free port on 127.0.0.1, so several can run at once.
+// is a free port on 127.0.0.1, so several can run at once. Close kills it (there is
+// nothing to flush) and removes its log.
 type Jaeger struct {
 	JaegerQuery // query helpers, on QueryURL
+	server
 
 	otlpHTTP, otlpGRPC string
-	proc               *process
-	logDir             string
-
-	mu     sync.Mutex
-	closed bool
 }
 
 // StartJaeger builds Jaeger if needed (see JaegerBinary), starts it and waits until its
@@ -130,109 +73,55 @@ func StartJaeger(ctx context.Context, opts JaegerOptions) (*Jaeger, error) {
 	if err != nil {
 		return nil, err
 	}
-	logDir, err := os.MkdirTemp("", "samsa-jaeger-")
-	if err != nil {
-		return nil, fmt.Errorf("stack: jaeger: create log dir: %w", err)
-	}
-	for attempt := 1; ; attempt++ {
-		j, err := startJaeger(ctx, bin, logDir)
-		if err == nil {
-			return j, nil
+	j := &Jaeger{}
+	j.server, err = startServer(ctx, "jaeger", "jaeger", func(logPath string) (*process, error) {
+		tcp, err := freePorts(8)
+		if err != nil {
+			return nil, err
 		}
-		if !errors.Is(err, errJaegerPortInUse) || attempt == jaegerStartAttempts {
-			return nil, errors.Join(err, os.RemoveAll(logDir))
-		}
-	}
-}
-
-func startJaeger(ctx context.Context, bin, logDir string) (*Jaeger, error) {
-	tcp, err := freePorts(8)
+		j.otlpGRPC, j.otlpHTTP, j.URL = hostPort(tcp[0]), hostPort(tcp[1]), "http://"+hostPort(tcp[2])
+		p := &process{name: "jaeger-all-in-one", logPath: logPath}
+		return p, p.start([]string{
+			"SPAN_STORAGE_TYPE=memory",
+			// Jaeger's own tracer exports to OTLP localhost:4317 by default, which may be
+			// another developer's Jaeger: sample nothing, and point it at this instance anyway.
+			"OTEL_TRACES_SAMPLER=always_off",
+			"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + j.otlpGRPC,
+			"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + j.otlpGRPC,
+		}, bin,
+			"--log-level=warn",
+			"--collector.otlp.enabled=true",
+			"--collector.otlp.grpc.host-port="+j.otlpGRPC,
+			"--collector.otlp.http.host-port="+j.otlpHTTP,
+			"--query.http-server.host-port="+hostPort(tcp[2]),
+			"--query.grpc-server.host-port="+hostPort(tcp[3]),
+			"--collector.grpc-server.host-port="+hostPort(tcp[4]), // the embedded agent reports here
+			"--collector.http-server.host-port="+hostPort(tcp[5]),
+			"--admin.http.host-port="+hostPort(tcp[6]),
+			"--http-server.host-port="+hostPort(tcp[7]), // agent sampling/config server
+			// The embedded agent's UDP servers, unused here: on ports the kernel picks.
+			"--processor.jaeger-compact.server-host-port=127.0.0.1:0",
+			"--processor.jaeger-binary.server-host-port=127.0.0.1:0",
+			"--processor.zipkin-compact.server-host-port=127.0.0.1:0",
+			// The Zipkin collector (--collector.zipkin.host-port) is off by default: no port.
+		)
+	}, func(ctx context.Context, p *process) error {
+		// Ready: the query API answers, and the OTLP ports listen (normally already: the
+		// collector starts before the query service).
+		return poll(ctx, time.Minute, 100*time.Millisecond, func(ctx context.Context) error {
+			_, err := j.Services(ctx)
+			for _, addr := range []string{j.otlpHTTP, j.otlpGRPC} {
+				if err == nil {
+					err = dialable(addr)(ctx)
+				}
+			}
+			return err
+		}, p)
+	}, (*process).kill)
 	if err != nil {
 		return nil, err
-	}
-	udp, err := freeUDPPorts(3)
-	if err != nil {
-		return nil, err
-	}
-	otlpGRPC, otlpHTTP, queryHTTP := hostPort(tcp[0]), hostPort(tcp[1]), hostPort(tcp[2])
-	argv := []string{bin,
-		"--log-level=warn",
-		"--collector.otlp.enabled=true",
-		"--collector.otlp.grpc.host-port=" + otlpGRPC,
-		"--collector.otlp.http.host-port=" + otlpHTTP,
-		"--query.http-server.host-port=" + queryHTTP,
-		"--query.grpc-server.host-port=" + hostPort(tcp[3]),
-		"--collector.grpc-server.host-port=" + hostPort(tcp[4]),
-		"--collector.http-server.host-port=" + hostPort(tcp[5]),
-		"--admin.http.host-port=" + hostPort(tcp[6]),
-		"--http-server.host-port=" + hostPort(tcp[7]), // agent sampling/config server
-		"--processor.jaeger-compact.server-host-port=" + hostPort(udp[0]),
-		"--processor.jaeger-binary.server-host-port=" + hostPort(udp[1]),
-		"--processor.zipkin-compact.server-host-port=" + hostPort(udp[2]),
-		// The Zipkin collector (--collector.zipkin.host-port) is off by default: no port.
-		// The embedded agent reports to --collector.grpc-server.host-port by default.
-	}
-	env := []string{
-		"SPAN_STORAGE_TYPE=memory",
-		// Jaeger's own tracer exports to OTLP localhost:4317 by default, which may be another
-		// developer's Jaeger: sample nothing, and point it at this instance in any case.
-		"OTEL_TRACES_SAMPLER=always_off",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + otlpGRPC,
-		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + otlpGRPC,
-	}
-
-	logPath := filepath.Join(logDir, "jaeger.log")
-	var logStart int64 // this attempt's output starts here: the log is shared by attempts
-	if fi, err := os.Stat(logPath); err == nil {
-		logStart = fi.Size()
-	}
-	p, err := startProcess("jaeger-all-in-one", logPath, env, argv...)
-	if err != nil {
-		return nil, err
-	}
-	j := &Jaeger{
-		JaegerQuery: JaegerQuery{URL: "http://" + queryHTTP},
-		otlpHTTP:    otlpHTTP,
-		otlpGRPC:    otlpGRPC,
-		proc:        p,
-		logDir:      logDir,
-	}
-	if err := j.waitReady(ctx); err != nil {
-		killErr := p.kill()
-		if strings.Contains(strings.ToLower(logSince(logPath, logStart)), "address already in use") {
-			return nil, fmt.Errorf("stack: jaeger-all-in-one: %w; log tail:\n%s", errJaegerPortInUse, p.logTail(2000))
-		}
-		return nil, errors.Join(err, killErr)
 	}
 	return j, nil
-}
-
-// waitReady waits for /api/services to answer 200 and then for the OTLP ports.
-func (j *Jaeger) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(jaegerReadyTimeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	var lastErr error
-	for {
-		if _, lastErr = j.Services(ctx); lastErr == nil {
-			break
-		}
-		select {
-		case <-j.proc.exited():
-			return fmt.Errorf("stack: jaeger-all-in-one exited before its query API answered; log tail:\n%s", j.proc.logTail(4000))
-		case <-ctx.Done():
-			return fmt.Errorf("stack: jaeger-all-in-one query API %s not ready (last error: %v): %w; log tail:\n%s",
-				j.URL, lastErr, ctx.Err(), j.proc.logTail(4000))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	// The collector starts before the query service, so these are normally already up.
-	for _, addr := range []string{j.otlpHTTP, j.otlpGRPC} {
-		if err := waitTCP(j.proc, addr, max(time.Until(deadline), time.Second)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // OTLPHTTPEndpoint is the OTLP/HTTP receiver's "127.0.0.1:port", for
@@ -244,21 +133,6 @@ func (j *Jaeger) OTLPGRPCEndpoint() string { return j.otlpGRPC }
 
 // QueryURL is the query API and UI base URL, "http://127.0.0.1:port".
 func (j *Jaeger) QueryURL() string { return j.URL }
-
-// PID is the jaeger-all-in-one process id.
-func (j *Jaeger) PID() int { return j.proc.PID() }
-
-// Close kills Jaeger (its storage is in memory, nothing to flush) and removes its log. It
-// is idempotent.
-func (j *Jaeger) Close() error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.closed {
-		return nil
-	}
-	j.closed = true
-	return errors.Join(j.proc.kill(), os.RemoveAll(j.logDir))
-}
 
 // JaegerQuery reads traces over Jaeger's HTTP query API (the one its UI uses). It works
 // against any Jaeger, e.g. JaegerQuery{URL: os.Getenv(EnvJaegerQuery)}.
@@ -365,17 +239,17 @@ func (q JaegerQuery) get(ctx context.Context, path string, data any) error {
 	}
 	u := strings.TrimSuffix(q.URL, "/") + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return fmt.Errorf("stack: jaeger query: %w", err)
+	var resp *http.Response
+	if err == nil {
+		resp, err = jaegerHTTP.Do(req)
 	}
-	resp, err := jaegerHTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("stack: jaeger query: %w", err)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("stack: jaeger query GET %s: read: %w", u, err)
+		return fmt.Errorf("stack: jaeger query GET %s: %w", u, err)
 	}
 	var env struct {
 		Data   json.RawMessage `json:"data"`
@@ -425,32 +299,4 @@ func padTraceID(id string) string {
 		return strings.Repeat("0", 32-n) + id
 	}
 	return id
-}
-
-// freeUDPPorts reserves n distinct free UDP ports on 127.0.0.1 (Jaeger's agent listens on
-// UDP; a free TCP port says nothing about UDP).
-func freeUDPPorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	var cs []net.PacketConn
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
-	for range n {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("stack: reserve a free UDP port: %w", err)
-		}
-		cs = append(cs, c)
-		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
-	}
-	return ports, nil
-}
-
-func lastBytes(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }

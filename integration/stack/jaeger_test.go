@@ -19,9 +19,7 @@ import (
 )
 
 func TestJaegerLauncher(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: needs the Jaeger build")
-	}
+	needs(t, "the Jaeger build")
 	// The first run builds Jaeger (about 4 minutes on 2 cores); later runs use the cache.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -31,34 +29,15 @@ func TestJaegerLauncher(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, j.Close()) })
 	t.Logf("Jaeger ready in %s: OTLP/HTTP %s, query %s", time.Since(start).Round(time.Millisecond), j.OTLPHTTPEndpoint(), j.QueryURL())
-
 	jaegerRoundTrip(ctx, t, j.OTLPHTTPEndpoint(), j.JaegerQuery)
-
-	pid := j.PID()
-	require.NoError(t, j.Close())
-	require.NoError(t, j.Close(), "Close must be idempotent")
-	assertGone(t, pid)
+	requireClosed(t, j.Close, j.PID())
 }
 
 // TestJaegerBinaryCached: Jaeger is built once (`make jaeger` runs this test to do it ahead
 // of time); a second call finds the binary and does not rebuild it.
 func TestJaegerBinaryCached(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: building Jaeger needs the Go module proxy and minutes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	bin, err := JaegerBinary(ctx)
-	require.NoError(t, err)
-	st1, err := os.Stat(bin)
-	require.NoError(t, err)
-	require.NotZero(t, st1.Mode()&0o111, "%s is not executable", bin)
-	bin2, err := JaegerBinary(ctx)
-	require.NoError(t, err)
-	require.Equal(t, bin, bin2)
-	st2, err := os.Stat(bin)
-	require.NoError(t, err)
-	require.Equal(t, st1.ModTime(), st2.ModTime(), "second JaegerBinary call rebuilt Jaeger")
+	needs(t, "the Go module proxy and minutes to build Jaeger")
+	requireExecutable(t, requireBuiltOnce(t, 15*time.Minute, JaegerBinary, func(bin string) string { return bin }))
 }
 
 // TestJaegerEnv checks the env contract: OTEL_EXPORTER_OTLP_ENDPOINT and JAEGER_QUERY_URL,

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -10,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,59 +27,48 @@ import (
 // $SAMSA_KAFKA_VERSION or KafkaOptions.Version says otherwise.
 const DefaultKafkaVersion = "4.1.1"
 
-// KafkaOptions configures a test cluster. The zero value is a single combined
-// broker+controller node.
+// KafkaOptions configures a test cluster. The zero value is one node, a combined broker
+// and KRaft controller.
 type KafkaOptions struct {
-	// Brokers is the number of nodes, each a combined broker and KRaft controller.
-	// Default: 1. Use 3 for replication and broker-failure tests.
-	Brokers int
-	// Version of Apache Kafka. Default: $SAMSA_KAFKA_VERSION, else DefaultKafkaVersion.
-	Version string
-	// HeapMB is each JVM's maximum heap. Default: 384.
-	HeapMB int
-	// Props are broker properties that override or extend the launcher's test profile.
-	Props map[string]string
-	// Dir holds each node's config, data and log. Default: a temp dir removed by Close.
-	Dir string
-	// Proxied gives each node a second client listener, EXTERNAL, reached through a
-	// fault proxy (Kafka.Proxy) whose address is what the listener advertises, so a
-	// client bootstrapped at ProxiedBootstrap talks to every broker only through the
-	// proxies, and a test can delay, black-hole or reset that traffic. Bootstrap stays
-	// direct (inter-broker traffic, the launcher's and the test's own clients).
+	Brokers int               // nodes, each broker and controller; default 1, 3 for replication and failure tests
+	Version string            // Apache Kafka release; default $SAMSA_KAFKA_VERSION, else DefaultKafkaVersion
+	HeapMB  int               // each JVM's maximum heap; default 384
+	Props   map[string]string // broker properties overriding or extending the launcher's test profile
+	Dir     string            // each node's config, data and log; default a temp dir removed by Close
+	// Proxied adds a client listener EXTERNAL per node that advertises a fault proxy
+	// (Kafka.Proxy) in front of it: a client bootstrapped at ProxiedBootstrap reaches every
+	// broker only through the proxies, whose traffic a test can delay, black-hole or reset.
+	// Bootstrap stays direct (inter-broker traffic, the launcher's and the test's clients).
 	Proxied bool
-	// SASL gives each node a third client listener, SECURE: SASL_PLAINTEXT with
-	// SCRAM-SHA-256 (SASLBootstrap), and turns on the StandardAuthorizer, so clients
-	// there need a SCRAM user (AddSCRAMUser) and ACLs. The PLAINTEXT listener (Bootstrap),
-	// the controller and inter-broker traffic stay unauthenticated, as the super user
-	// User:ANONYMOUS: the test's own admin client creates users and ACLs through it.
-	// With TLS too, SECURE is SASL_SSL (SCRAM over TLS, as production runs it) instead.
+	// SASL adds a listener SECURE per node (SASLBootstrap): SCRAM-SHA-256 over
+	// SASL_PLAINTEXT, or over SASL_SSL with TLS (as production runs it), and turns on the
+	// StandardAuthorizer, so clients there need a SCRAM user (AddSCRAMUser) and ACLs. The
+	// PLAINTEXT listener (Bootstrap), the controller and inter-broker traffic stay
+	// unauthenticated, as the super user User:ANONYMOUS: the test's own admin client
+	// creates users and ACLs through it.
 	SASL bool
-	// TLS gives each node a client listener TLS (security.protocol=SSL, TLSBootstrap)
-	// with certificates generated at start (TLSFiles: a throwaway CA and a server
-	// certificate for 127.0.0.1 and localhost, read by the broker as PEM keystore and
-	// truststore). Clients set security.protocol=SSL and ssl.ca.location to
-	// TLSFiles().CAFile (TLSClientProps). Without MutualTLS the listener does not
-	// authenticate clients: with SASL they are User:ANONYMOUS there, the super user.
+	// TLS adds a listener TLS per node (security.protocol=SSL, TLSBootstrap) with
+	// certificates generated at start (TLSFiles: a throwaway CA and a server certificate
+	// for 127.0.0.1 and localhost, read by the broker as PEM keystore and truststore).
+	// Clients trust TLSFiles().CAFile (TLSClientProps). Without MutualTLS the listener does
+	// not authenticate clients: with SASL they are User:ANONYMOUS there, the super user.
 	TLS bool
 	// MutualTLS (with TLS) makes the TLS listener require a client certificate signed by
-	// the CA (ssl.client.auth=required): clients also set ssl.certificate.location and
-	// ssl.key.location (TLSClientProps), and with SASL their principal there is
-	// "User:CN=" + ClientCN, which needs ACLs like any other user.
+	// the CA (ssl.client.auth=required; TLSClientProps sets it); with SASL the principal
+	// there is "User:CN=" + ClientCN, which needs ACLs like any other user.
 	MutualTLS bool
 }
 
 // Kafka is a running Apache Kafka cluster in KRaft mode on 127.0.0.1, started from the
 // release jars on Maven Central. It is safe for concurrent use.
 type Kafka struct {
+	opts    KafkaOptions // with the defaults filled in
 	dir     string
 	tempDir bool
 	jars    string
-	heapMB  int
 	nodes   []*kafkaNode
 	proxies []*faultproxy.Proxy // per node, with KafkaOptions.Proxied
-	sasl    bool
-	tls     *TLSFiles // with KafkaOptions.TLS
-	mtls    bool
+	tls     *TLSFiles           // with KafkaOptions.TLS
 
 	closeOnce sync.Once
 	closeErr  error
@@ -87,27 +76,17 @@ type Kafka struct {
 
 type kafkaNode struct {
 	id         int32
-	clientPort int
-	saslPort   int // with KafkaOptions.SASL
-	tlsPort    int // with KafkaOptions.TLS
+	advertised map[string]string // listener name (PLAINTEXT, EXTERNAL, SECURE, TLS) → address
 	dir        string
-	mu         sync.Mutex
+	mu         sync.Mutex // serialises launch
 	proc       *process
 }
 
-// KafkaJars returns the directory holding the jars of Kafka version v, downloading them
-// with Maven into CacheDir() on first use. A second call downloads nothing.
+// KafkaJars returns the directory holding the jars of Kafka version v,
+// CacheDir()/kafka-<version>/libs, downloading them with Maven (integration/tools/kafka/pom.xml)
+// on first use. A second call downloads nothing.
 func KafkaJars(ctx context.Context, version string) (string, error) {
-	cache, err := CacheDir()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(cache, "kafka-"+version, "libs")
-	marker := filepath.Join(dir, ".complete")
-	err = withFileLock(filepath.Join(cache, "kafka.lock"), func() error {
-		if _, err := os.Stat(marker); err == nil {
-			return nil
-		}
+	marker, err := cached("kafka", "kafka-"+version, "libs/.complete", func(dst string) error {
 		mvn, err := exec.LookPath("mvn")
 		if err != nil {
 			return errors.New("stack: mvn not found: the real-broker tests fetch Apache Kafka from Maven Central with Maven; install JDK 17+ and Maven, or set KAFKA_BROKERS to a running cluster")
@@ -116,61 +95,31 @@ func KafkaJars(ctx context.Context, version string) (string, error) {
 		if err != nil {
 			return err
 		}
-		tmp := dir + ".tmp"
-		os.RemoveAll(tmp)
-		cmd := exec.CommandContext(ctx, mvn, "-q", "-B", "-f", pom,
-			"dependency:copy-dependencies", "-DincludeScope=runtime",
-			"-Dkafka.version="+version, "-DoutputDirectory="+tmp)
-		out, err := cmd.CombinedOutput()
+		libs := filepath.Join(dst, "libs")
+		out, err := exec.CommandContext(ctx, mvn, "-q", "-B", "-f", pom, "dependency:copy-dependencies",
+			"-DincludeScope=runtime", "-Dkafka.version="+version, "-DoutputDirectory="+libs).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("stack: download Kafka %s with Maven: %w\n%s", version, err, out)
 		}
-		if _, err := os.Stat(filepath.Join(tmp, "kafka_2.13-"+version+".jar")); err != nil {
-			return fmt.Errorf("stack: Maven ran but kafka_2.13-%s.jar is missing from %s", version, tmp)
+		if _, err := os.Stat(filepath.Join(libs, "kafka_2.13-"+version+".jar")); err != nil {
+			return fmt.Errorf("stack: Maven ran but kafka_2.13-%s.jar is missing from %s", version, libs)
 		}
-		os.RemoveAll(dir)
-		if err := os.Rename(tmp, dir); err != nil {
-			return fmt.Errorf("stack: %w", err)
-		}
-		return os.WriteFile(marker, []byte(version+"\n"), 0o644)
+		return os.WriteFile(filepath.Join(libs, ".complete"), []byte(version+"\n"), 0o644)
 	})
 	if err != nil {
 		return "", err
 	}
-	return dir, nil
-}
-
-// toolsPath locates a file under integration/tools from this source file, so it works
-// whatever the working directory of the test or command is.
-func toolsPath(elem ...string) (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("stack: cannot locate the integration/tools directory")
-	}
-	p := filepath.Join(append([]string{filepath.Dir(file), "..", "tools"}, elem...)...)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("stack: %w", err)
-	}
-	return p, nil
+	return filepath.Dir(marker), nil
 }
 
 // StartKafka downloads (once) and starts a KRaft cluster and waits until every broker
 // answers metadata. Close it when done; the nodes also die with the test binary.
 func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
-	if opts.Brokers == 0 {
-		opts.Brokers = 1
-	}
+	opts.Brokers = cmp.Or(opts.Brokers, 1)
+	opts.Version = cmp.Or(opts.Version, os.Getenv("SAMSA_KAFKA_VERSION"), DefaultKafkaVersion)
+	opts.HeapMB = cmp.Or(opts.HeapMB, 384)
 	if opts.Brokers < 1 || opts.Brokers > 9 {
 		return nil, fmt.Errorf("stack: KafkaOptions.Brokers = %d, want 1..9", opts.Brokers)
-	}
-	if opts.Version == "" {
-		opts.Version = os.Getenv("SAMSA_KAFKA_VERSION")
-	}
-	if opts.Version == "" {
-		opts.Version = DefaultKafkaVersion
-	}
-	if opts.HeapMB == 0 {
-		opts.HeapMB = 384
 	}
 	if opts.MutualTLS && !opts.TLS {
 		return nil, errors.New("stack: KafkaOptions.MutualTLS needs KafkaOptions.TLS")
@@ -182,7 +131,10 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{dir: opts.Dir, jars: jars, heapMB: opts.HeapMB, sasl: opts.SASL}
+	k := &Kafka{opts: opts, jars: jars}
+	if k.dir, k.tempDir, err = dataDir(opts.Dir, "kafka"); err != nil {
+		return nil, err
+	}
 	if opts.Proxied {
 		for range opts.Brokers {
 			// The target is set once the node's ports are known.
@@ -194,48 +146,47 @@ func StartKafka(ctx context.Context, opts KafkaOptions) (*Kafka, error) {
 			k.proxies = append(k.proxies, px)
 		}
 	}
-	if k.dir == "" {
-		if k.dir, err = os.MkdirTemp("", "samsa-kafka-"); err != nil {
-			return nil, fmt.Errorf("stack: %w", err)
-		}
-		k.tempDir = true
-	}
 	if opts.TLS {
 		if k.tls, err = GenerateTLS(filepath.Join(k.dir, "tls")); err != nil {
 			k.Close()
 			return nil, err
 		}
-		k.mtls = opts.MutualTLS
 	}
 	// A port taken between reservation and bind fails the start; retry with new ports.
-	for attempt := 1; ; attempt++ {
-		err = k.start(ctx, opts)
-		if err == nil {
-			return k, nil
+	err = retryPorts(func() error {
+		err := k.start(ctx)
+		if err != nil {
+			k.killAll()
+			if ctx.Err() == nil && strings.Contains(err.Error(), "Address already in use") {
+				err = fmt.Errorf("%w: %w", errPortInUse, err)
+			}
 		}
-		k.killAll()
-		if attempt == 3 || ctx.Err() != nil || !strings.Contains(err.Error(), "Address already in use") {
-			k.Close()
-			return nil, err
-		}
+		return err
+	})
+	if err != nil {
+		k.Close()
+		return nil, err
 	}
+	return k, nil
 }
 
-func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
-	n := opts.Brokers
+func (k *Kafka) start(ctx context.Context) error {
+	opts, n := k.opts, k.opts.Brokers
 	ports, err := freePorts(5 * n) // client, controller, (proxied) external, (SASL) secure and TLS listener of each node
 	if err != nil {
 		return err
 	}
-	k.nodes = make([]*kafkaNode, n)
+	k.nodes = nil
 	var voters []string
 	for i := range n {
 		voters = append(voters, fmt.Sprintf("%d@127.0.0.1:%d", i+1, ports[n+i]))
 	}
 	clusterID := newClusterID()
 	for i := range n {
-		node := &kafkaNode{id: int32(i + 1), clientPort: ports[i], dir: filepath.Join(k.dir, fmt.Sprintf("node-%d", i+1))}
-		k.nodes[i] = node
+		dir := filepath.Join(k.dir, fmt.Sprintf("node-%d", i+1))
+		node := &kafkaNode{id: int32(i + 1), dir: dir, advertised: map[string]string{"PLAINTEXT": hostPort(ports[i])},
+			proc: &process{name: fmt.Sprintf("kafka node %d", i+1), logPath: filepath.Join(dir, "kafka.log")}}
+		k.nodes = append(k.nodes, node)
 		os.RemoveAll(node.dir)
 		if err := os.MkdirAll(filepath.Join(node.dir, "data"), 0o755); err != nil {
 			return fmt.Errorf("stack: %w", err)
@@ -245,22 +196,23 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			"node.id":                  strconv.Itoa(i + 1),
 			"process.roles":            "broker,controller",
 			"controller.quorum.voters": strings.Join(voters, ","),
-			"listeners":                fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", ports[i], ports[n+i]),
-			"advertised.listeners":     fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", ports[i]),
+			"listeners":                fmt.Sprintf("PLAINTEXT://%s,CONTROLLER://%s", hostPort(ports[i]), hostPort(ports[n+i])),
+			"advertised.listeners":     "PLAINTEXT://" + hostPort(ports[i]),
 			"log.dirs":                 filepath.Join(node.dir, "data"),
 		})
+		// listener adds a listener on port, advertised at addr, speaking protocol.
+		listener := func(name string, port int, addr, protocol string) {
+			props["listeners"] += fmt.Sprintf(",%s://%s", name, hostPort(port))
+			props["advertised.listeners"] += fmt.Sprintf(",%s://%s", name, addr)
+			props["listener.security.protocol.map"] += fmt.Sprintf(",%s:%s", name, protocol)
+			node.advertised[name] = addr
+		}
 		if opts.Proxied {
-			ext := ports[2*n+i]
-			k.proxies[i].SetTarget(hostPort(ext))
-			props["listeners"] += fmt.Sprintf(",EXTERNAL://127.0.0.1:%d", ext)
-			props["advertised.listeners"] += ",EXTERNAL://" + k.proxies[i].Addr()
-			props["listener.security.protocol.map"] += ",EXTERNAL:PLAINTEXT"
+			k.proxies[i].SetTarget(hostPort(ports[2*n+i]))
+			listener("EXTERNAL", ports[2*n+i], k.proxies[i].Addr(), "PLAINTEXT")
 		}
 		if opts.SASL {
-			sec := ports[3*n+i]
-			props["listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
-			props["advertised.listeners"] += fmt.Sprintf(",SECURE://127.0.0.1:%d", sec)
-			props["listener.security.protocol.map"] += ",SECURE:" + k.SASLProtocol()
+			listener("SECURE", ports[3*n+i], hostPort(ports[3*n+i]), k.SASLProtocol())
 			maps.Copy(props, map[string]string{
 				"sasl.enabled.mechanisms":                             "SCRAM-SHA-256",
 				"listener.name.secure.sasl.enabled.mechanisms":        "SCRAM-SHA-256",
@@ -269,13 +221,9 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 				"super.users":                                         "User:ANONYMOUS",
 				"allow.everyone.if.no.acl.found":                      "false",
 			})
-			node.saslPort = sec
 		}
 		if opts.TLS {
-			port := ports[4*n+i]
-			props["listeners"] += fmt.Sprintf(",TLS://127.0.0.1:%d", port)
-			props["advertised.listeners"] += fmt.Sprintf(",TLS://127.0.0.1:%d", port)
-			props["listener.security.protocol.map"] += ",TLS:SSL"
+			listener("TLS", ports[4*n+i], hostPort(ports[4*n+i]), "SSL")
 			// Kafka reads PEM files directly; the key is unencrypted PKCS#8, so no
 			// ssl.key.password. These apply to every SSL listener (SECURE too).
 			maps.Copy(props, map[string]string{
@@ -287,18 +235,19 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			if opts.MutualTLS {
 				props["listener.name.tls.ssl.client.auth"] = "required"
 			}
-			node.tlsPort = port
 		}
 		maps.Copy(props, opts.Props)
-		if err := writeProps(filepath.Join(node.dir, "server.properties"), props); err != nil {
-			return err
+		var conf strings.Builder
+		for _, key := range slices.Sorted(maps.Keys(props)) {
+			fmt.Fprintf(&conf, "%s=%s\n", key, props[key])
 		}
-		if err := os.WriteFile(filepath.Join(node.dir, "log4j2.properties"), []byte(log4j2Config), 0o644); err != nil {
-			return fmt.Errorf("stack: %w", err)
+		for name, data := range map[string]string{"server.properties": conf.String(), "log4j2.properties": log4j2Config} {
+			if err := writeFile(filepath.Join(node.dir, name), []byte(data), 0o644); err != nil {
+				return err
+			}
 		}
 		format := k.javaArgv(node, "kafka.tools.StorageTool", "format", "-t", clusterID, "-c", filepath.Join(node.dir, "server.properties"))
-		cmd := exec.CommandContext(ctx, format[0], format[1:]...)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, format[0], format[1:]...).CombinedOutput(); err != nil {
 			return fmt.Errorf("stack: format KRaft storage of node %d: %w\n%s", node.id, err, out)
 		}
 	}
@@ -307,7 +256,7 @@ func (k *Kafka) start(ctx context.Context, opts KafkaOptions) error {
 			return err
 		}
 	}
-	return k.waitReady(ctx, n, 90*time.Second)
+	return k.waitReady(ctx, 90*time.Second)
 }
 
 // testBrokerProps is the test profile: replication fitted to the cluster size, no
@@ -363,20 +312,9 @@ logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = info
 `
 
-func writeProps(path string, props map[string]string) error {
-	var b strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(props)) {
-		fmt.Fprintf(&b, "%s=%s\n", k, props[k])
-	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("stack: %w", err)
-	}
-	return nil
-}
-
 func (k *Kafka) javaArgv(node *kafkaNode, main string, args ...string) []string {
 	argv := []string{"java",
-		"-Xms64m", fmt.Sprintf("-Xmx%dm", k.heapMB),
+		"-Xms64m", fmt.Sprintf("-Xmx%dm", k.opts.HeapMB),
 		"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:ActiveProcessorCount=2",
 		"-Djava.awt.headless=true",
 		"-Dlog4j2.configurationFile=" + filepath.Join(node.dir, "log4j2.properties"),
@@ -386,67 +324,38 @@ func (k *Kafka) javaArgv(node *kafkaNode, main string, args ...string) []string 
 }
 
 func (k *Kafka) launch(node *kafkaNode) error {
-	argv := k.javaArgv(node, "kafka.Kafka", filepath.Join(node.dir, "server.properties"))
 	node.mu.Lock()
 	defer node.mu.Unlock()
-	if node.proc != nil && node.proc.running() {
+	if node.proc.running() {
 		return fmt.Errorf("stack: kafka node %d is already running (pid %d)", node.id, node.proc.PID())
 	}
-	if node.proc == nil {
-		p, err := startProcess(fmt.Sprintf("kafka node %d", node.id), filepath.Join(node.dir, "kafka.log"), nil, argv...)
+	return node.proc.start(nil, k.javaArgv(node, "kafka.Kafka", filepath.Join(node.dir, "server.properties"))...)
+}
+
+// waitReady waits until the cluster's metadata lists every broker, polling through every
+// node's client port.
+func (k *Kafka) waitReady(ctx context.Context, timeout time.Duration) error {
+	return poll(ctx, timeout, 250*time.Millisecond, func(context.Context) error {
+		cfg := kafka.ConfigMap{"bootstrap.servers": k.Bootstrap(), "log_level": 0, "socket.timeout.ms": 3000}
+		ac, err := kafka.NewAdminClient(&cfg)
 		if err != nil {
 			return err
 		}
-		node.proc = p
-		return nil
-	}
-	return node.proc.start(nil, argv...)
+		defer ac.Close()
+		md, err := ac.GetMetadata(nil, false, 3000)
+		if err == nil && len(md.Brokers) < len(k.nodes) {
+			err = fmt.Errorf("%d of %d brokers registered", len(md.Brokers), len(k.nodes))
+		}
+		return err
+	}, k.procs()...)
 }
 
-// waitReady waits until the cluster's metadata lists want brokers, polling through every
-// node's client port so it works while some nodes are down.
-func (k *Kafka) waitReady(ctx context.Context, want int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		for _, node := range k.nodes {
-			if p := node.process(); p != nil && !p.running() && want == len(k.nodes) {
-				return fmt.Errorf("stack: kafka node %d exited during start; log tail:\n%s", node.id, p.logTail(6000))
-			}
-		}
-		last = k.checkBrokers(want)
-		if last == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("stack: kafka not ready after %s: %v; node 1 log tail:\n%s", timeout, last, k.nodes[0].proc.logTail(4000))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+func (k *Kafka) procs() []*process {
+	procs := make([]*process, len(k.nodes))
+	for i, n := range k.nodes {
+		procs[i] = n.proc
 	}
-}
-
-func (k *Kafka) checkBrokers(want int) error {
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{
-		"bootstrap.servers": k.Bootstrap(),
-		"log_level":         0,
-		"socket.timeout.ms": 3000,
-	})
-	if err != nil {
-		return err
-	}
-	defer ac.Close()
-	md, err := ac.GetMetadata(nil, false, 3000)
-	if err != nil {
-		return err
-	}
-	if len(md.Brokers) < want {
-		return fmt.Errorf("%d of %d brokers registered", len(md.Brokers), want)
-	}
-	return nil
+	return procs
 }
 
 // newClusterID returns a random KRaft cluster id (base64url of 16 bytes). One starting
@@ -464,38 +373,29 @@ func newClusterID() string {
 
 // Bootstrap is the comma-separated list of every node's client address, suitable for
 // bootstrap.servers and KAFKA_BROKERS.
-func (k *Kafka) Bootstrap() string {
-	addrs := make([]string, len(k.nodes))
-	for i, n := range k.nodes {
-		addrs[i] = hostPort(n.clientPort)
+func (k *Kafka) Bootstrap() string { return k.bootstrap("PLAINTEXT") }
+
+// bootstrap joins every node's advertised address of listener with commas, "" when the
+// cluster has no such listener.
+func (k *Kafka) bootstrap(listener string) string {
+	var addrs []string
+	for _, n := range k.nodes {
+		if addr, ok := n.advertised[listener]; ok {
+			addrs = append(addrs, addr)
+		}
 	}
 	return strings.Join(addrs, ",")
 }
 
 // ProxiedBootstrap is the comma-separated list of every node's proxy address (see
 // KafkaOptions.Proxied); empty when the cluster is not proxied.
-func (k *Kafka) ProxiedBootstrap() string {
-	addrs := make([]string, len(k.proxies))
-	for i, px := range k.proxies {
-		addrs[i] = px.Addr()
-	}
-	return strings.Join(addrs, ",")
-}
+func (k *Kafka) ProxiedBootstrap() string { return k.bootstrap("EXTERNAL") }
 
 // SASLBootstrap is the comma-separated list of every node's SASL/SCRAM listener (see
 // KafkaOptions.SASL); empty when the cluster has none. Clients there set
 // security.protocol to SASLProtocol() (with TLS, also ssl.ca.location),
 // sasl.mechanisms=SCRAM-SHA-256, sasl.username and sasl.password.
-func (k *Kafka) SASLBootstrap() string {
-	if !k.sasl {
-		return ""
-	}
-	addrs := make([]string, len(k.nodes))
-	for i, n := range k.nodes {
-		addrs[i] = hostPort(n.saslPort)
-	}
-	return strings.Join(addrs, ",")
-}
+func (k *Kafka) SASLBootstrap() string { return k.bootstrap("SECURE") }
 
 // SASLProtocol is the security.protocol of the SECURE listener: SASL_SSL when the
 // cluster also has TLS, else SASL_PLAINTEXT.
@@ -508,32 +408,22 @@ func (k *Kafka) SASLProtocol() string {
 
 // TLSBootstrap is the comma-separated list of every node's TLS listener (see
 // KafkaOptions.TLS); empty when the cluster has none.
-func (k *Kafka) TLSBootstrap() string {
-	if k.tls == nil {
-		return ""
-	}
-	addrs := make([]string, len(k.nodes))
-	for i, n := range k.nodes {
-		addrs[i] = hostPort(n.tlsPort)
-	}
-	return strings.Join(addrs, ",")
-}
+func (k *Kafka) TLSBootstrap() string { return k.bootstrap("TLS") }
 
 // TLSFiles are the certificates the cluster was started with (KafkaOptions.TLS), nil
 // without TLS.
 func (k *Kafka) TLSFiles() *TLSFiles { return k.tls }
 
-// TLSClientProps are the librdkafka properties of a client of the TLS listener:
-// security.protocol=SSL and ssl.ca.location, plus ssl.certificate.location and
-// ssl.key.location with KafkaOptions.MutualTLS. With SASL, they are also what a client
-// of the SECURE listener (SASL_SSL) needs besides security.protocol and its SASL
-// settings. Nil without TLS. The map is new on each call.
+// TLSClientProps are a new map of the librdkafka properties of a TLS listener client:
+// security.protocol=SSL, ssl.ca.location and, with MutualTLS, ssl.certificate.location
+// and ssl.key.location; a SECURE (SASL_SSL) client needs them too, with its own
+// security.protocol and SASL settings. Nil without TLS.
 func (k *Kafka) TLSClientProps() map[string]any {
 	if k.tls == nil {
 		return nil
 	}
 	m := map[string]any{"security.protocol": "SSL", "ssl.ca.location": k.tls.CAFile}
-	if k.mtls {
+	if k.opts.MutualTLS {
 		m["ssl.certificate.location"] = k.tls.ClientCertFile
 		m["ssl.key.location"] = k.tls.ClientKeyFile
 	}
@@ -543,7 +433,7 @@ func (k *Kafka) TLSClientProps() map[string]any {
 // AddSCRAMUser creates (or changes the password of) SCRAM-SHA-256 user, through the
 // unauthenticated super-user listener.
 func (k *Kafka) AddSCRAMUser(ctx context.Context, user, password string) error {
-	if !k.sasl {
+	if !k.opts.SASL {
 		return errors.New("stack: the cluster was started without KafkaOptions.SASL")
 	}
 	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": k.Bootstrap(), "log_level": 3})
@@ -594,64 +484,48 @@ func (k *Kafka) node(id int32) (*kafkaNode, error) {
 	return k.nodes[id-1], nil
 }
 
-func (n *kafkaNode) process() *process {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.proc
-}
-
 // Addr is node id's client address.
 func (k *Kafka) Addr(id int32) (string, error) {
 	n, err := k.node(id)
 	if err != nil {
 		return "", err
 	}
-	return hostPort(n.clientPort), nil
+	return n.advertised["PLAINTEXT"], nil
 }
 
 // PID is node id's process id, 0 when it is not running.
 func (k *Kafka) PID(id int32) int {
 	n, err := k.node(id)
-	if err != nil || n.process() == nil || !n.process().running() {
+	if err != nil || !n.proc.running() {
 		return 0
 	}
-	return n.process().PID()
+	return n.proc.PID()
 }
 
 // StopBroker shuts node id down cleanly (SIGTERM: controlled shutdown), waiting up to 30 s.
 func (k *Kafka) StopBroker(id int32) error {
-	n, err := k.node(id)
-	if err != nil {
-		return err
-	}
-	return n.process().stop(30 * time.Second)
+	return k.onNode(id, func(p *process) error { return p.stop(30 * time.Second) })
 }
 
 // KillBroker hard-kills node id (SIGKILL), as a crash would.
-func (k *Kafka) KillBroker(id int32) error {
-	n, err := k.node(id)
-	if err != nil {
-		return err
-	}
-	return n.process().kill()
-}
+func (k *Kafka) KillBroker(id int32) error { return k.onNode(id, (*process).kill) }
 
 // PauseBroker freezes node id (SIGSTOP); ResumeBroker thaws it.
 func (k *Kafka) PauseBroker(id int32) error {
-	n, err := k.node(id)
-	if err != nil {
-		return err
-	}
-	return n.process().signal(syscall.SIGSTOP)
+	return k.onNode(id, func(p *process) error { return p.signal(syscall.SIGSTOP) })
 }
 
 // ResumeBroker continues a node frozen by PauseBroker.
 func (k *Kafka) ResumeBroker(id int32) error {
+	return k.onNode(id, func(p *process) error { return p.signal(syscall.SIGCONT) })
+}
+
+func (k *Kafka) onNode(id int32, fn func(*process) error) error {
 	n, err := k.node(id)
 	if err != nil {
 		return err
 	}
-	return n.process().signal(syscall.SIGCONT)
+	return fn(n.proc)
 }
 
 // StartBroker restarts a stopped or killed node with its data and ports, and waits until
@@ -665,30 +539,25 @@ func (k *Kafka) StartBroker(ctx context.Context, id int32) error {
 		return err
 	}
 	// A JVM restart with log recovery took 45 s on this two-core machine under load.
-	if err := waitTCP(n.process(), hostPort(n.clientPort), 2*time.Minute); err != nil {
+	if err := poll(ctx, 2*time.Minute, 100*time.Millisecond, dialable(n.advertised["PLAINTEXT"]), n.proc); err != nil {
 		return err
 	}
-	return k.waitReady(ctx, len(k.nodes), 2*time.Minute)
+	return k.waitReady(ctx, 2*time.Minute)
 }
 
-func (k *Kafka) killAll() {
-	for _, n := range k.nodes {
-		if p := n.process(); p != nil {
-			p.kill()
-		}
+func (k *Kafka) killAll() error {
+	var errs []error
+	for _, p := range k.procs() {
+		errs = append(errs, p.kill())
 	}
+	return errors.Join(errs...)
 }
 
 // Close stops every node (SIGKILL: the data is thrown away) and removes a temp dir. It is
 // idempotent.
 func (k *Kafka) Close() error {
 	k.closeOnce.Do(func() {
-		var errs []error
-		for _, n := range k.nodes {
-			if p := n.process(); p != nil {
-				errs = append(errs, p.kill())
-			}
-		}
+		errs := []error{k.killAll()}
 		for _, px := range k.proxies {
 			errs = append(errs, px.Close())
 		}

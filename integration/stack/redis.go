@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,16 +18,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 )
-
-const (
-	redisStartAttempts = 3
-	redisReadyTimeout  = 20 * time.Second
-	redisStopGrace     = 10 * time.Second
-)
-
-// errRedisPortInUse marks a start that lost its port to another process between freePorts
-// and the bind; StartRedis then retries on a new port.
-var errRedisPortInUse = errors.New("port already in use")
 
 // RedisOptions configures StartRedis.
 type RedisOptions struct {
@@ -82,6 +74,29 @@ type Redis struct {
 	closed bool
 }
 
+// redisServer finds redis-server (and, for a cluster, redis-cli) in PATH.
+func redisServer(withCLI bool) (bin, cli string, err error) {
+	if bin, err = exec.LookPath("redis-server"); err != nil {
+		return "", "", errors.New("stack: redis-server not found: install it (apt-get install redis-server) or set REDIS_ADDR")
+	}
+	if withCLI {
+		if cli, err = exec.LookPath("redis-cli"); err != nil {
+			return "", "", errors.New("stack: redis-cli not found: install it (apt-get install redis-tools)")
+		}
+	}
+	return bin, cli, nil
+}
+
+// newRedis makes the data dir and the Redis that will run there.
+func newRedis(bin, dir string, args []string) (*Redis, error) {
+	dir, temp, err := dataDir(dir, "redis")
+	if err != nil {
+		return nil, err
+	}
+	return &Redis{bin: bin, dir: dir, tempDir: temp, args: args,
+		proc: &process{name: "redis-server", logPath: filepath.Join(dir, "redis-server.log")}}, nil
+}
+
 // StartRedis starts redis-server on a free 127.0.0.1 port and waits until it answers PING.
 func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	if opts.User != nil {
@@ -89,18 +104,13 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 			return nil, err
 		}
 	}
-	bin, err := exec.LookPath("redis-server")
+	bin, _, err := redisServer(false)
 	if err != nil {
-		return nil, errors.New("stack: redis-server not found: install it (apt-get install redis-server) or set REDIS_ADDR")
+		return nil, err
 	}
-	r := &Redis{bin: bin, dir: opts.Dir, args: opts.Args}
-	if r.dir == "" {
-		if r.dir, err = os.MkdirTemp("", "samsa-redis-"); err != nil {
-			return nil, fmt.Errorf("stack: redis: create data dir: %w", err)
-		}
-		r.tempDir = true
-	} else if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("stack: redis: create data dir: %w", err)
+	r, err := newRedis(bin, opts.Dir, opts.Args)
+	if err != nil {
+		return nil, err
 	}
 	if opts.TLS {
 		if r.tls, err = GenerateTLS(filepath.Join(r.dir, "tls")); err != nil {
@@ -112,33 +122,27 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		// command line for every process listing to show.
 		r.conf = filepath.Join(r.dir, "redis.conf")
 		line := fmt.Sprintf("user %s on >%s %s\n", u.Name, u.Password, u.Rules)
-		err := os.WriteFile(r.conf, []byte(line), 0o600)
-		if err == nil {
-			err = os.Chmod(r.conf, 0o600) // a file left in RedisOptions.Dir keeps its mode
+		if err := writeFile(r.conf, []byte(line), 0o600); err != nil {
+			return nil, errors.Join(err, r.Close())
 		}
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("stack: redis: %w", err), r.Close())
-		}
+		// redis-server echoes a config line it refuses: redact the passwords (">secret").
+		r.proc.redact = func(s string) string { return passwordRe.ReplaceAllString(s, ">[redacted]") }
 	}
-	r.proc = &process{name: "redis-server", logPath: filepath.Join(r.dir, "redis-server.log")}
-
-	for attempt := 1; ; attempt++ {
-		ports, perr := freePorts(1)
-		if perr != nil {
-			err = perr
-			break
+	err = retryPorts(func() error {
+		ports, err := freePorts(1)
+		if err != nil {
+			return err
 		}
 		r.port = ports[0]
-		err = r.start(ctx)
-		if err == nil {
-			return r, nil
-		}
-		if !errors.Is(err, errRedisPortInUse) || attempt == redisStartAttempts {
-			break
-		}
+		return r.start(ctx)
+	})
+	if err != nil {
+		return nil, errors.Join(err, r.Close())
 	}
-	return nil, errors.Join(err, r.Close())
+	return r, nil
 }
+
+var passwordRe = regexp.MustCompile(`>\S+`)
 
 // Addr is the server's "127.0.0.1:port" (with RedisOptions.TLS, its TLS port); it stays
 // the same across Restart.
@@ -164,12 +168,12 @@ func (r *Redis) TLSConfig() *tls.Config {
 // PID is the current redis-server process id (it changes on Restart).
 func (r *Redis) PID() int { return r.proc.PID() }
 
-// Stop shuts the server down with SIGTERM and waits for it to exit (SIGKILL after a grace
-// period), for fault-injection tests.
+// Stop shuts the server down with SIGTERM and waits for it to exit (SIGKILL after 10 s),
+// for fault-injection tests.
 func (r *Redis) Stop() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.proc.stop(redisStopGrace)
+	return r.proc.stop(10 * time.Second)
 }
 
 // Kill SIGKILLs the server and waits for it to exit.
@@ -187,7 +191,7 @@ func (r *Redis) Restart(ctx context.Context) error {
 	if r.closed {
 		return errors.New("stack: redis: Restart after Close")
 	}
-	if err := r.proc.stop(redisStopGrace); err != nil {
+	if err := r.proc.stop(10 * time.Second); err != nil {
 		return err
 	}
 	// No retry on a new port: callers rely on Addr staying the same.
@@ -210,14 +214,8 @@ func (r *Redis) Close() error {
 }
 
 // start launches redis-server on r.port and waits for PONG. It returns an error wrapping
-// errRedisPortInUse if the server exited because the port was taken.
+// errPortInUse if the server exited because the port was taken.
 func (r *Redis) start(ctx context.Context) error {
-	// The log is appended to across restarts; remember where this run's output begins so an
-	// "Address already in use" from an earlier run is not mistaken for this one's.
-	var logStart int64
-	if fi, err := os.Stat(r.proc.logPath); err == nil {
-		logStart = fi.Size()
-	}
 	argv := []string{r.bin}
 	if r.conf != "" {
 		argv = append(argv, r.conf) // the file must come first
@@ -236,42 +234,9 @@ func (r *Redis) start(ctx context.Context) error {
 		"--protected-mode", "yes",
 		"--daemonize", "no", // stay in the foreground so the PID we hold is the server
 	)
-	argv = append(argv, r.args...)
-	if err := r.proc.start(nil, argv...); err != nil {
+	if err := r.proc.start(nil, append(argv, r.args...)...); err != nil {
 		return err
 	}
-	err := r.waitReady(ctx)
-	if err == nil {
-		return nil
-	}
-	killErr := r.proc.kill()
-	log := logSince(r.proc.logPath, logStart)
-	if r.tls != nil && tlsUnsupported(log) {
-		return fmt.Errorf("stack: %s was built without TLS support (it refuses the tls-* options); RedisOptions.TLS needs a build with TLS (Debian's redis-server has it); log tail:\n%s", r.bin, r.logTail(2000))
-	}
-	if strings.Contains(log, "Address already in use") {
-		return fmt.Errorf("stack: redis-server: port %d: %w; log tail:\n%s", r.port, errRedisPortInUse, r.logTail(2000))
-	}
-	return errors.Join(err, killErr)
-}
-
-// passwordRe matches a password in an ACL rule (">secret"), as redis-server echoes a
-// config line it refuses.
-var passwordRe = regexp.MustCompile(`>\S+`)
-
-// logTail is the end of the server's log, with ACL passwords redacted when it has a user.
-func (r *Redis) logTail(n int) string {
-	tail := r.proc.logTail(n)
-	if r.conf != "" {
-		tail = passwordRe.ReplaceAllString(tail, ">[redacted]")
-	}
-	return tail
-}
-
-// waitReady polls PING until PONG, the process exits, ctx ends or redisReadyTimeout passes.
-func (r *Redis) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, redisReadyTimeout)
-	defer cancel()
 	c := redis.NewClient(&redis.Options{
 		Addr:        r.Addr(),
 		TLSConfig:   r.TLSConfig(),
@@ -280,33 +245,17 @@ func (r *Redis) waitReady(ctx context.Context) error {
 		MaxRetries:  -1, // we retry ourselves, and must notice an exited process promptly
 	})
 	defer c.Close()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		pong, err := c.Ping(ctx).Result()
-		if err == nil && pong == "PONG" {
-			return nil
-		}
-		lastErr = err
-		select {
-		case <-r.proc.exited():
-			return fmt.Errorf("stack: redis-server exited before answering PING on %s; log tail:\n%s", r.Addr(), r.logTail(4000))
-		case <-ctx.Done():
-			return fmt.Errorf("stack: redis-server on %s did not answer PING (last error: %v): %w; log tail:\n%s",
-				r.Addr(), lastErr, ctx.Err(), r.logTail(4000))
-		case <-tick.C:
-		}
+	err := poll(ctx, 20*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
+		return c.Ping(ctx).Err()
+	}, r.proc)
+	if err == nil {
+		return nil
 	}
-}
-
-// logSince returns the contents of path from byte offset off on, or "" if unreadable.
-func logSince(path string, off int64) string {
-	b, err := os.ReadFile(path)
-	if err != nil || off > int64(len(b)) {
-		return ""
+	err = r.proc.failed(err)
+	if r.tls != nil && tlsUnsupported(r.proc.output()) {
+		return fmt.Errorf("stack: %s was built without TLS support (it refuses the tls-* options); RedisOptions.TLS needs a build with TLS (Debian's redis-server has it); log tail:\n%s", r.bin, r.proc.logTail(2000))
 	}
-	return string(b[off:])
+	return err
 }
 
 // tlsUnsupported tells a redis-server built without TLS from its startup log: it rejects
@@ -315,4 +264,152 @@ func logSince(path string, off int64) string {
 func tlsUnsupported(log string) bool {
 	i := strings.Index(log, ">>> 'tls-")
 	return i >= 0 && strings.Contains(log[i:], "Bad directive")
+}
+
+// RedisClusterOptions configures StartRedisCluster.
+type RedisClusterOptions struct {
+	// Masters is the number of master nodes, each owning a share of the 16384 slots, with
+	// no replicas. Default: 3 (the fewest redis-cli --cluster create accepts).
+	Masters int
+	// Dir holds one data directory per node. Default: a new temp dir, removed by Close.
+	Dir string
+	// Args are extra redis-server arguments for every node.
+	Args []string
+}
+
+// RedisCluster is a Redis Cluster of redis-server child processes on 127.0.0.1, without
+// persistence. Its nodes' client ports are Addrs; each node's cluster bus has a port of its
+// own (cluster-port), since port+10000 may be taken or above 65535.
+type RedisCluster struct {
+	bin, dir string
+	tempDir  bool
+	nodes    []*Redis
+	close    func() error
+}
+
+// StartRedisCluster starts opts.Masters redis-server nodes in cluster mode on free ports,
+// joins them with `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`, and
+// waits until every node reports cluster_state:ok and knows every node.
+func StartRedisCluster(ctx context.Context, opts RedisClusterOptions) (*RedisCluster, error) {
+	if opts.Masters = cmp.Or(opts.Masters, 3); opts.Masters < 3 {
+		return nil, fmt.Errorf("stack: redis cluster: %d masters: redis-cli --cluster create needs at least 3", opts.Masters)
+	}
+	bin, cli, err := redisServer(true)
+	if err != nil {
+		return nil, err
+	}
+	c := &RedisCluster{bin: bin}
+	if c.dir, c.tempDir, err = dataDir(opts.Dir, "redis-cluster"); err != nil {
+		return nil, err
+	}
+	c.close = sync.OnceValue(func() error {
+		err := c.killNodes()
+		if c.tempDir {
+			err = errors.Join(err, os.RemoveAll(c.dir))
+		}
+		return err
+	})
+	attempt := 0
+	err = retryPorts(func() error {
+		attempt++
+		c.killNodes()
+		return c.start(ctx, cli, opts, attempt)
+	})
+	if err != nil {
+		return nil, errors.Join(err, c.Close())
+	}
+	return c, nil
+}
+
+// start launches the nodes on fresh ports (a data dir per attempt, so no stale
+// nodes.conf), then creates the cluster.
+func (c *RedisCluster) start(ctx context.Context, cli string, opts RedisClusterOptions, attempt int) error {
+	ports, err := freePorts(2 * opts.Masters)
+	if err != nil {
+		return err
+	}
+	c.nodes = c.nodes[:0]
+	for i := range opts.Masters {
+		dir := filepath.Join(c.dir, fmt.Sprintf("try%d-node%d", attempt, i))
+		n, err := newRedis(c.bin, dir, append([]string{
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(ports[2*i+1]),
+			"--cluster-node-timeout", "5000",
+		}, opts.Args...))
+		if err != nil {
+			return err
+		}
+		n.port, n.proc.name = ports[2*i], fmt.Sprintf("redis-server (cluster node %d)", i)
+		c.nodes = append(c.nodes, n)
+		if err := n.start(ctx); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	argv := append(append([]string{"--cluster", "create"}, c.Addrs()...), "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, cli, argv...).CombinedOutput(); err != nil {
+		return fmt.Errorf("stack: redis-cli --cluster create: %w; output:\n%s", err, lastBytes(out, 3000))
+	}
+	return c.waitReady(ctx)
+}
+
+// waitReady polls CLUSTER INFO on every node until each says cluster_state:ok and counts
+// every node, so a client that starts from any one address sees the whole cluster.
+func (c *RedisCluster) waitReady(ctx context.Context) error {
+	clients := make([]*redis.Client, len(c.nodes))
+	for i, n := range c.nodes {
+		clients[i] = redis.NewClient(&redis.Options{Addr: n.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+		defer clients[i].Close()
+	}
+	want := "cluster_known_nodes:" + strconv.Itoa(len(c.nodes))
+	procs := make([]*process, len(c.nodes))
+	for i, n := range c.nodes {
+		procs[i] = n.proc
+	}
+	return poll(ctx, time.Minute, 50*time.Millisecond, func(ctx context.Context) error {
+		for i, cl := range clients {
+			info, err := cl.ClusterInfo(ctx).Result()
+			f := strings.Fields(info)
+			if err == nil && (!slices.Contains(f, "cluster_state:ok") || !slices.Contains(f, want)) {
+				err = errors.New(strings.Join(f[:min(4, len(f))], " "))
+			}
+			if err != nil {
+				return fmt.Errorf("node %d: %w", i, err)
+			}
+		}
+		return nil
+	}, procs...)
+}
+
+// Addrs are the nodes' client addresses, "127.0.0.1:port", for redis.ClusterOptions.Addrs.
+func (c *RedisCluster) Addrs() []string {
+	addrs := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		addrs[i] = n.Addr()
+	}
+	return addrs
+}
+
+// PIDs are the nodes' process ids.
+func (c *RedisCluster) PIDs() []int {
+	pids := make([]int, len(c.nodes))
+	for i, n := range c.nodes {
+		pids[i] = n.PID()
+	}
+	return pids
+}
+
+func (c *RedisCluster) killNodes() error {
+	var errs []error
+	for _, n := range c.nodes {
+		errs = append(errs, n.proc.kill())
+	}
+	return errors.Join(errs...)
+}
+
+// Close kills every node and removes the temp data dir. It is idempotent.
+func (c *RedisCluster) Close() error {
+	return c.close()
 }

@@ -3,10 +3,10 @@ package stack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,10 +16,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestRedisLauncher(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: needs redis-server")
+// requireClosed closes twice (Close must be idempotent) and checks that pids are gone.
+func requireClosed(t *testing.T, close func() error, pids ...int) {
+	t.Helper()
+	require.NoError(t, close())
+	require.NoError(t, close(), "Close must be idempotent")
+	for _, pid := range pids {
+		assertGone(t, pid)
 	}
+}
+
+// assertGone checks that pid no longer exists (it was reaped, so not even a zombie).
+func assertGone(t *testing.T, pid int) {
+	t.Helper()
+	require.NotZero(t, pid)
+	err := syscall.Kill(pid, 0)
+	assert.True(t, errors.Is(err, syscall.ESRCH), "pid %d still exists (kill -0: %v)", pid, err)
+}
+
+func TestRedisLauncher(t *testing.T) {
+	needs(t, "redis-server")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -42,10 +58,7 @@ func TestRedisLauncher(t *testing.T) {
 	require.NoError(t, r.Restart(ctx))
 	redisRoundTrip(ctx, t, addr)
 
-	pid := r.PID()
-	require.NoError(t, r.Close())
-	require.NoError(t, r.Close(), "Close must be idempotent")
-	assertGone(t, pid)
+	requireClosed(t, r.Close, r.PID())
 	require.Error(t, r.Restart(ctx), "Restart after Close")
 }
 
@@ -73,43 +86,30 @@ func redisRoundTrip(ctx context.Context, t *testing.T, addr string) {
 	require.NoError(t, c.Del(ctx, key).Err())
 }
 
-// assertGone checks that pid no longer exists (it was reaped, so not even a zombie).
-func assertGone(t *testing.T, pid int) {
-	t.Helper()
-	require.NotZero(t, pid)
-	err := syscall.Kill(pid, 0)
-	assert.True(t, errors.Is(err, syscall.ESRCH), "pid %d still exists (kill -0: %v)", pid, err)
-}
-
 // TestRedisPortTaken checks that a lost port race is recognised, which is what makes
 // StartRedis retry on a new port instead of failing.
 func TestRedisPortTaken(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: needs redis-server")
-	}
+	needs(t, "redis-server")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 
-	bin, err := exec.LookPath("redis-server")
-	require.NoError(t, err, "redis-server not found: install it (apt-get install redis-server)")
-	dir := t.TempDir()
-	r := &Redis{bin: bin, dir: dir, port: l.Addr().(*net.TCPAddr).Port,
-		proc: &process{name: "redis-server", logPath: filepath.Join(dir, "redis-server.log")}}
+	bin, _, err := redisServer(false)
+	require.NoError(t, err)
+	r, err := newRedis(bin, t.TempDir(), nil)
+	require.NoError(t, err)
+	r.port = l.Addr().(*net.TCPAddr).Port
 	t.Cleanup(func() { assert.NoError(t, r.Close()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = r.start(ctx)
-	require.ErrorIs(t, err, errRedisPortInUse)
+	require.ErrorIs(t, r.start(ctx), errPortInUse)
 }
 
 // TestRedisTLSAndUser: a server started with TLS and an ACL user serves that user over
 // TLS within its rules, refuses it outside them (NOPERM) and with a wrong password
 // (WRONGPASS), refuses a plaintext client, and keeps the user across Restart.
 func TestRedisTLSAndUser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: needs redis-server")
-	}
+	needs(t, "redis-server")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r, err := StartRedis(ctx, RedisOptions{TLS: true, User: &RedisUser{Name: "app", Password: "app-pw", Rules: "~app:* +get +set"}})
@@ -126,7 +126,10 @@ func TestRedisTLSAndUser(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	check := func() {
+	for i := range 2 { // before and after Restart
+		if i > 0 {
+			require.NoError(t, r.Restart(ctx))
+		}
 		app := client("app", "app-pw", true)
 		require.NoError(t, app.Set(ctx, "app:k", "v", 0).Err())
 		got, err := app.Get(ctx, "app:k").Result()
@@ -139,13 +142,11 @@ func TestRedisTLSAndUser(t *testing.T) {
 		assert.NotContains(t, err.Error(), "7Qz", "the error does not echo the password")
 		assert.Error(t, client("", "", false).Ping(ctx).Err(), "a plaintext client gets nothing from the TLS port")
 	}
-	check()
-	require.NoError(t, r.Restart(ctx))
-	check()
 }
 
 func TestRedisUserValidate(t *testing.T) {
-	for _, u := range []RedisUser{{Name: "", Password: "p"}, {Name: "a b", Password: "p"}, {Name: "a", Password: ""}, {Name: "a", Password: "p q"}, {Name: "a", Password: "p", Rules: "+get\n+set"}} {
+	for _, u := range []RedisUser{{Name: "", Password: "p"}, {Name: "a b", Password: "p"}, {Name: "a", Password: ""},
+		{Name: "a", Password: "p q"}, {Name: "a", Password: "p", Rules: "+get\n+set"}} {
 		_, err := StartRedis(context.Background(), RedisOptions{User: &u})
 		assert.ErrorContains(t, err, "RedisUser", "%+v", u)
 	}
@@ -155,10 +156,54 @@ func TestRedisUserValidate(t *testing.T) {
 // bad value of another option, or a TLS option the server knows but cannot use (a
 // missing certificate), does not.
 func TestTLSUnsupported(t *testing.T) {
-	const noTLS = "\n*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***\nReading the configuration file, at line 3\n>>> 'tls-port \"40001\"'\nBad directive or wrong number of arguments\n"
-	assert.True(t, tlsUnsupported(noTLS))
-	otherDirective := "\n*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***\nReading the configuration file, at line 9\n>>> 'maxmemory-policy \"tls\"'\nargument(s) must be one of the following: volatile-lru, ...\n"
-	assert.False(t, tlsUnsupported(otherDirective))
-	badCert := "1:M 02 Dec 2026 08:00:00.000 # Failed to configure TLS: Failed to load certificate: /tmp/x/redis.crt\n"
-	assert.False(t, tlsUnsupported(badCert))
+	const fatal = "\n*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***\nReading the configuration file, at line "
+	for log, want := range map[string]bool{
+		fatal + "3\n>>> 'tls-port \"40001\"'\nBad directive or wrong number of arguments\n":                        true,
+		fatal + "9\n>>> 'maxmemory-policy \"tls\"'\nargument(s) must be one of the following: volatile-lru, ...\n": false,
+		"1:M 02 Dec 2026 08:00:00.000 # Failed to configure TLS: Failed to load certificate: /tmp/x/redis.crt\n":   false,
+	} {
+		assert.Equal(t, want, tlsUnsupported(log), log)
+	}
+}
+
+func TestRedisClusterLauncher(t *testing.T) {
+	needs(t, "redis-server and redis-cli")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	start := time.Now()
+	c, err := StartRedisCluster(ctx, RedisClusterOptions{Masters: 3})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	t.Logf("3-master Redis Cluster ready in %s on %v", time.Since(start).Round(time.Millisecond), c.Addrs())
+	require.Len(t, c.Addrs(), 3)
+
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	defer cc.Close()
+	// Keys spread over all slots, so every master answers some.
+	for i := range 200 {
+		k := fmt.Sprintf("launcher-%d", i)
+		require.NoError(t, cc.Set(ctx, k, i, time.Minute).Err())
+		v, err := cc.Get(ctx, k).Int()
+		require.NoError(t, err)
+		require.Equal(t, i, v)
+	}
+	var masters atomic.Int32 // ForEachMaster calls concurrently
+	require.NoError(t, cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		if err == nil && n > 0 {
+			masters.Add(1)
+		}
+		return err
+	}))
+	assert.Equal(t, int32(3), masters.Load(), "every master holds some of the keys")
+
+	shards, err := cc.ClusterSlots(ctx).Result()
+	require.NoError(t, err)
+	covered := 0
+	for _, s := range shards {
+		covered += s.End - s.Start + 1
+	}
+	assert.Equal(t, 16384, covered, "all slots assigned")
+	requireClosed(t, c.Close, c.PIDs()...)
 }

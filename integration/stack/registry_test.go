@@ -18,9 +18,7 @@ import (
 // API, pauses the registry (requests then time out), resumes it (the schema is still
 // there), and checks Close stops the process.
 func TestRegistryLauncher(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: needs the rivven-schema build")
-	}
+	needs(t, "the rivven-schema build")
 	// The first run builds rivven-schema with cargo (about 5 minutes on 2 cores).
 	ctx, cancel := context.WithTimeout(context.Background(), registryBuildTimeout+time.Minute)
 	defer cancel()
@@ -55,30 +53,15 @@ func TestRegistryLauncher(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, body, body2, "same schema, same ID: nothing lost while paused")
 
-	pid := r.PID()
-	require.NoError(t, r.Close())
-	require.NoError(t, r.Close(), "Close must be idempotent")
-	assertGone(t, pid)
+	requireClosed(t, r.Close, r.PID())
 }
 
 // TestRegistryBinaryCached: rivven-schema is built once (`make registry` runs this test to
 // do it ahead of time); a second call finds the binary and does not rebuild it.
 func TestRegistryBinaryCached(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: building rivven-schema needs cargo and minutes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), registryBuildTimeout+time.Minute)
-	defer cancel()
-	bin, err := RegistryBinary(ctx)
-	require.NoError(t, err)
-	st1, err := os.Stat(bin)
-	require.NoError(t, err)
-	require.NotZero(t, st1.Mode()&0o111, "%s is not executable", bin)
-	bin2, err := RegistryBinary(ctx)
-	require.NoError(t, err)
-	st2, err := os.Stat(bin2)
-	require.NoError(t, err)
-	assert.Equal(t, st1.ModTime(), st2.ModTime(), "rebuilt")
+	needs(t, "cargo and minutes to build rivven-schema")
+	bin := requireBuiltOnce(t, registryBuildTimeout+time.Minute, RegistryBinary, func(bin string) string { return bin })
+	requireExecutable(t, bin)
 }
 
 // TestRegistryBuildWithFakeCargo checks the install steps without the 5-minute build: a

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -41,76 +42,74 @@ type TLSFiles struct {
 // listener with ssl.client.auth=required maps it to the principal "User:CN=" + ClientCN.
 const ClientCN = "samsa-test-client"
 
-// tlsValidity is how long generated certificates are valid (from an hour back, so a
-// skewed clock does not make them "not yet valid").
-const tlsValidity = 48 * time.Hour
-
 // GenerateTLS creates a CA and a server and a client certificate signed by it, and
 // writes them as PEM files into dir (created if missing; key files are 0600).
 func GenerateTLS(dir string) (*TLSFiles, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stack: tls: %w", err)
 	}
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("stack: tls: CA key: %w", err)
+	var ca *x509.Certificate
+	var caKey *ecdsa.PrivateKey
+	// issue makes a key and a certificate for tmpl, signed by the CA (or by itself, the CA),
+	// valid for 48 hours from an hour back, so a skewed clock does not make it "not yet valid".
+	issue := func(tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stack: tls: %s key: %w", tmpl.Subject.CommonName, err)
+		}
+		tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+		if err != nil {
+			return nil, nil, fmt.Errorf("stack: tls: serial: %w", err)
+		}
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(48*time.Hour)
+		parent, signer := ca, caKey
+		if ca == nil {
+			parent, signer, caKey = tmpl, key, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+		if err == nil && ca == nil {
+			ca, err = x509.ParseCertificate(der)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("stack: tls: %s certificate: %w", tmpl.Subject.CommonName, err)
+		}
+		p8, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stack: tls: %s key: %w", tmpl.Subject.CommonName, err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+			pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), nil
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
+	caPEM, _, err := issue(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: "samsa test CA", Organization: []string{"samsa tests"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(tlsValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("stack: tls: CA certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, fmt.Errorf("stack: tls: %w", err)
-	}
-	leaf := func(cn string, usage []x509.ExtKeyUsage, dns []string, ips []net.IP) ([]byte, []byte, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stack: tls: %s key: %w", cn, err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: serial(),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(tlsValidity),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  usage,
-			DNSNames:     dns,
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stack: tls: %s certificate: %w", cn, err)
-		}
-		p8, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stack: tls: %s key: %w", cn, err)
-		}
-		return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", p8), nil
+		return nil, err
 	}
 	// The server certificate also allows client use: a broker may connect to itself or
 	// its peers with it.
-	srvCert, srvKey, err := leaf("localhost", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		[]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+	srvCert, srvKey, err := issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "localhost"},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	})
 	if err != nil {
 		return nil, err
 	}
-	cliCert, cliKey, err := leaf(ClientCN, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil)
+	cliCert, cliKey, err := issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: ClientCN},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
 	if err != nil {
 		return nil, err
 	}
-	caPEM := pemBlock("CERTIFICATE", caDER)
 	f := &TLSFiles{
 		Dir:                dir,
 		CAFile:             filepath.Join(dir, "ca.pem"),
@@ -126,33 +125,17 @@ func GenerateTLS(dir string) (*TLSFiles, error) {
 		mode os.FileMode
 	}{
 		{f.CAFile, caPEM, 0o644},
-		{f.ServerCertFile, append(append([]byte{}, srvCert...), caPEM...), 0o644},
+		{f.ServerCertFile, slices.Concat(srvCert, caPEM), 0o644},
 		{f.ServerKeyFile, srvKey, 0o600},
-		{f.ServerKeystoreFile, append(append(append([]byte{}, srvKey...), srvCert...), caPEM...), 0o600},
-		{f.ClientCertFile, append(append([]byte{}, cliCert...), caPEM...), 0o644},
+		{f.ServerKeystoreFile, slices.Concat(srvKey, srvCert, caPEM), 0o600},
+		{f.ClientCertFile, slices.Concat(cliCert, caPEM), 0o644},
 		{f.ClientKeyFile, cliKey, 0o600},
 	} {
-		err := os.WriteFile(w.path, w.data, w.mode)
-		if err == nil {
-			err = os.Chmod(w.path, w.mode) // a file left from an earlier run keeps its mode
-		}
-		if err != nil {
-			return nil, fmt.Errorf("stack: tls: %w", err)
+		if err := writeFile(w.path, w.data, w.mode); err != nil {
+			return nil, err
 		}
 	}
 	return f, nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-	if err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return n
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
 // ClientConfig is a Go TLS client configuration that trusts the CA and, with withCert,

@@ -112,27 +112,15 @@ func run() error {
 		return nil
 	}
 
+	// On an interrupt the command gets SIGTERM and 30 s to clean up before it is killed.
 	args := fs.Args()
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
+	if err := cmd.Run(); !errors.Is(err, context.Canceled) {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		// Forward the interrupt, give the command a moment to clean up, then stop.
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			return <-done
-		}
-	}
+	return nil // the command exited cleanly after the SIGTERM
 }
