@@ -4,7 +4,7 @@ PKGS      := ./...
 STACK     := $(GO) run ./integration/cmd/stack
 TIMEOUT   ?= 25m
 
-.PHONY: deps test test-short test-fault test-net-fault soak vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos bench-mem
+.PHONY: deps test test-short test-fault test-net-fault soak vet compose-check stack kafka-jars jaeger registry quickstart bench bench-eos bench-mem bench-results
 
 ## test: vet, then unit and integration tests with -race against a real Kafka, Redis and
 ## Jaeger started once for all packages (or the ones named by KAFKA_BROKERS, REDIS_ADDR,
@@ -55,6 +55,14 @@ bench-eos:
 ## budget (exits 3 when the budget is exceeded).
 bench-mem:
 	$(GO) run ./integration/bench mem
+
+## bench-results: integration/bench/RESULTS.md from the throughput (default settings),
+## eos, concurrency and state scenarios, one after the other (run on a quiet machine).
+bench-results:
+	$(GO) run ./integration/bench throughput -results integration/bench/RESULTS.md
+	$(GO) run ./integration/bench eos -results integration/bench/RESULTS.md
+	$(GO) run ./integration/bench concurrency -results integration/bench/RESULTS.md
+	$(GO) run ./integration/bench state -results integration/bench/RESULTS.md
 
 ## test-short: unit tests only, no broker (integration tests skip and say why).
 test-short:

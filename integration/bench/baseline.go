@@ -84,19 +84,15 @@ func (b *baseline) failed() error {
 	return b.err
 }
 
-func runBaseline(ctx context.Context, r run) error { return runBaselineWith(ctx, r, false, nil, nil) }
-
-// runBaseline2G produces on a second goroutine.
-func runBaseline2G(ctx context.Context, r run) error { return runBaselineWith(ctx, r, true, nil, nil) }
-
 // runLoop is the same loop at the settings that make it fastest here (loopConsumerTuning,
 // loopProducerTuning) instead of the framework's, retrying a full producer queue after
 // 100 µs: the strongest hand-written loop, the yardstick samsa's ratios are taken against.
 func runLoop(ctx context.Context, r run) error {
-	return runBaselineWith(ctx, r, false, loopConsumerTuning(), loopProducerTuning())
+	return runBaseline(ctx, r, false, loopConsumerTuning(), loopProducerTuning())
 }
 
-func runBaselineWith(ctx context.Context, r run, twoGoroutines bool, consumerTuning, producerTuning map[string]any) error {
+// runBaseline runs the baseline; twoGoroutines: baseline-2g.
+func runBaseline(ctx context.Context, r run, twoGoroutines bool, consumerTuning, producerTuning map[string]any) error {
 	c, err := kafka.NewConsumer(baselineConsumerConfig(r.brokers, r.group, r.commitInterval, consumerTuning, r.consumer))
 	if err != nil {
 		return err

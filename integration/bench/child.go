@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,14 +22,13 @@ import (
 	"time"
 )
 
-// The per-trial child process protocol, shared by the throughput and mem scenarios: a
-// trial runs in this binary re-executed (goka: the gokabench binary), so that its CPU
-// and peak RSS are its own, not the harness's (which holds the admin client, the probes,
-// the preload producer and the output reader). A child writes lines to stdout for the
-// harness: "first <unix ns>" when user code first sees a record, "mem <mallocs> <bytes
-// allocated> <GCs> [<Go peak>]" just before it exits, and "result <JSON>" with a
-// scenario's figures. It runs until SIGTERM (or its own end), then shuts down
-// (committing what it acknowledged) and exits 0, or non-zero with the error on stderr.
+// The child process protocol of the throughput and mem scenarios: a trial runs in this
+// binary re-executed (goka: gokabench), so that its CPU and peak RSS are its own, not
+// the harness's (admin client, probes, preload producer, output reader). A child writes
+// lines to stdout: "first <unix ns>" when user code first sees a record, "mem <mallocs>
+// <bytes allocated> <GCs> [<Go peak>]" just before it exits, and "result <JSON>" with a
+// scenario's figures. It runs until SIGTERM (or its own end), shuts down (committing what
+// it acknowledged) and exits 0, or non-zero with the error on stderr.
 
 // childSpec is one trial of an in-binary contestant, passed as JSON in -child.
 type childSpec struct {
@@ -73,8 +72,7 @@ func throughputChild(specJSON string) int {
 		fmt.Fprintln(os.Stderr, "bench child: -child:", err)
 		return 2
 	}
-	c, ok := findContestant(s.Contestant)
-	if !ok || c.run == nil {
+	if !slices.Contains(contestants, s.Contestant) || s.Contestant == cGoka {
 		fmt.Fprintf(os.Stderr, "bench child: %q does not run in the harness binary\n", s.Contestant)
 		return 2
 	}
@@ -86,67 +84,67 @@ func throughputChild(specJSON string) int {
 		consumer: anyMap(s.Consumer), producer: anyMap(s.Producer), codec: s.Codec, buffer: s.Buffer,
 		first: &firstMark{notify: func(t time.Time) { fmt.Printf("first %d\n", t.UnixNano()) }},
 	}
-	if s.MemProfile != "" {
-		if err := writeProfile("allocs", s.MemProfile+".before"); err != nil {
-			fmt.Fprintln(os.Stderr, "bench child:", err)
-			return 1
-		}
-	}
-	if s.BlockProfile != "" {
-		runtime.SetBlockProfileRate(1)
-		runtime.SetMutexProfileFraction(1)
-	}
-	if s.CPUProfile != "" {
-		f, err := os.Create(s.CPUProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench child:", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "bench child:", err)
-			return 1
-		}
+	stopProfiles, err := startProfiles(s)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench child:", err)
+		return 1
 	}
 	goPeak := sampleGoPeak(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- c.run(ctx, r) }()
-	var err error
+	run := startRun(ctx, func(ctx context.Context) error { return runContestant(ctx, s.Contestant, r) })
 	select {
-	case <-ctx.Done():
-		// The harness saw everything committed: profiles end here, before the shutdown.
-		if s.CPUProfile != "" {
-			pprof.StopCPUProfile()
-		}
-		if s.BlockProfile != "" {
-			for _, name := range []string{"block", "mutex"} {
-				if werr := writeProfile(name, s.BlockProfile+"."+name); werr != nil {
-					fmt.Fprintln(os.Stderr, "bench child:", werr)
-				}
-			}
-		}
-		if s.MemProfile != "" {
-			if werr := writeProfile("allocs", s.MemProfile+".after"); werr != nil {
-				fmt.Fprintln(os.Stderr, "bench child:", werr)
-			}
-		}
-		err = <-errc
-	case err = <-errc:
-		if s.CPUProfile != "" {
-			pprof.StopCPUProfile()
-		}
-		if err == nil {
-			err = errors.New("returned before it was told to stop")
+	case <-ctx.Done(): // the harness saw everything committed: profiles end before the shutdown
+		stopProfiles()
+		<-run.done
+	case <-run.done:
+		stopProfiles()
+		if run.err == nil {
+			run.err = errors.New("returned before it was told to stop")
 		}
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("mem %d %d %d %d\n", ms.Mallocs, ms.TotalAlloc, ms.NumGC, goPeak.Load())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench child %s: %v\n", s.Contestant, err)
+	if run.err != nil {
+		fmt.Fprintf(os.Stderr, "bench child %s: %v\n", s.Contestant, run.err)
 		return 1
 	}
 	return 0
+}
+
+// startProfiles starts the profiles s asks for; stop ends them and writes them.
+func startProfiles(s childSpec) (stop func(), err error) {
+	var stops []func() error
+	if s.CPUProfile != "" {
+		f, err := os.Create(s.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		stops = append(stops, func() error { pprof.StopCPUProfile(); return f.Close() })
+	}
+	if s.BlockProfile != "" {
+		runtime.SetBlockProfileRate(1)
+		runtime.SetMutexProfileFraction(1)
+		stops = append(stops, func() error {
+			return errors.Join(writeProfile("block", s.BlockProfile+".block"), writeProfile("mutex", s.BlockProfile+".mutex"))
+		})
+	}
+	if s.MemProfile != "" {
+		if err := writeProfile("allocs", s.MemProfile+".before"); err != nil {
+			return nil, err
+		}
+		stops = append(stops, func() error { return writeProfile("allocs", s.MemProfile+".after") })
+	}
+	return func() {
+		for _, stop := range stops {
+			if err := stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench child:", err)
+			}
+		}
+	}, nil
 }
 
 // sampleGoPeak samples what the Go runtime holds from the OS (every memory class but
@@ -196,12 +194,9 @@ type child struct {
 }
 
 // sampleHWM reads the child's peak RSS (VmHWM in /proc/PID/status) every 50 ms until it
-// exits. rusage's max RSS cannot be used: Go starts children with vfork, so the child
-// runs in the harness's address space until it execs, and Linux carries that address
-// space's high-water mark into the child's rusage. The harness grows (the output reader
-// holds a trial's records), so that figure rose trial by trial for every contestant.
-// VmHWM belongs to the address space the child got at exec; it misses only growth in
-// the last 50 ms before exit (the shutdown after SIGTERM).
+// exits; it misses only growth in the last 50 ms (the shutdown). rusage's max RSS would
+// not do: Go starts children with vfork, and Linux carries the harness's high-water mark,
+// which grows trial by trial, into the child's rusage.
 func (c *child) sampleHWM() {
 	path := fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -224,20 +219,29 @@ func (c *child) sampleHWM() {
 func startChild(name string, echo io.Writer, path string, args ...string) (*child, error) {
 	ch := &child{name: name, stderr: &tail{max: 16 << 10}, done: make(chan struct{})}
 	cmd := exec.Command(path, args...)
-	cmd.Stdout = &lineWriter{line: ch.parse}
-	cmd.Stderr = ch.stderr
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, ch.stderr
 	if echo != nil {
 		cmd.Stderr = io.MultiWriter(ch.stderr, echo)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Bounds Wait's copying of stdout/stderr should the pipes outlive the process.
-	cmd.WaitDelay = 5 * time.Second
+	cmd.WaitDelay = 5 * time.Second // bounds Wait's copying should the pipes outlive the process
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	ch.cmd = cmd
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		for sc := bufio.NewScanner(pr); sc.Scan(); {
+			ch.parse(sc.Text())
+		}
+		io.Copy(io.Discard, pr) // after a line too long to scan
+	}()
 	go func() {
 		ch.err = cmd.Wait()
+		pw.Close()
+		<-parsed
 		close(ch.done)
 	}()
 	go ch.sampleHWM()
@@ -358,28 +362,6 @@ func idleRSS(ctx context.Context, path string) (int64, error) {
 	return ru.Maxrss * 1024, nil
 }
 
-// lineWriter calls line for every complete line written to it.
-type lineWriter struct {
-	buf  []byte
-	line func(string)
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.line(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
-	if len(w.buf) > 64<<10 { // a child writing without newlines: drop it
-		w.buf = w.buf[:0]
-	}
-	return len(p), nil
-}
-
 // tail keeps the last max bytes written to it (a child's stderr, for error reports).
 type tail struct {
 	mu  sync.Mutex
@@ -403,21 +385,14 @@ func (t *tail) String() string {
 	return string(t.b)
 }
 
-// suffix formats the kept stderr for an error message.
+// suffix formats the kept stderr's last 30 lines for an error message.
 func (t *tail) suffix() string {
 	s := strings.TrimSpace(t.String())
 	if s == "" {
 		return ""
 	}
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		lines = append(lines, "    "+sc.Text())
-	}
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return "; its stderr ends:\n" + strings.Join(lines, "\n")
+	lines := strings.Split(s, "\n")
+	return "; its stderr ends:\n    " + strings.Join(lines[max(0, len(lines)-30):], "\n    ")
 }
 
 // writeProfile writes the named runtime profile (allocs, block, mutex) to path.

@@ -23,19 +23,26 @@ import (
 // Pieces every scenario shares: the broker, topics, preloading, committed offsets,
 // figures and flags.
 
-// input holds what every scenario has: the broker and an input topic's shape.
+// input holds what every scenario has: its name, the shared flags and the input's shape.
 type input struct {
+	scenario   string
 	brokers    string
+	results    string
 	records    int
 	partitions int
 	valueSize  int
+	// -trials, -batch and -trial-timeout, for the scenarios that call trialFlags
+	trials, batch int
+	trialTimeout  time.Duration
 }
 
-// flagSet returns the flags of scenario with -brokers and -partitions defined, and
-// -records and -value-size when their defaults are positive.
+// flagSet returns the flags of scenario with -brokers, -partitions and -results defined,
+// and -records and -value-size when their defaults are positive.
 func (o *input) flagSet(scenario string, records, partitions, valueSize int) *flag.FlagSet {
+	o.scenario = scenario
 	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
 	fs.StringVar(&o.brokers, "brokers", os.Getenv(stack.EnvKafkaBrokers), "bootstrap servers of a running Kafka (default $KAFKA_BROKERS); empty: start a single-node Kafka from the Maven Central jars")
+	fs.StringVar(&o.results, "results", "", "after a successful run, write the summary as this scenario's Markdown section of this file (other sections kept)")
 	fs.IntVar(&o.partitions, "partitions", partitions, "partitions of the input and output topics")
 	if records > 0 {
 		fs.IntVar(&o.records, "records", records, "records preloaded into the input topic and consumed by every trial")
@@ -44,6 +51,30 @@ func (o *input) flagSet(scenario string, records, partitions, valueSize int) *fl
 		fs.IntVar(&o.valueSize, "value-size", valueSize, "value size in bytes of the input records")
 	}
 	return fs
+}
+
+// trialFlags defines -trials, -trial-timeout and, when batch > 0, -batch.
+func (o *input) trialFlags(fs *flag.FlagSet, trials, batch int, timeout time.Duration) {
+	fs.IntVar(&o.trials, "trials", trials, "rounds: each runs every contestant (throughput: of the main comparison; eos: mode; state: checkpoint on and off) once, in turn")
+	fs.DurationVar(&o.trialTimeout, "trial-timeout", timeout, "a trial that has not committed everything by then fails the run")
+	if batch > 0 {
+		fs.IntVar(&o.batch, "batch", batch, "batch size (processor.Config.BatchSize; throughput: the baselines' too)")
+	}
+}
+
+// rounds runs trial for each of names in turn, n times, and returns the results by name.
+func rounds[R any](n int, names []string, trial func(round int, name string) (R, error)) (map[string][]R, error) {
+	out := map[string][]R{}
+	for round := range n {
+		for _, name := range names {
+			r, err := trial(round, name)
+			if err != nil {
+				return nil, fmt.Errorf("round %d, %s: %w", round+1, name, err)
+			}
+			out[name] = append(out[name], r)
+		}
+	}
+	return out, nil
 }
 
 // setUp starts a broker unless o.brokers names one (o.brokers is then set to it) and
@@ -265,11 +296,9 @@ func highWatermarks(c interface {
 }
 
 // offsetProbe reads a group's committed offsets on one topic through a consumer of the
-// group that never subscribes, so it does not join. The admin client's
-// ListConsumerGroupOffsets is not used: it can crash the process when the coordinator
-// answers NOT_COORDINATOR, as it does for a new group on a fresh broker (librdkafka
-// #5040: rd_kafka_handle_OffsetFetch calls rd_kafka_cgrp_op on the admin client's NULL
-// cgrp).
+// group that never subscribes, so it does not join. (The admin client's
+// ListConsumerGroupOffsets can crash the process when the coordinator answers
+// NOT_COORDINATOR, as it does for a new group on a fresh broker: librdkafka #5040.)
 type offsetProbe struct {
 	c     *kafka.Consumer
 	topic string
@@ -285,13 +314,13 @@ func newOffsetProbe(brokers, group, topic string, ends []int64) (*offsetProbe, e
 }
 
 // committed returns the sum of the committed offsets and whether every partition's
-// reached its end offset; it waits at most timeout for the answer.
-func (p *offsetProbe) committed(timeout time.Duration) (int64, bool) {
+// reached its end offset; it waits at most 5 s for the answer.
+func (p *offsetProbe) committed() (int64, bool) {
 	tps := make([]kafka.TopicPartition, len(p.ends))
 	for i := range tps {
 		tps[i] = kafka.TopicPartition{Topic: &p.topic, Partition: int32(i)}
 	}
-	res, err := p.c.Committed(tps, int(max(timeout, time.Millisecond).Milliseconds()))
+	res, err := p.c.Committed(tps, 5000)
 	if err != nil {
 		return 0, false
 	}
@@ -308,7 +337,76 @@ func (p *offsetProbe) committed(timeout time.Duration) (int64, bool) {
 	return sum, all
 }
 
+// await polls every poll until the committed offsets reach the end offsets. It fails
+// when exited is closed first (the contestant stopped), at deadline, or when ctx ends.
+func (p *offsetProbe) await(ctx context.Context, poll time.Duration, deadline time.Time, exited <-chan struct{}) error {
+	timeout := time.NewTimer(time.Until(deadline))
+	defer timeout.Stop()
+	for {
+		if _, all := p.committed(); all {
+			return nil
+		}
+		select {
+		case <-time.After(poll):
+		case <-exited:
+			return errors.New("exited before committing everything")
+		case <-timeout.C:
+			sum, _ := p.committed()
+			return fmt.Errorf("committed offsets did not reach the end in time (%d records committed)", sum)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (p *offsetProbe) close() { p.c.Close() }
+
+// newReader returns a consumer outside any group assigned every partition of topic from
+// the beginning.
+func newReader(brokers, group, topic string, partitions int) (*kafka.Consumer, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group,
+		"enable.auto.commit": false, "fetch.wait.max.ms": 5, "fetch.min.bytes": 1, "log_level": 3})
+	if err != nil {
+		return nil, err
+	}
+	tps := make([]kafka.TopicPartition, partitions)
+	for p := range tps {
+		tps[p] = kafka.TopicPartition{Topic: &topic, Partition: int32(p), Offset: kafka.OffsetBeginning}
+	}
+	if err := c.Assign(tps); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// procRun is a processor's Run (or any run function) on a goroutine of its own.
+type procRun struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run has returned
+	err    error         // run's result, once done is closed
+}
+
+func startRun(ctx context.Context, run func(context.Context) error) *procRun {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &procRun{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = run(ctx)
+		close(r.done)
+	}()
+	return r
+}
+
+// stop cancels the run and returns its error; it waits at most a minute.
+func (r *procRun) stop() error {
+	r.cancel()
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(time.Minute):
+		return errors.New("Run did not return within 1m of cancel")
+	}
+}
 
 // cpuTime is this process's user+sys time (its client threads included).
 func cpuTime() time.Duration {
@@ -368,7 +466,6 @@ func splitList(s string) []string {
 	return out
 }
 
-// median returns the median of xs (the mean of the two middle values for an even count).
 func median(xs []float64) float64 {
 	med, _, _ := spread(xs)
 	return med

@@ -18,13 +18,9 @@ import (
 
 type concurrencyOptions struct {
 	input
-	keys           int
-	delay          time.Duration
-	concurrency    int
-	trials         int
-	orderedSeconds time.Duration
-	contestants    string
-	trialTimeout   time.Duration
+	keys, concurrency     int
+	delay, orderedSeconds time.Duration
+	contestants           string
 }
 
 // concurrencyMain runs the concurrency scenario and returns the exit code.
@@ -34,21 +30,19 @@ func concurrencyMain(args []string) int {
 	fs.IntVar(&o.keys, "keys", 10_000, "distinct keys, spread over the partitions")
 	fs.DurationVar(&o.delay, "delay", 10*time.Millisecond, "what the handler waits per record (a call to a service)")
 	fs.IntVar(&o.concurrency, "concurrency", 1000, "processor.Config.Concurrency of the key and unordered contestants")
-	fs.IntVar(&o.trials, "trials", 3, "rounds; each round runs every contestant once, in turn")
+	o.trialFlags(fs, 3, 0, 5*time.Minute)
 	fs.DurationVar(&o.orderedSeconds, "ordered-time", 20*time.Second, "how long a partition-ordered trial runs (it would take hours over every record); its records/s is what it committed in that time")
 	fs.StringVar(&o.contestants, "contestants", "ordered,key,unordered", "ordered: Concurrency 1 (partition order); key: Concurrency -concurrency, Ordering ByKey; unordered: Concurrency -concurrency, Ordering Unordered")
-	fs.DurationVar(&o.trialTimeout, "trial-timeout", 5*time.Minute, "a key or unordered trial that has not committed everything by then fails the run")
 	fs.Parse(args)
 	if o.records < o.partitions || o.partitions < 1 || o.keys < o.partitions || o.trials < 1 || o.concurrency < 2 || o.delay <= 0 {
-		return usageError("concurrency", errors.New("need -records >= -partitions >= 1, -keys >= -partitions, -trials >= 1, -concurrency >= 2, -delay > 0"))
+		return o.usageError(errors.New("need -records >= -partitions >= 1, -keys >= -partitions, -trials >= 1, -concurrency >= 2, -delay > 0"))
 	}
 	for _, c := range splitList(o.contestants) {
 		if c != "ordered" && c != "key" && c != "unordered" {
-			return usageError("concurrency", fmt.Errorf("unknown contestant %q: want ordered, key or unordered", c))
+			return o.usageError(fmt.Errorf("unknown contestant %q: want ordered, key or unordered", c))
 		}
 	}
-	fmt.Println("command:", commandLine())
-	return runScenario(func(ctx context.Context) error { return concurrencyRun(ctx, o) })
+	return o.run(func(ctx context.Context) (*summary, error) { return concurrencyRun(ctx, o) })
 }
 
 type concurrencyResult struct {
@@ -63,15 +57,13 @@ type concurrencyResult struct {
 
 func (r concurrencyResult) rps() float64 { return float64(r.records) / r.took.Seconds() }
 
-func concurrencyRun(ctx context.Context, o concurrencyOptions) error {
-	start := time.Now()
+func concurrencyRun(ctx context.Context, o concurrencyOptions) (*summary, error) {
 	in, out := stack.UniqueName("concbench-in"), stack.UniqueName("concbench-out")
 	_, note, done, err := o.setUp(ctx, "", 1, in, out)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer done()
-	fmt.Printf("broker: %s; load before: %s; GOMAXPROCS %d\n", note, loadAvg(), runtime.GOMAXPROCS(0))
 	took, ends, err := preload(ctx, o.brokers, in, o.partitions, o.records,
 		kafka.ConfigMap{"linger.ms": 50, "acks": "all", "enable.idempotence": true, "queue.buffering.max.messages": 1_000_000},
 		func(i int) (int32, []byte, []byte) {
@@ -79,26 +71,29 @@ func concurrencyRun(ctx context.Context, o concurrencyOptions) error {
 			return int32(k % o.partitions), fmt.Appendf(nil, "key-%06d", k), fmt.Appendf(nil, "value-%d", i)
 		})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("preloaded %d records over %d keys into %s (%d partitions) in %s; handler waits %s per record\n",
 		o.records, o.keys, in, o.partitions, took.Round(time.Millisecond), o.delay)
 
 	contestants := splitList(o.contestants)
-	results := map[string][]concurrencyResult{}
-	for round := range o.trials {
-		for _, c := range contestants {
-			r, err := concurrencyTrial(ctx, o, c, in, out, ends)
-			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", round+1, c, err)
-			}
-			results[c] = append(results[c], r)
-			fmt.Printf("round %d %-9s %9.0f records/s  (%d records in %s; CPU %.1f µs/record; peak RSS %s MiB, Go %s MiB; %d calls at once; %d goroutines; load %s)\n",
-				round+1, c, r.rps(), r.records, r.took.Round(time.Millisecond), perRecord(r.cpu, int(r.records)),
-				mib(r.peakRSS), mib(int64(r.peakGo)), r.maxUnits, r.goroutine, loadAvg())
+	results, err := rounds(o.trials, contestants, func(round int, c string) (concurrencyResult, error) {
+		r, err := concurrencyTrial(ctx, o, c, in, out, ends)
+		if err != nil {
+			return r, err
 		}
+		fmt.Printf("round %d %-9s %9.0f records/s  (%d records in %s; CPU %.1f µs/record; peak RSS %s MiB, Go %s MiB; %d calls at once; %d goroutines; load %s)\n",
+			round+1, c, r.rps(), r.records, r.took.Round(time.Millisecond), perRecord(r.cpu, int(r.records)),
+			mib(r.peakRSS), mib(int64(r.peakGo)), r.maxUnits, r.goroutine, loadAvg())
+		return r, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	fmt.Printf("\nmedian (min-max) over %d rounds; %d partitions, %d keys, %s per record, Concurrency %d:\n", o.trials, o.partitions, o.keys, o.delay, o.concurrency)
+	sum := &summary{about: []string{"broker: " + note, fmt.Sprintf(
+		"config: %d records, %d partitions, %d keys, handler waits %s per record, Concurrency %d; %d rounds",
+		o.records, o.partitions, o.keys, o.delay, o.concurrency, o.trials)}}
+	t := sum.table("median (min-max) over the rounds:", "contestant", "records/s", "CPU µs/record", "peak RSS MiB", "ratio to ordered")
 	med := map[string]float64{}
 	for _, c := range contestants {
 		var rps, cpu, rss []float64
@@ -108,17 +103,13 @@ func concurrencyRun(ctx context.Context, o concurrencyOptions) error {
 			rss = append(rss, float64(r.peakRSS)/(1<<20))
 		}
 		med[c] = median(rps)
-		fmt.Printf("  %-9s %s records/s, CPU %.1f µs/record, peak RSS %.0f MiB\n", c, medianRange(rps), median(cpu), median(rss))
-	}
-	if base := med["ordered"]; base > 0 {
-		for _, c := range contestants {
-			if c != "ordered" {
-				fmt.Printf("  %s / ordered: %.1fx\n", c, med[c]/base)
-			}
+		ratio := "-"
+		if base := med["ordered"]; base > 0 && c != "ordered" {
+			ratio = fmt.Sprintf("%.1fx", med[c]/base)
 		}
+		t.add(c, medianRange(rps), fmt.Sprintf("%.1f", median(cpu)), fmt.Sprintf("%.0f", median(rss)), ratio)
 	}
-	fmt.Printf("load after: %s; total %s\n", loadAvg(), time.Since(start).Round(time.Millisecond))
-	return nil
+	return sum, nil
 }
 
 // concurrencyTrial runs one contestant with a fresh group over the preloaded input: until
@@ -168,23 +159,11 @@ func concurrencyTrial(ctx context.Context, o concurrencyOptions, contestant, in,
 	defer stopSampling()
 	peakGo := sampleGoPeak(sctx)
 	cpu0 := cpuTime()
-	rctx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(rctx) }()
-	stopRun := func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(time.Minute):
-			return errors.New("Run did not return within a minute of its context ending")
-		}
-	}
-
+	run := startRun(ctx, p.Run)
 	deadline := time.Now().Add(o.trialTimeout)
 	for first.Load() == 0 {
 		if time.Now().After(deadline) {
-			stopRun()
+			run.stop()
 			return res, errors.New("no record handled")
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -197,15 +176,8 @@ func concurrencyTrial(ctx context.Context, o concurrencyOptions, contestant, in,
 		res.records = handled.Load()
 		res.took = time.Since(began)
 	} else {
-		for {
-			if _, all := probe.committed(5 * time.Second); all {
-				break
-			}
-			if time.Now().After(deadline) {
-				stopRun()
-				return res, fmt.Errorf("not every record committed within %s", o.trialTimeout)
-			}
-			time.Sleep(20 * time.Millisecond)
+		if err := probe.await(ctx, 20*time.Millisecond, deadline, run.done); err != nil {
+			return res, errors.Join(fmt.Errorf("-trial-timeout %s: %w", o.trialTimeout, err), run.stop())
 		}
 		res.took = time.Since(began)
 		res.records = int64(o.records)
@@ -214,7 +186,7 @@ func concurrencyTrial(ctx context.Context, o concurrencyOptions, contestant, in,
 	res.goroutine = runtime.NumGoroutine()
 	res.peakRSS = procStatus("/proc/self/status", "VmHWM:")[0]
 	res.maxUnits = most.Load()
-	if err := stopRun(); err != nil {
+	if err := run.stop(); err != nil {
 		return res, err
 	}
 	stopSampling()

@@ -62,15 +62,17 @@ func (d *confDump) add(client, tag, msg string) {
 	d.conf[kind][d.where[client]+":"+k] = v
 }
 
-func (d *confDump) has(kinds ...string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, k := range kinds {
-		if len(d.conf[k]) == 0 {
-			return false
+// wait waits up to 20 s for a consumer's and a producer's dump, then 300 ms for the rest.
+func (d *confDump) wait() {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		d.mu.Lock()
+		both := len(d.conf["consumer"]) > 0 && len(d.conf["producer"]) > 0
+		d.mu.Unlock()
+		if both {
+			break
 		}
 	}
-	return true
+	time.Sleep(300 * time.Millisecond)
 }
 
 // slogCapture feeds the framework's forwarded librdkafka logs into a confDump.
@@ -126,13 +128,9 @@ func (e *env) compareConfigs(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(rctx) }()
-	waitFor(func() bool { return sd.has("consumer", "producer") }, 20*time.Second)
-	time.Sleep(300 * time.Millisecond) // the rest of the dump
-	cancel()
-	if err := <-errc; err != nil {
+	run := startRun(ctx, p.Run)
+	sd.wait()
+	if err := run.stop(); err != nil {
 		return nil, fmt.Errorf("samsa: %w", err)
 	}
 
@@ -156,8 +154,7 @@ func (e *env) compareConfigs(ctx context.Context) ([]string, error) {
 			}
 		}()
 	}
-	waitFor(func() bool { return bd.has("consumer", "producer") }, 20*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	bd.wait()
 	c.Close()
 	pr.Close()
 	wg.Wait()
@@ -176,41 +173,19 @@ func (e *env) compareConfigs(ctx context.Context) ([]string, error) {
 			diffs = append(diffs, fmt.Sprintf("%s: no configuration dump captured (samsa %d, baseline %d properties)", kind, len(s), len(b)))
 			continue
 		}
-		keys := slices.Sorted(maps.Keys(mergeStr(s, b)))
-		for _, k := range keys {
-			if ignoredConf(k) {
-				continue
+		val := func(m map[string]string, k string) string {
+			if v, ok := m[k]; ok {
+				return v
 			}
-			sv, sok := s[k]
-			bv, bok := b[k]
-			if sok != bok || sv != bv {
-				diffs = append(diffs, fmt.Sprintf("%s %s: samsa %q, baseline %q", kind, k, show(sv, sok), show(bv, bok)))
+			return "(default)"
+		}
+		keys := slices.Concat(slices.Collect(maps.Keys(s)), slices.Collect(maps.Keys(b)))
+		slices.Sort(keys)
+		for _, k := range slices.Compact(keys) {
+			if sv, bv := val(s, k), val(b, k); sv != bv && !ignoredConf(k) {
+				diffs = append(diffs, fmt.Sprintf("%s %s: samsa %q, baseline %q", kind, k, sv, bv))
 			}
 		}
 	}
 	return diffs, nil
-}
-
-func show(v string, ok bool) string {
-	if !ok {
-		return "(default)"
-	}
-	return v
-}
-
-func mergeStr(a, b map[string]string) map[string]string {
-	out := maps.Clone(a)
-	maps.Copy(out, b)
-	return out
-}
-
-func waitFor(cond func() bool, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return cond()
 }

@@ -51,7 +51,7 @@ func parseValue(v string) any {
 }
 
 // variant is a set of consumer properties applied to both contestants on top of the
-// framework's defaults (and of -consumer).
+// framework's defaults (and of -consumer), or samsa's MaxBufferedBytes.
 type variant struct {
 	name     string
 	consumer map[string]any
@@ -67,41 +67,19 @@ func (v variant) describe() string {
 	return f.String()
 }
 
-// variants are the tuning comparison's consumer settings.
-func variants() []variant {
-	return []variant{
-		// librdkafka's own defaults, restored explicitly over the framework's.
-		{name: "librdkafka", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000}},
-		// Whatever processor/config.go sets (mirrored in frameworkConsumerTuning).
-		{name: "framework"},
-		// Deep prefetch, short fetch wait.
-		{name: "deep", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
-		// Deep prefetch with the framework's fetch wait, to separate the two effects.
-		{name: "deep-wait10", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10}},
-		// Framework prefetch depth, short fetch wait.
-		{name: "wait5", consumer: map[string]any{"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
-		// Intermediate depth.
-		{name: "q300k", consumer: map[string]any{"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5}},
-		// Deep prefetch with a larger per-partition fetch (default 1 MiB).
-		{name: "deep-4mb", consumer: map[string]any{"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20}},
-	}
-}
-
-func variantNames() []string {
-	var out []string
-	for _, v := range variants() {
-		out = append(out, v.name)
-	}
-	return out
-}
-
-func findVariant(name string) (variant, bool) {
-	for _, v := range variants() {
-		if v.name == name {
-			return v, true
-		}
-	}
-	return variant{}, false
+// tuningVariants are the tuning comparison's consumer settings: librdkafka (its own
+// defaults, restored over the framework's), framework (processor/config.go's, mirrored in
+// frameworkConsumerTuning), deep (deep prefetch, short fetch wait), deep-wait10 (deep
+// prefetch, the framework's fetch wait), wait5 (the framework's depth, short wait), q300k
+// (intermediate depth) and deep-4mb (deep prefetch, 4 MiB per-partition fetch).
+var tuningVariants = map[string]map[string]any{
+	"librdkafka":  {"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000},
+	"framework":   nil,
+	"deep":        {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
+	"deep-wait10": {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10},
+	"wait5":       {"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
+	"q300k":       {"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
+	"deep-4mb":    {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20},
 }
 
 // The framework's client configuration, mirrored for the baseline. The config check

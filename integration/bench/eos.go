@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +16,8 @@ import (
 
 type eosOptions struct {
 	input
-	trials       int
-	batch        int
-	cadences     []time.Duration
-	trialTimeout time.Duration
-	timeout      time.Duration
+	cadences []time.Duration
+	timeout  time.Duration
 }
 
 // eosMain runs the eos scenario and returns the exit code.
@@ -28,80 +25,72 @@ func eosMain(args []string) int {
 	var o eosOptions
 	var cadences string
 	fs := o.flagSet("eos", 500_000, 8, 100)
-	fs.IntVar(&o.trials, "trials", 5, "trials per mode and cadence (alternating ALO, EOS)")
-	fs.IntVar(&o.batch, "batch", 1000, "processor.Config.BatchSize")
+	o.trialFlags(fs, 5, 1000, 3*time.Minute)
 	fs.StringVar(&cadences, "commit", "100ms,1s", "comma-separated CommitInterval values (EOS: one transaction per interval)")
-	fs.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "bound on one trial")
 	fs.DurationVar(&o.timeout, "timeout", 8*time.Minute, "bound on the whole run (broker start and preload included)")
 	fs.Parse(args)
 	for _, c := range splitList(cadences) {
 		d, err := time.ParseDuration(c)
 		if err != nil || d <= 0 {
-			return usageError("eos", fmt.Errorf("-commit %q: want positive durations like 100ms,1s", c))
+			return o.usageError(fmt.Errorf("-commit %q: want positive durations like 100ms,1s", c))
 		}
 		o.cadences = append(o.cadences, d)
 	}
 	if o.records <= 0 || o.partitions <= 0 || o.trials <= 0 || o.valueSize < 0 || len(o.cadences) == 0 {
-		return usageError("eos", fmt.Errorf("-records, -partitions, -trials and -commit must be positive"))
+		return o.usageError(fmt.Errorf("-records, -partitions, -trials and -commit must be positive"))
 	}
-	fmt.Println("command:", commandLine())
-	return runScenario(func(ctx context.Context) error {
+	return o.run(func(ctx context.Context) (*summary, error) {
 		ctx, cancel := context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 		return eosRun(ctx, o)
 	})
 }
 
-func eosRun(ctx context.Context, o eosOptions) error {
+func eosRun(ctx context.Context, o eosOptions) (*summary, error) {
 	in := stack.UniqueName("eosbench-in")
 	adm, note, done, err := o.setUp(ctx, "", -1, in)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer done()
-	fmt.Println("broker:", note)
-	took, ends, err := o.preloadInput(ctx, in, kafka.ConfigMap{"enable.idempotence": true, "acks": "all", "linger.ms": 20, "batch.size": 1 << 20})
+	producer := kafka.ConfigMap{"enable.idempotence": true, "acks": "all", "linger.ms": 20, "batch.size": 1 << 20}
+	took, ends, err := o.preloadInput(ctx, in, producer)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Printf("preload: %d records (%d-byte values) into %d partitions in %s\n", o.records, o.valueSize, o.partitions, took.Round(time.Millisecond))
-	fmt.Printf("config: BatchSize=%d, every other field the processor's default; trials alternate ALO, EOS\n\n", o.batch)
-
-	rates := make([][2][]float64, len(o.cadences)) // per cadence: ALO, EOS
+	fmt.Printf("preload: %d records (%d-byte values) into %d partitions in %s\n\n",
+		o.records, o.valueSize, o.partitions, took.Round(time.Millisecond))
+	rates := make([]map[string][]float64, len(o.cadences)) // per cadence, by mode
 	for ci, cad := range o.cadences {
-		for trial := 1; trial <= o.trials; trial++ {
-			for mi, eos := range []bool{false, true} {
-				if ctx.Err() != nil {
-					return fmt.Errorf("run bound (-timeout %s) reached", o.timeout)
-				}
-				r, err := eosTrial(ctx, o, adm, in, ends, cad, eos)
-				if err != nil {
-					return fmt.Errorf("commit %s, %s trial %d: %w", cad, eosMode(eos), trial, err)
-				}
-				rates[ci][mi] = append(rates[ci][mi], r.rate())
-				extra := ""
-				if eos {
-					extra = fmt.Sprintf(" txn_markers=%d", r.markers)
-				}
-				fmt.Printf("commit=%-6s %s trial %d: %8.0f records/s  (join %s, processing %s)%s\n",
-					cad, eosMode(eos), trial, r.rate(), r.join.Round(time.Millisecond), r.steady.Round(time.Millisecond), extra)
+		rates[ci], err = rounds(o.trials, []string{"ALO", "EOS"}, func(round int, mode string) (float64, error) {
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("run bound (-timeout %s) reached", o.timeout)
 			}
+			r, err := eosTrial(ctx, o, adm, in, ends, cad, mode == "EOS")
+			if err != nil {
+				return 0, err
+			}
+			extra := ""
+			if mode == "EOS" {
+				extra = fmt.Sprintf(" txn_markers=%d", r.markers)
+			}
+			fmt.Printf("commit=%-6s %s trial %d: %8.0f records/s  (join %s, processing %s)%s\n",
+				cad, mode, round+1, r.rate(), r.join.Round(time.Millisecond), r.steady.Round(time.Millisecond), extra)
+			return r.rate(), nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("commit %s: %w", cad, err)
 		}
 	}
-	fmt.Println()
+	sum := &summary{about: []string{"broker: " + note, fmt.Sprintf(
+		"config: %d records, %d partitions, %d-byte values; BatchSize=%d, every other field the processor's default; %d trials each, alternating ALO, EOS",
+		o.records, o.partitions, o.valueSize, o.batch, o.trials)}}
+	t := sum.table("records/s, median (min-max), per commit cadence:", "commit", "ALO", "EOS", "eos/alo")
 	for ci, cad := range o.cadences {
-		a, e := rates[ci][0], rates[ci][1]
-		fmt.Printf("commit=%-6s median ALO %s records/s, EOS %s records/s, eos/alo = %.2f\n",
-			cad, medianRange(a), medianRange(e), median(e)/median(a))
+		a, e := rates[ci]["ALO"], rates[ci]["EOS"]
+		t.add(cad, medianRange(a), medianRange(e), fmt.Sprintf("%.2f", median(e)/median(a)))
 	}
-	return nil
-}
-
-func eosMode(eos bool) string {
-	if eos {
-		return "EOS"
-	}
-	return "ALO"
+	return sum, nil
 }
 
 type eosResult struct {
@@ -119,7 +108,7 @@ func eosTrial(ctx context.Context, o eosOptions, adm *admin, in string, ends []i
 		return eosResult{}, err
 	}
 	defer adm.deleteTopics(out)
-	group := stack.UniqueName("eosbench-" + strings.ToLower(eosMode(eos)))
+	group := stack.UniqueName(map[bool]string{false: "eosbench-alo", true: "eosbench-eos"}[eos])
 	output := processor.NewOutput(out, codec.Bytes(), codec.Bytes())
 	var first atomic.Int64
 	p, err := processor.New(processor.Config{
@@ -141,27 +130,13 @@ func eosTrial(ctx context.Context, o eosOptions, adm *admin, in string, ends []i
 		return eosResult{}, err
 	}
 	defer probe.close()
-	errc := make(chan error, 1)
-	tctx, cancel := context.WithTimeout(ctx, o.trialTimeout)
-	defer cancel()
 	start := time.Now()
-	go func() { errc <- p.Run(tctx) }()
-	for {
-		select {
-		case err := <-errc:
-			return eosResult{}, fmt.Errorf("Run returned before the end: %v", err)
-		case <-tctx.Done():
-			p.Close()
-			return eosResult{}, fmt.Errorf("committed offsets did not reach the end within -trial-timeout %s", o.trialTimeout)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if _, all := probe.committed(5 * time.Second); all {
-			break
-		}
+	run := startRun(ctx, p.Run)
+	if err := probe.await(ctx, 50*time.Millisecond, start.Add(o.trialTimeout), run.done); err != nil {
+		return eosResult{}, errors.Join(fmt.Errorf("-trial-timeout %s: %w", o.trialTimeout, err), run.stop())
 	}
 	end := time.Now()
-	cancel()
-	if err := <-errc; err != nil {
+	if err := run.stop(); err != nil {
 		return eosResult{}, fmt.Errorf("Run: %w", err)
 	}
 	firstAt := time.Unix(0, first.Load())

@@ -36,8 +36,10 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microse
 func (l latencyResult) line() string {
 	return fmt.Sprintf("%-8s output p50 %s p99 %s p99.9 %s max %s (%d records) | handler p50 %s p99 %s (%d batches, %.0f records/batch) | process cpu %.0f%%",
 		l.contestant, ms(pct(l.out, .5)), ms(pct(l.out, .99)), ms(pct(l.out, .999)), ms(pct(l.out, 1)), l.records,
-		ms(pct(l.batch, .5)), ms(pct(l.batch, .99)), l.batches, float64(l.records)/float64(max(l.batches, 1)), l.cpuPct)
+		ms(pct(l.batch, .5)), ms(pct(l.batch, .99)), l.batches, l.perBatch(), l.cpuPct)
 }
+
+func (l latencyResult) perBatch() float64 { return float64(l.records) / float64(max(l.batches, 1)) }
 
 func stamp(b []byte) (time.Time, bool) {
 	if len(b) < 8 {
@@ -48,7 +50,7 @@ func stamp(b []byte) (time.Time, bool) {
 
 // latency runs contestant c on a fresh input topic that a load producer writes at a fixed
 // rate, while a reader measures when each record's copy appears in the output topic.
-func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) {
+func (e *env) latency(ctx context.Context, c string) (latencyResult, error) {
 	o := e.o
 	in, out := stack.UniqueName("bench-lat-in"), stack.UniqueName("bench-lat-out")
 	for _, t := range []string{in, out} {
@@ -57,7 +59,7 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 		}
 	}
 	defer e.adm.deleteTopics(in, out)
-	group := stack.UniqueName("bench-lat-" + c.name)
+	group := stack.UniqueName("bench-lat-" + c)
 
 	var mu sync.Mutex
 	type sample struct {
@@ -85,41 +87,21 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 			mu.Unlock()
 		},
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- c.run(rctx, r) }()
-	if err := e.waitStable(ctx, group, errc); err != nil {
+	run := startRun(ctx, func(ctx context.Context) error { return runContestant(ctx, c, r) })
+	defer run.stop()
+	if err := e.waitStable(ctx, group, run); err != nil {
 		return latencyResult{}, err
 	}
 
 	// The reader: every partition of the output from the beginning, no group.
-	rd, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": o.brokers, "group.id": group + "-reader", "enable.auto.commit": false,
-		"fetch.wait.max.ms": 5, "fetch.min.bytes": 1, "log_level": 3,
-	})
+	rd, err := newReader(o.brokers, group+"-reader", out, o.partitions)
 	if err != nil {
 		return latencyResult{}, err
 	}
 	defer rd.Close()
-	tps := make([]kafka.TopicPartition, o.partitions)
-	for p := range tps {
-		tps[p] = kafka.TopicPartition{Topic: &out, Partition: int32(p), Offset: kafka.OffsetBeginning}
-	}
-	if err := rd.Assign(tps); err != nil {
-		return latencyResult{}, err
-	}
 	var outLat []sample
-	readDone := make(chan struct{})
-	stopRead := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		for {
-			select {
-			case <-stopRead:
-				return
-			default:
-			}
+	reader := startRun(ctx, func(ctx context.Context) error {
+		for ctx.Err() == nil {
 			if m, ok := rd.Poll(50).(*kafka.Message); ok && m.TopicPartition.Error == nil {
 				now := time.Now()
 				if t, ok := stamp(m.Value); ok {
@@ -127,7 +109,9 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 				}
 			}
 		}
-	}()
+		return nil
+	})
+	defer reader.stop()
 
 	// The load producer.
 	lp, err := kafka.NewProducer(&kafka.ConfigMap{
@@ -179,21 +163,19 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 			break
 		}
 		select {
-		case err := <-errc:
-			return latencyResult{}, fmt.Errorf("contestant stopped: %v", err)
+		case <-run.done:
+			return latencyResult{}, fmt.Errorf("contestant stopped: %v", run.err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
-	close(stopRead)
-	<-readDone
-	cancel()
-	if err := <-errc; err != nil {
+	reader.stop()
+	if err := run.stop(); err != nil {
 		return latencyResult{}, err
 	}
 
 	cut := start.Add(o.latencyWarmup)
-	res := latencyResult{contestant: c.name, cpuPct: 100 * cpu.Seconds() / wall.Seconds()}
+	res := latencyResult{contestant: c, cpuPct: 100 * cpu.Seconds() / wall.Seconds()}
 	for _, s := range outLat {
 		if !s.produced.Before(cut) {
 			res.out = append(res.out, s.lat)
@@ -217,7 +199,7 @@ func (e *env) latency(ctx context.Context, c contestant) (latencyResult, error) 
 }
 
 // waitStable waits until the group is stable with every input partition assigned.
-func (e *env) waitStable(ctx context.Context, group string, errc chan error) error {
+func (e *env) waitStable(ctx context.Context, group string, run *procRun) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -234,8 +216,8 @@ func (e *env) waitStable(ctx context.Context, group string, errc chan error) err
 			}
 		}
 		select {
-		case err := <-errc:
-			return fmt.Errorf("contestant stopped before the group was stable: %v", err)
+		case <-run.done:
+			return fmt.Errorf("contestant stopped before the group was stable: %v", run.err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/samsa-go/samsa/integration/stack"
@@ -27,12 +26,9 @@ const (
 
 type memOptions struct {
 	input
-	duration     time.Duration
-	idleDuration time.Duration
-	maxBuffered  []int64
-	batchSize    int
-	maxInFlight  int
-	queuedKBytes int
+	duration, idleDuration               time.Duration
+	maxBuffered                          []int64
+	batchSize, maxInFlight, queuedKBytes int
 }
 
 // memMain runs the mem scenario and returns the exit code: 3 when a configuration's peak
@@ -56,32 +52,32 @@ func memMain(args []string) int {
 	for _, s := range splitList(maxBuffered) {
 		n, err := parseSize(s)
 		if err != nil {
-			return usageError("mem", fmt.Errorf("-max-buffered: %w", err))
+			return o.usageError(fmt.Errorf("-max-buffered: %w", err))
 		}
 		o.maxBuffered = append(o.maxBuffered, n)
 	}
 	if o.partitions < 1 || o.records < 1 || o.valueSize < 0 {
-		return usageError("mem", fmt.Errorf("-partitions and -records must be positive, -value-size not negative"))
+		return o.usageError(fmt.Errorf("-partitions and -records must be positive, -value-size not negative"))
 	}
-	return runScenario(func(ctx context.Context) error { return memRun(ctx, o) })
+	return o.run(func(ctx context.Context) (*summary, error) { return memRun(ctx, o) })
 }
 
-func memRun(ctx context.Context, o memOptions) error {
+func memRun(ctx context.Context, o memOptions) (*summary, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find this binary to re-execute as the child: %w", err)
+		return nil, fmt.Errorf("find this binary to re-execute as the child: %w", err)
 	}
 	in, idle := stack.UniqueName("membench-in"), stack.UniqueName("membench-idle")
 	a, broker, done, err := o.setUp(ctx, "", 1, in, idle)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer done()
 	fmt.Printf("broker: %s\npreloading %d records (%d partitions, %d-byte values, %d-byte keys) into %s...\n",
 		broker, o.records, o.partitions, o.valueSize, keySize, in)
 	took, _, err := o.preloadInput(ctx, in, bulkProducer())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("preloaded in %.1fs\n", took.Seconds())
 
@@ -104,7 +100,7 @@ func memRun(ctx context.Context, o memOptions) error {
 	is.Records = 0
 	base, err := measure(is, idle, o.idleDuration)
 	if err != nil {
-		return fmt.Errorf("idle child: %w", err)
+		return nil, fmt.Errorf("idle child: %w", err)
 	}
 	fmt.Printf("  idle: peak RSS %s MiB (Go heap %s MiB, C malloc %s MiB)\n", mib(base.PeakRSS), mib(base.PeakHeap), cmib(base.PeakCMalloc))
 
@@ -116,32 +112,33 @@ func memRun(ctx context.Context, o memOptions) error {
 		fmt.Printf("\n%s: running for %s (%s)\n", b.name, o.duration, b.terms())
 		res, err := measure(s, in, o.duration)
 		if err != nil {
-			return fmt.Errorf("%s: %w", b.name, err)
+			return nil, fmt.Errorf("%s: %w", b.name, err)
 		}
 		r := memRow{budget: b, res: res, baseline: base.PeakRSS}
 		fmt.Println("  " + r.detail())
 		rows = append(rows, r)
 	}
 
-	fmt.Println()
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\tpeak RSS\tpeak Go heap\tpeak C malloc\tbaseline\tRSS-baseline\theld+prefetch\tbudget\twithin\tpeak in flight\t")
+	sum := &summary{about: []string{"broker: " + broker, fmt.Sprintf(
+		"config: %d records, %d partitions, %d-byte values; handler sleeps 1 ms per record; each run %s, idle %s",
+		o.records, o.partitions, o.valueSize, o.duration, o.idleDuration)}}
+	t := sum.table("peak memory against the documented budget:", "config", "peak RSS", "peak Go heap", "peak C malloc",
+		"baseline", "RSS-baseline", "held+prefetch", "budget", "within", "peak in flight")
 	exceeded := false
 	for _, r := range rows {
 		within := "yes"
 		if !r.within() {
 			within, exceeded = "NO", true
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.budget.name, mib(r.res.PeakRSS), mib(r.res.PeakHeap),
-			cmib(r.res.PeakCMalloc), mib(r.baseline), mib(r.res.PeakRSS-r.baseline), mib(r.budget.held+r.budget.prefetch),
-			mib(r.budget.total()), within, r.res.PeakInFlight)
+		t.add(r.budget.name, mib(r.res.PeakRSS), mib(r.res.PeakHeap), cmib(r.res.PeakCMalloc), mib(r.baseline),
+			mib(r.res.PeakRSS-r.baseline), mib(r.budget.held+r.budget.prefetch), mib(r.budget.total()), within,
+			r.res.PeakInFlight)
 	}
-	tw.Flush()
-	fmt.Println("MiB; budget = 6 × held + 2 × prefetch + 2 × idle live heap (see the package doc); Go heap = runtime/metrics heap objects (live + not yet swept); C malloc = glibc mallinfo2 in use (librdkafka); in flight = outputs sent, batch not yet settled (records)")
+	t.note("MiB; budget = 6 × held + 2 × prefetch + 2 × idle live heap (see the package doc); Go heap = runtime/metrics heap objects (live + not yet swept); C malloc = glibc mallinfo2 in use (librdkafka); in flight = outputs sent, batch not yet settled (records)")
 	if exceeded {
-		return exitError{3, errors.New("mem: peak RSS − baseline exceeded the documented budget")}
+		return sum, exitError{3, errors.New("mem: peak RSS − baseline exceeded the documented budget")}
 	}
-	return nil
+	return sum, nil
 }
 
 // budget is the documented memory budget of one configuration, in bytes.

@@ -165,12 +165,9 @@ func memChild(specJSON string) int {
 	wg.Wait()
 	smp.sample()
 
-	res := memResult{
-		Handled: handled.Load(), PeakRSS: max(smp.peakRSS, smp.hwm), PeakRSSAt: smp.peakRSSAt,
-		PeakHeap: smp.peakHeap, PeakLiveHeap: smp.peakLive, PeakGoMapped: smp.peakGo, PeakCMalloc: smp.peakC, PeakCHeld: smp.peakCHeld,
-		RSSAtFirstBatch: rssFirst.Load(), AllHandledAfter: time.Duration(allAfter.Load()),
-		PeakInFlight: smp.peakInFlight, PeakInFlightAt: smp.peakInFlightAt,
-	}
+	res := smp.res
+	res.PeakRSS = max(res.PeakRSS, smp.hwm)
+	res.Handled, res.RSSAtFirstBatch, res.AllHandledAfter = handled.Load(), rssFirst.Load(), time.Duration(allAfter.Load())
 	if fb := firstBatch.Load(); fb > 0 && !smp.firstSettled.IsZero() {
 		res.FirstSettledAfter = smp.firstSettled.Sub(time.Unix(0, fb))
 	}
@@ -187,31 +184,21 @@ func memChild(specJSON string) int {
 	return 0
 }
 
-// sampler keeps the peaks of the process's memory figures. It is used by one goroutine
-// at a time.
+// sampler keeps the peaks of the process's memory figures in res. It is used by one
+// goroutine at a time.
 type sampler struct {
-	start   time.Time
-	reader  *sdkmetric.ManualReader
-	handled *atomic.Int64
-	rm      metricdata.ResourceMetrics
-
-	last      memSample
-	hwm       int64
-	peakRSS   int64
-	peakRSSAt time.Duration
-	peakHeap  int64
-	peakLive  int64
-	peakGo    int64
-	peakC     int64
-	peakCHeld int64
-	err       error
-
-	peakInFlight   int64
-	peakInFlightAt time.Duration
-	firstSettled   time.Time
+	start        time.Time
+	reader       *sdkmetric.ManualReader
+	handled      *atomic.Int64
+	rm           metricdata.ResourceMetrics
+	res          memResult // PeakRSS: of the sampled VmRSS only
+	hwm          int64
+	last         memSample
+	firstSettled time.Time
+	err          error
 }
 
-type memSample struct{ rss, heap, goMapped, cMalloc, cHeld, inFlight int64 }
+type memSample struct{ rss, heap, cMalloc, inFlight int64 }
 
 func (s *sampler) sample() {
 	sent := s.handled.Load() // before the acks: inFlight is never negative
@@ -224,9 +211,10 @@ func (s *sampler) sample() {
 		{Name: "/memory/classes/heap/released:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(ms)
 	u := func(i int) int64 { return int64(ms[i].Value.Uint64()) }
-	m := memSample{rss: st[0], heap: u(0), goMapped: u(1) - u(2), cMalloc: -1, cHeld: -1}
-	if c, held, ok := cMalloc(); ok {
-		m.cMalloc, m.cHeld = c, held
+	inUse, held, ok := cMalloc()
+	m := memSample{rss: st[0], heap: u(0), cMalloc: -1}
+	if ok {
+		m.cMalloc = inUse
 	}
 	if acked, ok := s.acked(); ok {
 		m.inFlight = sent - acked
@@ -235,20 +223,20 @@ func (s *sampler) sample() {
 		}
 	}
 	s.last = m
-	if m.inFlight > s.peakInFlight {
-		s.peakInFlight, s.peakInFlightAt = m.inFlight, time.Since(s.start)
+	r, at := &s.res, time.Since(s.start)
+	if m.inFlight > r.PeakInFlight {
+		r.PeakInFlight, r.PeakInFlightAt = m.inFlight, at
+	}
+	if m.rss > r.PeakRSS {
+		r.PeakRSS, r.PeakRSSAt = m.rss, at
 	}
 	s.hwm = max(s.hwm, st[1])
-	if m.rss > s.peakRSS {
-		s.peakRSS, s.peakRSSAt = m.rss, time.Since(s.start)
-	}
-	s.peakHeap = max(s.peakHeap, m.heap)
-	s.peakLive = max(s.peakLive, u(3))
-	s.peakGo = max(s.peakGo, m.goMapped)
-	if m.cMalloc < 0 || s.peakC < 0 {
-		s.peakC, s.peakCHeld = -1, -1
+	r.PeakHeap, r.PeakLiveHeap = max(r.PeakHeap, m.heap), max(r.PeakLiveHeap, u(3))
+	r.PeakGoMapped = max(r.PeakGoMapped, u(1)-u(2))
+	if !ok || r.PeakCMalloc < 0 {
+		r.PeakCMalloc, r.PeakCHeld = -1, -1
 	} else {
-		s.peakC, s.peakCHeld = max(s.peakC, m.cMalloc), max(s.peakCHeld, m.cHeld)
+		r.PeakCMalloc, r.PeakCHeld = max(r.PeakCMalloc, inUse), max(r.PeakCHeld, held)
 	}
 }
 

@@ -62,27 +62,15 @@ func samsaProcessor(r run, logger *slog.Logger) (*processor.Processor[[]byte, []
 	}
 	inputs := []processor.Input[[]byte, []byte]{{Topic: r.in, Key: dec, Value: dec}}
 	opts := []processor.Option{processor.WithLogger(logger)}
-	if r.otelRatio > 0 {
-		// Tracing as a production deployment samples it: a parent-based ratio sampler.
+	switch r.telemetry {
+	case "otel", "trace": // every span sampled, into a batching exporter, as an application wires the SDK
+		opts = append(opts, processor.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))))
+	case "trace1": // as a production deployment samples: a parent-based ratio sampler
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}),
-			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r.otelRatio))))
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))))
 		opts = append(opts, processor.WithTracerProvider(tp))
 	}
-	if r.traceAll {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
-		opts = append(opts, processor.WithTracerProvider(tp))
-	}
-	if r.otel {
-		// Off means the OTel globals (no-op); on means the SDK, as an application would
-		// wire it: every span sampled into a batching exporter, metrics on Prometheus.
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
-		prom, err := metrics.NewPrometheus("bench")
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, processor.WithTracerProvider(tp), processor.WithMeterProvider(prom.Provider))
-	}
-	if r.metricsOnly {
+	if r.telemetry == "otel" || r.telemetry == "metrics" {
 		prom, err := metrics.NewPrometheus("bench")
 		if err != nil {
 			return nil, err

@@ -25,10 +25,8 @@ import (
 
 type soakOptions struct {
 	input
-	duration time.Duration
-	warmup   time.Duration
-	rate     int
-	sample   time.Duration
+	duration, warmup, sample time.Duration
+	rate                     int
 }
 
 // soakMain runs the soak scenario and returns the exit code.
@@ -46,9 +44,9 @@ func soakMain(args []string) int {
 		o.warmup = min(o.duration/3, 10*time.Minute)
 	}
 	if err := o.check(); err != nil {
-		return usageError("soak", err)
+		return o.usageError(err)
 	}
-	return runScenario(func(ctx context.Context) error { return soakRun(ctx, o) })
+	return o.run(func(ctx context.Context) (*summary, error) { return soakRun(ctx, o) })
 }
 
 func (o soakOptions) check() error {
@@ -73,22 +71,22 @@ type soakSample struct {
 	produced   int64
 }
 
-func soakRun(ctx context.Context, o soakOptions) error {
+func soakRun(ctx context.Context, o soakOptions) (*summary, error) {
 	in, out, group := stack.UniqueName("soak-in"), stack.UniqueName("soak-out"), stack.UniqueName("soak")
-	_, _, done, err := o.setUp(ctx, "", -1, in, out)
+	_, note, done, err := o.setUp(ctx, "", -1, in, out)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer done()
 
 	prom, err := metrics.NewPrometheus("soak")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer prom.Shutdown(context.Background())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: prom.Handler()}
 	go srv.Serve(ln)
@@ -102,7 +100,7 @@ func soakRun(ctx context.Context, o soakOptions) error {
 		tp, err = sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{})), nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tp.Shutdown(context.Background())
 
@@ -115,7 +113,7 @@ func soakRun(ctx context.Context, o soakOptions) error {
 		processor.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		processor.WithMeterProvider(prom.Provider), processor.WithTracerProvider(tp))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("soak: %s at %d records/s, %d partitions, %d-byte values; tracing: %s; metrics: %s; brokers %s\n",
 		o.duration, o.rate, o.partitions, o.valueSize, tracing, url, o.brokers)
@@ -138,15 +136,15 @@ func soakRun(ctx context.Context, o soakOptions) error {
 		case <-ctx.Done():
 			done = true
 		case err := <-runErr:
-			return fmt.Errorf("processor stopped: %v", err)
+			return nil, fmt.Errorf("processor stopped: %v", err)
 		case err := <-prodErr:
 			if err != nil {
-				return fmt.Errorf("input producer: %w", err)
+				return nil, fmt.Errorf("input producer: %w", err)
 			}
 		case <-tick.C:
 			s, err := scrape(url)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			s.at, s.produced = time.Since(start), produced.Load()
 			samples = append(samples, s)
@@ -156,10 +154,9 @@ func soakRun(ctx context.Context, o soakOptions) error {
 	}
 	cancel()
 	if err := <-runErr; err != nil {
-		return fmt.Errorf("processor: %w", err)
+		return nil, fmt.Errorf("processor: %w", err)
 	}
-	summarize(o, samples)
-	return nil
+	return summarize(o, note, samples), nil
 }
 
 // produce writes rate records per second (in 10 ms steps) until ctx ends.
@@ -244,16 +241,19 @@ func scrape(url string) (soakSample, error) {
 	return s, nil
 }
 
-func summarize(o soakOptions, samples []soakSample) {
+func summarize(o soakOptions, broker string, samples []soakSample) *summary {
 	var after []soakSample
 	for _, s := range samples {
 		if s.at >= o.warmup {
 			after = append(after, s)
 		}
 	}
+	sum := &summary{about: []string{"broker: " + broker, fmt.Sprintf(
+		"soak: %d records/s, %d partitions, %d-byte values, warm-up %s, %d samples after it",
+		o.rate, o.partitions, o.valueSize, o.warmup, len(after))}}
 	if len(after) < 2 {
-		fmt.Printf("soak: only %d samples after the %s warm-up: run longer for growth figures\n", len(after), o.warmup)
-		return
+		sum.about = append(sum.about, "only these samples after the warm-up: run longer for growth figures")
+		return sum
 	}
 	first, last := after[0], after[len(after)-1]
 	maxRSS, maxG := 0.0, 0.0
@@ -261,17 +261,25 @@ func summarize(o soakOptions, samples []soakSample) {
 		maxRSS, maxG = max(maxRSS, s.rss), max(maxG, s.goroutines)
 	}
 	rss := func(s soakSample) float64 { return s.rss }
+	goSys := func(s soakSample) float64 { return s.goSys }
 	outside := func(s soakSample) float64 { return s.rss - s.goSys }
-	slope, late := mibPerHour(after, rss), mibPerHour(after[len(after)/2:], rss)
-	fmt.Printf("soak: duration=%s rate=%d/s warmup=%s samples_after_warmup=%d\n", last.at.Round(time.Second), o.rate, o.warmup, len(after))
-	fmt.Printf("soak: rss_MiB after_warmup=%.1f end=%.1f max=%.1f growth=%+.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
-		first.rss/(1<<20), last.rss/(1<<20), maxRSS/(1<<20), (last.rss-first.rss)/(1<<20), slope, late)
-	fmt.Printf("soak: heap_inuse_MiB after_warmup=%.1f end=%.1f\n", first.heap/(1<<20), last.heap/(1<<20))
-	fmt.Printf("soak: go_MiB (mapped by the Go runtime: sys − heap released) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h\n", first.goSys/(1<<20), last.goSys/(1<<20), mibPerHour(after, func(s soakSample) float64 { return s.goSys }))
-	fmt.Printf("soak: rss_minus_go_MiB (at least: librdkafka, cgo, binary) after_warmup=%.1f end=%.1f slope=%+.1f MiB/h (second half: %+.1f MiB/h)\n",
-		outside(first)/(1<<20), outside(last)/(1<<20), mibPerHour(after, outside), mibPerHour(after[len(after)/2:], outside))
-	fmt.Printf("soak: goroutines after_warmup=%.0f end=%.0f max=%.0f\n", first.goroutines, last.goroutines, maxG)
-	fmt.Printf("soak: records produced=%d consumed=%.0f final_lag=%.0f\n", last.produced, last.consumed, last.lag)
+	half := after[len(after)/2:]
+	m := func(f float64) string { return fmt.Sprintf("%.1f", f/(1<<20)) }
+	slope := func(ss []soakSample, f func(soakSample) float64) string {
+		return fmt.Sprintf("%+.1f", mibPerHour(ss, f))
+	}
+	title := fmt.Sprintf("after the warm-up, over %s (MiB; slopes: least squares, MiB/h):", last.at.Round(time.Second))
+	t := sum.table(title, "figure", "after warm-up", "end", "max", "growth", "slope", "slope, second half")
+	t.add("RSS", m(first.rss), m(last.rss), m(maxRSS), fmt.Sprintf("%+.1f", (last.rss-first.rss)/(1<<20)),
+		slope(after, rss), slope(half, rss))
+	t.add("Go heap in use", m(first.heap), m(last.heap), "-", "-", "-", "-")
+	t.add("Go mapped (sys − heap released)", m(first.goSys), m(last.goSys), "-", "-", slope(after, goSys), "-")
+	t.add("RSS − Go mapped (at least: librdkafka, cgo, binary)", m(outside(first)), m(outside(last)), "-", "-",
+		slope(after, outside), slope(half, outside))
+	count := func(f float64) string { return fmt.Sprintf("%.0f", f) }
+	t.add("goroutines", count(first.goroutines), count(last.goroutines), count(maxG), "-", "-", "-")
+	t.note("records produced %d, consumed %.0f, final lag %.0f", last.produced, last.consumed, last.lag)
+	return sum
 }
 
 // mibPerHour is the least-squares slope of f (bytes) over time, in MiB per hour.

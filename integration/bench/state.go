@@ -22,12 +22,8 @@ import (
 
 type stateOptions struct {
 	input
-	redisAddr    string
-	keys         int
-	trials       int
-	batch        int
-	redisArgs    string
-	trialTimeout time.Duration
+	redisAddr, redisArgs string
+	keys                 int
 }
 
 // stateMain runs the state scenario and returns the exit code.
@@ -36,36 +32,34 @@ func stateMain(args []string) int {
 	fs := o.flagSet("state", 200_000, 8, 0)
 	fs.StringVar(&o.redisAddr, "redis", os.Getenv(stack.EnvRedisAddr), "host:port of a running Redis (default $REDIS_ADDR); empty: start a redis-server")
 	fs.IntVar(&o.keys, "keys", 10_000, "distinct keys")
-	fs.IntVar(&o.trials, "trials", 3, "trials per mode (alternating on, off)")
-	fs.IntVar(&o.batch, "batch", 1000, "processor.Config.BatchSize")
+	o.trialFlags(fs, 3, 1000, 3*time.Minute)
 	fs.StringVar(&o.redisArgs, "redis-args", "", "extra redis-server arguments when this harness starts Redis, space-separated (e.g. \"--appendonly yes --appendfsync everysec\"); default: no persistence")
-	fs.DurationVar(&o.trialTimeout, "trial-timeout", 3*time.Minute, "a trial that has not committed everything by then fails the run")
 	fs.Parse(args)
 	if o.records < o.partitions || o.partitions < 1 || o.trials < 1 || o.batch < 1 || o.keys < o.partitions {
-		return usageError("state", errors.New("need -records >= -partitions >= 1, -keys >= -partitions, -trials >= 1, -batch >= 1"))
+		return o.usageError(errors.New("need -records >= -partitions >= 1, -keys >= -partitions, -trials >= 1, -batch >= 1"))
 	}
-	fmt.Println("command:", commandLine())
-	return runScenario(func(ctx context.Context) error { return stateRun(ctx, o) })
+	return o.run(func(ctx context.Context) (*summary, error) { return stateRun(ctx, o) })
 }
 
-func stateRun(ctx context.Context, o stateOptions) error {
-	start := time.Now()
+func stateRun(ctx context.Context, o stateOptions) (*summary, error) {
 	in := stack.UniqueName("statebench-in")
-	_, _, done, err := o.setUp(ctx, "", 1, in)
+	_, note, done, err := o.setUp(ctx, "", 1, in)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer done()
+	redisNote := "external: " + o.redisAddr
 	if o.redisAddr == "" {
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		r, err := stack.StartRedis(sctx, stack.RedisOptions{Args: strings.Fields(o.redisArgs)})
 		cancel()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer r.Close()
 		o.redisAddr = r.Addr()
-		fmt.Printf("started redis-server on %s (args: %q)\n", o.redisAddr, o.redisArgs)
+		redisNote = fmt.Sprintf("redis-server started on %s (args: %q)", o.redisAddr, o.redisArgs)
+		fmt.Println(redisNote)
 	}
 	enc := codec.Int64()
 	var wantSum int64
@@ -78,25 +72,27 @@ func stateRun(ctx context.Context, o stateOptions) error {
 			return int32(k % o.partitions), stateKey(k), v
 		})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("preloaded %d records over %d keys into %s (%d partitions) in %s\n", o.records, o.keys, in, o.partitions, took.Round(time.Millisecond))
 
 	client := redis.NewClient(&redis.Options{Addr: o.redisAddr})
 	defer client.Close()
-	var results [2][]stateResult // checkpoint on, off
-	for i := range 2 * o.trials {
-		mode := []string{"on", "off"}[i%2]
+	byMode, err := rounds(o.trials, []string{"on", "off"}, func(i int, mode string) (stateResult, error) {
 		r, err := stateTrial(ctx, o, client, in, ends, mode, wantSum)
 		if err != nil {
-			return fmt.Errorf("trial %d (%s): %w", i+1, mode, err)
+			return r, err
 		}
-		results[i%2] = append(results[i%2], r)
-		fmt.Printf("trial %d checkpoint=%-3s join=%-7s handled=%8.0f records/s  committed=%8.0f records/s  (batches=%d, %s to handle, %s to commit; CPU/record: process %.1fµs, redis %.1fµs; load %s)\n",
+		fmt.Printf("round %d checkpoint=%-3s join=%-7s handled=%8.0f records/s  committed=%8.0f records/s  (batches=%d, %s to handle, %s to commit; CPU/record: process %.1fµs, redis %.1fµs; load %s)\n",
 			i+1, mode, r.join.Round(time.Millisecond), r.handledRPS(o.records), r.committedRPS(o.records), r.batches,
 			r.handled.Round(time.Millisecond), r.committed.Round(time.Millisecond),
 			perRecord(r.procCPU, o.records), perRecord(r.redisCPU, o.records), loadAvg())
+		return r, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	results := [2][]stateResult{byMode["on"], byMode["off"]}
 	// Each on trial against the off trial right after it: drift of the machine's load
 	// between distant trials cancels out.
 	var pairs []float64
@@ -104,27 +100,31 @@ func stateRun(ctx context.Context, o stateOptions) error {
 		pairs = append(pairs, results[0][i].handledRPS(o.records)/results[1][i].handledRPS(o.records))
 	}
 	pm, plo, phi := spread(pairs)
-	fig := func(rs []stateResult, f func(stateResult) float64) float64 {
+	fig := func(mode int, f func(stateResult) float64) float64 {
 		var xs []float64
-		for _, r := range rs {
+		for _, r := range results[mode] {
 			xs = append(xs, f(r))
 		}
 		return median(xs)
 	}
-	handled := func(r stateResult) float64 { return r.handledRPS(o.records) }
-	committed := func(r stateResult) float64 { return r.committedRPS(o.records) }
-	proc := func(r stateResult) float64 { return perRecord(r.procCPU, o.records) }
-	rcpu := func(r stateResult) float64 { return perRecord(r.redisCPU, o.records) }
-	on, off := results[0], results[1]
-	fmt.Printf("\nmedian over %d trials each (records=%d keys=%d partitions=%d batch=%d):\n", o.trials, o.records, o.keys, o.partitions, o.batch)
-	fmt.Printf("  checkpoint on  (WithCheckpoint + Table.Apply):    handled %8.0f records/s, committed %8.0f records/s\n", fig(on, handled), fig(on, committed))
-	fmt.Printf("  checkpoint off (Partition(p).PutMany, no checkpoint): handled %8.0f records/s, committed %8.0f records/s\n", fig(off, handled), fig(off, committed))
-	fmt.Printf("  ratio on/off: handled %.3f, committed %.3f; per adjacent pair (handled) min %.3f median %.3f max %.3f\n",
-		fig(on, handled)/fig(off, handled), fig(on, committed)/fig(off, committed), plo, pm, phi)
-	fmt.Printf("  CPU per record (median): process on %.1fµs off %.1fµs; redis-server on %.1fµs off %.1fµs\n",
-		fig(on, proc), fig(off, proc), fig(on, rcpu), fig(off, rcpu))
-	fmt.Printf("total %s\n", time.Since(start).Round(time.Millisecond))
-	return nil
+	figs := []func(stateResult) float64{
+		func(r stateResult) float64 { return r.handledRPS(o.records) },
+		func(r stateResult) float64 { return r.committedRPS(o.records) },
+		func(r stateResult) float64 { return perRecord(r.procCPU, o.records) },
+		func(r stateResult) float64 { return perRecord(r.redisCPU, o.records) },
+	}
+	sum := &summary{about: []string{"broker: " + note, "redis: " + redisNote, fmt.Sprintf(
+		"config: %d records over %d keys, %d partitions, batch %d; %d trials each, alternating on, off",
+		o.records, o.keys, o.partitions, o.batch, o.trials)}}
+	t := sum.table("medians per mode:", "checkpoint", "handled records/s", "committed records/s",
+		"process CPU µs/record", "redis-server CPU µs/record")
+	for mode, name := range []string{"on (WithCheckpoint + Table.Apply)", "off (Partition(p).PutMany, no checkpoint)"} {
+		t.add(name, fmt.Sprintf("%.0f", fig(mode, figs[0])), fmt.Sprintf("%.0f", fig(mode, figs[1])),
+			fmt.Sprintf("%.1f", fig(mode, figs[2])), fmt.Sprintf("%.1f", fig(mode, figs[3])))
+	}
+	t.note("ratio on/off: handled %.3f, committed %.3f; per adjacent pair (handled) min %.3f median %.3f max %.3f",
+		fig(0, figs[0])/fig(1, figs[0]), fig(0, figs[1])/fig(1, figs[1]), plo, pm, phi)
+	return sum, nil
 }
 
 type stateResult struct {
@@ -238,55 +238,35 @@ func stateTrial(ctx context.Context, o stateOptions, client *redis.Client, in st
 	if err != nil {
 		return stateResult{}, err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runErr := make(chan error, 1)
 	cpu0, rcpu0 := cpuTime(), redisCPU(ctx, client)
 	started := time.Now()
-	go func() { runErr <- p.Run(rctx) }()
-	stopRun := func() error {
-		cancel()
-		select {
-		case err := <-runErr:
-			return err
-		case <-time.After(time.Minute):
-			return errors.New("Run did not return within 1m of cancel")
-		}
-	}
-	deadline := time.After(o.trialTimeout)
+	deadline := started.Add(o.trialTimeout)
+	run := startRun(ctx, p.Run)
 	select {
 	case <-allDone:
-	case err := <-runErr:
-		return stateResult{}, fmt.Errorf("Run returned before the end: %v", err)
-	case <-deadline:
-		stopRun()
+	case <-run.done:
+		return stateResult{}, fmt.Errorf("Run returned before the end: %v", run.err)
+	case <-time.After(o.trialTimeout):
+		run.stop()
 		return stateResult{}, fmt.Errorf("handled %d of %d records within %s", handled.Load(), o.records, o.trialTimeout)
 	}
 	handledAt := time.Now()
 	firstAt := time.Unix(0, first.Load())
 	probe, err := newOffsetProbe(o.brokers, group, in, ends)
 	if err != nil {
-		stopRun()
+		run.stop()
 		return stateResult{}, err
 	}
 	defer probe.close()
-	for {
-		if _, all := probe.committed(5 * time.Second); all {
-			break
-		}
-		select {
-		case <-deadline:
-			stopRun()
-			return stateResult{}, fmt.Errorf("committed offsets did not reach the end within %s", o.trialTimeout)
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := probe.await(ctx, 50*time.Millisecond, deadline, run.done); err != nil {
+		return stateResult{}, errors.Join(fmt.Errorf("-trial-timeout %s: %w", o.trialTimeout, err), run.stop())
 	}
 	committedAt := time.Now()
 	procCPU, rCPU := cpuTime()-cpu0, redisCPU(ctx, client)-rcpu0
-	if err := stopRun(); err != nil {
+	if err := run.stop(); err != nil {
 		return stateResult{}, fmt.Errorf("Run: %w", err)
 	}
-	if err := checkSums(ctx, client, ns, o, wantSum); err != nil {
+	if err := checkSums(ctx, tbl, o, wantSum); err != nil {
 		return stateResult{}, err
 	}
 	return stateResult{join: firstAt.Sub(started), handled: handledAt.Sub(firstAt), committed: committedAt.Sub(firstAt), batches: batches.Load(),
@@ -294,11 +274,7 @@ func stateTrial(ctx context.Context, o stateOptions, client *redis.Client, in st
 }
 
 // checkSums checks that Σ sums and Σ counts over the namespace's keys equal the input's.
-func checkSums(ctx context.Context, client *redis.Client, ns string, o stateOptions, wantSum int64) error {
-	tbl, err := state.NewTable(client, ns, codec.String(), codec.Int64())
-	if err != nil {
-		return err
-	}
+func checkSums(ctx context.Context, tbl *state.Table[string, int64], o stateOptions, wantSum int64) error {
 	var sum, cnt int64
 	for p := range o.partitions {
 		var tkeys []string

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -22,17 +23,12 @@ func (v verdict) ok() bool { return v.missing == 0 && v.corrupt == 0 }
 
 // keyIndex parses key(i) back to i; -1 if b is not such a key.
 func keyIndex(b []byte) int {
-	if len(b) < 5 || string(b[:4]) != "key-" {
+	digits, ok := bytes.CutPrefix(b, []byte("key-"))
+	n, err := strconv.ParseUint(string(digits), 10, 31)
+	if !ok || err != nil {
 		return -1
 	}
-	n := 0
-	for _, c := range b[4:] {
-		if c < '0' || c > '9' || n > math.MaxInt32 {
-			return -1
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
+	return int(n)
 }
 
 // verify reads the whole output topic after the contestant stopped and checks that every
@@ -41,31 +37,21 @@ func keyIndex(b []byte) int {
 func (e *env) verify(ctx context.Context, topic string) (verdict, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": e.o.brokers, "group.id": "bench-verify", "enable.auto.commit": false,
-		"enable.auto.offset.store": false, "fetch.wait.max.ms": 10, "log_level": 3,
-	})
+	c, err := newReader(e.o.brokers, "bench-verify", topic, e.o.partitions)
 	if err != nil {
 		return verdict{}, err
 	}
 	defer c.Close()
 	var v verdict
-	highs := make(map[int32]int64, e.o.partitions)
-	var tps []kafka.TopicPartition
-	for p := range int32(e.o.partitions) {
-		_, high, err := c.QueryWatermarkOffsets(topic, p, 10000)
-		if err != nil {
-			return verdict{}, fmt.Errorf("watermarks of %s/%d: %w", topic, p, err)
-		}
-		v.output += high
-		if high > 0 {
-			highs[p] = high
-			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.OffsetBeginning})
-		}
+	ends, total, err := highWatermarks(c, topic, e.o.partitions)
+	if err != nil {
+		return verdict{}, err
 	}
-	if len(tps) > 0 {
-		if err := c.Assign(tps); err != nil {
-			return verdict{}, err
+	v.output = total
+	highs := make(map[int32]int64, e.o.partitions)
+	for p, high := range ends {
+		if high > 0 {
+			highs[int32(p)] = high
 		}
 	}
 	want := inputValue(e.o.valueSize)

@@ -9,60 +9,53 @@
 // # The pipeline
 //
 // One goka processor: goka.DefineGroup with goka.Input on -input and goka.Output to
-// -output, both with goka's codec.Bytes (which hands the []byte through unchanged in both
-// directions), and a callback that emits every record unchanged with its key. No Persist,
-// no Loop, no Lookup or Join: goka creates no group table, no loopback topic and no local
-// storage, and its topic manager only reads the input's partition count. The output topic
-// must exist (the harness creates it); goka never creates output topics itself.
+// -output, both with goka's codec.Bytes (the []byte passes unchanged both ways), and a
+// callback that emits every record unchanged with its key. No Persist, Loop, Lookup or
+// Join: goka creates no group table, loopback topic or local storage, and its topic
+// manager only reads the input's partition count. The output topic must exist (the
+// harness creates it).
 //
 // # Configuration
 //
-// goka.DefaultConfig() (sarama v1.45.1) with three changes:
-//
-//   - Producer.RequiredAcks = WaitForAll (acks=all, as samsa's producer; goka's default
-//     is WaitForLocal).
-//   - Consumer.Offsets.Initial = OffsetOldest: a fresh group reads the input from the
-//     beginning (goka's default for input streams is OffsetNewest).
-//   - Consumer.Offsets.AutoCommit.Interval = -commit-interval when given, so that every
-//     contestant commits on the same cadence and the harness sees the end at the same
-//     delay (sarama's default is 1s).
+// goka.DefaultConfig() (sarama v1.45.1) with three changes: Producer.RequiredAcks =
+// WaitForAll (acks=all, as samsa's producer; goka's default is WaitForLocal);
+// Consumer.Offsets.Initial = OffsetOldest (a fresh group reads the input from the
+// beginning; goka's default for streams is OffsetNewest); and
+// Consumer.Offsets.AutoCommit.Interval = -commit-interval when given, so every
+// contestant commits on the same cadence (sarama's default is 1s).
 //
 // Everything else is goka's or sarama's default, among them: Version V2_0_0_0 (goka's
-// pin), Snappy compression (goka's default; samsa and the harness's baseline produce
-// uncompressed; -compression none turns it off), Producer.Flush.Frequency 100ms and
-// Flush.Bytes 64 KiB (goka), Producer.Retry.Max 10 (goka), Producer.Idempotent false and
-// Net.MaxOpenRequests 5 (sarama: no idempotence, so a retry can duplicate or reorder),
-// the FNV-1a key hasher for output partitions (goka), goka's copartitioning balance
-// strategy, sarama's fetch settings (Fetch.Min 1 byte, Fetch.Default 1 MiB per partition,
-// MaxWaitTime 500ms, which only matters when no data is waiting) and 256-message
-// channel buffers.
+// pin), Snappy compression (goka; samsa and the harness's baselines produce uncompressed;
+// -compression none turns it off), Producer.Flush.Frequency 100ms and Flush.Bytes 64 KiB
+// (goka), Producer.Retry.Max 10 (goka), Producer.Idempotent false and Net.MaxOpenRequests
+// 5 (sarama: a retry can duplicate or reorder), the FNV-1a key hasher for output
+// partitions and the copartitioning balance strategy (goka), sarama's fetch settings
+// (Fetch.Min 1 byte, Fetch.Default 1 MiB per partition, MaxWaitTime 500ms, which only
+// matters when no data is waiting) and 256-message channel buffers.
 //
 // # Delivery
 //
-// goka marks an input record's offset only after every emit of its callback has
-// completed: processMessage gives the callback a cbContext whose Emit counts the emit and
-// chains emitDone onto the producer's promise; the promise is finished by the goroutine
-// that reads sarama's Successes (or Errors) channel, that is after the broker's
-// acknowledgement (acks=all here); tryCommit calls session.MarkOffset(offset+1) once the
-// callback has returned and every emit is done without error, and sarama's offset
-// manager commits marked offsets every AutoCommit.Interval and when the session closes.
-// An emit error fails the processor instead of marking.
+// goka marks an input record's offset only after every emit of its callback completed:
+// the callback's cbContext counts each Emit and chains emitDone onto the producer's
+// promise, which the goroutine reading sarama's Successes (or Errors) finishes after the
+// broker's acknowledgement (acks=all here); tryCommit then calls
+// session.MarkOffset(offset+1), and sarama's offset manager commits marked offsets every
+// AutoCommit.Interval and when the session closes. An emit error fails the processor.
 //
 // So each record is acknowledged before its own offset is marked, but marks are not
-// ordered: sarama's MarkOffset keeps the highest offset marked so far, so if record n+1's
-// output is acknowledged before record n's (it goes to another output partition), offset
-// n+2 can be committed while n is still in flight. With one healthy broker the responses
-// come back in request order and this does not happen; after a failed emit or a crash it
-// can skip a record. goka's guarantee is therefore at-least-once per record while emits
-// succeed, without the "every earlier offset acknowledged" ordering samsa and the
-// baseline keep.
+// ordered: MarkOffset keeps the highest offset marked so far, so if record n+1's output
+// (to another partition) is acknowledged before record n's, offset n+2 can be committed
+// while n is in flight. With one healthy broker responses come back in request order and
+// this does not happen; after a failed emit or a crash it can skip a record. goka's
+// guarantee is at-least-once per record while emits succeed, without the "every earlier
+// offset acknowledged" order samsa and the baseline keep.
 //
 // # Reporting
 //
-// For the harness it writes two lines to stdout: "first <unix ns>" when the callback sees
-// its first record, and "mem <mallocs> <bytes allocated> <GCs>" (runtime.MemStats) just
-// before it exits. It runs until SIGTERM or SIGINT, then stops the processor (which
-// commits the marked offsets) and exits 0, or 1 if the processor failed.
+// It writes to stdout "first <unix ns>" when the callback sees its first record, and
+// "mem <mallocs> <bytes allocated> <GCs>" (runtime.MemStats) just before it exits. It
+// runs until SIGTERM or SIGINT, then stops the processor (which commits the marked
+// offsets) and exits 0, or 1 if the processor failed.
 package main
 
 import (
