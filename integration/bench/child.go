@@ -233,7 +233,9 @@ func startChild(name string, echo io.Writer, path string, args ...string) (*chil
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
-		for sc := bufio.NewScanner(pr); sc.Scan(); {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
 			ch.parse(sc.Text())
 		}
 		io.Copy(io.Discard, pr) // after a line too long to scan

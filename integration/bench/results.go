@@ -152,14 +152,21 @@ func writeResults(path, scenario, section string) error {
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
+	doc, err := replaceSection(string(old), scenario, section)
+	if err != nil {
+		return fmt.Errorf("%w (in %s)", err, path)
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".results-*.md")
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
 	defer os.Remove(f.Name())
-	_, err = f.WriteString(replaceSection(string(old), scenario, section))
+	_, err = f.WriteString(doc)
 	if err == nil {
 		err = f.Chmod(0o644) // CreateTemp's 0600 is for secrets
+	}
+	if err == nil {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -175,15 +182,26 @@ func writeResults(path, scenario, section string) error {
 
 // replaceSection returns doc with scenario's section, delimited by
 // <!-- bench:SCENARIO --> and <!-- /bench:SCENARIO -->, replaced by section, or with
-// section appended when doc has none.
-func replaceSection(doc, scenario, section string) string {
+// section appended when doc has none. A begin marker without its end before the next
+// section, or twice, is an error: guessing would lose other sections.
+func replaceSection(doc, scenario, section string) (string, error) {
 	begin, end := "<!-- bench:"+scenario+" -->", "<!-- /bench:"+scenario+" -->"
 	sec := begin + "\n" + strings.TrimRight(section, "\n") + "\n\n" + end + "\n"
-	if i := strings.Index(doc, begin); i >= 0 {
-		if j := strings.Index(doc[i:], end); j >= 0 {
-			rest := strings.TrimPrefix(doc[i+j+len(end):], "\n")
-			return doc[:i] + sec + rest
-		}
+	i := strings.Index(doc, begin)
+	if i < 0 {
+		return strings.TrimRight(doc, "\n") + "\n\n" + sec, nil
 	}
-	return strings.TrimRight(doc, "\n") + "\n\n" + sec
+	if strings.Count(doc, begin) > 1 {
+		return "", fmt.Errorf("results: %q appears twice; mend the file by hand", begin)
+	}
+	body := doc[i+len(begin):]
+	if next := strings.Index(body, "<!-- bench:"); next >= 0 {
+		body = body[:next]
+	}
+	j := strings.Index(body, end)
+	if j < 0 {
+		return "", fmt.Errorf("results: %q has no %q before the next section; mend the file by hand", begin, end)
+	}
+	rest := strings.TrimPrefix(doc[i+len(begin)+j+len(end):], "\n")
+	return doc[:i] + sec + rest, nil
 }

@@ -55,3 +55,23 @@ func TestMarkdownTable(t *testing.T) {
 		}
 	}
 }
+
+// A section whose end marker is missing is refused, not guessed at: guessing would
+// take the next sections with it.
+func TestWriteResultsRefusesBrokenMarkers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "RESULTS.md")
+	broken := resultsHeader + "\n<!-- bench:throughput -->\n## throughput\n\n<!-- bench:eos -->\n## eos\n\n<!-- /bench:eos -->\n"
+	if err := os.WriteFile(path, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := writeResults(path, "throughput", "## throughput\n\nnew\n")
+	if err == nil || !strings.Contains(err.Error(), "no \"<!-- /bench:throughput -->\"") {
+		t.Fatalf("writeResults = %v, want an error naming the missing end marker", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != broken {
+		t.Errorf("the file changed:\n%s", b)
+	}
+	if err := writeResults(path, "eos", "## eos\n\nnew\n"); err != nil {
+		t.Errorf("a well-formed section next to a broken one: %v", err)
+	}
+}

@@ -171,7 +171,7 @@ var errPortInUse = errors.New("port already in use")
 // errPortInUse when this run's log says the child could not bind.
 func (p *process) failed(err error) error {
 	killErr := p.kill()
-	if strings.Contains(strings.ToLower(p.output()), "address already in use") {
+	if killErr == nil && strings.Contains(strings.ToLower(p.output()), "address already in use") {
 		return fmt.Errorf("stack: %s: %w; log tail:\n%s", p.name, errPortInUse, p.logTail(2000))
 	}
 	return errors.Join(err, killErr)
@@ -351,6 +351,12 @@ func cached(name, dir, want string, build func(dst string) error) (string, error
 	}
 	if _, err := os.Stat(want); err == nil {
 		return want, nil
+	}
+	// Builds cut short (a killed test binary) leave their dirs; none runs now, under the lock.
+	if old, err := filepath.Glob(filepath.Join(cache, name+"-build-*")); err == nil {
+		for _, d := range old {
+			os.RemoveAll(d)
+		}
 	}
 	tmp, err := os.MkdirTemp(cache, name+"-build-")
 	if err != nil {

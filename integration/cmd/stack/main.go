@@ -119,8 +119,8 @@ func run() error {
 	cmd.WaitDelay = 30 * time.Second
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Run(); !errors.Is(err, context.Canceled) {
-		return err
+	if err := cmd.Run(); !errors.Is(err, context.Canceled) || cmd.ProcessState == nil {
+		return err // its own status, or interrupted before it started
 	}
 	return nil // the command exited cleanly after the SIGTERM
 }
