@@ -67,19 +67,21 @@ func (v variant) describe() string {
 	return f.String()
 }
 
-// tuningVariants are the tuning comparison's consumer settings: librdkafka (its own
+// tuningVariants returns the tuning comparison's consumer settings: librdkafka (its own
 // defaults, restored over the framework's), framework (processor/config.go's, mirrored in
 // frameworkConsumerTuning), deep (deep prefetch, short fetch wait), deep-wait10 (deep
 // prefetch, the framework's fetch wait), wait5 (the framework's depth, short wait), q300k
 // (intermediate depth) and deep-4mb (deep prefetch, 4 MiB per-partition fetch).
-var tuningVariants = map[string]map[string]any{
-	"librdkafka":  {"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000},
-	"framework":   nil,
-	"deep":        {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
-	"deep-wait10": {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10},
-	"wait5":       {"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
-	"q300k":       {"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
-	"deep-4mb":    {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20},
+func tuningVariants() map[string]map[string]any {
+	return map[string]map[string]any{
+		"librdkafka":  {"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 500, "queued.max.messages.kbytes": 65536, "fetch.queue.backoff.ms": 1000},
+		"framework":   nil,
+		"deep":        {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
+		"deep-wait10": {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 10},
+		"wait5":       {"queued.min.messages": 100000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
+		"q300k":       {"queued.min.messages": 300000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5},
+		"deep-4mb":    {"queued.min.messages": 1000000, "fetch.min.bytes": 1, "fetch.wait.max.ms": 5, "max.partition.fetch.bytes": 4 << 20},
+	}
 }
 
 // The framework's client configuration, mirrored for the baseline. The config check

@@ -48,7 +48,7 @@ func throughputMain(args []string) int {
 	flag.StringVar(&o.budgetCurve, "budget-curve", "4,8,16,32,64", "samsa MaxBufferedBytes values in MiB for the throughput-against-budget curve (samsa at each, the loop once per round; empty: no curve)")
 	flag.IntVar(&o.budgetTrials, "budget-trials", 2, "rounds of the budget curve")
 	flag.IntVar(&o.tuningTrials, "tuning-trials", 2, "trials per contestant and variant in the tuning comparison")
-	flag.StringVar(&o.variants, "variants", "librdkafka,framework,deep", "tuning variants to compare: "+strings.Join(slices.Sorted(maps.Keys(tuningVariants)), ", "))
+	flag.StringVar(&o.variants, "variants", "librdkafka,framework,deep", "tuning variants to compare: "+strings.Join(slices.Sorted(maps.Keys(tuningVariants())), ", "))
 	flag.BoolVar(&o.latency, "latency", true, "run the fixed-rate latency comparison")
 	flag.IntVar(&o.latencyRate, "latency-rate", 20_000, "records/s written in the latency comparison")
 	flag.DurationVar(&o.latencyDuration, "latency-duration", 20*time.Second, "how long the latency comparison writes, per contestant")
@@ -109,8 +109,8 @@ func (o *options) validate() error {
 		}
 	}
 	for _, v := range splitList(o.variants) {
-		if _, ok := tuningVariants[v]; !ok {
-			return fmt.Errorf("-variants: unknown %q (have %s)", v, strings.Join(slices.Sorted(maps.Keys(tuningVariants)), ", "))
+		if _, ok := tuningVariants()[v]; !ok {
+			return fmt.Errorf("-variants: unknown %q (have %s)", v, strings.Join(slices.Sorted(maps.Keys(tuningVariants())), ", "))
 		}
 	}
 	return nil
@@ -213,7 +213,7 @@ func benchmark(ctx context.Context, o options) (*summary, error) {
 		fmt.Printf("\n== consumer prefetch tuning: %s; %d trials each, alternating ==\n", strings.Join(variants, ", "), o.tuningTrials)
 		for i := range o.tuningTrials {
 			for _, name := range variants {
-				v := variant{name: name, consumer: tuningVariants[name]}
+				v := variant{name: name, consumer: tuningVariants()[name]}
 				for _, c := range []string{cBaseline, cSamsa} {
 					if err := trial(&rep.tuning, "tuning "+v.name+" ", i, c, v, profiles{}); err != nil {
 						return nil, err
@@ -338,7 +338,7 @@ func (r *report) summary() *summary {
 		t := s.table("consumer prefetch tuning (median records/s; ratio samsa/baseline):",
 			"variant", "baseline", "samsa", "ratio", "cpu us/rec baseline", "cpu us/rec samsa", "consumer settings")
 		for _, name := range splitList(o.variants) {
-			v := variant{name: name, consumer: tuningVariants[name]}
+			v := variant{name: name, consumer: tuningVariants()[name]}
 			rs := withVariant(r.tuning, name)
 			b, sa := medianRate(rs, cBaseline), medianRate(rs, cSamsa)
 			t.add(name, fmt.Sprintf("%.0f", b), fmt.Sprintf("%.0f", sa), fmt.Sprintf("%.2f", sa/b),

@@ -68,12 +68,14 @@ type Config struct {
 	StartTimeout time.Duration
 }
 
-// ownedKeys are the consumer properties a View sets itself.
-var ownedKeys = kconf.Owned{
-	"group.id":           "a View reads every partition without a consumer group",
-	"enable.auto.commit": "a View commits nothing: it reads from the start every time",
-	"isolation.level":    "a View reads read_committed, as the end offsets it waits for are",
-	"auto.offset.reset":  "a View reads from each partition's start",
+// ownedKeys returns the consumer properties a View sets itself.
+func ownedKeys() kconf.Owned {
+	return kconf.Owned{
+		"group.id":           "a View reads every partition without a consumer group",
+		"enable.auto.commit": "a View commits nothing: it reads from the start every time",
+		"isolation.level":    "a View reads read_committed, as the end offsets it waits for are",
+		"auto.offset.reset":  "a View reads from each partition's start",
+	}
 }
 
 // Validate reports every problem with c at once.
@@ -82,7 +84,7 @@ func (c Config) Validate() error {
 	if c.Brokers == "" {
 		errs = append(errs, errors.New("Brokers is required (host:port,host:port)"))
 	}
-	errs = append(errs, kconf.CheckOverrides(c.Overrides, ownedKeys, "Overrides")...)
+	errs = append(errs, kconf.CheckOverrides(c.Overrides, ownedKeys(), "Overrides")...)
 	if c.MaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("MaxBytes is %d: want 0 (default, %d) or more", c.MaxBytes, DefaultMaxBytes))
 	}
