@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,40 +19,33 @@ import (
 )
 
 // TestBrokerFaultThreeNodes: broker-side faults under two at-least-once copy workers (one
-// group, default cooperative protocol unless said, 8 partitions, replication 3, min.insync.replicas 2) on one three-node cluster,
-// each scenario with fresh topics and group while a seqProducer writes keyed, sequenced
-// input at a steady rate:
+// group, cooperative protocol unless said, 8 partitions, replication 3,
+// min.insync.replicas 2) on one three-node cluster, each scenario with fresh topics and
+// group while keyed, sequenced input flows at a steady rate:
 //
-//   - rolling restart: every broker in turn is stopped cleanly (SIGTERM, controlled
-//     shutdown), restarted, and the next waits until every replica of the input, the
-//     output and __consumer_offsets is back in sync, as an operator's rolling restart
-//     does; under the cooperative (classic) protocol and under KIP-848's consumer
-//     protocol. No rebalance after the group settled: no assignment, revocation or
-//     rebalance without change logged by either worker (under the cooperative protocol
-//     librdkafka hands every member of every rebalance an assignment, empty for one whose
-//     partitions stay, which the processor logs; under KIP-848 an unchanged member may
-//     never be told of a new group epoch (not probed here), so there the check is
-//     only that no partition moved). No duplicate, no loss, per-key order kept.
-//   - a broker down for 30 s under min.insync.replicas 3 (workers with the processor's
-//     default 45 s session): the output topic has min.insync.replicas 3 and a broker
-//     (not the group coordinator) is SIGKILLed for 30 s, so from the kill until it is
-//     back in sync no output can be acknowledged (the ISR is short from its fencing,
-//     about 9 s after the kill). The output topic stamps records with the broker's append time, and
-//     the group's committed offsets are sampled every 250 ms: for every sample, every
-//     input below a committed offset has an output appended before the sample was taken,
-//     and from 15 s after the kill (the broker fenced and out of the ISRs) until it is
-//     restarted the committed offsets do not move: nothing is committed for an
-//     unacknowledged output. After the broker is back: no loss, no partition moved,
-//     order kept. Duplicates are reported, not asserted: with no partition moved and no
-//     retry by the processor, a run still had 3 of 26,400 outputs twice, written by the
-//     same worker: below the processor, an idempotent producer's retries across a
-//     leader change (librdkafka #4953, open: sporadic duplication during a leader
-//     transition with the idempotent producer); at-least-once allows them.
-//   - group coordinator killed: the broker coordinating the group is SIGKILLed while the
-//     workers commit every 250 ms and restarted 5 s later; with the tests' 6 s session
-//     timeout and with the processor's default 45 s. Commits resume (the figure is the
-//     longest time the committed offsets stood still), no loss, order kept. With 45 s no
-//     partition moves; with 6 s the members lose their partitions (see defaultSession).
+//   - rolling restart: each broker in turn stopped cleanly (SIGTERM, controlled
+//     shutdown) and restarted, the next once every replica of the input, the output and
+//     __consumer_offsets is back in sync; under the cooperative (classic) protocol and
+//     KIP-848's consumer protocol. No rebalance after the group settled: cooperative, no
+//     assignment, revocation or rebalance without change logged by either worker
+//     (librdkafka hands every member of a rebalance an assignment, which the processor
+//     logs); KIP-848, only that no partition moved (an unchanged member may never hear
+//     of a new group epoch). No duplicate, no loss, per-key order kept.
+//   - a broker (not the group coordinator) SIGKILLed for 30 s under an output topic with
+//     min.insync.replicas 3 (workers with the default 45 s session): from its fencing
+//     (about 9 s after the kill) until it is back in sync no output can be acknowledged.
+//     The output stamps the broker's append time and the committed offsets are sampled
+//     every 250 ms: every input below a sampled committed offset has an output appended
+//     before the sample, and from 15 s after the kill until the restart the committed
+//     offsets do not move. After it: no loss, no partition moved, order kept.
+//     Duplicates are reported, not asserted: a run with no partition moved and no
+//     processor retry still had 3 of 26,400 outputs twice from one worker, an
+//     idempotent producer's retries across a leader change (librdkafka #4953, open);
+//     at-least-once allows them.
+//   - the group coordinator SIGKILLed while the workers commit every 250 ms, restarted
+//     5 s later, with a 6 s and with the default 45 s session: commits resume (figure:
+//     the longest stand-still of the committed offsets), no loss, order kept; with 45 s
+//     no partition moves, with 6 s the members lose theirs (see defaultSession).
 //     Duplicates are reported.
 //
 // The transaction coordinator killed mid-transaction is TestEOSFaultBrokerKill.
@@ -121,7 +112,6 @@ type brokerRun struct {
 	live    *harness.TopicReader
 	workers []*harness.WorkerProc
 	logs    []string
-	dir     string
 	stopped time.Time // when finish began stopping the workers
 }
 
@@ -138,31 +128,20 @@ const (
 func startBrokerRun(t *testing.T, c *brokerCluster, name string, seconds int, outConfig map[string]string, workerArgs ...string) *brokerRun {
 	t.Helper()
 	waitInSync(t, c.brokers, 2*time.Minute)
-	e := &eosEnv{t: t, k: c.k, brokers: c.brokers, partitions: brokerFaultPartitions, started: time.Now()}
-	e.ac = harness.NewAdmin(t, e.brokers)
-	e.in, e.out, e.group = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out"), stack.UniqueName(name)
-	harness.CreateTopic(t, e.brokers, e.in, e.partitions, 3)
-	harness.CreateTopicConfig(t, e.brokers, e.out, e.partitions, 3, outConfig)
+	e := &eosEnv{k: c.k, brokers: c.brokers, started: time.Now()}
+	e = e.withTopics(t, name, brokerFaultPartitions, 3, outConfig)
 	waitInSync(t, e.brokers, 30*time.Second) // every replica of the new topics, before any fault
-	r := &brokerRun{eosEnv: e, c: c, dir: t.TempDir()}
+	r := &brokerRun{eosEnv: e, c: c}
 	r.live = harness.StartTopicReader(t, e.brokers, e.out, e.partitions, "read_uncommitted")
 	r.sp = harness.StartSeqProducer(t, e.brokers, e.in, e.partitions, brokerFaultKeys, seconds*brokerFaultPerSec, brokerFaultPerSec)
 	for i := range 2 {
-		logPath := filepath.Join(r.dir, fmt.Sprintf("worker%d.log", i+1))
-		harness.LogOnFailure(t, fmt.Sprintf("worker%d", i+1), logPath)
+		logPath := harness.WorkerLog(t, fmt.Sprintf("worker%d", i+1))
 		args := append([]string{"-mode", "copy", "-brokers", e.brokers, "-group", e.group, "-in", e.in, "-out", e.out, "-v"}, eosWorkerArgs...)
 		args = append(args, workerArgs...)
 		r.workers = append(r.workers, harness.StartWorker(t, c.bin, logPath, args...))
 		r.logs = append(r.logs, logPath)
 	}
-	require.Eventually(t, func() bool {
-		for _, w := range r.workers {
-			if _, ok := r.live.Seen(strconv.Itoa(w.Pid())); !ok {
-				return r.alive() != nil
-			}
-		}
-		return true
-	}, 90*time.Second, 100*time.Millisecond, "both workers never produced output")
+	r.live.WaitSeen(t, 90*time.Second, r.workers...)
 	require.NoError(t, r.alive())
 	// Settled: no assignment or revocation logged for 4 s.
 	require.Eventually(t, func() bool {
@@ -183,14 +162,7 @@ func (r *brokerRun) coordinator() int32 {
 	return harness.GroupCoordinator(ac, r.group)
 }
 
-func (r *brokerRun) alive() error {
-	for _, w := range r.workers {
-		if !w.Running() {
-			return fmt.Errorf("worker %d ended: %s", w.Pid(), harness.ExitDesc(w))
-		}
-	}
-	return nil
-}
+func (r *brokerRun) alive() error { return harness.Alive(r.workers...) }
 
 // rebalances are the workers' log lines of assignments, revocations and rebalances that
 // changed nothing for the member, in log order.
@@ -285,67 +257,17 @@ func brokerRollingRestart(t *testing.T, c *brokerCluster, protocol string) {
 	assert.Zero(t, s.Dups, "a clean rolling restart must not duplicate outputs")
 }
 
-// commitSample is the group's committed offsets as read at a moment.
-type commitSample struct {
-	at        time.Time
-	committed map[int32]int64
-}
-
-// sampleCommits reads the group's committed offsets every 250 ms until stop closes,
-// through one consumer of the group that never joins it (see committedOffsets).
-// finish stops it and returns the samples; a failing test's cleanup stops it too.
-func sampleCommits(t *testing.T, brokers, group, topic string, partitions int) *commitSampler {
-	stop := make(chan struct{})
-	cs := &commitSampler{stop: sync.OnceFunc(func() { close(stop) }), out: make(chan []commitSample, 1)}
-	t.Cleanup(cs.stop)
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false, "log_level": 0})
-	require.NoError(t, err)
-	tps := make([]kafka.TopicPartition, partitions)
-	for p := range partitions {
-		tps[p] = kafka.TopicPartition{Topic: &topic, Partition: int32(p)}
-	}
-	go func() {
-		var samples []commitSample
-		defer func() { c.Close(); cs.out <- samples }()
-		for {
-			// A sample's instant is taken after the answer; one that took long is dropped,
-			// so the instant stays within 500 ms of the offsets' reading.
-			asked := time.Now()
-			if res, err := c.Committed(tps, 5_000); err == nil && time.Since(asked) < 500*time.Millisecond {
-				m := make(map[int32]int64, partitions)
-				for _, tp := range res {
-					if tp.Error == nil {
-						m[tp.Partition] = int64(tp.Offset)
-					}
-				}
-				if len(m) == partitions {
-					samples = append(samples, commitSample{at: time.Now(), committed: m})
-				}
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-		}
-	}()
-	return cs
-}
-
-type commitSampler struct {
-	stop func()
-	out  chan []commitSample
-}
-
-func (cs *commitSampler) finish() []commitSample {
-	cs.stop()
-	return <-cs.out
+// sampleCommits samples the group's committed offsets every 250 ms, each within 500 ms
+// of its reading, until the caller stops it (or the test ends).
+func sampleCommits(t *testing.T, r *brokerRun) *harness.CommitSampler {
+	probe := harness.NewHeldProbe(t, r.brokers, r.group, r.in, r.partitions)
+	return harness.SampleCommits(t, probe, 250*time.Millisecond, 500*time.Millisecond, nil)
 }
 
 func brokerISRLoss(t *testing.T, c *brokerCluster) {
 	const down = 30 * time.Second
 	r := startBrokerRun(t, c, "isr", 400, map[string]string{"min.insync.replicas": "3", "message.timestamp.type": "LogAppendTime"}, defaultSession...)
-	sampler := sampleCommits(t, r.brokers, r.group, r.in, r.partitions)
+	sampler := sampleCommits(t, r)
 	time.Sleep(5 * time.Second)
 	coord := r.coordinator()
 	require.Positive(t, coord, "find the group coordinator (the victim must not be it)")
@@ -376,7 +298,7 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 	require.NoError(t, r.alive())
 
 	s, outputs := r.finish()
-	samples := sampler.finish()
+	samples := sampler.Stop()
 
 	// appended[p][o]: the earliest broker append time of an output of input (p, o).
 	appended := make([][]time.Time, r.partitions)
@@ -413,16 +335,16 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 	var prev map[int32]int64
 	advanced := int64(0)
 	for _, smp := range samples {
-		if smp.at.After(killed.Add(15*time.Second)) && smp.at.Before(restarting) {
+		if smp.At.After(killed.Add(15*time.Second)) && smp.At.Before(restarting) {
 			duringOutage++
-			for p, o := range smp.committed {
+			for p, o := range smp.Committed {
 				if prev != nil {
 					advanced += max(0, o-prev[p])
 				}
 			}
-			prev = smp.committed
+			prev = smp.Committed
 		}
-		for p, o := range smp.committed {
+		for p, o := range smp.Committed {
 			if o <= 0 {
 				continue
 			}
@@ -431,10 +353,10 @@ func brokerISRLoss(t *testing.T, c *brokerCluster) {
 				at = ready[p][o]
 			}
 			// Append times are milliseconds; the sample time is read after the commit.
-			if at.IsZero() || at.After(smp.at.Add(time.Millisecond)) {
+			if at.IsZero() || at.After(smp.At.Add(time.Millisecond)) {
 				violations++
 				if first == "" {
-					first = fmt.Sprintf("partition %d committed %d at %s; outputs below it appended by %v", p, o, smp.at.Format(time.TimeOnly+".000"), at)
+					first = fmt.Sprintf("partition %d committed %d at %s; outputs below it appended by %v", p, o, smp.At.Format(time.TimeOnly+".000"), at)
 				}
 			}
 		}
@@ -463,7 +385,7 @@ func brokerGroupCoordinatorKill(t *testing.T, c *brokerCluster, session time.Dur
 		args = defaultSession
 	}
 	r := startBrokerRun(t, c, "gcoord", 400, nil, args...)
-	sampler := sampleCommits(t, r.brokers, r.group, r.in, r.partitions)
+	sampler := sampleCommits(t, r)
 	time.Sleep(5 * time.Second)
 	coord := r.coordinator()
 	require.Positive(t, coord, "find the group coordinator")
@@ -477,21 +399,21 @@ func brokerGroupCoordinatorKill(t *testing.T, c *brokerCluster, session time.Dur
 	s, _ := r.finish()
 	rebalances := r.rebalanceLines(killed)
 	commitFailures := r.commitFailures()
-	samples := sampler.finish()
+	samples := sampler.Stop()
 	// The longest time from the kill on that the committed offsets stood still.
 	var stall time.Duration
 	prev := killed
 	var last map[int32]int64
 	for _, smp := range samples {
-		if smp.at.Before(killed) {
-			last = smp.committed
+		if smp.At.Before(killed) {
+			last = smp.Committed
 			continue
 		}
-		if last == nil || harness.Progress(smp.committed) > harness.Progress(last) {
-			stall = max(stall, smp.at.Sub(prev))
-			prev = smp.at
+		if last == nil || harness.Progress(smp.Committed) > harness.Progress(last) {
+			stall = max(stall, smp.At.Sub(prev))
+			prev = smp.At
 		}
-		last = smp.committed
+		last = smp.Committed
 	}
 	outGap, _ := outputGaps(r.live.Records(), killed, back.Add(10*time.Second))
 	t.Logf("broker-gcoord: session=%s records=%d outputs=%d lost=%d dups=%d key_order_violations=%d coordinator=%d then=%d down=%s longest_commit_stall=%s longest_output_gap=%s rebalances=%d commit_failures_logged=%d",
@@ -537,4 +459,94 @@ func waitInSync(t *testing.T, brokers string, timeout time.Duration) {
 		require.True(t, time.Now().Before(deadline), "replicas not in sync after %s: %v", timeout, short[:min(len(short), 5)])
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// TestScaleFault256Partitions runs one at-least-once processor (copy worker, built
+// without the race detector, in its own process) through a preloaded backlog of 200,000
+// keyed records on 256 partitions, and the same backlog on 8 partitions for comparison,
+// on the shared broker. Each run must process everything (committed == end on every
+// partition), lose nothing and keep per-key order. It reports throughput (records per
+// second, from the first commit to the last, so the group join is not counted) and the
+// time to the first commit. It is in the fault suite (`make test-fault`), not in `make
+// test`: it is a scale check, not a unit of correctness. Figures only; nothing is
+// asserted about speed.
+func TestScaleFault256Partitions(t *testing.T) {
+	harness.RequireFaultSuite(t)
+	brokers := stack.KafkaBrokers(t)
+	bin := harness.Build(t, "./worker")
+	var lines []string
+	for _, partitions := range []int{8, 256} {
+		t.Run(fmt.Sprint(partitions), func(t *testing.T) {
+			lines = append(lines, scaleRun(t, brokers, bin, partitions, 200_000))
+		})
+	}
+	for _, l := range lines {
+		t.Log(l)
+	}
+}
+
+func scaleRun(t *testing.T, brokers, bin string, partitions, n int) string {
+	in, out, group := stack.UniqueName("scale-in"), stack.UniqueName("scale-out"), stack.UniqueName("scale")
+	harness.CreateTopic(t, brokers, in, partitions, 1)
+	harness.CreateTopic(t, brokers, out, partitions, 1)
+	t.Cleanup(func() {
+		ac := harness.NewAdmin(t, brokers)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ac.DeleteTopics(ctx, []string{in, out})
+	})
+	keys := 4 * partitions
+	loadStart := time.Now()
+	sp := harness.StartSeqProducer(t, brokers, in, partitions, keys, n, 0)
+	require.NoError(t, sp.Wait(3*time.Minute), "preloading the backlog")
+	load := time.Since(loadStart)
+	ends := harness.EndOffsets(t, brokers, in, partitions)
+
+	logPath := harness.WorkerLog(t, "copy worker")
+	start := time.Now()
+	w := harness.StartWorker(t, bin, logPath, "-mode", "copy", "-brokers", brokers, "-group", group, "-in", in, "-out", out,
+		"-batch", "500", "-session", "10s", "-heartbeat", "1s")
+	probe := harness.NewProbe(brokers, group, in, partitions)
+	var first time.Time
+	var atFirst int64
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		require.True(t, w.Running(), "copy worker exited: %s", harness.ExitDesc(w))
+		c, err := probe.Committed()
+		if err == nil {
+			if p := harness.Progress(c); p > 0 && first.IsZero() {
+				first, atFirst = time.Now(), p
+			}
+			done := true
+			for p, e := range ends {
+				if c[p] != e {
+					done = false
+				}
+			}
+			if done {
+				break
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "committed offsets did not reach the end within 5m: %v", c)
+		time.Sleep(100 * time.Millisecond)
+	}
+	end := time.Now()
+	code, exited := w.Signal(syscall.SIGTERM, time.Minute)
+	require.True(t, exited)
+	assert.Equal(t, 0, code, "copy worker exit code after SIGTERM")
+
+	inputs := harness.ReadTopic(t, brokers, in, partitions, 2*time.Minute)
+	outputs := harness.ReadTopic(t, brokers, out, partitions, 2*time.Minute)
+	s := harness.TallySeq(inputs, outputs)
+	assert.Equal(t, n, len(inputs))
+	assert.Zero(t, s.Lost, "lost (first: %v)", s.Missing)
+	assert.Zero(t, s.Unexpected)
+	assert.Zero(t, s.OrderViolations, "per-key order")
+	steady := float64(int64(n)-atFirst) / end.Sub(first).Seconds()
+	return strings.Join([]string{
+		fmt.Sprintf("scale: partitions=%d records=%d", partitions, n),
+		fmt.Sprintf("records_per_s=%.0f (first to last commit) %.0f (worker start to last commit)", steady, float64(n)/end.Sub(start).Seconds()),
+		fmt.Sprintf("first_commit_after=%s total=%s preload=%s", first.Sub(start).Round(time.Millisecond), end.Sub(start).Round(time.Millisecond), load.Round(time.Millisecond)),
+		fmt.Sprintf("lost=%d dups=%d key_order_violations=%d", s.Lost, s.Dups, s.OrderViolations),
+	}, " ")
 }

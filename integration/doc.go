@@ -53,24 +53,24 @@
 //
 // # Test-only helpers
 //
-//	helpers_test.go    TestMain (one stack per test binary) and the keys of the small suites
-//	eos_fault_test.go  eosEnv: a three-node cluster, the chaos worker, finishRun and verify
+//	helpers_test.go     TestMain (one stack per test binary), foldKeys, a processor's Run in
+//	                    the background (goRun) or until a condition (runUntil)
+//	eos_fault_test.go   eosEnv: a three-node cluster, the chaos worker, finishRun and verify
 //	state_fault_test.go sfEnv: a sum worker, its own redis-server, the input's producer
-//	distcheck_test.go  distChecker: the process instances' own reports; overlap_ms,
-//	                   hand-offs and their gaps, fenced writes
+//	distributed_test.go distChecker: the process instances' own reports; overlap_ms,
+//	                    hand-offs and their gaps, fenced writes
 //
 // # Suites
 //
 // `make test` (every package, -race, one shared stack): processor_test.go (churn, crash
-// and restart, poison records to the dead-letter topic, startup errors), nodup_test.go
-// (no duplicate output without a fault over 64 paused and resumed partitions),
-// edge_test.go (input topic deleted, output topic missing, oversize outputs),
-// protocols_test.go, eos_test.go, foundation_test.go, distributed_test.go (SIGTERM,
-// SIGKILL, node added, SIGSTOP pause, stuck process), state_test.go,
-// state_outputs_test.go (state plus outputs when the broker refuses the outputs),
-// stateloss_test.go (a table that lost acknowledged writes is caught at assignment),
-// registry_test.go (schema-registry codecs in every format, a registry outage under load;
-// registry_bench_test.go prices Avro against JSON), observability_test.go (traces in
+// and restart, poison records to the dead-letter topic, startup errors, every group
+// protocol, exactly-once hand-off, no duplicate output without a fault over 64 paused
+// and resumed partitions, input topic deleted, output topic missing, oversize outputs),
+// foundation_test.go, distributed_test.go (SIGTERM, SIGKILL, node added, SIGSTOP pause,
+// stuck process), state_test.go (the table's conformance, outages, fencing; state plus
+// outputs when the broker refuses the outputs; a table that lost acknowledged writes is
+// caught at assignment), registry_test.go (schema-registry codecs in every format, a
+// registry outage under load; registry_bench_test.go prices Avro against JSON), observability_test.go (traces in
 // Jaeger), view_test.go (a processor/view View of a compacted 8-partition topic: 1M
 // records over 200k keys restored, every key checked against the last value produced,
 // updates followed within a bound, memory against MaxBytes by its own count and the Go
@@ -82,50 +82,26 @@
 // at fail-points, fenced zombie, broker kills on three nodes), state_fault_test.go
 // (crash sums, with outputs too in both delivery modes; Redis outage; Redis without
 // persistence),
-// netfault_test.go, security_fault_test.go, security_tls_fault_test.go,
-// scale_fault_test.go and broker_fault_test.go. Each logs one greppable line of figures
-// ("eos-crash:", "state-crash-out:", "state-crash-eos:", "net-partition:", "broker-isr:", ...). The network,
-// security, scale and broker suites:
+// netfault_test.go, security_fault_test.go (SASL, TLS, Redis ACL) and broker_fault_test.go
+// (broker faults, the 256-partition scale run). Each logs one greppable line of figures
+// ("eos-crash:", "state-crash-out:", "state-crash-eos:", "net-partition:", "broker-isr:",
+// ...). The network, security, scale and broker suites (each test's doc comment says
+// what it asserts):
 //
-//   - TestNetFaultProcessorPartition: one of two processor instances black-holed from
-//     the broker for 60 s (ten session timeouts), at-least-once and exactly-once: it
-//     stays up and rejoins; nothing lost, order per key kept, exactly-once output ==
-//     input.
-//   - TestNetFaultDistributedMargin: a distributed node black-holed for twice the
-//     session timeout stops its processes before another node starts them (the margin,
-//     in ms, also with the node's CPU starved).
-//   - TestNetFaultEOSLatencyResets: an exactly-once instance behind 0-2 s of random
-//     latency and a connection reset every 3-6 s for 45 s: read_committed output ==
-//     input, aborted_visible = 0.
-//   - TestNetFaultRedisBlackhole: a checkpointed worker's Redis connection black-holed
-//     under load: sums exact.
-//   - TestFaultSecuritySASL: a broker requiring SASL/SCRAM with ACLs: the processor
-//     works with credentials and ACLs; a wrong password fails Run in about a second
-//     saying authentication failed; a missing WRITE ACL names the output topic, a
-//     missing group ACL names the group; nothing is committed.
-//   - TestFaultSecurityTLS: mutual TLS and SCRAM over TLS (certificates generated at
-//     test time): both delivery modes over TLS, exactly-once over SASL_SSL with and
-//     without a transactional-id ACL (Run fails naming the transactional id),
-//     distributed over both and with a wrong password, and a state.Table checkpoint on
-//     Redis over TLS as a restricted ACL user, then with a wrong Redis password (fails
-//     at once, the password in no error or log).
-//   - TestFaultSecurityRedisACL: the state conformance suite on Redis over TLS as an ACL
-//     user with only the rules `go doc ./state` lists, and the table admin's operations
-//     with +hgetall +scan added (refused without either). The Cluster rules are checked
-//     in `make test` (TestStateRedisCluster/ACL).
-//   - TestScaleFault256Partitions: a backlog through 256 partitions, throughput
-//     reported.
-//   - TestBrokerFaultThreeNodes: broker-side faults under two at-least-once instances
-//     on three nodes: a clean rolling restart (cooperative protocol: no rebalance;
-//     KIP-848 protocol: no partition moved; both: no duplicate), a broker down for 30 s
-//     under an output topic with min.insync.replicas 3 (the committed offsets, sampled
-//     every 250 ms, never pass an output the broker had not appended, and stand still
-//     while nothing can be acknowledged), and the group coordinator SIGKILLed during
-//     commits (with the default 45 s session no partition moves; with a 6 s session the
-//     members lose their partitions, because a crashed broker stalls the coordinator's
-//     heartbeat responses until the controller fences it). Duplicates after a broker
-//     crash are reported, not asserted (at-least-once). The transaction coordinator
-//     killed mid-transaction is TestEOSFaultBrokerKill.
+//   - TestNetFaultProcessorPartition: a processor instance black-holed from the broker
+//     for 60 s, in both delivery modes; TestNetFaultDistributedMargin: a distributed node
+//     black-holed past its session; TestNetFaultEOSLatencyResets: exactly-once behind
+//     random latency and connection resets; TestNetFaultRedisBlackhole: a checkpointed
+//     worker's Redis connection black-holed under load.
+//   - TestFaultSecuritySASL (SASL/SCRAM with ACLs, wrong password, missing ACLs),
+//     TestFaultSecurityTLS (mutual TLS, SCRAM over TLS, transactional-id ACL,
+//     distributed, Redis over TLS as an ACL user), TestFaultSecurityRedisACL (the state
+//     conformance suite as a restricted Redis user; the Cluster rules are checked in
+//     `make test`, TestStateRedisCluster/ACL).
+//   - TestScaleFault256Partitions: a backlog through 256 partitions, throughput reported.
+//   - TestBrokerFaultThreeNodes: a rolling restart under both group protocols, a broker
+//     down under min.insync.replicas 3, the group coordinator SIGKILLed during commits.
+//     The transaction coordinator killed mid-transaction is TestEOSFaultBrokerKill.
 //
 // # Harnesses (print figures, never assert timings)
 //
@@ -138,6 +114,7 @@
 //	mem        peak RSS against the processor's documented memory budget
 //	state      checkpointed Redis state cost
 //	soak       a steady rate for a long time with tracing and metrics; RSS and goroutines sampled
+//	concurrency a slow handler at Concurrency 1000 vs partition order
 //
 // tools/ holds the Maven POM that fetches the Kafka jars, the Jaeger build, and
 // composecheck (docker-compose.yml checked against the README; its own module).

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -25,27 +24,22 @@ import (
 )
 
 // Exactly-once fault tests (crash loop, fenced zombie, broker kills) on a three-node KRaft
-// cluster (replication 3, min.insync.replicas 2) that each test starts for itself. The
-// processor runs as integration/worker (-mode copy -eos), built with -tags chaos, in its own OS process,
-// so it can be SIGKILLed at the framework's fail-points, SIGSTOPped and restarted. A
-// read_committed reader in the test process follows the output while the faults happen;
-// at the end, once every transaction is finished (read_committed end == high watermark on
-// every output partition, as EosTestDriver.verifyAllTransactionFinished), fresh
-// read_committed and read_uncommitted readers read everything, and the checker demands:
-//
-//   - output == input exactly: every input (partition, offset, key, value) has exactly one
-//     output, nothing else is there (lost = dups = unexpected = 0);
-//   - order: within each output partition, the outputs of each input partition are in
-//     input offset order, and every key's values are in input order;
-//   - a running sum per key over the read_committed output equals the one recomputed
-//     from the input;
-//   - aborted_visible = 0: no read_committed record is a copy that the
-//     read_uncommitted log shows was written again later (a copy is rewritten only when
-//     the transaction holding it did not commit; all copies of an input share its key,
-//     hence one output partition, so the log order there is the write order).
+// cluster (replication 3, min.insync.replicas 2) of each test's own. The processor is
+// integration/worker (-mode copy -eos, built with -tags chaos) in its own OS process, so
+// it can be SIGKILLed at the framework's fail-points, SIGSTOPped and restarted. A
+// read_committed reader follows the output during the faults; at the end, once every
+// transaction is finished (read_committed end == high watermark on every output
+// partition, as EosTestDriver.verifyAllTransactionFinished), fresh read_committed and
+// read_uncommitted readers read everything, and harness.AssertExactlyOnce demands of both
+// read_committed views: output == input exactly (lost = dups = unexpected = 0); each input
+// partition's outputs in offset order within an output partition, each key's values in
+// input order; running sums per key equal to the input's; aborted_visible = 0 (no
+// read_committed record is a copy the read_uncommitted log shows written again later:
+// all copies of an input share its key, hence one output partition, where log order is
+// write order).
 //
 // Each test logs one greppable line of figures: "eos-crash:", "eos-zombie:", "eos-broker:".
-// They are long: they run in `make test-fault` and skip unless SAMSA_FAULT_TESTS=1.
+// They run in `make test-fault` and skip unless SAMSA_FAULT_TESTS=1.
 
 // eosEnv is one fault test's cluster, topics and worker binary.
 type eosEnv struct {
@@ -70,7 +64,7 @@ var eosWorkerArgs = []string{"-batch", "200", "-commit", "250ms", "-session", "6
 // input and output topics, replication 3. fastAbort: see newEOSCluster.
 func newEOSEnv(t *testing.T, name string, partitions int, fastAbort bool) *eosEnv {
 	t.Helper()
-	return newEOSCluster(t, name, fastAbort).withTopics(t, name, partitions)
+	return newEOSCluster(t, name, fastAbort).withTopics(t, name, partitions, 3, nil)
 }
 
 // newEOSCluster starts a three-node cluster and builds the worker meanwhile. With
@@ -97,15 +91,18 @@ func newEOSCluster(t *testing.T, name string, fastAbort bool) *eosEnv {
 	return e
 }
 
-// withTopics returns a copy of e for test t with fresh input and output topics
-// (replication 3) and group.
-func (e *eosEnv) withTopics(t *testing.T, name string, partitions int) *eosEnv {
+// withTopics returns a copy of e for test t with a fresh group and input and output
+// topics (replication rf; outConfig extends the output's configuration).
+func (e *eosEnv) withTopics(t *testing.T, name string, partitions, rf int, outConfig map[string]string) *eosEnv {
 	t.Helper()
 	c := *e
 	c.t, c.partitions = t, partitions
+	if c.ac == nil {
+		c.ac = harness.NewAdmin(t, c.brokers)
+	}
 	c.in, c.out, c.group = stack.UniqueName(name+"-in"), stack.UniqueName(name+"-out"), stack.UniqueName(name)
-	harness.CreateTopic(t, c.brokers, c.in, partitions, 3)
-	harness.CreateTopic(t, c.brokers, c.out, partitions, 3)
+	harness.CreateTopic(t, c.brokers, c.in, partitions, rf)
+	harness.CreateTopicConfig(t, c.brokers, c.out, partitions, rf, outConfig)
 	return &c
 }
 
@@ -281,13 +278,8 @@ func TestEOSFaultCrashLoop(t *testing.T) {
 			k, l.ident, l.w.Pid(), fp, l.how, l.ended.Sub(l.started).Round(time.Millisecond), sp.Produced.Load(), live.Count())
 	}
 	final := launch("")
-	alive := func() error {
-		if !final.w.Running() {
-			return fmt.Errorf("the last exactly-once worker %d ended by itself (%s)", final.w.Pid(), harness.ExitDesc(final.w))
-		}
-		return nil
-	}
-	inputs, outEnds := e.finishRun(sp, alive, func() []*harness.WorkerProc { return []*harness.WorkerProc{final.w} }, nil)
+	workers := func() []*harness.WorkerProc { return []*harness.WorkerProc{final.w} }
+	inputs, outEnds := e.finishRun(sp, final.w.Alive, workers, nil)
 	drained := time.Since(e.started)
 	v, _, _ := e.verify("eos-crash", inputs, outEnds, live, true)
 
@@ -370,7 +362,7 @@ func TestEOSFaultZombieFenced(t *testing.T) {
 	c := newEOSCluster(t, "eoszombie", true)
 	for _, pause := range []time.Duration{12 * time.Second, 8 * time.Second} {
 		name := fmt.Sprintf("pause-%s", pause)
-		if !t.Run(name, func(t *testing.T) { zombieRun(t, c.withTopics(t, "eoszombie", 8), pause) }) {
+		if !t.Run(name, func(t *testing.T) { zombieRun(t, c.withTopics(t, "eoszombie", 8, 3, nil), pause) }) {
 			return
 		}
 	}
@@ -385,29 +377,16 @@ func zombieRun(t *testing.T, e *eosEnv, pause time.Duration) {
 	)
 	partitions := e.partitions
 	label := fmt.Sprintf("eos-zombie[pause=%s]", pause)
-	logA, logB := filepath.Join(t.TempDir(), "zombie-a.log"), filepath.Join(t.TempDir(), "worker-b.log")
-	harness.LogOnFailure(t, "worker A (zombie) log", logA)
-	harness.LogOnFailure(t, "worker B log", logB)
+	logA, logB := harness.WorkerLog(t, "worker A (zombie) log"), harness.WorkerLog(t, "worker B log")
 	live := harness.StartTopicReader(t, e.brokers, e.out, partitions, "read_committed")
 	sp := harness.StartSeqProducer(t, e.brokers, e.in, partitions, keys, records, perSec)
 
-	waitSeen := func(w *harness.WorkerProc, what string) {
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			if _, ok := live.Seen(strconv.Itoa(w.Pid())); ok {
-				return
-			}
-			require.True(t, w.Running(), "%s (%d) exited: %s", what, w.Pid(), harness.ExitDesc(w))
-			require.True(t, time.Now().Before(deadline), "%s (%d) produced no read_committed output within 90s", what, w.Pid())
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	// A commits every 2 s, so when it is stopped its open transaction almost surely holds
 	// outputs (and, half the time, offsets sent): the zombie has something to hide.
 	a := e.startEOSWorker(logA, "", "-v", "-commit", "2s")
-	waitSeen(a, "worker A")
+	live.WaitSeen(t, 90*time.Second, a)
 	b := e.startEOSWorker(logB, "", "-v")
-	waitSeen(b, "worker B")
+	live.WaitSeen(t, 90*time.Second, b)
 	var ownedA []int32
 	require.Eventually(t, func() bool {
 		m, err := groupMembers(e.ac, e.group, e.in)
@@ -461,13 +440,8 @@ func zombieRun(t *testing.T, e *eosEnv, pause time.Duration) {
 	zombieEnd := harness.ExitDesc(a)
 	t.Logf("%s: worker A after SIGCONT: %s; %s", label, zombieEnd, orDefault(rejoined, "not seen owning partitions again"))
 
-	alive := func() error {
-		if !b.Running() {
-			return fmt.Errorf("worker B ended by itself (%s)", harness.ExitDesc(b))
-		}
-		return nil
-	}
-	inputs, outEnds := e.finishRun(sp, alive, func() []*harness.WorkerProc { return []*harness.WorkerProc{a, b} }, map[*harness.WorkerProc]bool{a: true})
+	workers := func() []*harness.WorkerProc { return []*harness.WorkerProc{a, b} }
+	inputs, outEnds := e.finishRun(sp, b.Alive, workers, map[*harness.WorkerProc]bool{a: true})
 	aExit := harness.ExitDesc(a)
 	v, rc, ru := e.verify(label, inputs, outEnds, live, false)
 
@@ -625,15 +599,7 @@ func TestEOSFaultBrokerKill(t *testing.T) {
 		}
 		return nil
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if _, ok := live.Seen(strconv.Itoa(w.Pid())); ok {
-			break
-		}
-		require.True(t, w.Running(), "exactly-once worker exited: %s", harness.ExitDesc(w))
-		require.True(t, time.Now().Before(deadline), "no read_committed output within 90s")
-		time.Sleep(50 * time.Millisecond)
-	}
+	live.WaitSeen(t, 90*time.Second, w)
 
 	type kill struct {
 		broker      int32

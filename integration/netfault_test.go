@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -52,6 +51,12 @@ func newNetEnv(t *testing.T, build func(e *netEnv) error) *netEnv {
 	require.NoError(t, err)
 	e.envBin = harness.EnvBin(t)
 	return e
+}
+
+// eosEnv is an eosEnv on the broker (direct) with fresh topics, replication 1.
+func (e *netEnv) eosEnv(t *testing.T, name string, partitions int) *eosEnv {
+	env := &eosEnv{k: e.k, brokers: e.direct, bin: e.eosBin, envBin: e.envBin, started: time.Now()}
+	return env.withTopics(t, name, partitions, 1, nil)
 }
 
 // outputGaps returns the longest pause in the outputs of any one input partition, between
@@ -130,21 +135,17 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 	)
 	eos := mode == "exactly-once"
 	n := int((before+cut+after).Seconds()+10) * perSec
-	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
-	e.ac = harness.NewAdmin(t, e.brokers)
-	e.in, e.out, e.group = stack.UniqueName("netpart-in"), stack.UniqueName("netpart-out"), stack.UniqueName("netpart")
-	harness.CreateTopic(t, e.brokers, e.in, partitions, 1)
-	harness.CreateTopic(t, e.brokers, e.out, partitions, 1)
+	e := ne.eosEnv(t, "netpart", partitions)
 
 	iso := "read_uncommitted"
 	if eos {
 		iso = "read_committed"
 	}
 	live := harness.StartTopicReader(t, e.brokers, e.out, partitions, iso)
-	dir := t.TempDir()
+	logs := map[string]string{}
 	start := func(name, brokers string) *harness.WorkerProc {
-		logPath := filepath.Join(dir, name+".log")
-		harness.LogOnFailure(t, name, logPath)
+		logPath := harness.WorkerLog(t, name)
+		logs[name] = logPath
 		if eos {
 			return e.startEOSWorker(logPath, "", "-brokers", brokers)
 		}
@@ -155,20 +156,8 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 	steady := start("steady", ne.direct)
 	cutoff := start("cutoff", ne.proxied)
 	cutID := strconv.Itoa(cutoff.Pid())
-	alive := func() error {
-		for _, w := range []*harness.WorkerProc{steady, cutoff} {
-			if !w.Running() {
-				return fmt.Errorf("worker %d ended: %s", w.Pid(), harness.ExitDesc(w))
-			}
-		}
-		return nil
-	}
-	require.Eventually(t, func() bool {
-		_, a := live.Seen(cutID)
-		_, b := live.Seen(strconv.Itoa(steady.Pid()))
-		return (a && b) || alive() != nil
-	}, 90*time.Second, 100*time.Millisecond, "both workers never produced output")
-	require.NoError(t, alive())
+	alive := func() error { return harness.Alive(steady, cutoff) }
+	live.WaitSeen(t, 90*time.Second, cutoff, steady)
 	time.Sleep(time.Until(e.started.Add(before)))
 
 	ne.px.Blackhole(faultproxy.Both)
@@ -192,7 +181,7 @@ func netPartitionRun(t *testing.T, ne *netEnv, mode string) {
 
 	inputs, outEnds := e.finishRun(sp, alive, func() []*harness.WorkerProc { return []*harness.WorkerProc{steady, cutoff} }, nil)
 	stall, stallAt := outputGaps(live.Records(), cutAt, healAt)
-	retries := harness.CountInFile(filepath.Join(dir, "cutoff.log"), "retrying until the coordinator answers")
+	retries := harness.CountInFile(logs["cutoff"], "retrying until the coordinator answers")
 	var verdict string
 	if eos {
 		v, _, _ := e.verify(mode, inputs, outEnds, live, false)
@@ -393,22 +382,13 @@ func TestNetFaultEOSLatencyResets(t *testing.T) {
 	)
 	dir := t.TempDir()
 	ne := newNetEnv(t, func(e *netEnv) (err error) { e.eosBin, err = buildEOSWorker(dir); return err })
-	e := &eosEnv{t: t, k: ne.k, brokers: ne.direct, bin: ne.eosBin, envBin: ne.envBin, partitions: partitions, started: time.Now()}
-	e.ac = harness.NewAdmin(t, e.brokers)
-	e.in, e.out, e.group = stack.UniqueName("netjit-in"), stack.UniqueName("netjit-out"), stack.UniqueName("netjit")
-	harness.CreateTopic(t, e.brokers, e.in, partitions, 1)
-	harness.CreateTopic(t, e.brokers, e.out, partitions, 1)
+	e := ne.eosEnv(t, "netjit", partitions)
 	live := harness.StartTopicReader(t, e.brokers, e.out, partitions, "read_committed")
 	n := int((bad + 25*time.Second).Seconds()) * perSec
 	sp := harness.StartSeqProducer(t, e.brokers, e.in, partitions, keys, n, perSec)
 	logPath := harness.WorkerLog(t, "exactly-once worker")
 	w := e.startEOSWorker(logPath, "", "-brokers", ne.proxied)
-	alive := func() error {
-		if !w.Running() {
-			return fmt.Errorf("exactly-once worker %d ended: %s", w.Pid(), harness.ExitDesc(w))
-		}
-		return nil
-	}
+	alive := w.Alive
 	require.Eventually(t, func() bool { return live.Count() > 0 || alive() != nil }, 90*time.Second, 100*time.Millisecond, "no output")
 	require.NoError(t, alive())
 

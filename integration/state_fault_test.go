@@ -5,18 +5,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -26,21 +22,18 @@ import (
 )
 
 // State fault tests: exactly-once effects of a processor in Redis (state.Table with
-// processor.WithCheckpoint) under worker crashes and Redis outages, on the real stack
-// (crash/restart with state, a Redis outage, Redis restarted without persistence). The processor is
-// integration/worker (-mode sum), built with -tags chaos, in its own OS process: the Kafka Streams
-// EOS test's running sum per key, plus a count per key, in a Redis table. The input is
-// deterministic (seeded int64 values over string keys, partition = key index mod
-// partitions); after each run the test reads the input back, recomputes every key's sum and
-// count, and compares them with Redis:
-//
-//   - double_counts = Σ over keys of max(0, counted − records of the key)
-//   - losses        = Σ over keys of max(0, records of the key − counted)
-//   - sum_mismatch  = keys whose sum differs from the recomputed one
+// processor.WithCheckpoint) under worker crashes, a Redis outage and Redis restarted
+// without persistence. The processor is integration/worker (-mode sum, -tags chaos) in its
+// own OS process: the Kafka Streams EOS test's running sum per key, plus a count per key,
+// in a Redis table. The input is deterministic (seeded int64 values over string keys,
+// partition = key index mod partitions); after each run the test reads the input back,
+// recomputes every key's sum and count and compares them with Redis (harness.SumTable):
+// double_counts = Σ over keys of max(0, counted − records of the key), losses = Σ of
+// max(0, records − counted), sum_mismatch = keys whose sum differs.
 //
 // Each test logs one greppable line of figures: "state-crash:" ("state-crash-out:" with
-// outputs), "state-outage:", "state-nopersist:". They are long: they run in `make
-// test-fault` and skip unless SAMSA_FAULT_TESTS=1.
+// outputs), "state-outage:", "state-nopersist:". They run in `make test-fault` and skip
+// unless SAMSA_FAULT_TESTS=1.
 
 // sfEnv is one state fault test's Redis, topic, group, table namespace and worker binary.
 type sfEnv struct {
@@ -91,18 +84,6 @@ func (e *sfEnv) start(logPath, fp string) *harness.WorkerProc {
 	return harness.StartWorker(e.t, e.envBin, logPath, args...)
 }
 
-// sumProducer writes the deterministic input: record i has key sfKey(i), partition
-// (i mod keys) mod partitions and the int64 value sfValue(seed, i), through an idempotent
-// acks=all producer, paced at perSec and never beyond limit (raised by the test).
-type sumProducer struct {
-	limit    atomic.Int64
-	produced atomic.Int64
-	acked    atomic.Int64
-	quit     chan struct{}
-	done     chan struct{}
-	err      error // valid after done
-}
-
 func sfKey(i, keys int) string { return fmt.Sprintf("s%04d", i%keys) }
 
 // sfValue is a splitmix64 of (seed, i), in [-1,000,000, 1,000,000].
@@ -114,86 +95,15 @@ func sfValue(seed uint64, i int) int64 {
 	return int64(z%2_000_001) - 1_000_000
 }
 
-func startSumProducer(t *testing.T, brokers, topic string, partitions, keys, n, perSec int, seed uint64, limit int) *sumProducer {
-	sp := &sumProducer{quit: make(chan struct{}), done: make(chan struct{})}
-	sp.limit.Store(int64(limit))
-	go func() {
-		defer close(sp.done)
-		sp.err = sp.run(brokers, topic, partitions, keys, n, perSec, seed)
-	}()
-	harness.StopAtEnd(t, sp.quit, sp.done)
-	return sp
-}
-
-func (sp *sumProducer) run(brokers, topic string, partitions, keys, n, perSec int, seed uint64) error {
-	p, err := harness.NewProducer(brokers)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	dr := make(chan kafka.Event, 4096)
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	drained := harness.DrainAcks(n, dr, sp.quit, &sp.acked, &failed, &firstErr)
+// produce starts the deterministic input: record i has key sfKey(i, keys), partition
+// (i mod keys) mod partitions and the int64 value sfValue(seed, i), paced at perSec and
+// held before record limit until the test raises sp.Limit.
+func (e *sfEnv) produce(keys, n, perSec int, seed uint64, limit int) *harness.SeqProducer {
 	enc := codec.Int64()
-	paceStart, paced := time.Now(), 0
-	for i := range n {
-		if int64(i) >= sp.limit.Load() {
-			for int64(i) >= sp.limit.Load() {
-				select {
-				case <-sp.quit:
-					return harness.ErrQuit
-				case <-time.After(10 * time.Millisecond):
-				}
-			}
-			paceStart, paced = time.Now(), 0
-		}
-		if i%50 == 0 {
-			select {
-			case <-sp.quit:
-				return harness.ErrQuit
-			default:
-			}
-			if perSec > 0 {
-				if d := time.Until(paceStart.Add(time.Duration(paced) * time.Second / time.Duration(perSec))); d > 0 {
-					time.Sleep(d)
-				}
-			}
-		}
-		paced++
+	return harness.StartSeqProducerWith(e.t, e.brokers, e.in, e.partitions, keys, n, perSec, limit, func(i int) ([]byte, []byte) {
 		v, _ := enc.Encode(sfValue(seed, i))
-		m := &kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32((i % keys) % partitions)},
-			Key:            []byte(sfKey(i, keys)),
-			Value:          v,
-		}
-		if err := harness.Produce(p, m, dr); err != nil {
-			return fmt.Errorf("produce record %d: %w", i, err)
-		}
-		sp.produced.Add(1)
-	}
-	select {
-	case <-drained:
-	case <-sp.quit:
-		return harness.ErrQuit
-	case <-time.After(2 * time.Minute):
-		return fmt.Errorf("only %d of %d delivery reports after 2m", sp.acked.Load()+failed.Load(), n)
-	}
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d of %d records not acknowledged (first: %v)", f, n, firstErr.Load())
-	}
-	return nil
-}
-
-// waitDone waits (bounded) until the producer has finished, and fails t on its error.
-func (sp *sumProducer) waitDone(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-sp.done:
-	case <-time.After(timeout):
-		t.Fatalf("producer did not finish within %s (%d produced, %d acknowledged)", timeout, sp.produced.Load(), sp.acked.Load())
-	}
-	require.NoError(t, sp.err, "producing the input")
+		return []byte(sfKey(i, keys)), v
+	})
 }
 
 var sfSkippedRe = regexp.MustCompile(`skipped records already applied.* records=(\d+)`)
@@ -211,73 +121,14 @@ func sfSkippedLogged(path string) int64 {
 	return n
 }
 
-// sfProgressSample is one observation of the run, taken every 200 ms.
-type sfProgressSample struct {
-	at       time.Time
-	progress int64 // Σ committed offsets
-	acked    int64 // input records acknowledged by the broker
-}
-
-// sfSampler records committed progress and lag in the background.
-type sfSampler struct {
-	mu      sync.Mutex
-	samples []sfProgressSample
-	peakLag int64
-	stop    chan struct{}
-	done    chan struct{}
-}
-
-func (e *sfEnv) startSampler(sp *sumProducer) *sfSampler {
-	s := &sfSampler{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-			acked := sp.acked.Load()
-			c, err := e.probe.Committed()
-			if err != nil {
-				continue
-			}
-			smp := sfProgressSample{at: time.Now(), progress: harness.Progress(c), acked: acked}
-			s.mu.Lock()
-			s.samples = append(s.samples, smp)
-			s.peakLag = max(s.peakLag, smp.acked-smp.progress)
-			s.mu.Unlock()
-		}
-	}()
-	// Stopped before the probe's consumer closes (cleanups run last-in first-out).
-	e.t.Cleanup(s.close)
-	return s
-}
-
-func (s *sfSampler) close() {
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-	}
-	<-s.done
-}
-
-func (s *sfSampler) snapshot() ([]sfProgressSample, int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.samples), s.peakLag
-}
-
 // loadedWorker is one sum worker under a paced seeded load, with the committed progress
 // sampled: the start and end of the Redis fault tests (an outage, a black hole).
 type loadedWorker struct {
 	e       *sfEnv
 	w       *harness.WorkerProc
-	sp      *sumProducer
-	smp     *sfSampler
+	sp      *harness.SeqProducer
+	smp     *harness.CommitSampler // every 200 ms
+	peakLag int64                  // input acknowledged but not committed, at most; read after smp.Stop
 	logPath string
 }
 
@@ -287,9 +138,11 @@ func (e *sfEnv) startLoaded(logPath string, keys, records, perSec int, seed uint
 	t := e.t
 	t.Helper()
 	l := &loadedWorker{e: e, logPath: logPath}
-	l.sp = startSumProducer(t, e.brokers, e.in, e.partitions, keys, records, perSec, seed, records)
+	l.sp = e.produce(keys, records, perSec, seed, records)
 	l.w = e.start(logPath, "")
-	l.smp = e.startSampler(l.sp)
+	l.smp = harness.SampleCommits(t, e.probe, 200*time.Millisecond, 0, func(s harness.CommitSample) {
+		l.peakLag = max(l.peakLag, l.sp.Acked.Load()-harness.Progress(s.Committed))
+	})
 	require.Eventually(t, func() bool {
 		c, err := e.probe.Committed()
 		return (err == nil && harness.Progress(c) > 0) || l.alive() != nil
@@ -300,12 +153,7 @@ func (e *sfEnv) startLoaded(logPath string, keys, records, perSec int, seed uint
 	return l
 }
 
-func (l *loadedWorker) alive() error {
-	if !l.w.Running() {
-		return fmt.Errorf("sum worker %d exited by itself (%v)", l.w.Pid(), l.w.State)
-	}
-	return nil
-}
+func (l *loadedWorker) alive() error { return l.w.Alive() }
 
 // through keeps the worker running for d (the fault, named what) and returns the highest
 // offset committed per partition meanwhile.
@@ -353,29 +201,21 @@ func (l *loadedWorker) stateBack(ctx context.Context, applied map[int32]int64, s
 
 // finish waits for the input and for the commits to reach its end, stops the sampler
 // and the worker (SIGTERM, exit 0), and checks the sums against the input read back.
-func (l *loadedWorker) finish(ctx context.Context, records int) (harness.SumVerdict, []sfProgressSample, int64) {
+func (l *loadedWorker) finish(ctx context.Context, records int) (harness.SumVerdict, []harness.CommitSample, int64) {
 	t, e := l.e.t, l.e
 	t.Helper()
-	l.sp.waitDone(t, 3*time.Minute)
+	require.NoError(t, l.sp.Wait(3*time.Minute), "producing the input")
 	ends := harness.EndOffsets(t, e.brokers, e.in, e.partitions)
 	committed, ok := e.probe.WaitCommitted(t, ends, 3*time.Minute, l.alive)
 	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
 	require.NoError(t, l.alive())
-	l.smp.close()
-	samples, peakLag := l.smp.snapshot()
+	samples := l.smp.Stop()
 	code, exited := l.w.Signal(syscall.SIGTERM, time.Minute)
 	require.True(t, exited, "sum worker %d did not exit within 1m of SIGTERM", l.w.Pid())
 	assert.Equal(t, 0, code, "sum worker exit code after SIGTERM")
 	v := e.sums.CheckSums(ctx, harness.ReadTopic(t, e.brokers, e.in, e.partitions, 2*time.Minute))
-	if len(v.Examples) > 0 {
-		t.Logf("first mismatches: %v", v.Examples)
-	}
-	assert.Equal(t, records, v.Records, "input records read back")
-	assert.Zero(t, v.DoubleCounts, "double counts")
-	assert.Zero(t, v.Losses, "losses")
-	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
-	assert.Zero(t, v.Missing, "keys missing from the table")
-	return v, samples, peakLag
+	v.AssertExact(t, records)
+	return v, samples, l.peakLag
 }
 
 // Fail-points of the at-least-once mode (processor/pipeline.go).
@@ -472,15 +312,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 	if c.eos {
 		e.args = append(e.args, "-eos", "-commit", "200ms")
 	}
-	logPath := filepath.Join(t.TempDir(), "sum-worker.log")
-	logOnFail := func(path string) {
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("--- %s tail:\n%s", filepath.Base(path), harness.TailFile(path, 6000))
-			}
-		})
-	}
-	logOnFail(logPath)
+	logPath := harness.WorkerLog(t, "sum worker")
 	t.Logf("%s: setup (build, Redis, topic) took %s", tag, time.Since(start).Round(time.Millisecond))
 
 	kinds := slices.Clone(c.kinds)
@@ -489,7 +321,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 	maxHit := records/(kills+1)/100 - 5
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	chunk := func(k int) int { return records * (k + 1) / (kills + 1) }
-	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, chunk(0))
+	sp := e.produce(keys, records, perSec, seed, chunk(0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -512,7 +344,7 @@ func runCrashSums(t *testing.T, c crashSums) {
 		newApplied   int64
 	)
 	for k := range kills {
-		sp.limit.Store(int64(max(chunk(k), int(sp.limit.Load()))))
+		sp.Limit.Store(int64(max(chunk(k), int(sp.Limit.Load()))))
 		kind := kinds[k]
 		fp := ""
 		if kind != killRandom {
@@ -572,21 +404,15 @@ func runCrashSums(t *testing.T, c crashSums) {
 		lastWin = win
 		ahead += ah
 		t.Logf("%s: kill %d/%d: %-16s (%s) pid %d lived %s, applied %d new records; then committed %d, applied %d: %d records applied but not committed (the next worker skips them), %d partitions committed beyond the table; %d produced",
-			tag, k+1, kills, kind, fp, w.Pid(), lived.Round(time.Millisecond), newApplied, harness.Progress(committed), harness.Progress(applied), win, ah, sp.produced.Load())
+			tag, k+1, kills, kind, fp, w.Pid(), lived.Round(time.Millisecond), newApplied, harness.Progress(committed), harness.Progress(applied), win, ah, sp.Produced.Load())
 	}
 
 	// The last worker gets the rest of the input and finishes it.
-	sp.limit.Store(int64(records))
+	sp.Limit.Store(int64(records))
 	w := e.start(logPath, "")
-	alive := func() error {
-		if !w.Running() {
-			return fmt.Errorf("sum worker %d exited by itself (%v)", w.Pid(), w.State)
-		}
-		return nil
-	}
-	sp.waitDone(t, 4*time.Minute)
+	require.NoError(t, sp.Wait(4*time.Minute), "producing the input")
 	ends := harness.EndOffsets(t, e.brokers, e.in, partitions)
-	committed, ok := e.probe.WaitCommitted(t, ends, 3*time.Minute, alive)
+	committed, ok := e.probe.WaitCommitted(t, ends, 3*time.Minute, w.Alive)
 	require.True(t, ok, "committed offsets %v never reached the end offsets %v", committed, ends)
 	drained := time.Since(start)
 	code, exited := w.Signal(syscall.SIGTERM, time.Minute)
@@ -612,15 +438,8 @@ func runCrashSums(t *testing.T, c crashSums) {
 		tag, seed, kills, killsBy[fpBeforeProduce], killsBy[fpBeforeEffects], killsBy[fpBeforeStore], killsBy[killRandom],
 		fired[fpBeforeProduce], fired[fpBeforeEffects], fired[fpBeforeStore],
 		v, appliedLives, kills, totalWin, windows, ahead, skippedLogged, lastWin, already, conflicts, retried, roundAll(lifetimes), drained.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-	if len(v.Examples) > 0 {
-		t.Logf("%s: first mismatches: %v", tag, v.Examples)
-	}
-	assert.Equal(t, records, v.Records, "input records read back")
+	v.AssertExact(t, records)
 	assert.Equal(t, keys, v.Keys, "input keys")
-	assert.Zero(t, v.DoubleCounts, "double counts")
-	assert.Zero(t, v.Losses, "losses")
-	assert.Zero(t, v.SumMismatches, "keys whose sum differs from the input's")
-	assert.Zero(t, v.Missing, "keys missing from the table")
 	assert.Equal(t, 2*keys, v.DataKeys, "data keys in the table (a sum and a count per key)")
 	if c.eos {
 		// Effects follow the commit: the table is never ahead of it; behind it only with
@@ -682,7 +501,7 @@ func TestStateFaultRedisOutage(t *testing.T) {
 
 	killed := time.Now()
 	require.NoError(t, e.redis.Kill(), "SIGKILL redis-server")
-	producedAtKill := l.sp.acked.Load()
+	producedAtKill := l.sp.Acked.Load()
 	maxDuring := l.through(outage, "outage")
 	require.NoError(t, e.redis.Restart(ctx), "restart redis-server on the same port")
 	back := time.Now()
@@ -701,17 +520,17 @@ func TestStateFaultRedisOutage(t *testing.T) {
 	var lastMoveBefore time.Time
 	var commitBack time.Duration
 	for i, s := range samples {
-		if s.at.After(back) {
+		if s.At.After(back) {
 			break
 		}
-		if i > 0 && s.progress != samples[i-1].progress {
-			lastMoveBefore = s.at
+		if i > 0 && harness.Progress(s.Committed) != harness.Progress(samples[i-1].Committed) {
+			lastMoveBefore = s.At
 		}
-		plateau = s.progress
+		plateau = harness.Progress(s.Committed)
 	}
 	for _, s := range samples {
-		if s.at.After(back) && s.progress > plateau {
-			commitBack = s.at.Sub(back)
+		if s.At.After(back) && harness.Progress(s.Committed) > plateau {
+			commitBack = s.At.Sub(back)
 			break
 		}
 	}
@@ -759,30 +578,19 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	start := time.Now()
 	seed := harness.Seed(t)
 	e := newSFEnv(t, "sfnopersist", partitions) // the launcher's default: no persistence
-	dir := t.TempDir()
-	log1, log2 := filepath.Join(dir, "sum-worker-1.log"), filepath.Join(dir, "sum-worker-2.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- sum worker-1 log tail:\n%s\n--- sum worker-2 log tail:\n%s", harness.TailFile(log1, 4000), harness.TailFile(log2, 4000))
-		}
-	})
+	log1, log2 := harness.WorkerLog(t, "sum worker-1"), harness.WorkerLog(t, "sum worker-2")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	sp := startSumProducer(t, e.brokers, e.in, partitions, keys, records, perSec, seed, first)
+	sp := e.produce(keys, records, perSec, seed, first)
 	w := e.start(log1, "")
-	for sp.acked.Load() < first {
+	for sp.Acked.Load() < first {
 		require.True(t, w.Running(), "sum worker exited by itself")
 		require.Less(t, time.Since(start), 3*time.Minute, "the first half was not acknowledged within 3m")
 		time.Sleep(50 * time.Millisecond)
 	}
 	half := harness.EndOffsets(t, e.brokers, e.in, partitions)
-	_, ok := e.probe.WaitCommitted(t, half, 2*time.Minute, func() error {
-		if !w.Running() {
-			return fmt.Errorf("sum worker exited by itself")
-		}
-		return nil
-	})
+	_, ok := e.probe.WaitCommitted(t, half, 2*time.Minute, w.Alive)
 	require.True(t, ok, "the first half was not committed within 2m")
 	appliedBefore, err := e.sums.Applied(ctx)
 	require.NoError(t, err)
@@ -793,7 +601,7 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 	back := time.Now()
 	appliedAfter, err := e.sums.Applied(ctx)
 	require.NoError(t, err)
-	sp.limit.Store(records)
+	sp.Limit.Store(records)
 
 	// The running worker: wait for its first conflict, then watch it for 10 s more.
 	var firstConflict time.Duration
@@ -818,7 +626,7 @@ func TestStateFaultRedisNoPersistence(t *testing.T) {
 		require.True(t, killedOK, "sum worker survived SIGKILL")
 	}
 	w2 := e.start(log2, "")
-	sp.waitDone(t, 3*time.Minute)
+	require.NoError(t, sp.Wait(3*time.Minute), "producing the input")
 	restarted := time.Now()
 	for w2.Running() && time.Since(restarted) < 2*time.Minute {
 		time.Sleep(100 * time.Millisecond)

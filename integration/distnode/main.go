@@ -51,7 +51,6 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", 500*time.Millisecond, "HeartbeatInterval")
 	stopTimeout := flag.Duration("stop-timeout", 10*time.Second, "StopTimeout")
 	margin := flag.Duration("liveness-margin", 0, "LivenessMargin (0: the default; negative: off)")
-	prefix := flag.String("topic-prefix", "", "TopicPrefix (default: the framework's)")
 	checker := flag.String("checker", "", "checker Unix socket path")
 	hb := flag.Duration("hb", 5*time.Millisecond, "process heartbeat interval to the checker")
 	stuck := flag.Int("stuck", -1, "index of the process that ignores cancellation (-1: none)")
@@ -71,7 +70,6 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	node, err := distributed.New(distributed.Config{
 		Membership:     distributed.Membership{Brokers: *brokers, StopTimeout: *stopTimeout, Protocol: distributed.Protocol(*protocol), SessionTimeout: *session, HeartbeatInterval: *heartbeat},
-		TopicPrefix:    *prefix,
 		Partitions:     *partitions,
 		NodeID:         *nodeID,
 		LivenessMargin: *margin,

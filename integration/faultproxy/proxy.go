@@ -105,35 +105,32 @@ func (p *Proxy) SetTarget(target string) { p.target.Store(target) }
 // delay). It adds latency without limiting throughput, and applies to bytes read after
 // the call.
 func (p *Proxy) Delay(dir Direction, d time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := range p.dirs {
-		if dir&(1<<i) != 0 {
-			p.dirs[i].delay = d
-		}
-	}
+	p.set(dir, func(s *dirState) { s.delay = d })
 }
 
 // Jitter holds each chunk of dir's traffic for an extra random time in [0, max) on top
 // of Delay (0 removes it). Chunks of one connection still arrive in order, as TCP
 // delivers them; only the latency varies.
 func (p *Proxy) Jitter(dir Direction, max time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := range p.dirs {
-		if dir&(1<<i) != 0 {
-			p.dirs[i].jitter = max
-		}
-	}
+	p.set(dir, func(s *dirState) { s.jitter = max })
 }
 
 // Blackhole stops forwarding dir's traffic, holding it, until Heal.
 func (p *Proxy) Blackhole(dir Direction) {
+	p.set(dir, func(s *dirState) {
+		if s.hole == nil {
+			s.hole = make(chan struct{})
+		}
+	})
+}
+
+// set applies f to the state of each direction in dir.
+func (p *Proxy) set(dir Direction, f func(*dirState)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := range p.dirs {
-		if dir&(1<<i) != 0 && p.dirs[i].hole == nil {
-			p.dirs[i].hole = make(chan struct{})
+		if dir&(1<<i) != 0 {
+			f(&p.dirs[i])
 		}
 	}
 }
@@ -142,6 +139,11 @@ func (p *Proxy) Blackhole(dir Direction) {
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.healLocked()
+}
+
+// healLocked releases the black-holed pumps and clears every fault; p.mu is held.
+func (p *Proxy) healLocked() {
 	for i := range p.dirs {
 		if p.dirs[i].hole != nil {
 			close(p.dirs[i].hole)
@@ -154,6 +156,11 @@ func (p *Proxy) Heal() {
 // held; it returns how many it reset. New connections are accepted as usual.
 func (p *Proxy) Reset() int {
 	p.mu.Lock()
+	return p.resetUnlock()
+}
+
+// resetUnlock resets the open connections; p.mu is held on entry and released.
+func (p *Proxy) resetUnlock() int {
 	conns := make([]*conn, 0, len(p.conns))
 	for c := range p.conns {
 		conns = append(conns, c)
@@ -186,21 +193,9 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
-	for i := range p.dirs { // release black-holed pumps so they can see their sockets closed
-		if p.dirs[i].hole != nil {
-			close(p.dirs[i].hole)
-		}
-		p.dirs[i] = dirState{}
-	}
+	p.healLocked() // black-holed pumps must see their sockets closed
 	err := p.ln.Close()
-	conns := make([]*conn, 0, len(p.conns))
-	for c := range p.conns {
-		conns = append(conns, c)
-	}
-	p.mu.Unlock()
-	for _, c := range conns {
-		c.reset()
-	}
+	p.resetUnlock()
 	p.wg.Wait()
 	return err
 }

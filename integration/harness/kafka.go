@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,6 +213,59 @@ func (p *Probe) WaitCommitted(tb testing.TB, ends map[int32]int64, timeout time.
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// CommitSample is a group's committed offsets, At taken right after the reading.
+type CommitSample struct {
+	At        time.Time
+	Committed map[int32]int64
+}
+
+// CommitSampler reads a group's committed offsets at an interval on its own goroutine.
+type CommitSampler struct {
+	stop    func()
+	out     chan []CommitSample
+	once    sync.Once
+	samples []CommitSample
+}
+
+// SampleCommits samples through p every interval until Stop (or tb's end, which must come
+// before p's). A reading that took maxWait or longer (when not 0) is dropped, so that a
+// sample's instant stays that close to its reading; each, when not nil, sees every sample
+// kept, on the sampler's goroutine.
+func SampleCommits(tb testing.TB, p *Probe, interval, maxWait time.Duration, each func(CommitSample)) *CommitSampler {
+	stop := make(chan struct{})
+	s := &CommitSampler{stop: sync.OnceFunc(func() { close(stop) }), out: make(chan []CommitSample, 1)}
+	go func() {
+		var samples []CommitSample
+		defer func() { s.out <- samples }()
+		for {
+			asked := time.Now()
+			if c, err := p.Committed(); err == nil && (maxWait == 0 || time.Since(asked) < maxWait) {
+				smp := CommitSample{At: time.Now(), Committed: c}
+				samples = append(samples, smp)
+				if each != nil {
+					each(smp)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	tb.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// Stop stops sampling and returns the samples (again: the same ones).
+func (s *CommitSampler) Stop() []CommitSample {
+	s.once.Do(func() {
+		s.stop()
+		s.samples = <-s.out
+	})
+	return s.samples
 }
 
 // RequireCommitted waits (WaitCommitted) for the group's committed offsets on topic to

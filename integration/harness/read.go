@@ -280,6 +280,24 @@ func (r *TopicReader) Count() int {
 	return n
 }
 
+// WaitSeen waits up to timeout until the reader has received a record written by each
+// of workers (writer tag: its pid), failing tb if one exits first or time runs out.
+func (r *TopicReader) WaitSeen(tb testing.TB, timeout time.Duration, workers ...*WorkerProc) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, w := range workers {
+		for {
+			if _, ok := r.Seen(strconv.Itoa(w.Pid())); ok {
+				break
+			}
+			require.NoError(tb, w.Alive())
+			require.True(tb, time.Now().Before(deadline), "no output of worker %d on %s within %s",
+				w.Pid(), r.topic, timeout)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
 // Records returns what was read, partition by partition in offset order.
 func (r *TopicReader) Records() []TxnRec {
 	r.mu.Lock()

@@ -15,13 +15,14 @@ import (
 )
 
 // SeqProducer writes n records to topic with an idempotent (acks=all) producer: key
-// "k%05d" for keys distinct keys, value the decimal per-key sequence number, partition
-// key index mod partitions, paced at perSec records per second (0: as fast as possible).
-// It stops early when the test ends.
+// "k%05d" for keys distinct keys, value the decimal per-key sequence number (or the
+// record of StartSeqProducerWith's rec), partition key index mod partitions, paced at
+// perSec records per second (0: as fast as possible). It stops early when the test ends.
 type SeqProducer struct {
 	Produced atomic.Int64
 	Acked    atomic.Int64
-	ending   atomic.Bool // EndNow was called
+	Limit    atomic.Int64 // record Limit and later wait until the test raises it; pacing restarts then
+	ending   atomic.Bool  // EndNow was called
 	quit     chan struct{}
 	Done     chan struct{}
 	Err      error // valid after Done
@@ -32,10 +33,21 @@ func SeqKey(i, keys int) string { return fmt.Sprintf("k%05d", i%keys) }
 
 // StartSeqProducer starts producing; the producer stops (bounded) when tb ends.
 func StartSeqProducer(tb testing.TB, brokers, topic string, partitions, keys, n, perSec int) *SeqProducer {
+	return StartSeqProducerWith(tb, brokers, topic, partitions, keys, n, perSec, n, nil)
+}
+
+// StartSeqProducerWith is StartSeqProducer that holds before record limit (see Limit)
+// and, when rec is not nil, writes rec(i) as record i's key and value.
+func StartSeqProducerWith(tb testing.TB, brokers, topic string, partitions, keys, n, perSec, limit int,
+	rec func(i int) (key, value []byte)) *SeqProducer {
+	if rec == nil {
+		rec = func(i int) ([]byte, []byte) { return []byte(SeqKey(i, keys)), []byte(strconv.Itoa(i / keys)) }
+	}
 	sp := &SeqProducer{quit: make(chan struct{}), Done: make(chan struct{})}
+	sp.Limit.Store(int64(limit))
 	go func() {
 		defer close(sp.Done)
-		sp.Err = sp.run(brokers, topic, partitions, keys, n, perSec)
+		sp.Err = sp.run(brokers, topic, partitions, keys, n, perSec, rec)
 	}()
 	StopAtEnd(tb, sp.quit, sp.Done)
 	return sp
@@ -66,11 +78,13 @@ func (sp *SeqProducer) Wait(timeout time.Duration) error {
 	case <-sp.Done:
 		return sp.Err
 	case <-time.After(timeout):
-		return fmt.Errorf("producer did not finish within %s", timeout)
+		return fmt.Errorf("producer did not finish within %s (%d produced, %d acknowledged)",
+			timeout, sp.Produced.Load(), sp.Acked.Load())
 	}
 }
 
-func (sp *SeqProducer) run(brokers, topic string, partitions, keys, n, perSec int) error {
+func (sp *SeqProducer) run(brokers, topic string, partitions, keys, n, perSec int,
+	rec func(int) ([]byte, []byte)) error {
 	p, err := NewProducer(brokers)
 	if err != nil {
 		return err
@@ -80,8 +94,18 @@ func (sp *SeqProducer) run(brokers, topic string, partitions, keys, n, perSec in
 	var failed atomic.Int64
 	var firstErr atomic.Value
 	DrainAcks(n, dr, sp.quit, &sp.Acked, &failed, &firstErr)
-	start := time.Now()
+	start, paced := time.Now(), 0
 	for i := range n {
+		if int64(i) >= sp.Limit.Load() {
+			for int64(i) >= sp.Limit.Load() {
+				select {
+				case <-sp.quit:
+					return ErrQuit
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			start, paced = time.Now(), 0
+		}
 		if i%100 == 0 {
 			select {
 			case <-sp.quit:
@@ -93,15 +117,17 @@ func (sp *SeqProducer) run(brokers, topic string, partitions, keys, n, perSec in
 				break
 			}
 			if perSec > 0 {
-				if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(perSec))); d > 0 {
+				if d := time.Until(start.Add(time.Duration(paced) * time.Second / time.Duration(perSec))); d > 0 {
 					time.Sleep(d)
 				}
 			}
 		}
+		paced++
+		k, v := rec(i)
 		m := &kafka.Message{
 			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: int32((i % keys) % partitions)},
-			Key:            []byte(SeqKey(i, keys)),
-			Value:          []byte(strconv.Itoa(i / keys)),
+			Key:            k,
+			Value:          v,
 		}
 		if err := Produce(p, m, dr); err != nil {
 			return fmt.Errorf("produce record %d: %w", i, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/samsa-go/samsa/codec"
@@ -81,6 +82,20 @@ type SumVerdict struct {
 func (v SumVerdict) String() string {
 	return fmt.Sprintf("records=%d keys=%d double_counts=%d losses=%d sum_mismatch=%d missing_keys=%d table_keys=%d",
 		v.Records, v.Keys, v.DoubleCounts, v.Losses, v.SumMismatches, v.Missing, v.DataKeys)
+}
+
+// AssertExact fails tb unless the table counted each of the records inputs exactly once
+// into an exact sum for every input key.
+func (v SumVerdict) AssertExact(tb testing.TB, records int) {
+	tb.Helper()
+	if len(v.Examples) > 0 {
+		tb.Logf("first mismatches: %v", v.Examples)
+	}
+	assert.Equal(tb, records, v.Records, "input records read back")
+	assert.Zero(tb, v.DoubleCounts, "double counts")
+	assert.Zero(tb, v.Losses, "losses")
+	assert.Zero(tb, v.SumMismatches, "keys whose sum differs from the input's")
+	assert.Zero(tb, v.Missing, "keys missing from the table")
 }
 
 // CheckSums recomputes every key's sum and count from inputs (read back from the topic)

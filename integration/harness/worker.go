@@ -125,6 +125,24 @@ func (w *WorkerProc) Running() bool {
 	}
 }
 
+// Alive is nil while the worker runs; once it has exited, an error saying how.
+func (w *WorkerProc) Alive() error {
+	if w.Running() {
+		return nil
+	}
+	return fmt.Errorf("worker %d ended by itself (%s)", w.Pid(), ExitDesc(w))
+}
+
+// Alive is the first of workers' Alive errors (nil while all run).
+func Alive(workers ...*WorkerProc) error {
+	for _, w := range workers {
+		if err := w.Alive(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Signal sends sig to the worker (by PID) and waits up to timeout for it to exit. It
 // returns the exit code (-1 when killed by a signal) and whether it exited in time.
 func (w *WorkerProc) Signal(sig syscall.Signal, timeout time.Duration) (int, bool) {

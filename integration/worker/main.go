@@ -14,8 +14,8 @@
 //     topic in the same batch (update state and emit). Each batch reads its keys with
 //     GetMany, adds the batch and writes back with the batch's offsets in one Apply;
 //     ErrAlreadyApplied is success. Records with a null key or value add nothing, but
-//     their offsets are recorded too. The error policy is Retry(-retries, backoff up to
-//     -backoff-max) then Stop, so a Redis outage shorter than the retries is waited out.
+//     their offsets are recorded too. The error policy is Retry(1000, backoff up to 1 s)
+//     then Stop, so a Redis outage shorter than the retries is waited out.
 //     A *ConflictError is logged as "worker: state conflict" (kind lost or fenced) and
 //     returned like any other failure.
 //
@@ -75,12 +75,9 @@ func main() {
 type flags struct {
 	mode, brokers, group, in, out, protocol, instance, txnID string
 	batch, inflight                                          int
-	batchWait, commit, session, heartbeat, txnTimeout        time.Duration
+	commit, session, heartbeat                               time.Duration
 	eos, verbose                                             bool
-	// sum
-	redis, ns  string
-	retries    int
-	backoffMax time.Duration
+	redis, ns                                                string // sum
 }
 
 func parse() (flags, error) {
@@ -91,7 +88,6 @@ func parse() (flags, error) {
 	flag.StringVar(&f.in, "in", "", "input topic")
 	flag.StringVar(&f.out, "out", "", "output topic (copy: required; sum: each record's key's count after it, optional)")
 	flag.IntVar(&f.batch, "batch", 0, "BatchSize (0: copy 500, copy -eos 200, sum 100)")
-	flag.DurationVar(&f.batchWait, "batch-wait", 0, "BatchWait (0: default)")
 	flag.IntVar(&f.inflight, "inflight", 0, "MaxInFlightBatches (0: default)")
 	flag.DurationVar(&f.commit, "commit", 0, "CommitInterval (0: copy -eos 250ms, else the processor's default)")
 	flag.DurationVar(&f.session, "session", 6*time.Second, "SessionTimeout")
@@ -100,11 +96,8 @@ func parse() (flags, error) {
 	flag.StringVar(&f.instance, "instance", "", "InstanceID: static membership (empty: dynamic)")
 	flag.BoolVar(&f.eos, "eos", false, "exactly-once mode")
 	flag.StringVar(&f.txnID, "txnid", "", "TransactionalID with -eos (empty: the framework's default)")
-	flag.DurationVar(&f.txnTimeout, "txn-timeout", 0, "TransactionTimeout with -eos (0: default)")
 	flag.StringVar(&f.redis, "redis", os.Getenv("REDIS_ADDR"), "sum: Redis host:port (default $REDIS_ADDR)")
 	flag.StringVar(&f.ns, "ns", "", "sum: namespace of the Redis table")
-	flag.IntVar(&f.retries, "retries", 1000, "sum: retries of a failed batch before the processor stops")
-	flag.DurationVar(&f.backoffMax, "backoff-max", time.Second, "sum: longest wait between retries")
 	flag.BoolVar(&f.verbose, "v", false, "log at info level (default: warnings)")
 	flag.Parse()
 	if f.brokers == "" || f.group == "" || f.in == "" {
@@ -150,12 +143,10 @@ func run(f flags) error {
 			Overrides: map[string]any{"client.id": "worker-" + strconv.Itoa(pid)}},
 		Group:              f.group,
 		BatchSize:          f.batch,
-		BatchWait:          f.batchWait,
 		MaxInFlightBatches: f.inflight,
 		CommitInterval:     f.commit,
 		ExactlyOnce:        f.eos,
 		TransactionalID:    f.txnID,
-		TransactionTimeout: f.txnTimeout,
 	}
 	var p interface{ Run(context.Context) error }
 	var err error
@@ -219,7 +210,7 @@ func summer(cfg processor.Config, f flags, log *slog.Logger) (*processor.Process
 		h.out = &o
 		cfg.Outputs = []string{f.out}
 	}
-	cfg.ErrorPolicy = processor.Retry(f.retries, processor.Backoff{Initial: 50 * time.Millisecond, Max: f.backoffMax}, processor.Stop())
+	cfg.ErrorPolicy = processor.Retry(1000, processor.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}, processor.Stop())
 	p, err := processor.New(cfg, []processor.Input[string, int64]{{Topic: f.in, Key: codec.String(), Value: codec.Int64()}},
 		h, processor.WithCheckpoint(table), processor.WithLogger(log))
 	return p, closeClient, err
