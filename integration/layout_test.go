@@ -2,9 +2,13 @@ package integration
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -138,4 +142,88 @@ func TestDocMapsTheTree(t *testing.T) {
 		_, err := os.Stat(dir[1])
 		assert.NoError(t, err, "doc.go names integration/%s", dir[1])
 	}
+}
+
+// TestNoPackageLevelMutableState: no non-test, non-generated file of the module keeps a
+// map or a function in a package-level variable (a hidden hook or shared table any caller
+// could change): such values are returned by functions or live in a struct. Checked by
+// syntax: a var of map or func type, a map or func literal, make(map...), or a composite
+// literal of a map type the module declares.
+func TestNoPackageLevelMutableState(t *testing.T) {
+	out, err := exec.Command("git", "-C", "..", "ls-files", "*.go").Output()
+	require.NoError(t, err)
+	fset := token.NewFileSet()
+	var files []*ast.File
+	mapTypes := map[string]bool{} // "pkg.Type" and "Type" of map types the module declares
+	for _, name := range strings.Fields(string(out)) {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join("..", name), nil, parser.ParseComments)
+		require.NoError(t, err)
+		if ast.IsGenerated(f) {
+			continue
+		}
+		files = append(files, f)
+		for _, d := range f.Decls {
+			if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.TYPE {
+				for _, s := range g.Specs {
+					if ts := s.(*ast.TypeSpec); isMapOrFunc(ts.Type) {
+						mapTypes[f.Name.Name+"."+ts.Name.Name] = true
+					}
+				}
+			}
+		}
+	}
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		for _, d := range f.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.VAR {
+				continue
+			}
+			for _, s := range g.Specs {
+				vs := s.(*ast.ValueSpec)
+				bad := isMapOrFunc(vs.Type)
+				for _, v := range vs.Values {
+					bad = bad || mutableValue(v, f.Name.Name, mapTypes)
+				}
+				for _, n := range vs.Names {
+					assert.False(t, bad && n.Name != "_", "%s: package-level variable %s holds a map or a function: return it from a function instead",
+						fset.Position(n.Pos()), n.Name)
+				}
+			}
+		}
+	}
+}
+
+func isMapOrFunc(e ast.Expr) bool {
+	switch e.(type) {
+	case *ast.MapType, *ast.FuncType:
+		return true
+	}
+	return false
+}
+
+func mutableValue(e ast.Expr, pkg string, mapTypes map[string]bool) bool {
+	switch v := e.(type) {
+	case *ast.FuncLit:
+		return true
+	case *ast.CompositeLit:
+		switch t := v.Type.(type) {
+		case *ast.MapType:
+			return true
+		case *ast.Ident:
+			return mapTypes[pkg+"."+t.Name]
+		case *ast.SelectorExpr:
+			if x, ok := t.X.(*ast.Ident); ok {
+				return mapTypes[x.Name+"."+t.Sel.Name]
+			}
+		}
+	case *ast.CallExpr:
+		if id, ok := v.Fun.(*ast.Ident); ok && id.Name == "make" && len(v.Args) > 0 {
+			return isMapOrFunc(v.Args[0])
+		}
+	}
+	return false
 }
