@@ -448,7 +448,7 @@ func loadAvg() string {
 func commandLine() string {
 	out := []string{"go run ./integration/bench"}
 	for _, a := range os.Args[1:] {
-		if strings.ContainsAny(a, " ,;") {
+		if a == "" || strings.ContainsAny(a, " ,;") {
 			a = "'" + a + "'"
 		}
 		out = append(out, a)
