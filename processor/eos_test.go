@@ -146,15 +146,7 @@ func TestExactlyOnceReplacesFencedProducer(t *testing.T) {
 	}))
 	require.Contains(t, logs.String(), "producer fenced; replacing it", "the processor saw the fence")
 
-	out := readCommitted(t, brokers, "out", n, 30*time.Second)
-	seen := map[int64]int{}
-	for _, m := range out {
-		seen[int64(binary.BigEndian.Uint64(m.Key))]++
-	}
-	assert.Len(t, seen, n)
-	for k, c := range seen {
-		assert.Equal(t, 1, c, "key %d seen %d times under read_committed", k, c)
-	}
+	assertEachKeyOnce(t, brokers, "out", n)
 }
 
 // TestExactlyOnceCommitTimeoutResumed: the coordinator answers no commit for longer than
@@ -206,9 +198,15 @@ func TestExactlyOnceCommitTimeoutResumed(t *testing.T) {
 	assert.Contains(t, logs.String(), `op="commit transaction"`, "the held commit timed out and was retried")
 	assert.NotContains(t, logs.String(), "Conflicting", "no other transactional call was made while the commit was unresolved")
 
-	out := readCommitted(t, brokers, "out", n, 30*time.Second)
+	assertEachKeyOnce(t, brokers, "out", n)
+}
+
+// assertEachKeyOnce reads topic read_committed and checks that it holds n distinct keys,
+// each once.
+func assertEachKeyOnce(t *testing.T, brokers, topic string, n int) {
+	t.Helper()
 	seen := map[int64]int{}
-	for _, m := range out {
+	for _, m := range readCommitted(t, brokers, topic, n, 30*time.Second) {
 		seen[int64(binary.BigEndian.Uint64(m.Key))]++
 	}
 	assert.Len(t, seen, n)
