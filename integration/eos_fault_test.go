@@ -396,18 +396,30 @@ func zombieRun(t *testing.T, e *eosEnv, pause time.Duration) {
 		ownedA = m[clientID(a)]
 		return len(ownedA) > 0 && len(m[clientID(b)]) > 0 && len(ownedA)+len(m[clientID(b)]) == partitions
 	}, time.Minute, 200*time.Millisecond, "the group never settled with both workers owning partitions")
-	// Stop A in the middle of a transaction: 1 s after one of its commits became visible
-	// (a burst of its records arriving read_committed), about 1 s before the next.
+	// Stop A in the middle of a transaction: soon after one of its commits became visible (a
+	// burst of its records arriving read_committed), once a record it wrote after that commit
+	// is in the log (read_uncommitted), about a second before its next commit. On a loaded
+	// machine A's records can wait in its producer's queue for a while, so the log is what
+	// is waited on: a stop with nothing of A's in the log would have nothing to fence.
+	pending := harness.StartTopicReader(t, e.brokers, e.out, partitions, "read_uncommitted")
 	zombieTag := strconv.Itoa(a.Pid())
-	prev := live.Latest(zombieTag)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		require.True(t, time.Now().Before(deadline), "worker A committed nothing visible for 30s")
-		if l := live.Latest(zombieTag); l.After(prev) && time.Since(l) < 200*time.Millisecond {
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		prev, committedAt := live.Latest(zombieTag), time.Time{}
+		for committedAt.IsZero() {
+			require.True(t, time.Now().Before(deadline), "worker A committed nothing visible with a record written after it for 60s")
+			if l := live.Latest(zombieTag); l.After(prev) && time.Since(l) < 200*time.Millisecond {
+				committedAt = l
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for time.Since(committedAt) < 1200*time.Millisecond && !pending.Written(zombieTag).After(committedAt) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if pending.Written(zombieTag).After(committedAt) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(time.Second)
+	pending.Stop()
 
 	tStop := time.Now()
 	require.NoError(t, syscall.Kill(a.Pid(), syscall.SIGSTOP))

@@ -778,7 +778,7 @@ func produceRecords(t *testing.T, brokers string, topics []string, partitions, n
 	harness.ProduceMessages(t, brokers, msgs)
 }
 
-// TestProcessorNoDuplicatesWithoutFault: one processor, no rebalance, no failure, many
+// TestProcessorNoDuplicatesSteady: one processor, no rebalance, no failure, many
 // partitions and a buffer small enough that its partitions are paused and resumed over
 // and over (the default buffer: a 1 MiB share per partition): every input reaches the handler exactly once and appears once in the output.
 // librdkafka can return a record a second time after a pause that raced with the poll
@@ -786,7 +786,7 @@ func produceRecords(t *testing.T, brokers string, topics []string, partitions, n
 // partitions with the default buffer) although nothing failed.
 //
 //	no-dup: partitions=… records=… handled-twice=… output-dups=…
-func TestProcessorNoDuplicatesWithoutFault(t *testing.T) {
+func TestProcessorNoDuplicatesSteady(t *testing.T) {
 	harness.RequireReal(t)
 	brokers := stack.KafkaBrokers(t)
 	const (

@@ -166,6 +166,7 @@ type TopicReader struct {
 	pos       map[int32]int64
 	firstSeen map[string]time.Time // writer pid -> first arrival of one of its records
 	lastSeen  map[string]time.Time // writer pid -> last arrival of one of its records
+	written   map[string]time.Time // writer pid -> newest timestamp of one of its records
 	errs      []string
 }
 
@@ -189,7 +190,7 @@ func StartTopicReader(tb testing.TB, brokers, topic string, partitions int, isol
 	}
 	require.NoError(tb, c.Assign(tps))
 	r := &TopicReader{c: c, topic: topic, partitions: partitions, quit: make(chan struct{}), done: make(chan struct{}),
-		byPart: make([][]TxnRec, partitions), pos: map[int32]int64{}, firstSeen: map[string]time.Time{}, lastSeen: map[string]time.Time{}}
+		byPart: make([][]TxnRec, partitions), pos: map[int32]int64{}, firstSeen: map[string]time.Time{}, lastSeen: map[string]time.Time{}, written: map[string]time.Time{}}
 	go r.run(tps)
 	tb.Cleanup(r.Stop)
 	return r
@@ -221,6 +222,9 @@ func (r *TopicReader) run(tps []kafka.TopicPartition) {
 				r.firstSeen[w] = m.Arrived
 			}
 			r.lastSeen[w] = m.Arrived
+			if m.Timestamp.After(r.written[w]) {
+				r.written[w] = m.Timestamp
+			}
 			r.mu.Unlock()
 		case kafka.Error:
 			r.mu.Lock()
@@ -259,6 +263,14 @@ func (r *TopicReader) Latest(writer string) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lastSeen[writer]
+}
+
+// Written returns the newest timestamp (producer create time) of a record written by
+// writer that the reader received.
+func (r *TopicReader) Written(writer string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.written[writer]
 }
 
 // Seen returns when the reader first received a record written by writer.
